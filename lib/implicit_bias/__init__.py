@@ -1,0 +1,20 @@
+"""implicit_bias: which max-margin solution does an optimizer converge to?
+
+Optimizers (`optim`), homogeneous models (`models`), norms (`norms`), margins (`margins`),
+exact max-margin solvers (`maxmargin`), data (`data`), training sweeps (`train`) and
+plots (`plots`) for the executable book on the implicit bias of optimizers.
+"""
+
+from . import config, data, losses, margins, maxmargin, models, norms, optim, plots, train, updates
+from .config import device, profile, sized
+from .margins import direction_cosine, normalized_margin, smoothed_margin
+from .maxmargin import NotSeparableError, max_margin
+from .train import History, Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "config", "data", "losses", "margins", "maxmargin", "models", "norms", "optim", "plots",
+    "train", "updates", "device", "profile", "sized", "direction_cosine", "normalized_margin",
+    "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run", "__version__",
+]

@@ -1,0 +1,43 @@
+"""One run-size switch and the numeric defaults.
+
+``IMPLICIT_BIAS_PROFILE`` chooses the run size for every chapter:
+
+* ``smoke`` — seconds per chapter, for the tests;
+* ``book`` (default) — a few minutes per chapter on a laptop CPU, for building the book;
+* ``paper`` — paper-scale runs, meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+PROFILES = ("smoke", "book", "paper")
+
+#: float64 by default: theory experiments run to tiny losses and compare margins closely.
+DTYPE = torch.float64
+
+
+def profile() -> str:
+    """The active run size, read from ``IMPLICIT_BIAS_PROFILE`` (default ``book``)."""
+    name = os.environ.get("IMPLICIT_BIAS_PROFILE", "book").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"IMPLICIT_BIAS_PROFILE={name!r} is not a run size; set it to one of {PROFILES}."
+        )
+    return name
+
+
+def sized(smoke, book, paper=None):
+    """Pick the value for the active profile: ``sized(smoke=200, book=5000, paper=50000)``.
+    ``paper`` defaults to ``book``."""
+    return {"smoke": smoke, "book": book, "paper": book if paper is None else paper}[profile()]
+
+
+def device() -> torch.device:
+    """CUDA when present, otherwise the CPU (override with ``IMPLICIT_BIAS_DEVICE``)."""
+    name = os.environ.get("IMPLICIT_BIAS_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,123 @@
+"""Data sets: separable Gaussians, a 2-D toy set, digits even-vs-odd, and MNIST from IDX files.
+
+Every loader returns ``(X, y)`` as float64 tensors with labels in {−1, +1}. Nothing is
+downloaded: the digits ship with scikit-learn, MNIST is read from a local path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DTYPE
+
+
+def check_labels(y) -> None:
+    """Raise a clear error unless every label is −1 or +1."""
+    values = np.unique(np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y))
+    if not set(values.tolist()) <= {-1.0, 1.0}:
+        raise ValueError(
+            f"Labels must be -1 or +1, got values {values[:10].tolist()}. Map a {{0, 1}} "
+            "label to 2*y - 1."
+        )
+
+
+def _tensors(X, y, dtype=DTYPE):
+    return torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+
+
+def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DTYPE):
+    """Linearly separable Gaussian data: ``x ~ N(0, I_d)`` labelled by a random teacher
+    ``w*``, keeping points with ``|w*·x| / ‖w*‖ ≥ gap`` so the margin is bounded below."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.standard_normal(d)
+    teacher /= np.linalg.norm(teacher)
+    rows = []
+    while len(rows) < n:
+        x = rng.standard_normal(d)
+        if abs(x @ teacher) >= gap:
+            rows.append(x)
+    X = np.array(rows)
+    return _tensors(X, np.sign(X @ teacher), dtype)
+
+
+def toy_2d(n: int = 20, seed: int = 0, dtype=DTYPE):
+    """A 2-D separable set where the ℓ2, ℓ∞ and ℓ1 max-margin directions differ: two
+    elongated clouds on either side of a line through the origin."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    t = rng.uniform(-1.0, 1.0, size=(half, 1))
+    base = np.array([[1.0, 0.35]])
+    pos = base + t * np.array([[0.25, 1.0]]) + 0.05 * rng.standard_normal((half, 2))
+    X = np.vstack([pos, -pos[::-1] * rng.uniform(0.8, 1.2, size=(half, 1))])
+    y = np.r_[np.ones(half), -np.ones(half)]
+    return _tensors(X, y, dtype)
+
+
+def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images), pixels scaled to
+    [0, 1], labelled +1 for even digits and −1 for odd. ``n`` takes a random subset."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, labels = digits.data / 16.0, digits.target
+    if n is not None and n < len(labels):
+        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
+        X, labels = X[idx], labels[idx]
+    return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (MNIST's format), optionally gzip-compressed."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    code, ndim = raw[2], raw[3]
+    if code not in dtypes:
+        raise ValueError(f"{path}: unknown IDX data type code {code:#x}.")
+    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=dtypes[code], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values.")
+    return data.reshape(shape)
+
+
+def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
+    """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
+    ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    root = Path(root)
+
+    def find(stem):
+        for name in (stem, stem + ".gz"):
+            if (root / name).exists():
+                return root / name
+        raise FileNotFoundError(f"{stem}[.gz] not found in {root}; put the MNIST IDX files there.")
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels in {root}.")
+    X = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    if n is not None and n < len(labels):
+        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
+        X, labels = X[idx], labels[idx]
+    return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
+
+
+LOADERS = {"gaussian": gaussian, "toy_2d": toy_2d, "digits": digits_even_odd}
+
+
+def load(name: str, **kwargs):
+    """A data set by name (``gaussian``, ``toy_2d``, ``digits``) with its keyword options."""
+    if name not in LOADERS:
+        raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(LOADERS)}.")
+    return LOADERS[name](**kwargs)

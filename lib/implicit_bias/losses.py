@@ -1,0 +1,60 @@
+"""Exponential and logistic losses of the margins ``q_i``, in the log domain.
+
+``log_terms`` returns ``log ℓ(q_i)`` exactly even when ``ℓ(q_i)`` underflows (q ≫ 700),
+so the total loss ``L = Σ ℓ(q_i)`` can be carried as ``log L`` and a rescaled ("framed")
+loss ``e^F L`` can be differentiated without underflow (Lyu & Li 2019).
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOSSES = ("exponential", "logistic")
+
+
+def _check(kind):
+    if kind not in LOSSES:
+        raise ValueError(f"Unknown loss {kind!r}; choose one of {LOSSES}.")
+
+
+def log_terms(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
+    """``log ℓ(q_i)`` per sample. Logistic: ``log log(1 + e^{−q})``, which is
+    ``−q + log1p(−e^{−q}/2 + …)`` for large q — computed without underflow."""
+    _check(kind)
+    if kind == "exponential":
+        return -q
+    # For q > 30, log(softplus(-q)) = -q + log(log1p(e^-q)/e^-q) and the ratio is
+    # 1 - e^-q/2 + O(e^-2q): use -q + log1p(-e^-q/2), exact to rounding.
+    big = q > 30
+    qs = torch.where(big, torch.zeros_like(q), q)
+    small_q = torch.log(torch.nn.functional.softplus(-qs))
+    large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, torch.full_like(q, 30.0))))
+    return torch.where(big, large_q, small_q)
+
+
+def log_loss(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
+    """``log Σ_i ℓ(q_i)``."""
+    return torch.logsumexp(log_terms(q, kind), dim=-1)
+
+
+def loss(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
+    """``Σ_i ℓ(q_i)`` (underflows to 0 for large margins; prefer :func:`log_loss`)."""
+    return log_loss(q, kind).exp()
+
+
+def framed_loss(q: torch.Tensor, frame: float, kind: str = "logistic") -> torch.Tensor:
+    """``e^F Σ_i ℓ(q_i)``: the loss rescaled by a frame F chosen near ``−log L`` so that
+    it stays near 1; its gradient is ``e^F ∇L``."""
+    return torch.exp(log_terms(q, kind) + frame).sum()
+
+
+def inverse_loss_from_log(log_l: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
+    """``ℓ^{-1}(L)`` from ``log L``: the smoothed margin's numerator (Lyu & Li 2019).
+    Exponential: ``−log L``. Logistic: ``−log(e^L − 1)``."""
+    _check(kind)
+    if kind == "exponential":
+        return -log_l
+    # e^L - 1 = L (1 + L/2 + ...): for tiny L use -log L - L/2, which never underflows.
+    tiny = log_l < -30
+    safe = torch.where(tiny, torch.zeros_like(log_l), log_l)
+    return torch.where(tiny, -log_l - 0.5 * torch.exp(log_l), -torch.log(torch.expm1(safe.exp())))

@@ -1,0 +1,120 @@
+"""Exact max-margin solutions of linear models, with cvxpy.
+
+``max_margin(X, y, norm)`` solves ``min ‖w‖ s.t. y_i x_i·w ≥ 1`` for ℓ2 (a QP), ℓ∞ and ℓ1
+(LPs) or a Mahalanobis norm ``sqrt(wᵀ M w)`` (a QP), and returns the unit-norm max-margin
+direction and the margin ``γ* = 1 / ‖w*‖``. Steepest descent in a norm converges in
+direction to the solution for that norm (Soudry et al. 2018; Gunasekar et al. 2018).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from .data import check_labels
+
+
+class NotSeparableError(ValueError):
+    """The data cannot be separated by a linear predictor through the origin."""
+
+
+@dataclass
+class MaxMarginSolution:
+    direction: np.ndarray  # unit-norm in `norm`
+    margin: float  # max over unit-norm w of min_i y_i x_i·w
+    norm: str
+    dual: np.ndarray  # multipliers of the margin constraints
+    support: np.ndarray  # indices of the active constraints
+
+    def __repr__(self):
+        return (f"MaxMarginSolution(norm={self.norm!r}, margin={self.margin:.6g}, "
+                f"support={self.support.tolist()})")
+
+
+def _as_numpy(a):
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=float)
+
+
+def norm_value(w, norm) -> float:
+    """Value of ``w`` in a norm name (``l2``, ``linf``, ``l1``) or a PSD matrix M."""
+    w = _as_numpy(w)
+    if isinstance(norm, str):
+        return float({"l2": np.linalg.norm(w), "linf": np.abs(w).max(),
+                      "l1": np.abs(w).sum()}[norm])
+    return float(np.sqrt(w @ _as_numpy(norm) @ w))
+
+
+def max_margin(X, y, norm="l2") -> MaxMarginSolution:
+    """Max-margin direction of a linear model without bias in ``norm``: ``'l2'``,
+    ``'linf'``, ``'l1'``, or a symmetric positive-definite matrix ``M`` (or a positive
+    vector, taken as ``diag(M)``) for ``‖w‖_M = sqrt(wᵀ M w)``.
+
+    Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i."""
+    X, y = _as_numpy(X), _as_numpy(y)
+    check_labels(y)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
+    Z = y[:, None] * X
+    w = cp.Variable(X.shape[1])
+    if isinstance(norm, str):
+        objective = {"l2": cp.sum_squares(w), "linf": cp.norm(w, "inf"), "l1": cp.norm(w, 1)}.get(norm)
+        if objective is None:
+            raise ValueError(f"Unknown norm {norm!r}; use 'l2', 'linf', 'l1' or a PSD matrix.")
+        name = norm
+    else:
+        M = _as_numpy(norm)
+        M = np.diag(M) if M.ndim == 1 else M
+        if M.shape != (X.shape[1],) * 2 or not np.allclose(M, M.T):
+            raise ValueError(f"M must be a symmetric {X.shape[1]}×{X.shape[1]} matrix.")
+        if np.linalg.eigvalsh(M).min() <= 0:
+            raise ValueError("M must be positive definite for sqrt(wᵀMw) to be a norm.")
+        objective = cp.quad_form(w, cp.psd_wrap(M))
+        norm, name = M, "mahalanobis"
+    constraint = Z @ w >= 1
+    problem = cp.Problem(cp.Minimize(objective), [constraint])
+    problem.solve()
+    if problem.status in ("infeasible", "infeasible_inaccurate"):
+        raise NotSeparableError(
+            "The data are not linearly separable through the origin, so no max-margin "
+            "solution exists. Check the labels, or add a feature for a bias term."
+        )
+    if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
+        raise RuntimeError(f"cvxpy could not solve the max-margin problem: {problem.status}.")
+    wv = np.asarray(w.value)
+    size = norm_value(wv, norm)
+    direction = wv / size
+    margins = Z @ direction
+    dual = np.asarray(constraint.dual_value).reshape(-1)
+    gamma = float(margins.min())
+    support = np.flatnonzero(margins <= gamma * (1 + 1e-6) + 1e-9)
+    return MaxMarginSolution(direction, gamma, name, dual, support)
+
+
+def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
+    """How far apart two max-margin solutions can be: the largest coordinate range over
+    the set of unit-norm directions whose margin is within ``tol`` (relative) of the
+    maximum. About 0 when the solution is unique; ℓ∞ and ℓ1 solutions often are not, and
+    then a cosine with one solver's answer is no test of convergence (compare margins).
+    Strictly convex norms (ℓ2, Mahalanobis) have a unique solution: 0 without solving."""
+    if not isinstance(norm, str) or norm == "l2":
+        return 0.0
+    X, y = _as_numpy(X), _as_numpy(y)
+    best = max_margin(X, y, norm)
+    Z = y[:, None] * X
+    w = cp.Variable(X.shape[1])
+    size = {"linf": cp.norm(w, "inf"), "l1": cp.norm(w, 1)}[norm]
+    feasible = [size <= 1, Z @ w >= best.margin * (1 - tol)]
+    spread = 0.0
+    for j in range(X.shape[1]):
+        hi = cp.Problem(cp.Maximize(w[j]), feasible)
+        hi.solve()
+        top = w.value[j]
+        lo = cp.Problem(cp.Minimize(w[j]), feasible)
+        lo.solve()
+        spread = max(spread, float(top - w.value[j]))
+    return spread

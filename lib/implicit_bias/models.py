@@ -1,0 +1,188 @@
+"""Bias-free homogeneous models: ``f(x; cθ) = c^L f(x; θ)`` with ``L = model.degree``.
+
+Every model maps inputs of shape ``(n, d)`` to outputs of shape ``(n,)``, has no biases
+(a bias breaks homogeneity), and is built in float64 by default with a seeded
+initialization so runs are reproducible on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import DTYPE
+
+
+class Activation(nn.Module):
+    """A positively homogeneous activation ``σ(cz) = c^q σ(z)`` (c > 0), ``q = degree``."""
+
+    degree: float = 1.0
+    smooth: bool = False
+
+
+class ReLU(Activation):
+    degree, smooth = 1.0, False
+
+    def forward(self, z):
+        return torch.relu(z)
+
+
+class ReLUPower(Activation):
+    """``max(z, 0)^q``; C¹ for ``q > 1`` (the squared ReLU, q = 2, is the default smooth one)."""
+
+    def __init__(self, q: float = 2.0):
+        super().__init__()
+        if not q >= 1:
+            raise ValueError(f"ReLUPower needs q ≥ 1 to be homogeneous and monotone, got {q}.")
+        self.degree, self.smooth = float(q), q > 1
+
+    def forward(self, z):
+        return torch.relu(z) ** self.degree
+
+    def extra_repr(self):
+        return f"q={self.degree:g}"
+
+
+class Quadratic(Activation):
+    """``z²`` (degree 2, smooth)."""
+
+    degree, smooth = 2.0, True
+
+    def forward(self, z):
+        return z * z
+
+
+class Identity(Activation):
+    """``z`` (a linear network)."""
+
+    degree, smooth = 1.0, True
+
+    def forward(self, z):
+        return z
+
+
+ACTIVATIONS = {"relu": ReLU, "relu2": ReLUPower, "squared_relu": ReLUPower,
+               "quadratic": Quadratic, "linear": Identity}
+
+
+def make_activation(spec) -> Activation:
+    """An activation from a name (``relu``, ``relu2``/``squared_relu``, ``quadratic``,
+    ``linear``), from ``('relu_power', q)``, or an :class:`Activation` instance."""
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "relu_power":
+        return ReLUPower(spec[1])
+    if isinstance(spec, str) and spec in ACTIVATIONS:
+        return ACTIVATIONS[spec]()
+    raise ValueError(
+        f"{spec!r} is not a positively homogeneous activation this library knows. "
+        f"Use one of {sorted(ACTIVATIONS)} or ('relu_power', q); activations such as tanh, "
+        "sigmoid or GELU make the model non-homogeneous, so its normalized margin is undefined."
+    )
+
+
+def _init(shape, fan_in, generator, scale, dtype):
+    return nn.Parameter(torch.randn(*shape, generator=generator, dtype=dtype) * scale / math.sqrt(fan_in))
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(int(seed))
+
+
+class HomogeneousModel(nn.Module):
+    """Base class: ``degree`` is the homogeneity degree L in the parameters."""
+
+    degree: float
+
+    def margins(self, X, y):
+        """Per-sample margins ``q_i = y_i f(x_i; θ)``."""
+        return y * self(X)
+
+
+class Linear(HomogeneousModel):
+    """``f(x) = w·x`` (degree 1)."""
+
+    def __init__(self, d: int, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        self.w = _init((d,), d, _generator(seed), init_scale, dtype)
+        self.degree = 1.0
+
+    def forward(self, X):
+        return X @ self.w
+
+
+class DiagonalLinear(HomogeneousModel):
+    """Depth-D diagonal linear network ``f(x) = Σ_j Π_l w_l[j] x[j]`` (degree D)."""
+
+    def __init__(self, d: int, depth: int = 2, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be ≥ 1, got {depth}.")
+        g = _generator(seed)
+        self.layers = nn.ParameterList(
+            [_init((d,), 1, g, init_scale, dtype) for _ in range(depth)])
+        self.degree = float(depth)
+
+    def forward(self, X):
+        w = self.layers[0]
+        for layer in self.layers[1:]:
+            w = w * layer
+        return X @ w
+
+
+class TwoLayer(HomogeneousModel):
+    """``f(x) = Σ_j a_j σ(w_j·x)``, bias-free; degree ``1 + q`` for a degree-q activation
+    (3 for the squared ReLU). Parameters: ``W`` (width × d) and ``a`` (width)."""
+
+    def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        self.act = make_activation(activation)
+        g = _generator(seed)
+        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.a = _init((width,), width, g, init_scale, dtype)
+        self.degree = 1.0 + self.act.degree
+
+    def forward(self, X):
+        return self.act(X @ self.W.T) @ self.a
+
+
+class MLP(HomogeneousModel):
+    """Bias-free fully connected network ``widths = [d, h_1, …, h_k, 1]``; the output layer
+    is linear. Degree: ``L_1 = q``, ``L_{l+1} = q (L_l + 1)``, output ``L_k + 1``."""
+
+    def __init__(self, widths, activation="relu2", seed: int = 0, init_scale: float = 1.0,
+                 dtype=DTYPE):
+        super().__init__()
+        widths = list(widths)
+        if len(widths) < 2 or widths[-1] != 1:
+            raise ValueError(f"widths must be [d, h_1, ..., 1] ending in 1, got {widths}.")
+        self.act = make_activation(activation)
+        g = _generator(seed)
+        self.weights = nn.ParameterList(
+            [_init((o, i), i, g, init_scale, dtype) for i, o in zip(widths[:-1], widths[1:])])
+        degree = 0.0
+        for _ in widths[1:-1]:
+            degree = self.act.degree * (degree + 1.0)
+        self.degree = degree + 1.0
+
+    def forward(self, X):
+        h = X
+        for W in self.weights[:-1]:
+            h = self.act(h @ W.T)
+        return (h @ self.weights[-1].T).squeeze(-1)
+
+
+def build(spec: dict, d: int, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
+    """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
+    'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP}
+    if kind not in kinds:
+        raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(kinds)}.")
+    if kind == "mlp":
+        return MLP([d, *spec.pop("hidden", []), 1], seed=seed, dtype=dtype, **spec)
+    return kinds[kind](d, seed=seed, dtype=dtype, **spec)

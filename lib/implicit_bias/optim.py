@@ -1,0 +1,325 @@
+"""Optimizers as thin ``torch.optim.Optimizer`` subclasses over :mod:`updates`.
+
+Every parameter group carries a ``rule`` — ``steepest`` (with a norm), ``adam``,
+``rmsprop`` or ``adagrad`` — so that hybrids such as Muon-Adam are just two groups with
+different rules. All optimizers support a rescaled ("framed") loss: after
+``rescale_gradients(c)`` the incoming gradients are taken to be ``c`` times larger and the
+state is rescaled to match, so the trajectory is unchanged while the loss itself stays
+representable (Lyu & Li 2019, App. on the loss "frame").
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from . import updates
+from .norms import L1, L2, Linf, Norm, Spectral, matrix_indices
+
+
+def _check_lr(lr):
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}.")
+
+
+def _check_beta(name, beta):
+    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+        raise ValueError(f"{name} must lie in [0, 1), got {beta!r}.")
+
+
+def _check_eps(eps):
+    if not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"eps must be ≥ 0 (0 is allowed), got {eps!r}.")
+
+
+class RuleOptimizer(torch.optim.Optimizer):
+    """Base class: dispatches each parameter group to the update rule it names."""
+
+    def __init__(self, params, defaults):
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            group.setdefault("grad_scale", 1.0)
+            _check_lr(group["lr"])
+            for key in ("momentum", "beta1", "beta2"):
+                if key in group:
+                    _check_beta(key, group[key])
+            if "eps" in group:
+                _check_eps(group["eps"])
+            if group["rule"] == "steepest":
+                if not isinstance(group["norm"], Norm):
+                    raise TypeError(f"norm must be an implicit_bias.norms.Norm, got {group['norm']!r}.")
+                group["norm"].check(group["params"])
+        self._warned_dead = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            getattr(self, "_" + group["rule"])(group)
+        return loss
+
+    def _grads(self, group):
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in group["params"]]
+
+    def _buffer(self, p, name):
+        state = self.state[p]
+        if name not in state:
+            state[name] = torch.zeros_like(p)
+        return state[name]
+
+    def _count(self, p):
+        state = self.state[p]
+        state["step"] = state.get("step", 0) + 1
+        return state["step"]
+
+    def _steepest(self, group):
+        beta = group["momentum"]
+        direction = []
+        for p, g in zip(group["params"], self._grads(group)):
+            if beta > 0:
+                g = updates.ema(self._buffer(p, "momentum_buffer"), g, beta)
+                self.state[p]["momentum_buffer"] = g
+            direction.append(g)
+        step = updates.steepest_step(group["norm"], direction, group["normalized"], group["grad_scale"])
+        for p, u in zip(group["params"], step):
+            p.add_(u, alpha=-group["lr"])
+
+    def _adam(self, group):
+        betas = (group["beta1"], group["beta2"])
+        eps = group["eps"] * group["grad_scale"]
+        for p, g in zip(group["params"], self._grads(group)):
+            m = updates.ema(self._buffer(p, "exp_avg"), g, betas[0])
+            v = updates.ema(self._buffer(p, "exp_avg_sq"), g * g, betas[1])
+            self.state[p].update(exp_avg=m, exp_avg_sq=v)
+            d, dead = updates.adam_direction(m, v, self._count(p), betas, eps)
+            self._warn_dead(dead)
+            p.add_(d, alpha=-group["lr"])
+
+    def _rmsprop(self, group):
+        eps = group["eps"] * group["grad_scale"]
+        for p, g in zip(group["params"], self._grads(group)):
+            v = updates.ema(self._buffer(p, "square_avg"), g * g, group["beta2"])
+            self.state[p]["square_avg"] = v
+            d, dead = updates.scaled_by_root(g, v, eps)
+            self._warn_dead(dead)
+            p.add_(d, alpha=-group["lr"])
+
+    def _adagrad(self, group):
+        eps = group["eps"] * group["grad_scale"]
+        for p, g in zip(group["params"], self._grads(group)):
+            acc = self._buffer(p, "sum") + g * g
+            self.state[p]["sum"] = acc
+            d, dead = updates.scaled_by_root(g, acc, eps)
+            self._warn_dead(dead)
+            p.add_(d, alpha=-group["lr"])
+
+    def _warn_dead(self, dead):
+        if dead and not self._warned_dead:
+            self._warned_dead = True
+            warnings.warn(
+                "eps = 0 and some coordinate has had an exactly zero gradient at every step "
+                "(a dead unit?): its step is set to 0. The Adam theorem assumes non-zero first "
+                "gradients; change the initialization or use eps > 0.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    @torch.no_grad()
+    def rescale_gradients(self, ratio: float) -> None:
+        """From now on the gradients are ``ratio`` times larger (the loss was multiplied
+        by ``ratio``); rescale first moments by ``ratio`` and second moments by
+        ``ratio²`` so the trajectory does not change."""
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
+        for group in self.param_groups:
+            group["grad_scale"] *= ratio
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for key in ("momentum_buffer", "exp_avg"):
+                    if key in state:
+                        state[key] = state[key] * ratio
+                for key in ("exp_avg_sq", "square_avg", "sum"):
+                    if key in state:
+                        state[key] = state[key] * ratio**2
+
+
+def _params_list(params):
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        raise TypeError(
+            "This optimizer builds its own parameter groups; pass a plain list of parameters."
+        )
+    return params
+
+
+# --- steepest descent family -------------------------------------------------
+
+
+class SteepestDescent(RuleOptimizer):
+    """(Momentum) steepest descent w.r.t. ``norm``: ``m ← β m + (1−β) g``, then
+    ``θ ← θ − η_t u`` with ``u = norm.steepest(m)`` (normalized) or ``‖m‖_* u``.
+
+    Gronich & Vardi 2026 (Thm 3.3): with ``∫η = ∞`` and ``η(t) = o(t^{1/L−1})`` the limit
+    direction is a KKT direction of ``norm``'s margin problem."""
+
+    def __init__(self, params, norm: Norm, lr: float, momentum: float = 0.0, normalized: bool = True):
+        super().__init__(params, dict(rule="steepest", norm=norm, lr=lr, momentum=momentum,
+                                      normalized=bool(normalized)))
+
+
+class NormalizedGD(SteepestDescent):
+    """Normalized gradient descent: steepest descent for ℓ2."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0):
+        super().__init__(params, L2(), lr, momentum=momentum)
+
+
+class MomentumGD(SteepestDescent):
+    """Gradient descent with EMA momentum, normalized by default (ℓ2; Thm 3.3).
+    With ``normalized=False`` it equals ``torch.optim.SGD(lr=lr·(1−β), momentum=β)``."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, normalized: bool = True):
+        super().__init__(params, L2(), lr, momentum=momentum, normalized=normalized)
+
+
+class SignGD(SteepestDescent):
+    """Sign descent: steepest descent for ℓ∞."""
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, Linf(), lr)
+
+
+class Signum(SteepestDescent):
+    """Sign of the momentum (Bernstein et al. 2018): momentum steepest descent for ℓ∞."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9):
+        super().__init__(params, Linf(), lr, momentum=momentum)
+
+
+class CoordinateDescent(SteepestDescent):
+    """Greedy coordinate descent: steepest descent for ℓ1."""
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, L1(), lr)
+
+
+class SpectralDescent(SteepestDescent):
+    """Steepest descent for the max-spectral norm: the exact polar factor of each
+    parameter's gradient (a vector is a 1×n matrix, so it is ℓ2-normalized)."""
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, Spectral(), lr)
+
+
+class Muon(SteepestDescent):
+    """Muon: the polar factor of the momentum, per parameter (Gronich & Vardi 2026,
+    Cor 3.4). ``polar='svd'`` (default) is exact; ``'newton_schulz'`` is Keller Jordan's
+    5-step quintic iteration (``ns_dtype=torch.bfloat16`` reproduces ``torch.optim.Muon``)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, polar: str = "svd",
+                 ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
+        super().__init__(params, Spectral(polar, ns_steps, ns_dtype), lr, momentum=momentum)
+
+
+# --- adaptive family -----------------------------------------------------------
+
+
+class Adam(RuleOptimizer):
+    """Adam with bias correction; ``eps`` may be exactly 0 (the ℓ∞ regime of Gronich &
+    Vardi 2026, Thm 3.6). With ``eps > 0`` it matches ``torch.optim.Adam``."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.99), eps: float = 0.0):
+        b1, b2 = betas
+        _check_beta("beta1", b1)
+        _check_beta("beta2", b2)
+        if b1 > b2:
+            warnings.warn(
+                f"beta1 = {b1} > beta2 = {b2}: the Adam implicit-bias theorem assumes "
+                "beta1 ≤ beta2.", UserWarning, stacklevel=2)
+        super().__init__(params, dict(rule="adam", lr=lr, beta1=b1, beta2=b2, eps=eps))
+
+
+class RMSProp(RuleOptimizer):
+    """RMSProp: ``v ← β₂ v + (1−β₂) g²``, ``θ ← θ − η g / (√v + ε)``; equals
+    ``torch.optim.RMSprop(alpha=β₂)``. With ε > 0 its limit is ℓ2 (Wang et al. 2021)."""
+
+    def __init__(self, params, lr: float, beta2: float = 0.99, eps: float = 1e-8):
+        super().__init__(params, dict(rule="rmsprop", lr=lr, beta2=beta2, eps=eps))
+
+
+class AdaGrad(RuleOptimizer):
+    """AdaGrad: ``G ← G + g²``, ``θ ← θ − η g / (√G + ε)``; equals ``torch.optim.Adagrad``."""
+
+    def __init__(self, params, lr: float, eps: float = 1e-10):
+        super().__init__(params, dict(rule="adagrad", lr=lr, eps=eps))
+
+
+# --- hybrids ---------------------------------------------------------------------
+
+
+def _split_groups(params, matrix_group: dict, rest_group: dict):
+    params = _params_list(params)
+    mats, rest = matrix_indices(params)
+    groups = []
+    if mats:
+        groups.append(dict(matrix_group, params=[params[i] for i in mats]))
+    if rest:
+        groups.append(dict(rest_group, params=[params[i] for i in rest]))
+    return groups
+
+
+class MuonSignum(RuleOptimizer):
+    """Muon (exact polar factor) on matrix parameters, Signum on the others (vectors,
+    scalars), sharing the momentum β. ``lr`` is Muon's base rate; ``lr_signum`` defaults to
+    it. Limit: KKT of ``max{‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Cor 3.5)."""
+
+    def __init__(self, params, lr: float, lr_signum: float | None = None, momentum: float = 0.9):
+        lr_signum = lr if lr_signum is None else lr_signum
+        common = dict(rule="steepest", momentum=momentum, normalized=True)
+        super().__init__(
+            _split_groups(params, dict(common, norm=Spectral(), lr=lr),
+                          dict(common, norm=Linf(), lr=lr_signum)), {})
+
+
+class MuonAdam(RuleOptimizer):
+    """Muon on matrix parameters, Adam on the others. ``lr`` is Muon's base rate η^M_0,
+    ``lr_adam`` Adam's η^A_0 (default: equal). Limit: KKT of
+    ``max{(η^A_0/η^M_0)‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Thm 3.7)."""
+
+    def __init__(self, params, lr: float, lr_adam: float | None = None, momentum: float = 0.9,
+                 betas=(0.9, 0.99), eps: float = 0.0):
+        lr_adam = lr if lr_adam is None else lr_adam
+        super().__init__(
+            _split_groups(
+                params,
+                dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True),
+                dict(rule="adam", lr=lr_adam, beta1=betas[0], beta2=betas[1], eps=eps)), {})
+
+
+OPTIMIZERS = {
+    cls.__name__: cls
+    for cls in (NormalizedGD, MomentumGD, SignGD, Signum, CoordinateDescent, SpectralDescent,
+                Muon, Adam, RMSProp, AdaGrad, MuonSignum, MuonAdam)
+}
+
+
+def make(name: str, params, lr: float, **options) -> RuleOptimizer:
+    """Build a named optimizer (a key of :data:`OPTIMIZERS`)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
+    return OPTIMIZERS[name](params, lr, **options)
+
+
+def power_schedule(optimizer: torch.optim.Optimizer, exponent: float) -> LambdaLR:
+    """``η_t = η_0 · t^{−a}`` for steps t = 1, 2, … (each group's own η_0), as a
+    standard ``LambdaLR``. The normalized-steepest-descent theorems need ``a ≤ 1``
+    (``∫η = ∞``); the momentum ones also ``a > 1 − 1/L``."""
+    if not (isinstance(exponent, (int, float)) and math.isfinite(exponent) and exponent >= 0):
+        raise ValueError(f"schedule exponent must be a finite number ≥ 0, got {exponent!r}.")
+    return LambdaLR(optimizer, lambda t: (t + 1.0) ** (-exponent))

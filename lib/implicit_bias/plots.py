@@ -1,0 +1,127 @@
+"""One look for every figure: the same colour for the same optimizer in every chapter,
+log-scaled step axes, labelled norms."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+COLORS = {
+    "GD": "#7f7f7f",
+    "NormalizedGD": "#1f77b4",
+    "MomentumGD": "#17becf",
+    "SignGD": "#d62728",
+    "Signum": "#ff7f0e",
+    "CoordinateDescent": "#8c564b",
+    "SpectralDescent": "#2ca02c",
+    "Muon": "#98df8a",
+    "Adam": "#9467bd",
+    "RMSProp": "#e377c2",
+    "AdaGrad": "#bcbd22",
+    "MuonSignum": "#393b79",
+    "MuonAdam": "#ad494a",
+}
+
+NORM_LABELS = {
+    "l2": r"$\ell_2$",
+    "linf": r"$\ell_\infty$",
+    "l1": r"$\ell_1$",
+    "spectral": r"max-spectral",
+    "hybrid": r"hybrid $\max\{\|W\|_{msp}, \|u\|_\infty\}$",
+}
+
+
+def color(label: str) -> str:
+    """The book's colour for an optimizer (or a run labelled after one)."""
+    for name in sorted(COLORS, key=len, reverse=True):
+        if label.startswith(name):
+            return COLORS[name]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return palette[sum(map(ord, label)) % len(palette)]
+
+
+def style() -> None:
+    plt.rcParams.update({
+        "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+        "axes.spines.right": False, "legend.frameon": False, "font.size": 10,
+    })
+
+
+def _legend_once(ax, histories):
+    seen = {}
+    for line, h in zip(ax.get_lines(), histories):
+        seen.setdefault(h.run.label, line)
+    ax.legend(seen.values(), seen.keys(), fontsize=8)
+
+
+def margins(histories, norms=None, title: str | None = None):
+    """Normalized margins over training, one panel per norm (seeds share a colour)."""
+    style()
+    norms = list(norms or histories[0].margins)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.3), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for h in histories:
+            ax.plot(h.steps, h.margins[norm], color=color(h.run.label), lw=1.2, alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"normalized margin, {NORM_LABELS.get(norm, norm)}")
+        lo = max(min(np.nanmin(h.margins[norm][len(h.steps) // 2:]) for h in histories), 0)
+        hi = max(np.nanmax(h.margins[norm]) for h in histories)
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo))
+    _legend_once(axes[0][0], histories)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training(histories, title: str | None = None):
+    """Loss (log10) and directional convergence ``cos(θ_t, θ_final)`` over training."""
+    style()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for h in histories:
+        c = color(h.run.label)
+        a.plot(h.steps, h.log_loss / np.log(10), color=c, lw=1.2)
+        b.plot(h.steps, h.cosine_to_final(), color=c, lw=1.2)
+    for ax in (a, b):
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+    a.set_ylabel(r"$\log_{10}$ loss")
+    b.set_ylabel(r"$\cos(\theta_t, \theta_{final})$")
+    b.set_ylim(-0.05, 1.02)
+    _legend_once(a, histories)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None):
+    """Curves of cosines with reference directions, e.g. ``{'ℓ2 solution': cos, ...}``."""
+    style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name, values in curves.items():
+        ax.plot(steps, values, label=name, lw=1.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def table(rows, columns=None, digits: int = 4) -> str:
+    """A plain-text table of dict rows (what a verdict cell prints and asserts on)."""
+    columns = list(columns or rows[0])
+
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{digits}g}"
+        return str(v)
+
+    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, body)])

@@ -1,0 +1,207 @@
+"""Sweeps of training runs, each described by a small config, returning histories.
+
+A chapter describes its experiment as a list of :class:`Run` s and calls :func:`train`,
+which returns one :class:`History` per run: the loss, normalized margins in several norms,
+the parameter norm and the direction, logged on a log-spaced step grid. The loop is the
+reference engine; the API takes whole sweeps so a batched engine can replace it without
+touching any chapter.
+
+The loss is carried in a moving frame (Lyu & Li 2019): the loop differentiates
+``e^F L(θ)`` with ``F ≈ −log L`` and tells the optimizer whenever F changes, so training
+can continue to losses far below float64's range (1e−300) with the same trajectory as
+the plain computation wherever that one is representable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import losses, models, optim
+from .config import DTYPE, device as default_device
+from .data import check_labels
+from .norms import by_name
+
+#: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
+FRAME_SLACK = 20.0
+
+
+def _default_model():
+    return {"kind": "two_layer", "width": 64, "activation": "relu2"}
+
+
+@dataclass
+class Run:
+    """One training run: model, data, optimizer, schedule, steps and seed.
+
+    ``lr`` is the base rate η_0 of ``η_t = η_0 t^{−schedule}``; ``options`` go to the
+    optimizer (``momentum``, ``betas``, ``eps``, ``lr_adam``, …); ``data`` names one of the
+    data sets handed to :func:`train`; ``label`` names the run in plots (default: the
+    optimizer)."""
+
+    optimizer: str
+    lr: float
+    steps: int
+    schedule: float = 0.0
+    seed: int = 0
+    model: dict = field(default_factory=_default_model)
+    data: str = "data"
+    options: dict = field(default_factory=dict)
+    loss: str = "logistic"
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}.")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
+        if self.loss not in losses.LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
+        if self.label is None:
+            self.label = self.optimizer
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """What a run logged, on the step grid ``steps`` (1-based)."""
+
+    run: Run
+    steps: np.ndarray
+    log_loss: np.ndarray  # natural log of the loss
+    margins: dict  # norm name -> normalized margins
+    param_norm: np.ndarray  # ℓ2 norm of θ
+    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
+    model: torch.nn.Module  # the trained model
+    seconds: float
+
+    def final(self, norm: str) -> float:
+        """The normalized margin in ``norm`` at the last step."""
+        return float(self.margins[norm][-1])
+
+    def cosine_to_final(self) -> np.ndarray:
+        """``cos(θ_t, θ_final)`` at every logged step."""
+        return self.directions @ self.directions[-1]
+
+    def direction(self) -> torch.Tensor:
+        return torch.as_tensor(self.directions[-1])
+
+
+def log_grid(steps: int, points: int = 60) -> np.ndarray:
+    """About ``points`` log-spaced steps in [1, steps], always including the last."""
+    grid = np.unique(np.geomspace(1, steps, num=points).round().astype(int))
+    return grid if grid[-1] == steps else np.r_[grid, steps]
+
+
+def _datasets(data, runs, dev):
+    if isinstance(data, tuple):
+        data = {run.data: data for run in runs}
+    out = {}
+    for run in runs:
+        if run.data not in data:
+            raise KeyError(f"Run {run.label!r} asks for data {run.data!r}; got only {sorted(data)}.")
+        if run.data not in out:
+            X, y = data[run.data]
+            check_labels(y)
+            out[run.data] = (X.to(dev, DTYPE), y.to(dev, DTYPE))
+    return out
+
+
+def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
+          frame: bool = True, progress: bool = True, device=None) -> list[History]:
+    """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
+    histories in the same order.
+
+    ``data`` is ``(X, y)`` for all runs or a dict name → ``(X, y)`` that ``Run.data``
+    selects from. ``norms`` are the norms whose normalized margins are logged (names from
+    :func:`norms.by_name`, e.g. ``l2``, ``linf``, ``l1``, ``spectral``, ``hybrid``).
+    ``frame=False`` trains on the plain loss, which underflows once the loss < ~1e−308."""
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    dev = torch.device(device) if device is not None else default_device()
+    datasets = _datasets(data, runs, dev)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(r.steps for r in runs), unit="step", mininterval=1.0)
+    try:
+        return [_train_one(run, *datasets[run.data], norms, log_points, frame, dev, bar)
+                for run in runs]
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
+    start = time.perf_counter()
+    model = models.build(run.model, X.shape[1], seed=run.seed).to(dev)
+    params = list(model.parameters())
+    opt = optim.make(run.optimizer, params, run.lr, **run.options)
+    schedule = optim.power_schedule(opt, run.schedule)
+    grid = log_grid(run.steps, log_points)
+    norm_objs = {name: by_name(name, params) for name in norms}
+    record = {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norms}}
+    F = 0.0  # the frame: we differentiate e^F L
+    next_log = 0
+    for t in range(1, run.steps + 1):
+        opt.zero_grad(set_to_none=True)
+        q = y * model(X)
+        terms = losses.log_terms(q, run.loss)
+        log_l = float(torch.logsumexp(terms.detach(), dim=0))
+        if not math.isfinite(log_l):
+            raise FloatingPointError(f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
+        if frame and abs(log_l + F) > FRAME_SLACK:
+            opt.rescale_gradients(math.exp(-log_l - F))
+            F = -log_l
+        torch.exp(terms + F).sum().backward()
+        opt.step()
+        schedule.step()
+        if bar is not None:
+            bar.update(1)
+        if t == grid[next_log]:
+            _log(record, model, X, y, run.loss, norm_objs)
+            next_log += 1
+    return History(
+        run=run,
+        steps=grid,
+        log_loss=np.array(record["log_loss"]),
+        margins={n: np.array(record[n]) for n in norms},
+        param_norm=np.array(record["param_norm"]),
+        directions=np.array(record["directions"]),
+        model=model,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@torch.no_grad()
+def _log(record, model, X, y, loss, norm_objs):
+    params = [p.detach() for p in model.parameters()]
+    q = y * model(X)
+    record["log_loss"].append(float(losses.log_loss(q, loss)))
+    flat = torch.cat([p.reshape(-1) for p in params])
+    record["param_norm"].append(float(flat.norm()))
+    record["directions"].append((flat / flat.norm()).cpu().numpy())
+    q_min = q.min()
+    for name, norm in norm_objs.items():
+        record[name].append(float(q_min / norm(params) ** model.degree))
+
+
+def summary(histories, norms=None) -> "list[dict]":
+    """One row per history: label, seed, final log10 loss and final margins."""
+    rows = []
+    for h in histories:
+        row = {"label": h.run.label, "seed": h.run.seed,
+               "log10_loss": h.log_loss[-1] / math.log(10)}
+        for n in norms or h.margins:
+            row[n] = h.final(n)
+        rows.append(row)
+    return rows
+
+
+__all__ = ["Run", "History", "train", "log_grid", "summary"]

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up, then execute every chapter and build the site into _build/html.
+# Run size: IMPLICIT_BIAS_PROFILE=smoke|book|paper (default book).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export IMPLICIT_BIAS_PROFILE=${IMPLICIT_BIAS_PROFILE:-book}
+echo "building the book at run size: $IMPLICIT_BIAS_PROFILE"
+.venv/bin/jupyter-book build . -W -n --keep-going "$@"
+echo "open _build/html/index.html"
