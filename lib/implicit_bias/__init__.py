@@ -5,7 +5,7 @@ exact max-margin solvers (`maxmargin`), data (`data`), training sweeps (`train`)
 plots (`plots`) for the executable book on the implicit bias of optimizers.
 """
 
-from . import config, data, losses, margins, maxmargin, models, norms, optim, plots, train, updates
+from . import config, data, kkt, losses, margins, maxmargin, models, norms, optim, plots, train, updates
 from .config import device, profile, sized
 from .margins import direction_cosine, normalized_margin, smoothed_margin
 from .maxmargin import NotSeparableError, max_margin
@@ -14,7 +14,7 @@ from .train import History, Run
 __version__ = "0.1.0"
 
 __all__ = [
-    "config", "data", "losses", "margins", "maxmargin", "models", "norms", "optim", "plots",
+    "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim", "plots",
     "train", "updates", "device", "profile", "sized", "direction_cosine", "normalized_margin",
     "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run", "__version__",
 ]

@@ -42,8 +42,9 @@ def normalized_margin(model, X, y, norm="l2") -> float:
 
 @torch.no_grad()
 def smoothed_margin(model, X, y, norm="l2", loss: str = "logistic") -> float:
-    """Lyu & Li's smoothed margin ``ℓ^{-1}(L(θ)) / ‖θ‖^L``: a lower bound on the normalized
-    margin within ``log(n) / ‖θ‖^L``, and smooth in θ."""
+    """Lyu & Li's smoothed margin ``ℓ^{-1}(L(θ)) / ‖θ‖^L``: smooth in θ and a lower bound on
+    the normalized margin. For the exponential loss it is within ``log(n) / ‖θ‖^L`` of it;
+    for the logistic loss that holds only once the loss is small."""
     degree = _degree(model)
     params = params_of(model)
     log_l = losses.log_loss(y * model(X), loss)

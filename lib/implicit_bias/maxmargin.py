@@ -26,7 +26,7 @@ class MaxMarginSolution:
     direction: np.ndarray  # unit-norm in `norm`
     margin: float  # max over unit-norm w of min_i y_i x_i·w
     norm: str
-    dual: np.ndarray  # multipliers of the margin constraints
+    dual: np.ndarray  # KKT multipliers λ of min ½‖w‖² s.t. y_i x_i·w ≥ 1 (any norm)
     support: np.ndarray  # indices of the active constraints
 
     def __repr__(self):
@@ -44,6 +44,8 @@ def norm_value(w, norm) -> float:
     """Value of ``w`` in a norm name (``l2``, ``linf``, ``l1``) or a PSD matrix M."""
     w = _as_numpy(w)
     if isinstance(norm, str):
+        if norm == "spectral":
+            return float(np.linalg.norm(w.reshape(w.shape[0], -1), 2))
         return float({"l2": np.linalg.norm(w), "linf": np.abs(w).max(),
                       "l1": np.abs(w).sum()}[norm])
     return float(np.sqrt(w @ _as_numpy(norm) @ w))
@@ -51,18 +53,27 @@ def norm_value(w, norm) -> float:
 
 def max_margin(X, y, norm="l2") -> MaxMarginSolution:
     """Max-margin direction of a linear model without bias in ``norm``: ``'l2'``,
-    ``'linf'``, ``'l1'``, or a symmetric positive-definite matrix ``M`` (or a positive
-    vector, taken as ``diag(M)``) for ``‖w‖_M = sqrt(wᵀ M w)``.
+    ``'linf'``, ``'l1'``, ``'spectral'`` (for matrix inputs ``X`` of shape (n, a, b): the
+    predictor is ``⟨W, x⟩`` and the norm is ``W``'s largest singular value, an SDP), or a
+    symmetric positive-definite matrix ``M`` (or a positive vector, taken as ``diag(M)``)
+    for ``‖w‖_M = sqrt(wᵀ M w)``. The direction has the shape of one input.
 
     Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i."""
     X, y = _as_numpy(X), _as_numpy(y)
     check_labels(y)
-    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+    shape = X.shape[1:]
+    if norm == "spectral" and X.ndim != 3:
+        raise ValueError(f"The spectral max margin needs matrix inputs (n, a, b); got {X.shape}.")
+    if X.ndim != (3 if norm == "spectral" else 2) or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
+    X = X.reshape(X.shape[0], -1)
     Z = y[:, None] * X
     w = cp.Variable(X.shape[1])
-    if isinstance(norm, str):
-        objective = {"l2": cp.sum_squares(w), "linf": cp.norm(w, "inf"), "l1": cp.norm(w, 1)}.get(norm)
+    if norm == "spectral":
+        objective, name = cp.sigma_max(cp.reshape(w, shape, order="C")), "spectral"
+    elif isinstance(norm, str):
+        objective = {"l2": 0.5 * cp.sum_squares(w), "linf": cp.norm(w, "inf"),
+                     "l1": cp.norm(w, 1)}.get(norm)
         if objective is None:
             raise ValueError(f"Unknown norm {norm!r}; use 'l2', 'linf', 'l1' or a PSD matrix.")
         name = norm
@@ -73,7 +84,7 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
             raise ValueError(f"M must be a symmetric {X.shape[1]}×{X.shape[1]} matrix.")
         if np.linalg.eigvalsh(M).min() <= 0:
             raise ValueError("M must be positive definite for sqrt(wᵀMw) to be a norm.")
-        objective = cp.quad_form(w, cp.psd_wrap(M))
+        objective = 0.5 * cp.quad_form(w, cp.psd_wrap(M))
         norm, name = M, "mahalanobis"
     constraint = Z @ w >= 1
     problem = cp.Problem(cp.Minimize(objective), [constraint])
@@ -85,11 +96,14 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
         )
     if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
         raise RuntimeError(f"cvxpy could not solve the max-margin problem: {problem.status}.")
-    wv = np.asarray(w.value)
+    wv = np.asarray(w.value).reshape(shape)
     size = norm_value(wv, norm)
     direction = wv / size
-    margins = Z @ direction
+    margins = Z @ direction.reshape(-1)
     dual = np.asarray(constraint.dual_value).reshape(-1)
+    if name in ("linf", "l1", "spectral"):
+        # These problems minimize ‖w‖; the multipliers of min ½‖w‖² are ‖w*‖ times theirs.
+        dual = dual * size
     gamma = float(margins.min())
     support = np.flatnonzero(margins <= gamma * (1 + 1e-6) + 1e-9)
     return MaxMarginSolution(direction, gamma, name, dual, support)

@@ -102,15 +102,18 @@ class HomogeneousModel(nn.Module):
 
 
 class Linear(HomogeneousModel):
-    """``f(x) = w·x`` (degree 1)."""
+    """``f(x) = ⟨w, x⟩`` (degree 1). ``d`` may be a shape such as ``(a, b)``: then ``w`` is
+    an a×b matrix and the inputs are a×b matrices, so the spectral norm of ``w`` is a
+    genuine matrix norm."""
 
-    def __init__(self, d: int, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
-        self.w = _init((d,), d, _generator(seed), init_scale, dtype)
+        shape = (d,) if isinstance(d, int) else tuple(d)
+        self.w = _init(shape, math.prod(shape), _generator(seed), init_scale, dtype)
         self.degree = 1.0
 
     def forward(self, X):
-        return X @ self.w
+        return X.reshape(X.shape[0], -1) @ self.w.reshape(-1)
 
 
 class DiagonalLinear(HomogeneousModel):
@@ -175,7 +178,7 @@ class MLP(HomogeneousModel):
         return (h @ self.weights[-1].T).squeeze(-1)
 
 
-def build(spec: dict, d: int, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
+def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
     'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``."""
     spec = dict(spec)

@@ -16,7 +16,7 @@ norm gives a new steepest-descent optimizer, margin and certificate at once.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -207,6 +207,7 @@ class Spectral(Norm):
 
     def subgradient(self, xs):
         # u₁v₁ᵀ of one tensor attaining the max, zero elsewhere.
+        self.check(xs)
         k = int(self._per_tensor(xs).argmax())
         out = [torch.zeros_like(x) for x in xs]
         u, _, vh = torch.linalg.svd(as_matrix(xs[k]), full_matrices=False)

@@ -64,6 +64,12 @@ class RuleOptimizer(torch.optim.Optimizer):
             getattr(self, "_" + group["rule"])(group)
         return loss
 
+    @staticmethod
+    def _eps(group):
+        """ε in the units of the (rescaled) gradients. The scale e^F overflows to inf once
+        the loss is below ~1e-308; ε = 0 must then stay 0 (0·inf would be NaN)."""
+        return group["eps"] * group["grad_scale"] if group["eps"] > 0 else 0.0
+
     def _grads(self, group):
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in group["params"]]
 
@@ -92,7 +98,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _adam(self, group):
         betas = (group["beta1"], group["beta2"])
-        eps = group["eps"] * group["grad_scale"]
+        eps = self._eps(group)
         for p, g in zip(group["params"], self._grads(group)):
             m = updates.ema(self._buffer(p, "exp_avg"), g, betas[0])
             v = updates.ema(self._buffer(p, "exp_avg_sq"), g * g, betas[1])
@@ -102,7 +108,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             p.add_(d, alpha=-group["lr"])
 
     def _rmsprop(self, group):
-        eps = group["eps"] * group["grad_scale"]
+        eps = self._eps(group)
         for p, g in zip(group["params"], self._grads(group)):
             v = updates.ema(self._buffer(p, "square_avg"), g * g, group["beta2"])
             self.state[p]["square_avg"] = v
@@ -111,7 +117,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             p.add_(d, alpha=-group["lr"])
 
     def _adagrad(self, group):
-        eps = group["eps"] * group["grad_scale"]
+        eps = self._eps(group)
         for p, g in zip(group["params"], self._grads(group)):
             acc = self._buffer(p, "sum") + g * g
             self.state[p]["sum"] = acc

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from . import losses, models, optim
-from .config import DTYPE, device as default_device
+from .config import DTYPE
+from .config import device as default_device
 from .data import check_labels
 from .norms import by_name
 
@@ -56,7 +57,8 @@ class Run:
 
     def __post_init__(self):
         if self.optimizer not in optim.OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}.")
+            raise ValueError(
+                f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}.")
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
         if self.loss not in losses.LOSSES:
@@ -140,7 +142,8 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
 
 def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
     start = time.perf_counter()
-    model = models.build(run.model, X.shape[1], seed=run.seed).to(dev)
+    d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
+    model = models.build(run.model, d, seed=run.seed).to(dev)
     params = list(model.parameters())
     opt = optim.make(run.optimizer, params, run.lr, **run.options)
     schedule = optim.power_schedule(opt, run.schedule)
@@ -155,7 +158,8 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
         terms = losses.log_terms(q, run.loss)
         log_l = float(torch.logsumexp(terms.detach(), dim=0))
         if not math.isfinite(log_l):
-            raise FloatingPointError(f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
+            raise FloatingPointError(
+                f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
         if frame and abs(log_l + F) > FRAME_SLACK:
             opt.rescale_gradients(math.exp(-log_l - F))
             F = -log_l
@@ -192,7 +196,7 @@ def _log(record, model, X, y, loss, norm_objs):
         record[name].append(float(q_min / norm(params) ** model.degree))
 
 
-def summary(histories, norms=None) -> "list[dict]":
+def summary(histories, norms=None) -> list[dict]:
     """One row per history: label, seed, final log10 loss and final margins."""
     rows = []
     for h in histories:

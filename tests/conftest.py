@@ -1,0 +1,27 @@
+"""Shared fixtures for the unit tests.
+
+Everything runs in float64 on the CPU; hypothesis runs few examples with no deadline so
+the whole suite stays fast on two cores.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from implicit_bias import data
+
+settings.register_profile(
+    "implicit_bias",
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("implicit_bias")
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """20 separable Gaussian points in 5 dimensions, labels ±1 (float64)."""
+    return data.gaussian(n=20, d=5, seed=0)
