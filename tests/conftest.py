@@ -1,14 +1,16 @@
 """Shared fixtures for the unit tests.
 
 Everything runs in float64 on the CPU; hypothesis runs few examples with no deadline so
-the whole suite stays fast on two cores.
+the whole suite stays fast on two cores. ``HYPOTHESIS_PROFILE=thorough`` runs 600 examples
+per property instead (about a minute for the norms and max-margin properties).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, settings
-
 from implicit_bias import data
 
 settings.register_profile(
@@ -18,7 +20,8 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("implicit_bias")
+settings.register_profile("thorough", parent=settings.get_profile("implicit_bias"), max_examples=600)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "implicit_bias"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from implicit_bias import losses
 
 F64 = torch.float64

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import F64, flat
-
 from implicit_bias import models
 
 ACTIVATIONS = ["relu", "relu2", "quadratic", "linear", ("relu_power", 3)]
@@ -17,10 +16,12 @@ D = 4
 def model_cases():
     """(id, constructor, expected degree) for every model and activation."""
     cases = [("linear", lambda: models.Linear(D, seed=1), 1)]
-    cases += [(f"diagonal-{k}", (lambda k=k: models.DiagonalLinear(D, depth=k, seed=1)), k) for k in (1, 2, 3, 4)]
+    cases += [(f"diagonal-{k}", (lambda k=k: models.DiagonalLinear(D, depth=k, seed=1)), k)
+              for k in (1, 2, 3, 4)]
     for act in ACTIVATIONS:
         q = ACT_DEGREE[act]
-        cases.append((f"two_layer-{act}", (lambda act=act: models.TwoLayer(D, 5, activation=act, seed=1)), 1 + q))
+        cases.append((f"two_layer-{act}", (lambda act=act: models.TwoLayer(D, 5, activation=act, seed=1)),
+                      1 + q))
         # Two hidden layers: L_1 = q, L_2 = q (q + 1), output L_2 + 1.
         cases.append((f"mlp-{act}", (lambda act=act: models.MLP([D, 5, 3, 1], activation=act, seed=1)),
                       q * (q + 1) + 1))

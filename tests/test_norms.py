@@ -9,7 +9,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from implicit_bias import norms
 from implicit_bias.updates import newton_schulz
 

@@ -10,7 +10,6 @@ import warnings
 import pytest
 import torch
 from helpers import F64, flat, logistic_loss, rel_err
-
 from implicit_bias import data, models, optim, updates
 
 
@@ -214,7 +213,8 @@ def test_muon_signum_splits_matrices_and_vectors(problem):
     torch.testing.assert_close(model.W.detach(), W0 - 0.05 * svd_polar(gW), rtol=0, atol=1e-13)
     torch.testing.assert_close(model.a.detach(), a0 - 0.002 * torch.sign(ga), rtol=0, atol=1e-15)
     # lr_signum defaults to lr.
-    assert [g["lr"] for g in optim.MuonSignum(list(two_layer().parameters()), lr=0.3).param_groups] == [0.3, 0.3]
+    default = optim.MuonSignum(list(two_layer().parameters()), lr=0.3)
+    assert [g["lr"] for g in default.param_groups] == [0.3, 0.3]
 
 
 def test_muon_adam_splits_matrices_and_vectors(problem):
@@ -357,7 +357,36 @@ def test_eps_zero_survives_an_overflowing_gradient_scale(name):
     # First step: g/|g| for Adam (bias-corrected) and AdaGrad; RMSProp's v = (1−β₂)g²
     # with β₂ = 0.99 gives g/(0.1|g|).
     step = 1.0 if name == "RMSProp" else 0.1
-    torch.testing.assert_close(p.detach(), torch.tensor([1.0 - step, -2.0 + step], dtype=F64), rtol=0, atol=1e-14)
+    want = torch.tensor([1.0 - step, -2.0 + step], dtype=F64)
+    torch.testing.assert_close(p.detach(), want, rtol=0, atol=1e-14)
+
+
+def test_rescale_by_a_ratio_whose_square_overflows_a_python_float():
+    """Adam's second moment scales by ratio²; ratio = 1e200 is fine when the state is small
+    (gradients of the old frame were ~1e-150), although 1e200**2 is not a Python float."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=F64))
+    opt = optim.Adam([p], lr=0.1, eps=1e-8)
+    p.grad = torch.tensor([3e-150, -1e-151], dtype=F64)
+    opt.step()
+    opt.rescale_gradients(1e200)
+    v = opt.state[p]["exp_avg_sq"]
+    torch.testing.assert_close(v, 0.01 * torch.tensor([9e100, 1e98], dtype=F64), rtol=1e-12, atol=0)
+    assert opt.param_groups[0]["grad_scale"] == 1e200
+
+
+@pytest.mark.parametrize("name,ratios", [("MomentumGD", [1e300, 1e300]), ("Signum", [1e300, 1e300]),
+                                         ("Adam", [1e300]), ("RMSProp", [1e300]), ("AdaGrad", [1e300])])
+def test_rescale_that_overflows_the_state_raises(name, ratios):
+    """State that no longer fits in float64 after a rescale is an error, not a silent inf
+    (first moments ×1e300 twice, second moments ×(1e300)²)."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=F64))
+    opt = optim.make(name, [p], 0.1)
+    p.grad = torch.tensor([1.0, 1.0], dtype=F64)
+    opt.step()
+    for ratio in ratios[:-1]:
+        opt.rescale_gradients(ratio)
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        opt.rescale_gradients(ratios[-1])
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -468,8 +497,8 @@ def test_adam_eps_zero_dead_coordinate_others_follow_torch(problem):
     reduced = models.Linear(5)
     with torch.no_grad():
         reduced.w.copy_(w0[keep])
-    b = train_steps(reduced, X[:, keep], y,
-                    torch.optim.Adam(list(reduced.parameters()), lr=0.05, betas=(0.9, 0.99), eps=0.0), steps=10)[0]
+    torch_adam = torch.optim.Adam(list(reduced.parameters()), lr=0.05, betas=(0.9, 0.99), eps=0.0)
+    b = train_steps(reduced, X[:, keep], y, torch_adam, steps=10)[0]
     assert torch.isfinite(a).all() and a[2] == w0[2]
     torch.testing.assert_close(a[keep], b, rtol=1e-12, atol=0)
     assert float((b - w0[keep]).abs().min()) > 0.1

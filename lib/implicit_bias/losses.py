@@ -27,7 +27,9 @@ def log_terms(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
     # 1 - e^-q/2 + O(e^-2q): use -q + log1p(-e^-q/2), exact to rounding.
     big = q > 30
     qs = torch.where(big, torch.zeros_like(q), q)
-    small_q = torch.log(torch.nn.functional.softplus(-qs))
+    # log(1 + e^{-q}) as logaddexp(0, -q): exact to rounding for every q (torch's softplus
+    # returns -q unchanged for -q > 20, a relative error up to 3e-11).
+    small_q = torch.log(torch.logaddexp(torch.zeros_like(qs), -qs))
     large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, torch.full_like(q, 30.0))))
     return torch.where(big, large_q, small_q)
 

@@ -62,14 +62,15 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
     X, y = _as_numpy(X), _as_numpy(y)
     check_labels(y)
     shape = X.shape[1:]
-    if norm == "spectral" and X.ndim != 3:
+    spectral = isinstance(norm, str) and norm == "spectral"  # norm may be a matrix M
+    if spectral and X.ndim != 3:
         raise ValueError(f"The spectral max margin needs matrix inputs (n, a, b); got {X.shape}.")
-    if X.ndim != (3 if norm == "spectral" else 2) or X.shape[0] != y.shape[0]:
+    if X.ndim != (3 if spectral else 2) or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
     X = X.reshape(X.shape[0], -1)
     Z = y[:, None] * X
     w = cp.Variable(X.shape[1])
-    if norm == "spectral":
+    if spectral:
         objective, name = cp.sigma_max(cp.reshape(w, shape, order="C")), "spectral"
     elif isinstance(norm, str):
         objective = {"l2": 0.5 * cp.sum_squares(w), "linf": cp.norm(w, "inf"),

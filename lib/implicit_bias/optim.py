@@ -140,7 +140,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     def rescale_gradients(self, ratio: float) -> None:
         """From now on the gradients are ``ratio`` times larger (the loss was multiplied
         by ``ratio``); rescale first moments by ``ratio`` and second moments by
-        ``ratio²`` so the trajectory does not change."""
+        ``ratio²`` so the trajectory does not change. Raises ``FloatingPointError`` if the
+        rescaled state overflows (the loss fell faster than the state's memory decays)."""
         if not (math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
         for group in self.param_groups:
@@ -152,7 +153,14 @@ class RuleOptimizer(torch.optim.Optimizer):
                         state[key] = state[key] * ratio
                 for key in ("exp_avg_sq", "square_avg", "sum"):
                     if key in state:
-                        state[key] = state[key] * ratio**2
+                        # Two products: ratio**2 itself overflows a Python float above 1e154.
+                        state[key] = state[key] * ratio * ratio
+                for key, value in state.items():
+                    if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+                        raise FloatingPointError(
+                            f"Rescaling the optimizer state ({key}) by {ratio:.3g} overflowed: the "
+                            "loss fell faster than the optimizer's memory decays, beyond float64's "
+                            "range. Lower the learning rate or use a decaying schedule.")
 
 
 def _params_list(params):

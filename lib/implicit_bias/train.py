@@ -161,7 +161,14 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
             raise FloatingPointError(
                 f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
         if frame and abs(log_l + F) > FRAME_SLACK:
-            opt.rescale_gradients(math.exp(-log_l - F))
+            # One step can move log L by more than float64's exponent range (a normalized
+            # method on a degree-3 model at a constant rate): rescale in pieces so that
+            # no ratio overflows.
+            shift = -log_l - F
+            while shift:
+                piece = max(-700.0, min(700.0, shift))
+                opt.rescale_gradients(math.exp(piece))
+                shift -= piece
             F = -log_l
         torch.exp(terms + F).sum().backward()
         opt.step()

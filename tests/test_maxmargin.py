@@ -1,0 +1,246 @@
+"""Exact max-margin solutions against independent solvers (scikit-learn's hard-margin SVM
+for ℓ2, scipy's linprog for the ℓ∞ and ℓ1 LPs), KKT conditions of the returned
+multipliers, a hypothesis check on random separable sets, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from implicit_bias import data, maxmargin
+from implicit_bias.maxmargin import NotSeparableError, max_margin, norm_value
+from scipy.optimize import linprog
+from sklearn.svm import SVC, LinearSVC
+
+DUAL_NORM = {"l2": lambda v: np.linalg.norm(v), "linf": lambda v: np.abs(v).sum(),
+             "l1": lambda v: np.abs(v).max()}
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    X, y = data.gaussian(n=40, d=6, seed=7)
+    return X.numpy(), y.numpy()
+
+
+def lp_margin(X, y, norm: str) -> float:
+    """max γ s.t. y_i x_i·w ≥ γ, ‖w‖ ≤ 1, as an LP solved by scipy's HiGHS."""
+    Z = y[:, None] * X
+    n, d = Z.shape
+    if norm == "linf":  # variables (w, γ), −1 ≤ w ≤ 1
+        c = np.r_[np.zeros(d), -1.0]
+        A = np.c_[-Z, np.ones(n)]
+        res = linprog(c, A_ub=A, b_ub=np.zeros(n), bounds=[(-1, 1)] * d + [(None, None)], method="highs")
+    else:  # ℓ1: w = u − v with u, v ≥ 0 and Σ(u + v) ≤ 1; variables (u, v, γ)
+        c = np.r_[np.zeros(2 * d), -1.0]
+        A = np.vstack([np.c_[-Z, Z, np.ones(n)], np.r_[np.ones(2 * d), 0.0]])
+        b = np.r_[np.zeros(n), 1.0]
+        res = linprog(c, A_ub=A, b_ub=b, bounds=[(0, None)] * (2 * d) + [(None, None)], method="highs")
+    assert res.status == 0
+    return -res.fun
+
+
+def check_solution(sol, X, y, norm, rtol=1e-7):
+    """Unit norm, every constraint holds, ``margin`` is the smallest sample margin, the
+    support attains it, and the multipliers satisfy the KKT conditions of
+    min ½‖w‖² s.t. y_i x_i·w ≥ 1 at w* = direction / margin."""
+    Z = y[:, None] * X
+    q = Z @ sol.direction.reshape(-1)
+    assert norm_value(sol.direction, norm) == pytest.approx(1.0, rel=1e-9)
+    assert sol.margin > 0
+    assert sol.margin == pytest.approx(q.min(), rel=1e-12)
+    assert np.all(q >= sol.margin * (1 - 1e-12))
+    assert len(sol.support) >= 1
+    np.testing.assert_allclose(q[sol.support], sol.margin, rtol=1e-5)
+    lam = sol.dual
+    assert lam.shape == (len(y),)
+    assert np.all(lam >= -1e-7 * lam.max())
+    w_star = sol.direction.reshape(-1) / sol.margin  # the solution of the ½‖w‖² problem
+    G = Z.T @ lam
+    size = 1.0 / sol.margin
+    off = np.setdiff1d(np.arange(len(y)), sol.support)
+    if len(off):  # complementary slackness: no weight on inactive constraints
+        assert np.abs(lam[off]).max() <= 1e-5 * lam.max()
+    if isinstance(norm, str):
+        # Stationarity: Σ λ_i z_i ∈ ‖w*‖ ∂‖w*‖, i.e. dual norm ‖w*‖ and ⟨G, w*⟩ = ‖w*‖².
+        assert DUAL_NORM[norm](G) == pytest.approx(size, rel=rtol * 100)
+        assert G @ w_star == pytest.approx(size**2, rel=rtol * 100)
+    if isinstance(norm, str) and norm == "l2":
+        np.testing.assert_allclose(G, w_star, rtol=1e-5, atol=1e-6 * size)
+
+
+def test_l2_matches_sklearn_hard_margin_svm(gauss):
+    X, y = gauss
+    sol = max_margin(X, y, "l2")
+    check_solution(sol, X, y, "l2")
+    # SVC fits an intercept; on the symmetrized set {(x, y), (−x, −y)} the optimal
+    # intercept is 0, so its w is the bias-free hard-margin solution.
+    svc = SVC(kernel="linear", C=1e8, tol=1e-8).fit(np.vstack([X, -X]), np.r_[y, -y])
+    w = svc.coef_[0]
+    assert abs(svc.intercept_[0]) < 1e-4
+    assert w @ sol.direction / np.linalg.norm(w) > 0.9999
+    assert (y * (X @ w)).min() / np.linalg.norm(w) == pytest.approx(sol.margin, rel=1e-4)
+    # And the bias-free hinge-loss LinearSVC with a huge C agrees too.
+    lin = LinearSVC(loss="hinge", fit_intercept=False, C=1e6, tol=1e-10, max_iter=200_000).fit(X, y)
+    w = lin.coef_[0]
+    assert w @ sol.direction / np.linalg.norm(w) > 0.9999
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@pytest.mark.parametrize("seed", [7, 8])
+def test_lp_norms_match_linprog(norm, seed):
+    X, y = data.gaussian(n=30, d=5, seed=seed)
+    X, y = X.numpy(), y.numpy()
+    sol = max_margin(X, y, norm)
+    check_solution(sol, X, y, norm)
+    assert sol.norm == norm
+    assert sol.margin == pytest.approx(lp_margin(X, y, norm), rel=1e-6)
+
+
+def test_margins_are_ordered_by_the_norms(gauss):
+    """‖w‖∞ ≤ ‖w‖₂ ≤ ‖w‖₁, so the unit balls nest and γ_∞ ≥ γ₂ ≥ γ₁."""
+    X, y = gauss
+    g = {n: max_margin(X, y, n).margin for n in ("linf", "l2", "l1")}
+    assert g["linf"] >= g["l2"] * (1 - 1e-7) and g["l2"] >= g["l1"] * (1 - 1e-7)
+
+
+def test_mahalanobis(gauss):
+    X, y = gauss
+    l2 = max_margin(X, y, "l2")
+    for M in (np.eye(6), np.ones(6)):  # identity, as a matrix and as a diagonal
+        sol = max_margin(X, y, M)
+        assert sol.norm == "mahalanobis"
+        np.testing.assert_allclose(sol.direction, l2.direction, atol=1e-6)
+        assert sol.margin == pytest.approx(l2.margin, rel=1e-6)
+    # A general M: with M = AᵀA the problem is ℓ2 on the inputs X A⁻¹ (v = A w).
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6)) + 3 * np.eye(6)
+    M = A.T @ A
+    sol = max_margin(X, y, M)
+    check_solution(sol, X, y, M)
+    ref = max_margin(X @ np.linalg.inv(A), y, "l2")
+    np.testing.assert_allclose(A @ sol.direction, ref.direction, atol=1e-6)
+    assert sol.margin == pytest.approx(ref.margin, rel=1e-6)
+    assert norm_value(sol.direction, M) == pytest.approx(1.0, rel=1e-9)
+    # Stationarity of ½ wᵀMw: M w* = Σ λ_i z_i.
+    Z = y[:, None] * X
+    np.testing.assert_allclose(M @ sol.direction / sol.margin, Z.T @ sol.dual, rtol=1e-5, atol=1e-5)
+
+
+def test_spectral_on_row_matrices_is_l2(gauss):
+    """With 1×d matrix inputs the spectral norm of W is the ℓ2 norm of its one row."""
+    X, y = gauss
+    l2 = max_margin(X, y, "l2")
+    sol = max_margin(X[:, None, :], y, "spectral")
+    assert sol.direction.shape == (1, 6)
+    np.testing.assert_allclose(sol.direction[0], l2.direction, atol=1e-5)
+    assert sol.margin == pytest.approx(l2.margin, rel=1e-5)
+
+
+def test_spectral_matrix_inputs_kkt():
+    rng = np.random.default_rng(3)
+    n, a, b = 12, 3, 4
+    teacher = rng.standard_normal((a, b))
+    X = rng.standard_normal((n, a, b))
+    y = np.sign(np.einsum("nab,ab->n", X, teacher))
+    sol = max_margin(X, y, "spectral")
+    assert sol.direction.shape == (a, b)
+    assert np.linalg.norm(sol.direction, 2) == pytest.approx(1.0, rel=1e-6)
+    Z = y[:, None] * X.reshape(n, -1)
+    q = Z @ sol.direction.reshape(-1)
+    assert sol.margin == pytest.approx(q.min(), rel=1e-12)
+    # Stationarity for min ½‖W‖₂²: G = Σ λ_i y_i X_i has nuclear norm ‖W*‖ and ⟨G, W*⟩ = ‖W*‖².
+    G = (Z.T @ sol.dual).reshape(a, b)
+    size = 1 / sol.margin
+    assert np.linalg.norm(G, "nuc") == pytest.approx(size, rel=1e-4)
+    assert np.sum(G * sol.direction) * size == pytest.approx(size**2, rel=1e-4)
+    # The teacher's (normalized) margin is no better than the optimum.
+    teacher_margin = (y * np.einsum("nab,ab->n", X, teacher)).min() / np.linalg.norm(teacher, 2)
+    assert teacher_margin <= sol.margin * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf", "l1", "identity"])
+def test_not_separable(norm):
+    X = np.array([[1.0, 2.0], [-1.0, -2.0], [0.5, -1.0]])
+    y = np.array([1.0, 1.0, -1.0])  # x and −x with the same label
+    with pytest.raises(NotSeparableError, match="not linearly separable"):
+        max_margin(X, y, np.eye(2) if norm == "identity" else norm)
+    assert issubclass(NotSeparableError, ValueError)
+
+
+def test_bad_input(gauss):
+    X, y = gauss
+    with pytest.raises(ValueError, match="Labels must be -1 or \\+1"):
+        max_margin(X, (y + 1) / 2)
+    with pytest.raises(ValueError, match="X must be"):
+        max_margin(X[:-1], y)
+    with pytest.raises(ValueError, match="X must be"):
+        max_margin(X[:, :, None], y, "l2")
+    with pytest.raises(ValueError, match="Unknown norm"):
+        max_margin(X, y, "l3")
+    with pytest.raises(ValueError, match="symmetric"):
+        max_margin(X, y, np.triu(np.ones((6, 6))))
+    with pytest.raises(ValueError, match="symmetric"):
+        max_margin(X, y, np.eye(5))
+    with pytest.raises(ValueError, match="positive definite"):
+        max_margin(X, y, np.diag([1.0, 1, 1, 1, 1, 0]))
+    with pytest.raises(ValueError, match="matrix inputs"):
+        max_margin(X, y, "spectral")
+
+
+def test_torch_inputs_and_repr(gauss):
+    X, y = gauss
+    a = max_margin(torch.as_tensor(X), torch.as_tensor(y), "l2")
+    b = max_margin(X, y, "l2")
+    np.testing.assert_allclose(a.direction, b.direction, atol=1e-12)
+    assert "MaxMarginSolution(norm='l2'" in repr(a)
+
+
+def test_solution_spread():
+    X, y = data.gaussian(n=30, d=5, seed=7)
+    assert maxmargin.solution_spread(X, y, "l2") == 0.0
+    assert maxmargin.solution_spread(X, y, np.eye(5)) == 0.0
+    # Two points along the first axis: the ℓ∞ solution is w₁ = 1 with w₂ free in [−1, 1].
+    Xf = np.array([[1.0, 0.0], [-2.0, 0.0]])
+    yf = np.array([1.0, -1.0])
+    assert maxmargin.solution_spread(Xf, yf, "linf") == pytest.approx(2.0, abs=1e-6)
+
+
+# --- hypothesis: random separable sets ----------------------------------------------------
+
+
+@st.composite
+def separable_sets(draw):
+    n, d = draw(st.integers(2, 8)), draw(st.integers(2, 4))
+    entries = st.integers(-20, 20).map(lambda k: k / 10)
+    X = np.array(draw(st.lists(st.lists(entries, min_size=d, max_size=d), min_size=n, max_size=n)))
+    t = np.array(draw(st.lists(entries, min_size=d, max_size=d)))
+    if not np.any(t):
+        t[0] = 1.0
+    t = t / np.linalg.norm(t)
+    s = X @ t
+    y = np.where(s >= 0, 1.0, -1.0)
+    X = X + (0.2 * y)[:, None] * t  # every point at least 0.2 from the teacher's plane
+    return X, y
+
+
+@given(problem=separable_sets(), norm=st.sampled_from(["l2", "linf", "l1"]), seed=st.integers(0, 2**32 - 1))
+def test_random_separable_sets(problem, norm, seed):
+    X, y = problem
+    sol = max_margin(X, y, norm)
+    Z = y[:, None] * X
+    q = Z @ sol.direction
+    assert norm_value(sol.direction, norm) == pytest.approx(1.0, rel=1e-9)
+    assert sol.margin == pytest.approx(q.min(), rel=1e-12)
+    assert np.all(q >= sol.margin * (1 - 1e-12))
+    assert sol.margin >= 0.2 / {"l2": 1.0, "linf": np.sqrt(X.shape[1]), "l1": 1.0}[norm] * (1 - 1e-6)
+    if norm != "l2":
+        assert sol.margin == pytest.approx(lp_margin(X, y, norm), rel=1e-6)
+    # No nearby unit-norm direction does better.
+    rng = np.random.default_rng(seed)
+    for r in (1e-3, 1e-2, 1e-1, 1.0):
+        for _ in range(10):
+            v = sol.direction + r * rng.standard_normal(X.shape[1])
+            v = v / norm_value(v, norm)
+            assert (Z @ v).min() <= sol.margin + 1e-6 * (1 + sol.margin)

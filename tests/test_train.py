@@ -1,0 +1,196 @@
+"""The training loop: the loss frame leaves trajectories unchanged, runs continue far below
+float64's range, histories are well formed, and bad input fails clearly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import flat, rel_err
+from implicit_bias import data, losses, margins, maxmargin, optim, train
+
+LIN = {"kind": "linear"}
+TWO = {"kind": "two_layer", "width": 6, "activation": "relu2"}
+
+# Per optimizer: a model, a rate and options with which 300 steps take the loss from ~e^3
+# to between e^-25 and e^-600: the frame changes (|log L + F| > 20) while the plain loss
+# stays representable. Adam and RMSProp use a tiny ε > 0 (gradients stay far above it, so
+# the loss keeps falling); AdaGrad's large first steps do the work before its
+# accumulator freezes it.
+FRAME_CASES = {
+    "NormalizedGD": (LIN, 0.5, {}),
+    "MomentumGD": (LIN, 0.5, {}),
+    "SignGD": (LIN, 0.2, {}),
+    "Signum": (LIN, 0.5, {}),
+    "CoordinateDescent": (LIN, 0.5, {}),
+    "SpectralDescent": (TWO, 0.02, {}),
+    "Muon": (TWO, 0.05, {}),
+    "Adam": (TWO, 0.05, {"eps": 1e-20, "betas": (0.5, 0.5)}),
+    "RMSProp": (TWO, 0.05, {"eps": 1e-20, "beta2": 0.5}),
+    "AdaGrad": (LIN, 300.0, {"eps": 1e-10}),
+    "MuonSignum": (TWO, 0.05, {}),
+    "MuonAdam": (TWO, 0.05, {"eps": 1e-8, "betas": (0.5, 0.5)}),
+}
+
+
+def test_frame_cases_cover_every_optimizer():
+    assert set(FRAME_CASES) == set(optim.OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", list(FRAME_CASES))
+def test_frame_does_not_change_the_trajectory(name, small_data):
+    model, lr, options = FRAME_CASES[name]
+    run = train.Run(name, lr, steps=300, model=model, options=options)
+    framed, plain = (train.train(run, small_data, norms=("l2",), frame=f, progress=False, device="cpu")[0]
+                     for f in (True, False))
+    for h in (framed, plain):
+        # Below e^-20 the frame has moved at least once; above e^-600 the plain loss and
+        # its gradients are still representable.
+        assert -600 < h.log_loss[-1] < -25
+    assert rel_err(framed.model, plain.model) < 1e-10
+    np.testing.assert_allclose(framed.log_loss, plain.log_loss, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name,lr,steps,options", [
+    ("NormalizedGD", 4.0, 1500, {}),
+    ("SignGD", 0.2, 2500, {}),
+    ("Adam", 0.5, 3000, {"eps": 0.0, "betas": (0.5, 0.5)}),
+])
+def test_long_framed_run_goes_far_below_the_float_range(name, lr, steps, options, small_data):
+    X, y = small_data
+    run = train.Run(name, lr, steps=steps, model=LIN, options=options)
+    h = train.train(run, small_data, norms=("l2", "linf", "l1"), progress=False, device="cpu")[0]
+    assert h.log_loss[-1] < -230  # the loss is below 1e-100
+    if name != "SignGD":
+        assert h.log_loss[-1] < -710  # and even below float64's smallest normal number
+    assert float(losses.loss(y * h.model(X).detach())) < 1e-100
+    assert np.isfinite(h.log_loss).all() and np.isfinite(h.param_norm).all()
+    assert torch.isfinite(flat(h.model)).all()
+    # A linear model's normalized margin never beats the exact max margin in that norm,
+    # and the run gets close to the max margin of the optimizer's own norm.
+    best = {n: maxmargin.max_margin(X, y, n).margin for n in h.margins}
+    for n, values in h.margins.items():
+        assert np.isfinite(values).all()
+        assert values.max() <= best[n] * (1 + 1e-6)
+    own = {"NormalizedGD": "l2", "SignGD": "linf", "Adam": "linf"}[name]
+    assert h.final(own) >= 0.95 * best[own]
+
+
+def test_constant_rate_normalized_descent_on_a_degree_3_model(small_data):
+    """At a constant rate a normalized method moves log L by more than 709 (float64's
+    exponent range) in one step once ‖θ‖ is large: the frame must follow in pieces."""
+    run = train.Run("NormalizedGD", 1.0, steps=250, model=TWO)
+    h = train.train(run, small_data, norms=("l2",), progress=False, device="cpu")[0]
+    assert h.log_loss[-1] < -20_000
+    assert np.isfinite(h.margins["l2"]).all() and h.margins["l2"][-1] > 0
+    assert np.diff(h.log_loss).min() < -709
+
+
+def test_state_overflow_in_the_frame_is_reported(small_data):
+    """With momentum the state remembers gradients e^{hundreds} larger than the current
+    ones when the loss falls that fast; that is not representable, and says so."""
+    run = train.Run("Muon", 0.2, steps=300, model=TWO)
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        train.train(run, small_data, norms=(), progress=False, device="cpu")
+
+
+def test_history_shapes_and_values(small_data):
+    X, y = small_data
+    norms = ("l2", "linf", "spectral", "hybrid")
+    run = train.Run("MuonSignum", 0.05, steps=120, model=TWO, seed=3, label="ms")
+    (h,) = train.train(run, small_data, norms=norms, log_points=15, progress=False, device="cpu")
+    grid = train.log_grid(120, 15)
+    np.testing.assert_array_equal(h.steps, grid)
+    k = len(grid)
+    assert h.log_loss.shape == (k,) and h.param_norm.shape == (k,)
+    assert set(h.margins) == set(norms) and all(v.shape == (k,) for v in h.margins.values())
+    n_params = sum(p.numel() for p in h.model.parameters())
+    assert h.directions.shape == (k, n_params)
+    np.testing.assert_allclose(np.linalg.norm(h.directions, axis=1), 1.0, rtol=1e-12)
+    cos = h.cosine_to_final()
+    assert cos.shape == (k,) and cos[-1] == pytest.approx(1.0, abs=1e-12)
+    # The last logged values are those of the returned model.
+    theta = flat(h.model)
+    assert h.param_norm[-1] == pytest.approx(float(theta.norm()), rel=1e-12)
+    np.testing.assert_allclose(h.direction().numpy(), (theta / theta.norm()).numpy(), rtol=1e-12)
+    q = (y * h.model(X)).detach()
+    assert h.log_loss[-1] == pytest.approx(float(losses.log_loss(q)), rel=1e-12)
+    for n in norms:
+        assert h.final(n) == pytest.approx(margins.normalized_margin(h.model, X, y, n), rel=1e-10)
+    assert h.run is run and run.label == "ms" and h.seconds > 0
+    rows = train.summary([h], norms=["l2"])
+    assert rows == [{"label": "ms", "seed": 3, "log10_loss": h.log_loss[-1] / math.log(10),
+                     "l2": h.final("l2")}]
+    assert set(train.summary([h])[0]) == {"label", "seed", "log10_loss", *norms}
+
+
+def test_log_grid():
+    for steps, points in [(1, 60), (10, 60), (1000, 60), (5000, 20), (37, 5)]:
+        grid = train.log_grid(steps, points)
+        assert grid[0] == 1 and grid[-1] == steps
+        assert np.all(np.diff(grid) > 0)
+        assert len(grid) <= points + 1
+    np.testing.assert_array_equal(train.log_grid(10, 60), np.arange(1, 11))
+
+
+def test_sweeps_of_runs_over_named_data_sets(small_data):
+    other = data.gaussian(n=15, d=3, seed=9)
+    runs = [train.Run("SignGD", 0.05, steps=20, model=LIN, data="a", label="first"),
+            train.Run("NormalizedGD", 0.5, steps=30, model=LIN, data="b"),
+            train.Run("SignGD", 0.05, steps=20, model=LIN, data="a", seed=1)]
+    hs = train.train(runs, {"a": small_data, "b": other}, norms=("l2",), progress=False, device="cpu")
+    assert [h.run for h in hs] == runs
+    assert [h.run.label for h in hs] == ["first", "NormalizedGD", "SignGD"]
+    assert [h.model.w.shape[0] for h in hs] == [5, 3, 5]
+    assert [h.steps[-1] for h in hs] == [20, 30, 20]
+    # Seeds give different initializations; the same run repeats exactly.
+    assert not torch.equal(flat(hs[0].model), flat(hs[2].model))
+    again = train.train(runs[0], {"a": small_data}, norms=("l2",), progress=False, device="cpu")[0]
+    assert torch.equal(flat(again.model), flat(hs[0].model))
+
+
+def test_schedule_and_options_reach_the_optimizer(small_data):
+    """A SignGD run with η_t = η_0 t^{-1/2} moves each weight by Σ_t η_t at most."""
+    run = train.Run("SignGD", 0.1, steps=16, schedule=0.5, model=LIN)
+    h = train.train(run, small_data, norms=(), progress=False, device="cpu")[0]
+    start = flat(train.models.build(LIN, 5, seed=0))
+    moved = (flat(h.model) - start).abs()
+    total = sum(0.1 * t**-0.5 for t in range(1, 17))
+    assert float(moved.max()) <= total + 1e-12
+    with pytest.raises(TypeError):
+        train.train(train.Run("SignGD", 0.1, steps=2, model=LIN, options={"momentum": 0.9}),
+                    small_data, norms=(), progress=False, device="cpu")
+
+
+def test_bad_input(small_data):
+    X, y = small_data
+    with pytest.raises(KeyError, match="asks for data 'mnist'"):
+        train.train(train.Run("SignGD", 0.1, steps=5, data="mnist"), {"data": small_data}, progress=False)
+    with pytest.raises(ValueError, match="Unknown optimizer 'Lion'"):
+        train.Run("Lion", 0.1, steps=5)
+    for steps in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="steps must be a positive integer"):
+            train.Run("SignGD", 0.1, steps=steps)
+    with pytest.raises(ValueError, match="Unknown loss 'hinge'"):
+        train.Run("SignGD", 0.1, steps=5, loss="hinge")
+    with pytest.raises(ValueError, match="Labels must be -1 or \\+1"):
+        train.train(train.Run("SignGD", 0.1, steps=5, model=LIN), (X, (y + 1) / 2), progress=False,
+                    device="cpu")
+    with pytest.raises(FloatingPointError, match="the loss became"):
+        Xnan = X.clone()
+        Xnan[0, 0] = float("nan")
+        train.train(train.Run("SignGD", 0.1, steps=5, model=LIN), (Xnan, y), progress=False, device="cpu")
+
+
+def test_run_defaults_and_config():
+    run = train.Run("Adam", 0.01, steps=10, options={"eps": 0.0})
+    assert run.label == "Adam" and run.loss == "logistic" and run.schedule == 0.0
+    assert run.model == {"kind": "two_layer", "width": 64, "activation": "relu2"}
+    cfg = run.config()
+    assert cfg["optimizer"] == "Adam" and cfg["options"] == {"eps": 0.0} and cfg["steps"] == 10
+    # Default model dicts are not shared between runs.
+    other = train.Run("Adam", 0.01, steps=10)
+    other.model["width"] = 8
+    assert run.model["width"] == 64
