@@ -93,6 +93,8 @@ def read_idx(path) -> np.ndarray:
 def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
     """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
     ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     prefix = {"train": "train", "test": "t10k"}[split]
     root = Path(root)
 
