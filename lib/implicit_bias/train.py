@@ -14,6 +14,7 @@ the plain computation wherever that one is representable.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,15 @@ class History:
 
     def direction(self) -> torch.Tensor:
         return torch.as_tensor(self.directions[-1])
+
+    def model_at(self, index: int) -> torch.nn.Module:
+        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]``:
+        enough for anything scale-invariant (margins, KKT certificates)."""
+        model = copy.deepcopy(self.model)
+        params = list(model.parameters())
+        vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)
+        torch.nn.utils.vector_to_parameters(vector, params)
+        return model
 
 
 def log_grid(steps: int, points: int = 60) -> np.ndarray:
