@@ -1,0 +1,322 @@
+"""Tests of the approximate-KKT certificate (implicit_bias.kkt)."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import implicit_bias as ib
+import numpy as np
+import pytest
+import torch
+from implicit_bias import kkt, models, norms
+from implicit_bias.train import Run, train
+
+F64 = torch.float64
+NORMS = ("l2", "linf", "l1")
+
+# With the default seed the ℓ2, ℓ∞ and ℓ1 max-margin solutions of gaussian(n=30, d=6)
+# are the same vertex of the feasible polyhedron (6 support vectors in 6 dimensions), so
+# each is a KKT point of every norm. With seed 3 they differ.
+SEED_DISTINCT = 3
+
+
+def linear_model(w) -> models.Linear:
+    model = models.Linear(len(w))
+    with torch.no_grad():
+        model.w.copy_(torch.as_tensor(np.asarray(w), dtype=F64))
+    return model
+
+
+@pytest.fixture(scope="module")
+def linear_data():
+    return ib.data.gaussian(n=30, d=6, seed=SEED_DISTINCT)
+
+
+@pytest.fixture(scope="module")
+def solutions(linear_data):
+    X, y = linear_data
+    return {name: ib.max_margin(X, y, name) for name in NORMS}
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    """A width-4 squared-ReLU net on 3-d inputs that separates its 8 points by construction
+    (labels are the signs of its outputs, both present, none zero)."""
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(8, 3, generator=gen, dtype=F64)
+    model = models.TwoLayer(3, 4, activation="relu2", seed=1)
+    with torch.no_grad():
+        y = torch.sign(model(X))
+    assert (y != 0).all() and (y > 0).any() and (y < 0).any()
+    return model, X, y
+
+
+@pytest.fixture(scope="module")
+def trained_digits():
+    X, y = ib.data.digits_even_odd(n=200)
+    run = Run("NormalizedGD", 2.0, 3000, schedule=0.5,
+              model={"kind": "two_layer", "width": 16, "activation": "relu2"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is as fast and immune to a busy CPU
+    try:
+        history = train(run, (X, y), norms=("l2",), progress=False)[0]
+    finally:
+        torch.set_num_threads(threads)
+    return history.model, X, y
+
+
+# --- exact linear solutions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_exact_solution_is_kkt_in_its_own_norm_only(linear_data, solutions, name):
+    X, y = linear_data
+    model = linear_model(solutions[name].direction)
+    own = kkt.kkt_certificate(model, X, y, name, active_tol=1e-6)
+    assert own.epsilon <= 1e-6, own
+    assert abs(own.delta_relative) <= 1e-6
+    assert set(own.support) <= set(solutions[name].support)
+    for other in NORMS:
+        if other != name:
+            cert = kkt.kkt_certificate(model, X, y, other, active_tol=1e-6)
+            assert cert.epsilon > 1e-2, (name, other, cert)
+
+
+def test_linear_solutions_differ_with_this_seed(solutions):
+    d = {n: s.direction / np.linalg.norm(s.direction) for n, s in solutions.items()}
+    assert np.abs(d["l2"] - d["linf"]).max() > 1e-2 and np.abs(d["l2"] - d["l1"]).max() > 1e-2
+
+
+def test_l2_multipliers_match_the_maxmargin_dual(linear_data, solutions):
+    X, y = linear_data
+    sol = solutions["l2"]
+    w = sol.direction / sol.margin  # the min-norm solution, min_i q_i = 1
+    cert = kkt.kkt_certificate(linear_model(sol.direction), X, y, "l2", active_tol=1e-6)
+    lam = cert.multipliers
+    Z = (y[:, None] * X).numpy()
+    # Stationarity of min ½‖w‖²: w = Σ λ_i y_i x_i, and Euler's identity Σλ = ‖w‖²/L.
+    np.testing.assert_allclose(Z.T @ lam, w, atol=1e-7 * np.linalg.norm(w))
+    assert lam.sum() == pytest.approx(w @ w, rel=1e-7)
+    assert lam.sum() == pytest.approx(cert.norm_value**2 / cert.degree, rel=1e-7)
+    # maxmargin solves min ‖w‖²; cvxpy reports the dual so that Zᵀα = w as well, i.e. the
+    # same multipliers. Compare up to the scale factor whatever it is, and check it is 1.
+    alpha = np.asarray(sol.dual)
+    factor = alpha.sum() / lam.sum()
+    np.testing.assert_allclose(lam * factor, alpha, atol=1e-6 * alpha.max())
+    assert factor == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_euler_identity_at_exact_solutions(linear_data, solutions, name):
+    X, y = linear_data
+    cert = kkt.kkt_certificate(linear_model(solutions[name].direction), X, y, name, active_tol=1e-6)
+    assert cert.multipliers.sum() == pytest.approx(cert.norm_value**2 / cert.degree, rel=1e-5)
+
+
+def test_large_active_tol_trades_epsilon_for_delta(linear_data, solutions):
+    """With more candidates than dimensions the wrong norm's solution can look stationary,
+    but only by putting multipliers on non-active points: δ catches it."""
+    X, y = linear_data
+    model = linear_model(solutions["linf"].direction)
+    strict = kkt.kkt_certificate(model, X, y, "l2", active_tol=1e-6)
+    loose = kkt.kkt_certificate(model, X, y, "l2", active_tol=0.5)
+    assert len(loose.active) > len(strict.active)
+    assert loose.epsilon <= strict.epsilon + 1e-9  # more multipliers: never a worse ε
+    assert loose.delta_relative > 1e-2  # ...paid for in complementary slackness
+    assert loose.delta_relative <= 0.5 * loose.multipliers.sum() * loose.degree / loose.norm_value**2 + 1e-9
+
+
+# --- invariances and errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*NORMS, "spectral", "hybrid"])
+def test_certificate_is_invariant_to_rescaling(linear_data, solutions, name):
+    X, y = linear_data
+    w = solutions["l2"].direction + 0.05 * np.random.default_rng(0).standard_normal(6)
+    model = linear_model(w)
+    assert (model.margins(X, y) > 0).all()
+    base = kkt.kkt_certificate(model, X, y, name)
+    scaled = kkt.kkt_certificate(linear_model(3.7 * w), X, y, name)
+    assert 1e-4 < base.epsilon < 1
+    assert scaled.epsilon == pytest.approx(base.epsilon, abs=1e-8)
+    assert scaled.delta_relative == pytest.approx(base.delta_relative, abs=1e-8)
+    np.testing.assert_array_equal(scaled.active, base.active)
+
+
+def test_rescaling_invariance_on_a_network(tiny_net):
+    model, X, y = tiny_net
+    base = kkt.kkt_certificate(model, X, y, "l2")
+    big = models.TwoLayer(3, 4, activation="relu2", seed=1)
+    with torch.no_grad():
+        for p in big.parameters():
+            p.mul_(3.7)
+    scaled = kkt.kkt_certificate(big, X, y, "l2")
+    assert scaled.epsilon == pytest.approx(base.epsilon, abs=1e-8)
+
+
+def test_not_separating_raises(linear_data, solutions):
+    X, y = linear_data
+    model = linear_model(-solutions["l2"].direction)
+    with pytest.raises(ValueError, match="not separating the data"):
+        kkt.kkt_certificate(model, X, y, "l2")
+    with pytest.raises(ValueError, match="not separating the data"):
+        kkt.kkt_certificate(linear_model(np.zeros(6)), X, y, "linf")
+
+
+def test_bad_arguments(linear_data, solutions):
+    X, y = linear_data
+    model = linear_model(solutions["l2"].direction)
+    with pytest.raises(ValueError, match="method"):
+        kkt.kkt_certificate(model, X, y, "l2", method="simplex")
+    with pytest.raises(ValueError, match="nnls"):
+        kkt.kkt_certificate(model, X, y, "linf", method="nnls")
+    with pytest.raises(ValueError, match="max_points"):
+        kkt.kkt_certificate(model, X, y, "l2", max_points=0)
+
+
+# --- the result object --------------------------------------------------------------------
+
+
+def test_result_fields_are_coherent(linear_data, solutions):
+    X, y = linear_data
+    cert = kkt.kkt_certificate(linear_model(solutions["l1"].direction), X, y, "l2")
+    assert cert.epsilon == pytest.approx(cert.stationarity + cert.subgradient_gap)
+    assert cert.stationarity >= 0 and cert.subgradient_gap >= 0
+    assert cert.multipliers.shape == (len(y),)
+    assert (cert.multipliers >= 0).all()
+    outside = np.setdiff1d(np.arange(len(y)), cert.active)
+    assert (cert.multipliers[outside] == 0).all()
+    assert set(cert.support) <= set(cert.active)
+    q = (y * (X @ torch.as_tensor(solutions["l1"].direction))).numpy()
+    q = q / q.min()
+    assert cert.delta == pytest.approx(float(cert.multipliers @ (q - 1)), rel=1e-9, abs=1e-12)
+    assert (q[cert.active] <= 1.5 + 1e-12).all() and (np.delete(q, cert.active) > 1.5).all()
+    text = repr(cert)
+    assert text.startswith("KKTCertificate(norm='l2'") and "epsilon=" in text
+
+
+def test_max_points_keeps_the_smallest_margins(linear_data, solutions):
+    X, y = linear_data
+    model = linear_model(solutions["l2"].direction)
+    full = kkt.kkt_certificate(model, X, y, "l2", active_tol=10.0)
+    capped = kkt.kkt_certificate(model, X, y, "l2", active_tol=10.0, max_points=7)
+    q = model.margins(X, y).detach().numpy()
+    assert len(capped.active) == 7
+    np.testing.assert_array_equal(np.sort(capped.active), np.sort(np.argsort(q)[:7]))
+    assert capped.epsilon >= full.epsilon - 1e-9  # fewer multipliers: never a better ε
+
+
+def test_l2_routes_agree(trained_digits):
+    model, X, y = trained_digits
+    auto = kkt.kkt_certificate(model, X, y, "l2", active_tol=1.0)
+    full = kkt.kkt_certificate(model, X, y, "l2", active_tol=1.0, method="cvxpy")
+    fixed_v = kkt.kkt_certificate(model, X, y, "l2", active_tol=1.0, method="nnls")
+    assert auto.epsilon == pytest.approx(full.epsilon, abs=1e-6)
+    assert fixed_v.subgradient_gap <= 1e-12
+    assert fixed_v.epsilon >= auto.epsilon - 1e-9  # NNLS fixes v: an upper bound
+
+
+def test_linf_interior_point_matches_clarabel(trained_digits):
+    model, X, y = trained_digits
+    ipm = kkt.kkt_certificate(model, X, y, "linf", active_tol=2.0, method="ipm")
+    ref = kkt.kkt_certificate(model, X, y, "linf", active_tol=2.0, method="cvxpy")
+    assert len(ipm.active) >= 10
+    assert ipm.epsilon == pytest.approx(ref.epsilon, abs=1e-5)
+    assert ipm.epsilon >= ref.epsilon - 1e-6  # both are feasible points of one program
+
+
+# --- spectral and hybrid norms ---------------------------------------------------------
+
+
+def test_dual_norm_expressions_match_torch(tiny_net):
+    model, _, _ = tiny_net
+    params = [p.detach() for p in model.parameters()]
+    shapes = [tuple(p.shape) for p in params]
+    gen = torch.Generator().manual_seed(0)
+    g = [torch.randn(p.shape, generator=gen, dtype=F64) for p in params]
+    flat = torch.cat([t.reshape(-1) for t in g]).numpy()
+    cases = [norms.L2(), norms.Linf(), norms.L1(), norms.Spectral(), norms.hybrid(params),
+             norms.hybrid(params, r=2.5)]
+    for norm in cases:
+        expr = kkt.dual_norm_expr(norm, cp.Constant(flat), shapes)
+        assert float(expr.value) == pytest.approx(float(norm.dual(g)), rel=1e-9), norm
+
+
+@pytest.mark.parametrize("name", ["spectral", "hybrid"])
+def test_spectral_and_hybrid_on_a_tiny_net(tiny_net, name):
+    model, X, y = tiny_net
+    cert = kkt.kkt_certificate(model, X, y, name, active_tol=1.0)
+    assert np.isfinite(cert.epsilon) and 0 <= cert.epsilon <= 1
+    assert np.isfinite(cert.delta_relative) and len(cert.active) >= 1
+    assert cert.norm == name
+
+
+@pytest.fixture(scope="module")
+def wide_net():
+    """Width 12 on 3-d inputs with few near-active points, so the column spaces of the
+    margin gradients and θ (dimension ≤ k + 3) are smaller than the 12 hidden units."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(10, 3, generator=gen, dtype=F64)
+    model = models.TwoLayer(3, 12, activation="relu2", seed=0)
+    with torch.no_grad():
+        y = torch.sign(model(X))
+    assert (y != 0).all() and (y > 0).any() and (y < 0).any()
+    return model, X, y
+
+
+@pytest.mark.parametrize("name", ["spectral", "hybrid"])
+def test_spectral_reduction_is_exact(wide_net, name):
+    """The projected (reduced) program has the same optimum as the full one."""
+    model, X, y = wide_net
+    cert = kkt.kkt_certificate(model, X, y, name, active_tol=1.0, solver="CLARABEL")
+    # The full program, written out here without the reduction.
+    params = [p.detach() for p in model.parameters()]
+    q = model.margins(X, y).detach()
+    params = [p * float(q.min()) ** (-1 / model.degree) for p in params]
+    norm = norms.by_name(name, params)
+    value = float(norm(params))
+    J = kkt.margin_jacobian(model, params, X[cert.active], y[cert.active])
+    A = (J.T * value / model.degree).numpy()
+    theta_hat = torch.cat([p.reshape(-1) for p in params]).numpy() / value
+    shapes = [tuple(p.shape) for p in params]
+    small_A, _, small_shapes, _ = kkt._reduce(norm, A, theta_hat, shapes)
+    assert small_A.shape[0] < A.shape[0], "the reduction should apply here"
+    mu, v = cp.Variable(A.shape[1], nonneg=True), cp.Variable(A.shape[0])
+    problem = cp.Problem(cp.Minimize(kkt.dual_norm_expr(norm, A @ mu - v, shapes) + 1 - theta_hat @ v),
+                         [kkt.dual_norm_expr(norm, v, shapes) <= 1])
+    problem.solve(solver="CLARABEL")
+    assert 1e-3 < problem.value < 1
+    assert cert.epsilon == pytest.approx(problem.value, abs=1e-6)
+
+
+def test_spectral_and_hybrid_reduce_to_l2_and_linf_on_a_vector(linear_data, solutions):
+    """A vector is a 1×n matrix, so its spectral norm is ℓ2; the hybrid norm of a model
+    with no matrix is ℓ∞."""
+    X, y = linear_data
+    model = linear_model(solutions["l1"].direction)
+    pairs = [("spectral", "l2"), ("hybrid", "linf")]
+    for a, b in pairs:
+        ca, cb = kkt.kkt_certificate(model, X, y, a), kkt.kkt_certificate(model, X, y, b)
+        assert ca.epsilon == pytest.approx(cb.epsilon, abs=1e-6), (a, b)
+
+
+# --- a trained network --------------------------------------------------------------------
+
+
+def test_trained_network_beats_a_random_direction(trained_digits):
+    model, X, y = trained_digits
+    assert (model.margins(X, y) > 0).all()
+    cert = kkt.kkt_certificate(model, X, y, "l2")
+    assert np.isfinite(cert.epsilon) and 0 <= cert.epsilon < 0.2
+    # A random direction of the same model: the trained θ plus Gaussian noise of a fifth
+    # of its size (much more noise and the model no longer separates the data).
+    other = models.TwoLayer(64, 16, activation="relu2", seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        size = torch.cat([p.reshape(-1) for p in model.parameters()]).norm()
+        noise = [torch.randn(p.shape, generator=gen, dtype=F64) for p in model.parameters()]
+        noise_size = torch.cat([n.reshape(-1) for n in noise]).norm()
+        for p, src, n in zip(other.parameters(), model.parameters(), noise):
+            p.copy_(src + 0.2 * size / noise_size * n)
+    assert (other.margins(X, y) > 0).all()
+    random_cert = kkt.kkt_certificate(other, X, y, "l2")
+    assert cert.epsilon < 0.5 * random_cert.epsilon
