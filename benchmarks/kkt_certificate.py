@@ -6,11 +6,13 @@ certificate in the ℓ2, ℓ∞ and max-spectral norms: first with the default a
 (margins within 50 % of the minimum), then with larger active sets to show how the cost
 grows with the number k of near-active points.
 
-    .venv/bin/python benchmarks/kkt_certificate.py                 # about 2–4 minutes
+    .venv/bin/python benchmarks/kkt_certificate.py                 # about a minute
     .venv/bin/python benchmarks/kkt_certificate.py --spectral-k 16 # adds a slow SDP row
     .venv/bin/python benchmarks/kkt_certificate.py --cache /tmp/kkt_bench.pt
 
-``--cache`` stores the trained model and reuses it on the next run.
+``--cache`` stores the trained model and reuses it on the next run. With the default 2,000
+steps the network has only just separated the data, so every ε is large (far from KKT):
+this script measures cost, not convergence; raise ``--steps`` for meaningful values.
 """
 
 from __future__ import annotations
