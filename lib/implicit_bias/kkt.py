@@ -180,7 +180,7 @@ def dual_norm_expr(norm: Norm, expr, shapes):
             block = cp.hstack(parts) if len(parts) > 1 else parts[0]
             terms.append(dual_norm_expr(sub, block, [shapes[i] for i in idx]) / w)
         return cp.sum(cp.hstack(terms)) if len(terms) > 1 else terms[0]
-    raise NotImplementedError(
+    raise TypeError(
         f"kkt: no cvxpy dual for {type(norm).__name__}; supported norms are L2, Linf, L1, "
         "Spectral and MaxNorm over them."
     )
