@@ -194,3 +194,68 @@ def test_run_defaults_and_config():
     other = train.Run("Adam", 0.01, steps=10)
     other.model["width"] = 8
     assert run.model["width"] == 64
+
+
+def test_observe_records_without_changing_the_run(small_data):
+    """``observe`` sees every logged step; a run with it is the run without it."""
+    run = train.Run("Adam", 0.1, steps=40, model=LIN, options={"eps": 1e-8})
+    plain = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu")[0]
+    assert plain.observed == {}
+    seen = []
+
+    def observe(model, optimizer, frame):
+        seen.append(optimizer)
+        return {"norm": float(flat(model).norm()), "w": flat(model).numpy().copy()}
+
+    h = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu",
+                    observe=observe)[0]
+    assert torch.equal(flat(h.model), flat(plain.model))
+    k = len(h.steps)
+    assert len(seen) == k and all(isinstance(o, optim.Adam) for o in seen)
+    assert h.observed["norm"].shape == (k,) and h.observed["w"].shape == (k, 5)
+    np.testing.assert_allclose(h.observed["norm"], h.param_norm, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,options,root", [
+    # With a constant gradient g (learning rate 0), √v̂ is known in closed form.
+    ("Adam", {"betas": (0.9, 0.99), "eps": 0.0}, lambda g, t: g.abs()),  # bias-corrected
+    ("RMSProp", {"beta2": 0.9, "eps": 1e-8}, lambda g, t: g.abs() * math.sqrt(1 - 0.9**t)),
+    ("AdaGrad", {"eps": 1e-10}, lambda g, t: g.abs() * math.sqrt(t)),
+])
+def test_root_second_moments_and_adaptive_scales(name, options, root, small_data):
+    X, y = small_data
+    run = train.Run(name, 0.0, steps=7, model=LIN, options=options)
+    h = train.train(run, small_data, norms=(), log_points=7, progress=False, device="cpu",
+                    observe=train.adaptive_scales)[0]
+    model = h.model
+    model.zero_grad()
+    losses.loss(y * model(X)).backward()
+    g = model.w.grad
+    for i, t in enumerate(h.steps):
+        expected = root(g, int(t))
+        assert h.observed["log10_grad_max"][i] == pytest.approx(math.log10(g.abs().max()), rel=1e-10)
+        assert h.observed["log10_root_v_max"][i] == pytest.approx(math.log10(expected.max()), rel=1e-10)
+        assert h.observed["log10_root_v_min"][i] == pytest.approx(math.log10(expected.min()), rel=1e-10)
+    opt = optim.make(name, [model.w], 0.0, **options)
+    assert opt.root_second_moments() == []  # no state before the first step
+
+
+def test_adaptive_scales_do_not_depend_on_the_frame(small_data):
+    """The observer reports the plain loss's units: framed and plain runs agree while the
+    frame has moved by e^{25} and more."""
+    run = train.Run("Adam", 0.05, steps=300, model=TWO, options={"eps": 1e-20, "betas": (0.5, 0.5)})
+    framed, plain = (train.train(run, small_data, norms=(), frame=f, progress=False, device="cpu",
+                                 observe=train.adaptive_scales)[0] for f in (True, False))
+    assert framed.log_loss[-1] < -25
+    for key in ("log10_grad_max", "log10_root_v_max", "log10_root_v_min"):
+        assert np.isfinite(framed.observed[key]).all()
+        np.testing.assert_allclose(framed.observed[key], plain.observed[key], rtol=1e-8)
+    assert framed.observed["log10_grad_max"][-1] < framed.observed["log10_grad_max"][0] - 8
+
+
+def test_adaptive_scales_without_a_second_moment(small_data):
+    run = train.Run("SignGD", 0.1, steps=5, model=LIN)
+    h = train.train(run, small_data, norms=(), progress=False, device="cpu",
+                    observe=train.adaptive_scales)[0]
+    assert np.isfinite(h.observed["log10_grad_max"]).all()
+    assert np.isnan(h.observed["log10_root_v_max"]).all() and np.isnan(h.observed["log10_root_v_min"]).all()

@@ -137,6 +137,27 @@ class RuleOptimizer(torch.optim.Optimizer):
             )
 
     @torch.no_grad()
+    def root_second_moments(self) -> list[torch.Tensor]:
+        """The denominators' ``√v̂`` before ε, one tensor per parameter of the adaptive
+        groups (Adam: bias-corrected ``√v̂``; RMSProp: ``√v``; AdaGrad: ``√G``), in the
+        units of the gradients the optimizer receives (scaled by ``grad_scale`` under a
+        framed loss). A coordinate is in the sign-like regime while ``√v̂ ≫ ε`` and
+        GD-like once ``√v̂ ≪ ε`` (Wang et al. 2021). Empty for steepest-descent groups and
+        before the first step."""
+        out = []
+        for group in self.param_groups:
+            key = {"adam": "exp_avg_sq", "rmsprop": "square_avg", "adagrad": "sum"}.get(group["rule"])
+            for p in group["params"] if key else ():
+                state = self.state.get(p, {})
+                if key not in state:
+                    continue
+                v = state[key]
+                if group["rule"] == "adam":
+                    v = v / (1.0 - group["beta2"] ** state["step"])
+                out.append(v.sqrt())
+        return out
+
+    @torch.no_grad()
     def rescale_gradients(self, ratio: float) -> None:
         """From now on the gradients are ``ratio`` times larger (the loss was multiplied
         by ``ratio``); rescale first moments by ``ratio`` and second moments by

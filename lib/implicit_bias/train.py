@@ -83,6 +83,7 @@ class History:
     directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
     model: torch.nn.Module  # the trained model
     seconds: float
+    observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
 
     def final(self, norm: str) -> float:
         """The normalized margin in ``norm`` at the last step."""
@@ -126,14 +127,20 @@ def _datasets(data, runs, dev):
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
-          frame: bool = True, progress: bool = True, device=None) -> list[History]:
+          frame: bool = True, progress: bool = True, device=None, observe=None) -> list[History]:
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
     ``data`` is ``(X, y)`` for all runs or a dict name → ``(X, y)`` that ``Run.data``
     selects from. ``norms`` are the norms whose normalized margins are logged (names from
     :func:`norms.by_name`, e.g. ``l2``, ``linf``, ``l1``, ``spectral``, ``hybrid``).
-    ``frame=False`` trains on the plain loss, which underflows once the loss < ~1e−308."""
+    ``frame=False`` trains on the plain loss, which underflows once the loss < ~1e−308.
+
+    ``observe(model, optimizer, frame)``, if given, is called at every logged step, right
+    after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
+    and returns a dict of numbers or arrays; ``History.observed[name]`` stacks them over
+    the log grid. ``frame`` is F: the gradients and the optimizer's state are those of
+    ``e^F L``, so a true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
@@ -143,14 +150,14 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
 
         bar = tqdm(total=sum(r.steps for r in runs), unit="step", mininterval=1.0)
     try:
-        return [_train_one(run, *datasets[run.data], norms, log_points, frame, dev, bar)
+        return [_train_one(run, *datasets[run.data], norms, log_points, frame, dev, bar, observe)
                 for run in runs]
     finally:
         if bar is not None:
             bar.close()
 
 
-def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
+def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None) -> History:
     start = time.perf_counter()
     d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
     model = models.build(run.model, d, seed=run.seed).to(dev)
@@ -160,6 +167,7 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
     grid = log_grid(run.steps, log_points)
     norm_objs = {name: by_name(name, params) for name in norms}
     record = {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norms}}
+    observed = {}
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
     for t in range(1, run.steps + 1):
@@ -187,6 +195,10 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
             bar.update(1)
         if t == grid[next_log]:
             _log(record, model, X, y, run.loss, norm_objs)
+            if observe is not None:
+                with torch.no_grad():
+                    for name, value in observe(model, opt, F).items():
+                        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
             next_log += 1
     return History(
         run=run,
@@ -197,6 +209,7 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar) -> History:
         directions=np.array(record["directions"]),
         model=model,
         seconds=time.perf_counter() - start,
+        observed={name: np.array(values) for name, values in observed.items()},
     )
 
 
@@ -213,6 +226,25 @@ def _log(record, model, X, y, loss, norm_objs):
         record[name].append(float(q_min / norm(params) ** model.degree))
 
 
+def adaptive_scales(model, optimizer, frame: float) -> dict:
+    """An observer for ``train(observe=...)``: ``log10`` of the largest gradient entry
+    ``max_j |∂L/∂θ_j|`` and of the largest and smallest non-zero ``√v̂`` of an adaptive
+    optimizer (:meth:`optim.RuleOptimizer.root_second_moments`), in the units of the
+    plain loss L, whatever the frame. Logs are used because these fall far below
+    float64's range on long runs. Compare with ``log10 ε``: Adam steps like sign descent
+    while ``√v̂ ≫ ε`` and like gradient descent once ``√v̂ ≪ ε`` (Wang et al. 2021). The
+    ``√v̂`` entries are NaN for an optimizer without a second moment."""
+    shift = frame / math.log(10)
+    grads = [p.grad.abs().max() for p in model.parameters() if p.grad is not None]
+    out = {"log10_grad_max": float(torch.stack(grads).max().log10()) - shift if grads else math.nan}
+    roots = optimizer.root_second_moments() if hasattr(optimizer, "root_second_moments") else []
+    flat = torch.cat([r.reshape(-1) for r in roots]) if roots else torch.empty(0)
+    flat = flat[flat > 0]
+    out["log10_root_v_max"] = float(flat.max().log10()) - shift if len(flat) else math.nan
+    out["log10_root_v_min"] = float(flat.min().log10()) - shift if len(flat) else math.nan
+    return out
+
+
 def summary(histories, norms=None) -> list[dict]:
     """One row per history: label, seed, final log10 loss and final margins."""
     rows = []
@@ -225,4 +257,4 @@ def summary(histories, norms=None) -> list[dict]:
     return rows
 
 
-__all__ = ["Run", "History", "train", "log_grid", "summary"]
+__all__ = ["Run", "History", "train", "log_grid", "summary", "adaptive_scales"]
