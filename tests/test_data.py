@@ -178,3 +178,27 @@ def test_mnist_missing_directory(tmp_path):
         data.mnist_even_odd(tmp_path / "does-not-exist")
     with pytest.raises((KeyError, ValueError)):
         data.mnist_even_odd(tmp_path, split="validation")
+
+
+def test_multiclass_pairs_margins_are_the_multiclass_margins():
+    """⟨W, Z⟩ over the k − 1 rows of a sample are (Wx)_c − (Wx)_{c'} for every other class."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((7, 5))
+    labels = np.array([0, 1, 2, 2, 1, 0, 2])
+    W = rng.standard_normal((3, 5))
+    Z, y = data.multiclass_pairs(X, labels)
+    assert Z.shape == (14, 3, 5) and torch.all(y == 1)
+    inner = (Z.numpy() * W).sum(axis=(1, 2)).reshape(7, 2)
+    scores = X @ W.T
+    for i, c in enumerate(labels):
+        others = [c2 for c2 in range(3) if c2 != c]
+        np.testing.assert_allclose(inner[i], scores[i, c] - scores[i, others], rtol=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        data.multiclass_pairs(X, labels, num_classes=2)
+
+
+def test_digits_multiclass():
+    Z, y = data.digits_multiclass(n=50, num_classes=4)
+    assert Z.shape == (150, 4, 64) and Z.dtype == torch.float64
+    # Each row is (e_c − e_c') xᵀ: one row +x, one row −x, the others zero.
+    assert torch.allclose(Z.sum(dim=1), torch.zeros(150, 64, dtype=torch.float64))

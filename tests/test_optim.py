@@ -118,6 +118,40 @@ def test_newton_schulz_muon_matches_torch_muon(shape, lr_factor):
     assert float((ours - theirs).abs().max()) <= steps * lr * 2**-7
 
 
+@pytest.mark.parametrize("d,width", [(6, 8), (8, 6)])
+def test_torch_muon_wrapper_equals_our_newton_schulz_muon(problem, d, width):
+    """``TorchMuon(nesterov=False)`` runs ``torch.optim.Muon`` on the two-layer model (the
+    output vector as a 1×n matrix, torch's sqrt(rows/cols) factor divided out): it follows
+    our bfloat16 Newton–Schulz Muon to within a few bfloat16 roundings per step, and
+    Nesterov (torch's default) really changes the trajectory."""
+    X, y = data.gaussian(n=30, d=d, seed=3)
+    lr, steps = 0.02, 10
+    start = flat(two_layer(d=d, width=width))
+
+    def run(make):
+        model = two_layer(d=d, width=width)
+        return flat(train_steps(model, X, y, make(list(model.parameters())), steps=steps))
+
+    ours = run(lambda p: optim.Muon(p, lr=lr, momentum=0.9, polar="newton_schulz", ns_dtype=torch.bfloat16))
+    theirs = run(lambda p: optim.TorchMuon(p, lr=lr, momentum=0.9, nesterov=False))
+    nesterov = run(lambda p: optim.TorchMuon(p, lr=lr, momentum=0.9))
+    assert float((theirs - start).norm()) > 5 * lr  # it moved
+    assert float((ours - theirs).abs().max()) <= steps * lr * 2**-7
+    assert float((nesterov - theirs).abs().max()) > max(1e-3, 10 * float((ours - theirs).abs().max()))
+
+
+def test_torch_muon_wrapper_clears_the_model_gradients(problem):
+    X, y = problem
+    model = two_layer()
+    opt = optim.TorchMuon(list(model.parameters()), lr=0.01)
+    logistic_loss(model, X, y).backward()
+    opt.step()
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="momentum"):
+        optim.TorchMuon(list(model.parameters()), lr=0.01, momentum=1.0)
+
+
 def test_exact_muon_is_the_polar_factor_of_the_ema_momentum(problem):
     X, y = problem
     model = two_layer()
@@ -297,6 +331,7 @@ RESCALE_CASES = {
     "SpectralDescent": dict(lr=0.05),
     "Muon": dict(lr=0.05, momentum=0.9),
     "Muon(newton_schulz)": dict(lr=0.05, momentum=0.9, polar="newton_schulz"),
+    "TorchMuon": dict(lr=0.05, momentum=0.9),
     # ε > 0 comparable to the gradients, so its rescaling with the gradients matters.
     "Adam": dict(lr=0.01, betas=(0.9, 0.99), eps=1e-2),
     "RMSProp": dict(lr=0.01, beta2=0.9, eps=1e-2),

@@ -35,8 +35,15 @@ FRAME_CASES = {
 }
 
 
+# torch.optim.Muon divides the momentum by max(‖m‖_F, 1e-7) before Newton–Schulz, so on
+# the plain loss its steps change once the gradients fall below 1e-7 (loss ≲ e^-16): the
+# framed run (gradients O(1)) is the scale-invariant one and the two cannot agree here.
+# Its frame support is checked at representable scales in test_optim's RESCALE_CASES.
+FRAME_EXEMPT = {"TorchMuon"}
+
+
 def test_frame_cases_cover_every_optimizer():
-    assert set(FRAME_CASES) == set(optim.OPTIMIZERS)
+    assert set(FRAME_CASES) | FRAME_EXEMPT == set(optim.OPTIMIZERS)
 
 
 @pytest.mark.parametrize("name", list(FRAME_CASES))

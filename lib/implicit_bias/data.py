@@ -71,6 +71,51 @@ def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
+def multiclass_pairs(X, labels, num_classes: int | None = None, dtype=DTYPE):
+    """A k-class linear problem written as a binary one with matrix inputs.
+
+    The multiclass margin of ``W`` (k × d) on a sample ``(x, c)`` is
+    ``min_{c' ≠ c} (Wx)_c − (Wx)_{c'} = min_{c'} ⟨W, (e_c − e_{c'}) xᵀ⟩``, linear in ``W``. So each
+    sample gives k − 1 inputs ``Z = (e_c − e_{c'}) xᵀ`` of shape (k, d), all labelled +1, and
+    the multiclass max-margin problem in any norm of ``W`` is the binary one on ``Z`` (for
+    the spectral norm of ``W``: ``max_margin(Z, y, 'spectral')``, an SDP). A
+    :class:`models.Linear` of shape (k, d) trained on ``Z`` with the logistic loss minimizes
+    the sum over pairs of ``log(1 + e^{−margin})``, whose exponential tail is that of the
+    cross-entropy, so the limits of steepest descent are the same (Gunasekar et al. 2018).
+
+    Returns ``Z`` of shape (n(k − 1), k, d) and ``y = 1``."""
+    X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
+    labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
+    if X.ndim != 2 or len(labels) != len(X):
+        raise ValueError(f"X must be (n, d) with one label per row; got {X.shape} and {labels.shape}.")
+    k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if labels.min() < 0 or labels.max() >= k or k < 2:
+        raise ValueError(f"labels must be integers in [0, {k}) with k ≥ 2; got {np.unique(labels)[:10]}.")
+    n, d = X.shape
+    others = np.array([[c2 for c2 in range(k) if c2 != c] for c in range(k)])[labels]  # (n, k−1)
+    Z = np.zeros((n, k - 1, k, d))
+    rows = np.arange(n)[:, None]
+    cols = np.arange(k - 1)[None, :]
+    Z[rows, cols, labels[:, None], :] += X[:, None, :]
+    Z[rows, cols, others, :] -= X[:, None, :]
+    return _tensors(Z.reshape(n * (k - 1), k, d), np.ones(n * (k - 1)), dtype)
+
+
+def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+    """scikit-learn's 8×8 digits with the classes ``0 … num_classes − 1`` (pixels in [0, 1]),
+    as the matrix-input binary problem of :func:`multiclass_pairs`; ``n`` takes a random
+    subset of the images before the expansion (n·(k − 1) inputs come out)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < num_classes
+    X, labels = digits.data[keep] / 16.0, digits.target[keep]
+    if n is not None and n < len(labels):
+        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
+        X, labels = X[idx], labels[idx]
+    return multiclass_pairs(X, labels, num_classes, dtype)
+
+
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (MNIST's format), optionally gzip-compressed."""
     path = Path(path)

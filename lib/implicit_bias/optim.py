@@ -17,7 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from . import updates
-from .norms import L1, L2, Linf, Norm, Spectral, matrix_indices
+from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, matrix_indices
 
 
 def _check_lr(lr):
@@ -262,6 +262,73 @@ class Muon(SteepestDescent):
         super().__init__(params, Spectral(polar, ns_steps, ns_dtype), lr, momentum=momentum)
 
 
+class TorchMuon(torch.optim.Muon):
+    """``torch.optim.Muon`` itself (Newton–Schulz in bfloat16, Nesterov by default), made
+    to run on every parameter of our models so that it can be compared with :class:`Muon`.
+
+    Three adaptations, none of which touches torch's update: vectors and scalars are handed
+    to torch as 1×n matrices (shadow copies that are written back after each step, since
+    torch rejects non-2-D parameters); torch's rate adjustment ``sqrt(max(1, rows/cols))``
+    is divided out per parameter, so every layer steps with the same ``η_t`` as our Muon;
+    ``weight_decay`` defaults to 0 (the theorem has none; torch's default is 0.1). It also
+    supports the framed loss (:meth:`rescale_gradients`). With ``nesterov=False`` it equals
+    ``Muon(polar='newton_schulz', ns_dtype=torch.bfloat16)`` up to bfloat16 rounding."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True,
+                 weight_decay: float = 0.0, ns_steps: int = 5):
+        _check_lr(lr)
+        _check_beta("momentum", momentum)
+        self._originals = _params_list(params)
+        self._shadows = [torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
+        groups = [dict(params=[s], lr=lr / math.sqrt(max(1.0, s.shape[0] / s.shape[1])))
+                  for s in self._shadows]
+        super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay, ns_steps=ns_steps)
+        self._residual = 1.0  # the part of the frame's scale not yet moved into the buffers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none=set_to_none)
+        for p in self._originals:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for p, s in zip(self._originals, self._shadows):
+            s.copy_(as_matrix(p))
+            s.grad = None if p.grad is None else as_matrix(p.grad) / self._residual
+        super().step()
+        for p, s in zip(self._originals, self._shadows):
+            p.copy_(s.reshape(p.shape))
+        return loss
+
+    @torch.no_grad()
+    def rescale_gradients(self, ratio: float) -> None:
+        """The gradients are now ``ratio`` times larger (framed loss). torch casts the
+        momentum to bfloat16, where scaling by anything but a power of two changes the
+        rounding; so only the power-of-two part of the accumulated ratio goes into the
+        momentum buffers (exactly), and the rest, kept in [1/√2, √2], divides the incoming
+        gradients. The trajectory is then the same as without the frame."""
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
+        self._residual *= ratio
+        k = round(math.log2(self._residual))
+        self._residual /= 2.0**k
+        for state in self.state.values():
+            if "momentum_buffer" in state:
+                state["momentum_buffer"].mul_(2.0**k)
+                if not state["momentum_buffer"].isfinite().all():
+                    raise FloatingPointError(
+                        f"Rescaling the momentum by 2^{k} overflowed; lower the learning rate.")
+
+
 # --- adaptive family -----------------------------------------------------------
 
 
@@ -340,7 +407,7 @@ class MuonAdam(RuleOptimizer):
 OPTIMIZERS = {
     cls.__name__: cls
     for cls in (NormalizedGD, MomentumGD, SignGD, Signum, CoordinateDescent, SpectralDescent,
-                Muon, Adam, RMSProp, AdaGrad, MuonSignum, MuonAdam)
+                Muon, TorchMuon, Adam, RMSProp, AdaGrad, MuonSignum, MuonAdam)
 }
 
 

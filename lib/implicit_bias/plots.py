@@ -15,6 +15,7 @@ COLORS = {
     "CoordinateDescent": "#8c564b",
     "SpectralDescent": "#2ca02c",
     "Muon": "#98df8a",
+    "TorchMuon": "#006d2c",
     "Adam": "#9467bd",
     "RMSProp": "#e377c2",
     "AdaGrad": "#bcbd22",
