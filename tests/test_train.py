@@ -85,6 +85,20 @@ def test_long_framed_run_goes_far_below_the_float_range(name, lr, steps, options
     assert h.final(own) >= 0.95 * best[own]
 
 
+@pytest.mark.parametrize("name, lr", [("NormalizedGD", 0.5), ("SignGD", 0.2)])
+def test_float32_runs_go_below_the_float32_range(name, lr, small_data):
+    """float32 underflows below ~1e-45 (log ≈ −103): the plain loss freezes there, the frame
+    keeps a float32 run going to 1e-100 and beyond."""
+    runs = {frame: train.Run(name, lr, steps=3000, model=LIN, dtype="float32") for frame in (True, False)}
+    framed, plain = (train.train(runs[f], small_data, norms=("l2", "linf"), progress=False, frame=f,
+                                 device="cpu")[0] for f in (True, False))
+    assert framed.model.w.dtype == torch.float32
+    assert framed.log_loss[-1] < -230 and plain.log_loss[-1] > -110
+    assert np.isfinite(framed.log_loss).all() and torch.isfinite(framed.model.w).all()
+    own = {"NormalizedGD": "l2", "SignGD": "linf"}[name]
+    assert framed.final(own) >= 0.95 * maxmargin.max_margin(*small_data, own).margin
+
+
 def test_constant_rate_normalized_descent_on_a_degree_3_model(small_data):
     """At a constant rate a normalized method moves log L by more than 709 (float64's
     exponent range) in one step once ‖θ‖ is large: the frame must follow in pieces."""

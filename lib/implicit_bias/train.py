@@ -28,6 +28,8 @@ from .config import device as default_device
 from .data import check_labels
 from .norms import by_name
 
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 FRAME_SLACK = 20.0
 
@@ -43,7 +45,7 @@ class Run:
     ``lr`` is the base rate η_0 of ``η_t = η_0 t^{−schedule}``; ``options`` go to the
     optimizer (``momentum``, ``betas``, ``eps``, ``lr_adam``, …); ``data`` names one of the
     data sets handed to :func:`train`; ``label`` names the run in plots (default: the
-    optimizer)."""
+    optimizer); ``dtype`` is ``'float64'`` (the default, for theory) or ``'float32'``."""
 
     optimizer: str
     lr: float
@@ -55,6 +57,7 @@ class Run:
     options: dict = field(default_factory=dict)
     loss: str = "logistic"
     label: str | None = None
+    dtype: str = "float64"
 
     def __post_init__(self):
         if self.optimizer not in optim.OPTIMIZERS:
@@ -64,6 +67,8 @@ class Run:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
         if self.loss not in losses.LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
         if self.label is None:
             self.label = self.optimizer
 
@@ -159,8 +164,10 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
 
 def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None) -> History:
     start = time.perf_counter()
+    dtype = DTYPES[run.dtype]
+    X, y = X.to(dtype), y.to(dtype)
     d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
-    model = models.build(run.model, d, seed=run.seed).to(dev)
+    model = models.build(run.model, d, seed=run.seed, dtype=dtype).to(dev)
     params = list(model.parameters())
     opt = optim.make(run.optimizer, params, run.lr, **run.options)
     schedule = optim.power_schedule(opt, run.schedule)
