@@ -52,7 +52,9 @@ Costs (2 CPU cores). The gradients are computed with ``torch.func.vmap`` over sa
   ``min(m, k + n) × min(n, k + m)`` and the PSD blocks have that side sum; the columns of
   the gradient block are equilibrated and SCS starts from ``scale = 1`` (together 5–30×
   fewer iterations than SCS's defaults here). SCS solves it at ``eps = 1e-5``
-  (:data:`SDP_DEFAULTS`; ε comes out within about 1e-5–1e-4 of the optimum): for the
+  (:data:`SDP_DEFAULTS`; ε comes out within about 1e-5–1e-4 of the optimum; small
+  programs, ``p·k ≤`` :data:`SMALL_SDP` after the reduction, go to Clarabel instead and
+  are accurate to about 1e-8): for the
   256 × 64 layer of the benchmark about 2–6 s with 2 near-active points, 7–11 s with 16
   and 25–40 s with 75; with k ≥ 192 nothing is left to reduce (PSD side 320) and it
   takes minutes. Cap the active set (``max_points``) or loosen ``solver_options`` for
@@ -84,6 +86,9 @@ IPM_MIN_SIZE = 200_000
 
 #: Solver options used for semidefinite programs (spectral / hybrid norms) unless given.
 SDP_DEFAULTS = {"solver": "SCS", "eps_abs": 1e-5, "eps_rel": 1e-5, "max_iters": 20000, "scale": 1.0}
+#: Semidefinite programs with at most this many reduced parameters × candidates go to
+#: Clarabel instead (interior point: accurate to ~1e-8 and fast while the program is small).
+SMALL_SDP = 2000
 
 
 @dataclass(repr=False)
@@ -297,8 +302,10 @@ def _solve_generic(A, theta_hat, norm, shapes, solver, solver_options):
     v = cp.Variable(p)
     objective = dual_norm_expr(norm, A_op @ mu - v, shapes) + 1 - theta_hat @ v
     problem = cp.Problem(cp.Minimize(objective), [dual_norm_expr(norm, v, shapes) <= 1])
-    if solver is None and _has_sdp(norm, shapes):
+    if solver is None and _has_sdp(norm, shapes) and p * k > SMALL_SDP:
         status = _solve(problem, None, {**SDP_DEFAULTS, **(solver_options or {})})
+    elif solver is None and _has_sdp(norm, shapes):
+        status = _solve(problem, "CLARABEL", solver_options)
     else:
         status = _solve(problem, solver, solver_options)
     if mu.value is None or v.value is None:
@@ -639,4 +646,4 @@ def kkt_certificate(model, X, y, norm="l2", active_tol: float = 0.5, max_points:
 
 
 __all__ = ["KKTCertificate", "kkt_certificate", "margin_jacobian", "dual_norm_expr", "SDP_DEFAULTS",
-           "IPM_MIN_SIZE"]
+           "IPM_MIN_SIZE", "SMALL_SDP"]
