@@ -304,3 +304,12 @@ def test_matrix_indices_and_by_name():
         norms.by_name("hybrid")
     with pytest.raises(ValueError, match="Unknown norm"):
         norms.by_name("l3")
+
+
+def test_l2_norm_of_tiny_float32_gradients():
+    """Squares of float32 entries below ~1e-23 underflow; the norm and the normalized step
+    must not (a plain loss deep in training has such gradients)."""
+    g = [torch.tensor([3e-24, 4e-24], dtype=torch.float32)]
+    assert float(norms.L2()(g)) == pytest.approx(5e-24, rel=1e-6)
+    torch.testing.assert_close(norms.L2().steepest(g)[0], torch.tensor([0.6, 0.8]))
+    assert float(norms.L2()([torch.zeros(3)])) == 0.0

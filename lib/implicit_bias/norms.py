@@ -100,7 +100,10 @@ class L2(Norm):
 
     def __call__(self, xs):
         self.check(xs)
-        return _flat(xs).norm()
+        flat = _flat(xs)
+        # torch sums raw squares: a float32 vector of entries ~1e-23 would have norm 0.
+        scale = flat.abs().max()
+        return scale * (flat / scale).norm() if scale > 0 else scale
 
     def dual(self, gs):
         return self(gs)
