@@ -129,9 +129,11 @@ class DiagonalLinear(HomogeneousModel):
         self.degree = float(depth)
 
     def forward(self, X):
+        # Index one by one: a slice of a ParameterList bypasses torch.func.functional_call,
+        # which would silently drop those layers from the margin gradients of `kkt`.
         w = self.layers[0]
-        for layer in self.layers[1:]:
-            w = w * layer
+        for i in range(1, len(self.layers)):
+            w = w * self.layers[i]
         return X @ w
 
 
@@ -173,9 +175,10 @@ class MLP(HomogeneousModel):
 
     def forward(self, X):
         h = X
-        for W in self.weights[:-1]:
-            h = self.act(h @ W.T)
-        return (h @ self.weights[-1].T).squeeze(-1)
+        last = len(self.weights) - 1
+        for i in range(last):  # indexed, not sliced: see DiagonalLinear.forward
+            h = self.act(h @ self.weights[i].T)
+        return (h @ self.weights[last].T).squeeze(-1)
 
 
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
