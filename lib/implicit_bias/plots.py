@@ -76,6 +76,46 @@ def margins(histories, norms=None, title: str | None = None):
     return fig
 
 
+def margin_bands(histories, norms=None, title: str | None = None, level: float = 0.95):
+    """Normalized margins over training, one panel per norm: for each label the mean over
+    its runs (seeds) as a line and a ``level`` Student-t interval of that mean as a band
+    (no band for a single run). Runs sharing a label must share the step grid."""
+    from scipy import stats
+
+    style()
+    norms = list(norms or histories[0].margins)
+    groups: dict = {}
+    for h in histories:
+        groups.setdefault(h.run.label, []).append(h)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.3), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        tail = []
+        for label, hs in groups.items():
+            steps = hs[0].steps
+            if any(len(h.steps) != len(steps) or np.any(h.steps != steps) for h in hs):
+                raise ValueError(
+                    f"runs labelled {label!r} have different step grids; give them the same steps.")
+            values = np.array([h.margins[norm] for h in hs])
+            mean = values.mean(axis=0)
+            ax.plot(steps, mean, color=color(label), lw=1.3, label=f"{label} (n={len(hs)})")
+            if len(hs) > 1:
+                spread = values.std(axis=0, ddof=1) / np.sqrt(len(hs))
+                half = stats.t.ppf(0.5 + level / 2, len(hs) - 1) * spread
+                ax.fill_between(steps, mean - half, mean + half, color=color(label), alpha=0.2, lw=0)
+            tail.append(values[:, len(steps) // 2:])
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"normalized margin, {NORM_LABELS.get(norm, norm)}")
+        lo = max(min(np.nanmin(v) for v in tail), 0)
+        hi = max(np.nanmax(v) for v in tail)
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo))
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def training(histories, title: str | None = None):
     """Loss (log10) and directional convergence ``cos(θ_t, θ_final)`` over training."""
     style()
