@@ -511,6 +511,7 @@ def test_eps_zero_with_a_dead_parameter_warns_once_and_stays_finite(name):
             opt.step()
     runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(runtime) == 1 and "eps = 0" in str(runtime[0].message)
+    assert "same zero step" in str(runtime[0].message)  # says what to do, and that ε > 0 is no fix
     for p in (live, dead, unused):
         assert torch.isfinite(p).all()
     assert dead.tolist() == [1.0, 2.0, 3.0] and unused.tolist() == [4.0]
@@ -545,3 +546,21 @@ def test_no_warning_when_every_gradient_is_nonzero(problem):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_steps(model, X, y, optim.Adam(list(model.parameters()), lr=0.01, eps=0.0), steps=3)
+
+
+def test_eps_positive_gives_a_dead_coordinate_the_same_zero_step():
+    """The 0/0 := 0 convention of ε = 0 is the ε → 0 limit: with ε > 0 a coordinate whose
+    gradient is exactly zero does not move either, and the other coordinates agree."""
+    runs = {}
+    for eps in (0.0, 1e-30):
+        p = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0], dtype=F64))
+        opt = optim.Adam([p], lr=0.1, eps=eps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(5):
+                opt.zero_grad()
+                torch.exp(-p[:2].sum()).backward()
+                opt.step()
+        runs[eps] = p.detach().clone()
+    assert runs[0.0][2] == 2.0 and runs[1e-30][2] == 2.0
+    torch.testing.assert_close(runs[0.0], runs[1e-30], rtol=1e-12, atol=0)

@@ -130,8 +130,10 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._warned_dead = True
             warnings.warn(
                 "eps = 0 and some coordinate has had an exactly zero gradient at every step "
-                "(a dead unit?): its step is set to 0. The Adam theorem assumes non-zero first "
-                "gradients; change the initialization or use eps > 0.",
+                "(a constant-zero input feature or a dead unit): its step is set to 0, the "
+                "eps -> 0 limit (an eps > 0 gives the same zero step, so it only hides this "
+                "warning). The Adam theorem assumes non-zero first gradients: drop constant-zero "
+                "features, or re-draw dead units.",
                 RuntimeWarning,
                 stacklevel=3,
             )
