@@ -1,11 +1,26 @@
 """implicit_bias: which max-margin solution does an optimizer converge to?
 
 Optimizers (`optim`), homogeneous models (`models`), norms (`norms`), margins (`margins`),
-exact max-margin solvers (`maxmargin`), data (`data`), training sweeps (`train`) and
-plots (`plots`) for the executable book on the implicit bias of optimizers.
+exact max-margin solvers (`maxmargin`), KKT certificates (`kkt`), a search for better
+points near a KKT point (`optimality`), data (`data`), training sweeps (`train`) and plots
+(`plots`) for the executable book on the implicit bias of optimizers.
 """
 
-from . import config, data, kkt, losses, margins, maxmargin, models, norms, optim, plots, train, updates
+from . import (
+    config,
+    data,
+    kkt,
+    losses,
+    margins,
+    maxmargin,
+    models,
+    norms,
+    optim,
+    optimality,
+    plots,
+    train,
+    updates,
+)
 from .config import device, profile, sized
 from .margins import direction_cosine, normalized_margin, smoothed_margin
 from .maxmargin import NotSeparableError, max_margin
@@ -14,7 +29,7 @@ from .train import History, Run
 __version__ = "0.1.0"
 
 __all__ = [
-    "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim", "plots",
-    "train", "updates", "device", "profile", "sized", "direction_cosine", "normalized_margin",
+    "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim", "optimality",
+    "plots", "train", "updates", "device", "profile", "sized", "direction_cosine", "normalized_margin",
     "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run", "__version__",
 ]
