@@ -202,3 +202,28 @@ def test_digits_multiclass():
     assert Z.shape == (150, 4, 64) and Z.dtype == torch.float64
     # Each row is (e_c − e_c') xᵀ: one row +x, one row −x, the others zero.
     assert torch.allclose(Z.sum(dim=1), torch.zeros(150, 64, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n,d", [(10, 20), (40, 8)])
+def test_generalized_rademacher(n, d):
+    X, y = data.generalized_rademacher(n=n, d=d, seed=1, magnitudes=(0.5, 2.0))
+    assert_dataset(X, y, n, d)
+    a = X.abs()
+    # Every coordinate of a sample has the same magnitude, inside the range.
+    torch.testing.assert_close(a, a[:, :1].expand(n, d))
+    assert a.min() >= 0.5 and a.max() <= 2.0
+    assert torch.equal(X, data.generalized_rademacher(n=n, d=d, seed=1)[0])
+    assert not torch.equal(X, data.generalized_rademacher(n=n, d=d, seed=2)[0])
+    assert max_margin(X, y, "l2").margin > 0  # separable through the origin
+    with pytest.raises(ValueError, match="magnitudes"):
+        data.generalized_rademacher(magnitudes=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("n,d", [(10, 20), (60, 20)])
+def test_small_gaussian(n, d):
+    X, y = data.small_gaussian(n=n, d=d, seed=0)
+    assert_dataset(X, y, n, d)
+    assert torch.equal(X, data.small_gaussian(n=n, d=d, seed=0)[0])
+    assert max_margin(X, y, "l2").margin > 0
+    assert set(data.LOADERS) >= {"small_gaussian", "generalized_rademacher"}
+    assert torch.equal(data.load("small_gaussian", n=n, d=d)[0], X)

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 from helpers import F64, flat, logistic_loss, rel_err
-from implicit_bias import data, models, optim, updates
+from implicit_bias import data, models, optim, train, updates
 
 
 def two_layer(seed: int = 0, d: int = 6, width: int = 8) -> models.TwoLayer:
@@ -34,6 +34,9 @@ def train_steps(model, X, y, opt, steps: int = 20, scales=None):
             scale *= scales[t]
         opt.zero_grad()
         logistic_loss(model, X, y, scale).backward()
+        if getattr(opt, "needs_per_sample_gradients", False):
+            for p, g in zip(model.parameters(), train.per_sample_gradients(model, X, y, scale=scale)):
+                p.grad_sample = g
         opt.step()
     return [p.detach().clone() for p in model.parameters()]
 
@@ -336,6 +339,7 @@ RESCALE_CASES = {
     "Adam": dict(lr=0.01, betas=(0.9, 0.99), eps=1e-2),
     "RMSProp": dict(lr=0.01, beta2=0.9, eps=1e-2),
     "AdaGrad": dict(lr=0.1, eps=1e-1),
+    "AdamProxy": dict(lr=0.01),
     "MuonSignum": dict(lr=0.05, lr_signum=0.005, momentum=0.9),
     "MuonAdam": dict(lr=0.05, lr_adam=0.005, eps=1e-2),
 }

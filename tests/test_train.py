@@ -28,6 +28,7 @@ FRAME_CASES = {
     "SpectralDescent": (TWO, 0.02, {}),
     "Muon": (TWO, 0.05, {}),
     "Adam": (TWO, 0.05, {"eps": 1e-20, "betas": (0.5, 0.5)}),
+    "AdamProxy": (LIN, 1.0, {}),
     "RMSProp": (TWO, 0.05, {"eps": 1e-20, "beta2": 0.5}),
     "AdaGrad": (LIN, 300.0, {"eps": 1e-10}),
     "MuonSignum": (TWO, 0.05, {}),

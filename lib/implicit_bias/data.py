@@ -1,4 +1,5 @@
-"""Data sets: separable Gaussians, a 2-D toy set, digits even-vs-odd, and MNIST from IDX files.
+"""Data sets: separable Gaussians, generalized Rademacher data, a 2-D toy set, digits
+even-vs-odd, and MNIST from IDX files.
 
 Every loader returns ``(X, y)`` as float64 tensors with labels in {−1, +1}. Nothing is
 downloaded: the digits ship with scikit-learn, MNIST is read from a local path.
@@ -43,6 +44,34 @@ def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DT
             rows.append(x)
     X = np.array(rows)
     return _tensors(X, np.sign(X @ teacher), dtype)
+
+
+def small_gaussian(n: int = 10, d: int = 20, seed: int = 0, dtype=DTYPE):
+    """The small Gaussian set of Baek, Song & Yun 2025's experiments: ``n`` standard
+    Gaussian points in ``R^d`` labelled by a random teacher through the origin (no gap), so
+    always separable. With ``n ≤ d`` (the paper's N = 10, d = 20) most points end up
+    support vectors, and the ℓ2, ℓ∞ and data-adaptive Mahalanobis max-margin directions
+    differ; a larger ``n`` gives a larger set of the same kind."""
+    return gaussian(n=n, d=d, seed=seed, gap=0.0, dtype=dtype)
+
+
+def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0, magnitudes=(0.5, 2.0),
+                           dtype=DTYPE):
+    """"Generalized Rademacher" data (Baek, Song & Yun 2025): every coordinate of a sample
+    has the same magnitude, ``x_i = a_i s_i`` with ``s_i`` uniform in ``{±1}^d`` and ``a_i``
+    uniform in ``magnitudes``; labels from a random teacher through the origin. On such
+    data every per-sample squared gradient is a multiple of the all-ones vector, so
+    per-sample Adam's preconditioner is isotropic and its limit is the ℓ2 max margin."""
+    lo, hi = magnitudes
+    if not (0 < lo <= hi < np.inf):
+        raise ValueError(f"magnitudes must be a range 0 < lo ≤ hi, got {magnitudes!r}.")
+    rng = np.random.default_rng(seed)
+    teacher = rng.standard_normal(d)
+    a = rng.uniform(lo, hi, size=n)
+    X = a[:, None] * rng.choice([-1.0, 1.0], size=(n, d))
+    y = np.sign(X @ teacher)
+    y[y == 0] = 1.0
+    return _tensors(X, y, dtype)
 
 
 def toy_2d(n: int = 20, seed: int = 0, dtype=DTYPE):
@@ -160,11 +189,13 @@ def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int =
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
-LOADERS = {"gaussian": gaussian, "toy_2d": toy_2d, "digits": digits_even_odd}
+LOADERS = {"gaussian": gaussian, "small_gaussian": small_gaussian,
+           "generalized_rademacher": generalized_rademacher, "toy_2d": toy_2d,
+           "digits": digits_even_odd}
 
 
 def load(name: str, **kwargs):
-    """A data set by name (``gaussian``, ``toy_2d``, ``digits``) with its keyword options."""
+    """A data set by name (a key of :data:`LOADERS`) with its keyword options."""
     if name not in LOADERS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(LOADERS)}.")
     return LOADERS[name](**kwargs)

@@ -1,8 +1,8 @@
 """Optimizers as thin ``torch.optim.Optimizer`` subclasses over :mod:`updates`.
 
 Every parameter group carries a ``rule`` — ``steepest`` (with a norm), ``adam``,
-``rmsprop`` or ``adagrad`` — so that hybrids such as Muon-Adam are just two groups with
-different rules. All optimizers support a rescaled ("framed") loss: after
+``adam_proxy``, ``rmsprop`` or ``adagrad`` — so that hybrids such as Muon-Adam are just two
+groups with different rules. All optimizers support a rescaled ("framed") loss: after
 ``rescale_gradients(c)`` the incoming gradients are taken to be ``c`` times larger and the
 state is rescaled to match, so the trajectory is unchanged while the loss itself stays
 representable (Lyu & Li 2019, App. on the loss "frame").
@@ -122,6 +122,18 @@ class RuleOptimizer(torch.optim.Optimizer):
             acc = self._buffer(p, "sum") + g * g
             self.state[p]["sum"] = acc
             d, dead = updates.scaled_by_root(g, acc, eps)
+            self._warn_dead(dead)
+            p.add_(d, alpha=-group["lr"])
+
+    def _adam_proxy(self, group):
+        for p, g in zip(group["params"], self._grads(group)):
+            samples = getattr(p, "grad_sample", None)
+            if samples is None or samples.shape[1:] != p.shape:
+                raise RuntimeError(
+                    "AdamProxy divides by the per-sample gradients: set p.grad_sample (shape "
+                    "(batch, *p.shape)) before step(). implicit_bias.train.train does this; "
+                    "by hand, use train.per_sample_gradients.")
+            d, dead = updates.adam_proxy_direction(g, samples)
             self._warn_dead(dead)
             p.add_(d, alpha=-group["lr"])
 
@@ -349,6 +361,23 @@ class Adam(RuleOptimizer):
         super().__init__(params, dict(rule="adam", lr=lr, beta1=b1, beta2=b2, eps=eps))
 
 
+class AdamProxy(RuleOptimizer):
+    """AdamProxy (Baek, Song & Yun 2025), the β2 → 1 limit of per-sample Adam:
+    ``θ ← θ − η_t ∇L(θ) / sqrt(Σ_i ∇L_i(θ)²)`` coordinate-wise, where the sum runs over the
+    samples of the batch. It needs per-sample gradients: before each ``step()`` every
+    parameter must carry ``p.grad_sample`` (shape ``(batch, *p.shape)``, the Opacus
+    convention) besides ``p.grad``; :func:`implicit_bias.train.train` sets both. The step is
+    invariant to the scale of the loss, so a framed loss needs no state rescaling. On
+    linear separable data its limit is the max margin of the data-adaptive Mahalanobis
+    norm of :func:`implicit_bias.maxmargin.adaptive_mahalanobis`."""
+
+    #: The training loop hands this optimizer per-sample gradients (``p.grad_sample``).
+    needs_per_sample_gradients = True
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, dict(rule="adam_proxy", lr=lr))
+
+
 class RMSProp(RuleOptimizer):
     """RMSProp: ``v ← β₂ v + (1−β₂) g²``, ``θ ← θ − η g / (√v + ε)``; equals
     ``torch.optim.RMSprop(alpha=β₂)``. With ε > 0 its limit is ℓ2 (Wang et al. 2021)."""
@@ -409,7 +438,7 @@ class MuonAdam(RuleOptimizer):
 OPTIMIZERS = {
     cls.__name__: cls
     for cls in (NormalizedGD, MomentumGD, SignGD, Signum, CoordinateDescent, SpectralDescent,
-                Muon, TorchMuon, Adam, RMSProp, AdaGrad, MuonSignum, MuonAdam)
+                Muon, TorchMuon, Adam, AdamProxy, RMSProp, AdaGrad, MuonSignum, MuonAdam)
 }
 
 

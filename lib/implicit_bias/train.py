@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,6 +34,10 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 FRAME_SLACK = 20.0
 
+#: Which samples each step uses: all of them, or batches of ``Run.batch_size`` taken in a
+#: fixed cyclic order, drawn uniformly with replacement, or reshuffled every epoch.
+BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
+
 
 def _default_model():
     return {"kind": "two_layer", "width": 64, "activation": "relu2"}
@@ -45,7 +50,12 @@ class Run:
     ``lr`` is the base rate η_0 of ``η_t = η_0 t^{−schedule}``; ``options`` go to the
     optimizer (``momentum``, ``betas``, ``eps``, ``lr_adam``, …); ``data`` names one of the
     data sets handed to :func:`train`; ``label`` names the run in plots (default: the
-    optimizer); ``dtype`` is ``'float64'`` (the default, for theory) or ``'float32'``."""
+    optimizer); ``dtype`` is ``'float64'`` (the default, for theory) or ``'float32'``.
+
+    ``batch`` is the sampling scheme (:data:`BATCH_SCHEMES`, see :func:`batches`): ``'full'``
+    (the default: every step uses all samples) or ``'cyclic'``, ``'replacement'``,
+    ``'reshuffle'`` with ``batch_size`` samples per step (default 1: per-sample, "incremental"
+    training). One step is one batch; the order is fixed by ``seed``."""
 
     optimizer: str
     lr: float
@@ -58,6 +68,8 @@ class Run:
     loss: str = "logistic"
     label: str | None = None
     dtype: str = "float64"
+    batch: str = "full"
+    batch_size: int | None = None
 
     def __post_init__(self):
         if self.optimizer not in optim.OPTIMIZERS:
@@ -69,6 +81,17 @@ class Run:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+        if self.batch not in BATCH_SCHEMES:
+            raise ValueError(f"batch must be one of {BATCH_SCHEMES}, got {self.batch!r}.")
+        if self.batch == "full":
+            if self.batch_size is not None:
+                raise ValueError("batch='full' uses every sample at every step; drop batch_size or "
+                                 f"choose a batch scheme from {BATCH_SCHEMES[1:]}.")
+        else:
+            if self.batch_size is None:
+                self.batch_size = 1
+            if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+                raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         if self.label is None:
             self.label = self.optimizer
 
@@ -115,6 +138,50 @@ def log_grid(steps: int, points: int = 60) -> np.ndarray:
     """About ``points`` log-spaced steps in [1, steps], always including the last."""
     grid = np.unique(np.geomspace(1, steps, num=points).round().astype(int))
     return grid if grid[-1] == steps else np.r_[grid, steps]
+
+
+def batches(scheme: str, n: int, size: int, seed: int = 0):
+    """The indices of the samples of each step, forever: ``'cyclic'`` walks through
+    ``0 … n−1`` in order in consecutive batches of ``size``; ``'reshuffle'`` does the same
+    through a fresh random permutation every epoch (in both, an epoch visits every sample
+    once and its last batch is smaller when ``size`` does not divide ``n``); ``'replacement'``
+    draws ``size`` indices uniformly with replacement at every step. Deterministic given
+    ``seed`` (its own random stream, independent of the model's initialization)."""
+    if scheme not in BATCH_SCHEMES[1:]:
+        raise ValueError(f"scheme must be one of {BATCH_SCHEMES[1:]}, got {scheme!r}.")
+    if not (isinstance(size, int) and 1 <= size <= n):
+        raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {size!r}.")
+    rng = np.random.default_rng([int(seed), 0xBA7C4])
+    while True:
+        if scheme == "replacement":
+            yield torch.as_tensor(rng.integers(n, size=size))
+            continue
+        order = np.arange(n) if scheme == "cyclic" else rng.permutation(n)
+        for start in range(0, n, size):
+            yield torch.as_tensor(order[start:start + size])
+
+
+def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0,
+                         scale: float = 1.0) -> list[torch.Tensor]:
+    """The gradients of ``scale · e^F ℓ(q_i)`` for every sample i, one tensor of shape
+    ``(n, *p.shape)`` per parameter (``torch.func``: ``vmap`` of ``grad``). Their sum over i
+    is the gradient of the framed loss ``scale · e^F Σ_i ℓ(q_i)``. A linear model takes a
+    shortcut: its per-sample gradients are ``ℓ'(q_i) y_i x_i``."""
+    from torch.func import functional_call, grad, vmap
+
+    if isinstance(model, models.Linear):
+        with torch.enable_grad():
+            q = (y * model(X)).detach().requires_grad_(True)
+            (dq,) = torch.autograd.grad(torch.exp(losses.log_terms(q, loss) + frame).sum() * scale, q)
+        return [(dq * y)[:, None] * X.reshape(X.shape[0], -1)]
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def term(p, x, yi):
+        q = yi * functional_call(model, p, (x.unsqueeze(0),))
+        return torch.exp(losses.log_terms(q, loss) + frame).sum() * scale
+
+    out = vmap(grad(term), in_dims=(None, 0, 0))(params, X, y)
+    return [out[name] for name, _ in model.named_parameters()]
 
 
 def _datasets(data, runs, dev):
@@ -177,11 +244,21 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
     observed = {}
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
+    n = X.shape[0]
+    sampler = None if run.batch == "full" else batches(run.batch, n, run.batch_size, run.seed)
+    per_sample = getattr(opt, "needs_per_sample_gradients", False)
     for t in range(1, run.steps + 1):
         opt.zero_grad(set_to_none=True)
-        q = y * model(X)
-        terms = losses.log_terms(q, run.loss)
-        log_l = float(torch.logsumexp(terms.detach(), dim=0))
+        if sampler is None:
+            q = y * model(X)
+            terms = losses.log_terms(q, run.loss)
+            log_l = float(torch.logsumexp(terms.detach(), dim=0))
+        else:
+            # The frame follows the full-data loss L, the objective whose scale the whole
+            # state shares: a batch loss (n/b) Σ_B ℓ(q_i) is at most (n/b) L, so it never
+            # overflows the frame, and steps of different batches stay on one scale.
+            with torch.no_grad():
+                log_l = float(losses.log_loss(y * model(X), run.loss))
         if not math.isfinite(log_l):
             raise FloatingPointError(
                 f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
@@ -195,7 +272,11 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
                 opt.rescale_gradients(math.exp(piece))
                 shift -= piece
             F = -log_l
-        torch.exp(terms + F).sum().backward()
+        if sampler is None and not per_sample:
+            torch.exp(terms + F).sum().backward()
+        else:
+            idx = slice(None) if sampler is None else next(sampler)
+            _backward_batch(model, X[idx], y[idx], run.loss, F, n / len(y[idx]), per_sample)
         opt.step()
         schedule.step()
         if bar is not None:
@@ -218,6 +299,39 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
         seconds=time.perf_counter() - start,
         observed={name: np.array(values) for name, values in observed.items()},
     )
+
+
+def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
+    """Gradients of the framed batch loss ``scale · e^F Σ_B ℓ(q_i)`` (``scale = n/b``, so
+    it estimates the full loss without bias) into ``p.grad``; with ``per_sample`` also the
+    per-sample gradients into ``p.grad_sample`` (for :class:`optim.AdamProxy`).
+
+    F follows the full-data loss, the one scale that every step's gradient and the
+    optimizer's state can share. A batch whose samples all have margins some 700 above
+    the smallest then has a framed loss below float64's range and a zero gradient: for an
+    optimizer with state (Adam, Signum) that is exact to float precision, since the
+    state's other contributions are e^700 times larger; a stateless step normalized per
+    batch (SignGD, AdamProxy on mini-batches) would have moved, so we warn."""
+    if not per_sample:
+        terms = losses.log_terms(yb * model(Xb), loss) + frame
+        _warn_underflow(terms)
+        (torch.exp(terms).sum() * scale).backward()
+        return
+    with torch.no_grad():
+        # AdamProxy squares the per-sample gradients: they underflow below e^-350.
+        _warn_underflow(losses.log_terms(yb * model(Xb), loss) + frame, limit=-350.0)
+    for p, g in zip(model.parameters(), per_sample_gradients(model, Xb, yb, loss, frame, scale)):
+        p.grad_sample = g
+        p.grad = g.sum(dim=0)
+
+
+def _warn_underflow(framed_log_terms, limit=-700.0):
+    if float(framed_log_terms.detach().max()) < limit:
+        warnings.warn(
+            "A batch's framed loss is below float64's range (its margins exceed the smallest one "
+            "by hundreds): its gradient (or its square) is 0. Harmless for optimizers with a state; a step "
+            "normalized per batch would have moved. Use larger batches or a lower learning rate.",
+            RuntimeWarning, stacklevel=3)
 
 
 @torch.no_grad()
@@ -264,4 +378,5 @@ def summary(histories, norms=None) -> list[dict]:
     return rows
 
 
-__all__ = ["Run", "History", "train", "log_grid", "summary", "adaptive_scales"]
+__all__ = ["Run", "History", "train", "log_grid", "summary", "adaptive_scales", "batches",
+           "per_sample_gradients", "BATCH_SCHEMES"]

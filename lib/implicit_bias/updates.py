@@ -44,6 +44,14 @@ def adam_direction(m, v, step: int, betas, eps: float, bias_correction: bool = T
     return scaled_by_root(m, v, eps)
 
 
+def adam_proxy_direction(grad: torch.Tensor, grad_samples: torch.Tensor):
+    """AdamProxy's ``∇L / sqrt(Σ_i ∇L_i²)`` coordinate-wise (Baek, Song & Yun 2025, the
+    β2 → 1 limit of per-sample Adam): ``grad_samples`` holds the per-sample gradients
+    along its first dimension. Returns the direction and the 0/0 flag of
+    :func:`scaled_by_root`."""
+    return scaled_by_root(grad, (grad_samples * grad_samples).sum(dim=0), 0.0)
+
+
 def scaled_by_root(x: torch.Tensor, acc: torch.Tensor, eps: float):
     """``x / (√acc + ε)`` with 0/0 := 0 (RMSProp, AdaGrad and Adam's shared shape).
 
