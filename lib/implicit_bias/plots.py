@@ -153,6 +153,28 @@ def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None)
     return ax
 
 
+def heatmap(values, rows, columns, title: str | None = None, annotations=None, ax=None):
+    """A rows × columns heat map of ``values`` (e.g. margins normalized by each column's
+    best entry), annotated with ``annotations`` (strings, default: the values)."""
+    style()
+    values = np.asarray(values, dtype=float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * len(columns) + 2.2, 0.42 * len(rows) + 1.2))
+    image = ax.imshow(values, cmap="viridis", vmin=min(0.0, np.nanmin(values)), vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(length=0)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            text = annotations[i][j] if annotations is not None else f"{values[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if values[i, j] > 0.6 else "white")
+    ax.figure.colorbar(image, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def table(rows, columns=None, digits: int = 4) -> str:
     """A plain-text table of dict rows (what a verdict cell prints and asserts on)."""
     columns = list(columns or rows[0])
