@@ -18,6 +18,7 @@ from . import (
     optim,
     optimality,
     plots,
+    stats,
     train,
     updates,
 )
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim", "optimality",
-    "plots", "train", "updates", "device", "profile", "sized", "direction_cosine", "normalized_margin",
-    "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run", "__version__",
+    "plots", "stats", "train", "updates", "device", "profile", "sized", "direction_cosine",
+    "normalized_margin", "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run",
+    "__version__",
 ]
