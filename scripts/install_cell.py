@@ -1,0 +1,59 @@
+"""Put (or refresh) the install cell at the top of every chapter in _toc.yml.
+
+The cell installs the library from the repository named in _config.yml when it is
+missing (a fresh Colab runtime); everywhere else it does nothing. Run it after changing the
+repository URL: ``.venv/bin/python scripts/install_cell.py``. tests/test_book.py checks
+that every chapter carries the current cell.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import nbformat
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MARKER = "# Colab or a fresh Jupyter: install the book's library if it is missing."
+
+
+def repository_url() -> str:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def chapters() -> list[pathlib.Path]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def cell_source(url: str) -> str:
+    return "\n".join([
+        MARKER,
+        "import importlib.util",
+        "import subprocess",
+        "import sys",
+        "",
+        'if importlib.util.find_spec("implicit_bias") is None:',
+        f'    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "git+{url}"])',
+    ])
+
+
+def main() -> int:
+    source = cell_source(repository_url())
+    for path in chapters():
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.startswith(MARKER))]
+        first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = ["remove-cell"]  # not shown on the static site
+        cells.insert(first_code, cell)
+        nb.cells = cells
+        nbformat.write(nb, path)
+        print("install cell in", path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The book's structure: every chapter in the table of contents exists, installs the
+library in Colab from the repository named in _config.yml, says which run size is active,
+and is stored without outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("install_cell", ROOT / "scripts" / "install_cell.py")
+install_cell = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(install_cell)
+
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+FILES = [c["file"] for part in TOC["parts"] for c in part["chapters"]]
+NOTEBOOKS = [f for f in FILES if f.startswith("chapters/")]
+
+
+def test_every_toc_entry_exists():
+    for f in FILES:
+        assert (ROOT / f"{f}.ipynb").exists() or (ROOT / f"{f}.md").exists(), f
+    on_disk = {f"chapters/{p.stem}" for p in (ROOT / "chapters").glob("*.ipynb")}
+    assert on_disk == set(NOTEBOOKS), "every chapter notebook must be in _toc.yml"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_chapter_installs_reports_its_size_and_has_no_outputs(name):
+    nb = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].source == install_cell.cell_source(install_cell.repository_url()), (
+        f"{name}: run `python scripts/install_cell.py` to refresh the install cell")
+    assert "remove-cell" in code[0].metadata.get("tags", [])
+    assert any("ib.profile()" in c.source for c in code[1:3]), f"{name} must print its run size early"
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
