@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export IMPLICIT_BIAS_PROFILE=${IMPLICIT_BIAS_PROFILE:-book}
 echo "building the book at run size: $IMPLICIT_BIAS_PROFILE"
-.venv/bin/jupyter-book build . -W -n --keep-going "$@"
+# --all: Sphinx only tracks source changes, not the run size, so always rebuild every page.
+.venv/bin/jupyter-book build . --all -W -n --keep-going "$@"
 echo "open _build/html/index.html"
