@@ -1,0 +1,178 @@
+"""An interactive explorer: optimizers on 2-D separable data against the exact ℓ2, ℓ∞ and ℓ1
+max-margin directions.
+
+:class:`Explorer` trains linear models (``train`` with the framed loss) for a choice of
+optimizers and hyperparameters and draws one figure: the data with each run's decision
+boundary and the exact max-margin directions, the angle of each iterate over training
+against the exact angles, and the normalized margins. :meth:`Explorer.widgets` wraps it in
+ipywidgets controls (optional dependency); without a kernel (the static site) call
+:meth:`Explorer.figure` with the default settings instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import data as datasets
+from . import plots
+from .maxmargin import max_margin
+from .train import Run, train
+
+# In 2-D two support points fix the direction for every norm, so these sets are chosen to
+# have ℓ2, ℓ∞ and ℓ1 solutions that differ.
+DATASETS = {
+    "two clouds": lambda: datasets.toy_2d(n=20, seed=0),
+    "two clouds (seed 1)": lambda: datasets.toy_2d(n=20, seed=1),
+    "one point (2, 1) and its mirror": lambda: datasets._tensors(np.array([[2.0, 1.0], [-2.0, -1.0]]),
+                                                                np.array([1.0, -1.0])),
+}
+#: Base rates that suit each optimizer on these data sets, and the norm each one's theory names.
+RATES = {"NormalizedGD": 1.0, "MomentumGD": 1.0, "SignGD": 0.5, "Signum": 0.5, "CoordinateDescent": 1.0,
+         "Adam": 0.5, "RMSProp": 0.5, "AdaGrad": 1.0}
+NORMS = ("l2", "linf", "l1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the reader can change. ``beta1`` is the momentum of MomentumGD, Signum and Adam;
+    ``beta2`` the second-moment decay of Adam and RMSProp; ``eps`` their stability constant
+    (and AdaGrad's); ``schedule`` the exponent a of η_t = η_0 t^{−a}."""
+
+    dataset: str = "two clouds"
+    optimizers: tuple = ("NormalizedGD", "SignGD", "CoordinateDescent", "Adam")
+    eps: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    schedule: float = 0.5
+    steps: int = 500
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {self.dataset!r}.")
+        unknown = set(self.optimizers) - set(RATES)
+        if unknown:
+            raise ValueError(f"unknown optimizers {sorted(unknown)}; choose from {sorted(RATES)}.")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be ≥ 0, got {self.eps}.")
+        if not (isinstance(self.steps, int) and 10 <= self.steps <= 100_000):
+            raise ValueError(f"steps must be an integer in [10, 100000], got {self.steps!r}.")
+
+
+def _options(name: str, s: Settings) -> dict:
+    if name in ("MomentumGD", "Signum"):
+        return {"momentum": s.beta1}
+    if name == "Adam":
+        return {"betas": (s.beta1, s.beta2), "eps": s.eps}
+    if name == "RMSProp":
+        return {"beta2": s.beta2, "eps": s.eps}
+    if name == "AdaGrad":
+        return {"eps": s.eps}
+    return {}
+
+
+@dataclass
+class Explorer:
+    """Holds the current settings, the exact solutions per data set, and the last runs."""
+
+    settings: Settings = field(default_factory=Settings)
+    histories: list = field(default_factory=list)
+    _exact: dict = field(default_factory=dict)
+
+    def data(self):
+        return DATASETS[self.settings.dataset]()
+
+    def exact(self) -> dict:
+        """The exact unit max-margin directions of the current data set, per norm."""
+        name = self.settings.dataset
+        if name not in self._exact:
+            X, y = self.data()
+            self._exact[name] = {n: max_margin(X, y, n) for n in NORMS}
+        return self._exact[name]
+
+    def run(self, **changes) -> list:
+        """Apply ``changes`` to the settings (validated) and train every chosen optimizer."""
+        self.settings = replace(self.settings, **changes)
+        s = self.settings
+        runs = [Run(name, RATES[name], s.steps, schedule=s.schedule, model={"kind": "linear"},
+                    options=_options(name, s)) for name in s.optimizers]
+        self.histories = train(runs, self.data(), norms=NORMS, log_points=40, progress=False)
+        return self.histories
+
+    def figure(self, **changes):
+        """Train with ``changes`` applied and draw the three panels; returns the figure."""
+        self.run(**changes)
+        plots.style()
+        X, y = (t.numpy() for t in self.data())
+        exact = self.exact()
+        fig, (ax_data, ax_angle, ax_margin) = plt.subplots(1, 3, figsize=(13, 3.8))
+        lim = 1.15 * np.abs(X).max()
+        ax_data.scatter(*X[y > 0].T, marker="+", color="k", s=30)
+        ax_data.scatter(*X[y < 0].T, marker="_", color="k", s=30)
+        line = np.linspace(-lim, lim, 2)
+
+        def angle(v):  # degrees relative to the exact ℓ2 direction, wrapped to (−180, 180]
+            reference = math.atan2(exact["l2"].direction[1], exact["l2"].direction[0])
+            return (np.degrees(np.arctan2(v[..., 1], v[..., 0]) - reference) + 180) % 360 - 180
+
+        offsets = {n: float(angle(np.asarray(exact[n].direction))) for n in NORMS}
+        for n, style in zip(NORMS, ("-", "--", ":")):
+            w = exact[n].direction
+            ax_data.plot(line * -w[1], line * w[0], style, color="0.6", lw=1)
+            ax_angle.axhline(offsets[n], ls=style, color="0.6", lw=1, label=f"exact {n}")
+        for h in self.histories:
+            w = h.direction().numpy()
+            ax_data.plot(line * -w[1], line * w[0], color=plots.color(h.run.label), lw=1.5, label=h.run.label)
+            ax_angle.plot(h.steps, angle(h.directions), color=plots.color(h.run.label), lw=1.3)
+            ax_margin.plot(h.steps, h.margins["l2"] / exact["l2"].margin, color=plots.color(h.run.label),
+                           lw=1.3, label=f"{h.run.label}: ℓ2")
+            ax_margin.plot(h.steps, h.margins["linf"] / exact["linf"].margin, ls="--",
+                           color=plots.color(h.run.label), lw=1.3)
+        zoom = max(3 * max(abs(v) for v in offsets.values()), 2.0)
+        ax_angle.set_ylim(-zoom, zoom)
+        ax_data.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
+                    title=f"{self.settings.dataset}: decision boundaries")
+        ax_data.legend(fontsize=7, loc="lower right")
+        ax_angle.set(xscale="log", xlabel="step", ylabel="angle from the ℓ2 solution (°)",
+                     title="direction vs the exact solutions (grey)")
+        ax_angle.legend(fontsize=7)
+        s = self.settings
+        ax_margin.set(xscale="log", xlabel="step", ylabel="margin / max margin", ylim=(0, 1.05),
+                      title=f"ℓ2 (solid), ℓ∞ (dashed) margins\nε={s.eps:g}, β=({s.beta1:g}, {s.beta2:g}), "
+                            f"η_t ∝ t^-{s.schedule:g}")
+        fig.tight_layout()
+        return fig
+
+    def widgets(self):
+        """ipywidgets controls that redraw on every change (needs ``ipywidgets``)."""
+        import ipywidgets as w
+
+        s = self.settings
+        controls = {
+            "dataset": w.Dropdown(options=sorted(DATASETS), value=s.dataset, description="data"),
+            "optimizers": w.SelectMultiple(options=sorted(RATES), value=s.optimizers, rows=5,
+                                           description="optimizers"),
+            "eps": w.SelectionSlider(options=[0.0, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1], value=s.eps,
+                                     description="ε"),
+            "beta1": w.FloatSlider(min=0.0, max=0.99, step=0.01, value=s.beta1, description="β1"),
+            "beta2": w.FloatSlider(min=0.0, max=0.999, step=0.001, value=s.beta2, description="β2"),
+            "schedule": w.FloatSlider(min=0.0, max=1.0, step=0.05, value=s.schedule, description="t^-a, a"),
+            "steps": w.IntSlider(min=50, max=5000, step=50, value=s.steps, description="steps"),
+        }
+
+        def draw(**values):
+            values["optimizers"] = tuple(values["optimizers"])
+            self.figure(**values)
+            plt.show()
+
+        output = w.interactive_output(draw, controls)
+        return w.VBox([w.HBox([w.VBox(list(controls.values())[:4]), w.VBox(list(controls.values())[4:])]),
+                       output]), controls
+
+
+__all__ = ["Explorer", "Settings", "DATASETS", "RATES"]
