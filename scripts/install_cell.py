@@ -44,12 +44,14 @@ def main() -> int:
     source = cell_source(repository_url())
     for path in chapters():
         nb = nbformat.read(path, as_version=4)
-        cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.startswith(MARKER))]
-        first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = ["remove-cell"]  # not shown on the static site
-        cells.insert(first_code, cell)
-        nb.cells = cells
+        existing = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(MARKER)]
+        if existing:  # refresh in place (keeps the cell id stable)
+            existing[0].source = source
+        else:
+            first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+            nb.cells.insert(first_code, nbformat.v4.new_code_cell(source))
+            existing = [nb.cells[first_code]]
+        existing[0].metadata["tags"] = ["remove-cell"]  # not shown on the static site
         nbformat.write(nb, path)
         print("install cell in", path.relative_to(ROOT))
     return 0
