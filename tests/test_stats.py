@@ -33,3 +33,11 @@ def test_by_label():
     rows = [{"label": "a", "x": 1.0}, {"label": "a", "x": 3.0}, {"label": "b", "x": 5.0}]
     out = stats.by_label(rows, "x")
     assert out["a"][0] == 2.0 and math.isnan(out["b"][1])
+
+
+def test_intervals_along_steps_match_the_scalar_ones():
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 30.0]])
+    mean, half = stats.mean_interval(values)
+    for j in range(2):
+        assert (mean[j], half[j]) == pytest.approx(stats.mean_interval(values[:, j]))
+    assert np.isnan(stats.mean_interval(values[:1])[1]).all()

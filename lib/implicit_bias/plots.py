@@ -6,6 +6,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .stats import mean_interval
+
 COLORS = {
     "GD": "#7f7f7f",
     "NormalizedGD": "#1f77b4",
@@ -80,8 +82,6 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
     """Normalized margins over training, one panel per norm: for each label the mean over
     its runs (seeds) as a line and a ``level`` Student-t interval of that mean as a band
     (no band for a single run). Runs sharing a label must share the step grid."""
-    from scipy import stats
-
     style()
     norms = list(norms or histories[0].margins)
     groups: dict = {}
@@ -96,11 +96,9 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
                 raise ValueError(
                     f"runs labelled {label!r} have different step grids; give them the same steps.")
             values = np.array([h.margins[norm] for h in hs])
-            mean = values.mean(axis=0)
+            mean, half = mean_interval(values, level)
             ax.plot(steps, mean, color=color(label), lw=1.3, label=f"{label} (n={len(hs)})")
             if len(hs) > 1:
-                spread = values.std(axis=0, ddof=1) / np.sqrt(len(hs))
-                half = stats.t.ppf(0.5 + level / 2, len(hs) - 1) * spread
                 ax.fill_between(steps, mean - half, mean + half, color=color(label), alpha=0.2, lw=0)
             tail.append(values[:, len(steps) // 2:])
         ax.set_xscale("log")

@@ -6,20 +6,25 @@ import numpy as np
 from scipy import stats as _stats
 
 
-def mean_interval(values, level: float = 0.95) -> tuple[float, float]:
+def mean_interval(values, level: float = 0.95):
     """``(mean, half-width)`` of the two-sided Student-t interval at ``level`` for the mean
-    of ``values`` (independent seeds). One value gives a half-width of ``nan``: no spread
-    can be estimated from one seed."""
+    of ``values`` over independent seeds (axis 0). For a 1-D input both are floats; for
+    ``(seeds, steps)`` they are arrays over the steps. One seed gives a half-width of
+    ``nan``: no spread can be estimated from one value."""
     values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"mean_interval needs a non-empty 1-D list of values, got shape {values.shape}.")
+    if values.ndim not in (1, 2) or len(values) == 0:
+        raise ValueError(f"mean_interval needs a non-empty 1-D or 2-D array, got shape {values.shape}.")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}.")
-    mean = float(values.mean())
+    mean = values.mean(axis=0)
     if len(values) == 1:
-        return mean, float("nan")
-    sem = values.std(ddof=1) / np.sqrt(len(values))
-    return mean, float(_stats.t.ppf(0.5 + level / 2, df=len(values) - 1) * sem)
+        half = np.full_like(mean, np.nan)
+    else:
+        sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))
+        half = _stats.t.ppf(0.5 + level / 2, df=len(values) - 1) * sem
+    if values.ndim == 1:
+        return float(mean), float(half)
+    return mean, half
 
 
 def by_label(rows, key: str, label: str = "label") -> dict:
