@@ -37,17 +37,22 @@ def solutions(linear_data):
     return {name: ib.max_margin(X, y, name) for name in NORMS}
 
 
-@pytest.fixture(scope="module")
-def tiny_net():
-    """A width-4 squared-ReLU net on 3-d inputs that separates its 8 points by construction
-    (labels are the signs of its outputs, both present, none zero)."""
-    gen = torch.Generator().manual_seed(1)
-    X = torch.randn(8, 3, generator=gen, dtype=F64)
-    model = models.TwoLayer(3, 4, activation="relu2", seed=1)
+def self_labelled_net(width, n, seed):
+    """A squared-ReLU net on 3-d inputs that separates its n points by construction (labels
+    are the signs of its outputs, both present, none zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 3, generator=gen, dtype=F64)
+    model = models.TwoLayer(3, width, activation="relu2", seed=seed)
     with torch.no_grad():
         y = torch.sign(model(X))
     assert (y != 0).all() and (y > 0).any() and (y < 0).any()
     return model, X, y
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    """Width 4, 8 points."""
+    return self_labelled_net(4, 8, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -259,13 +264,7 @@ def test_spectral_and_hybrid_on_a_tiny_net(tiny_net, name):
 def wide_net():
     """Width 12 on 3-d inputs with few near-active points, so the column spaces of the
     margin gradients and θ (dimension ≤ k + 3) are smaller than the 12 hidden units."""
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(10, 3, generator=gen, dtype=F64)
-    model = models.TwoLayer(3, 12, activation="relu2", seed=0)
-    with torch.no_grad():
-        y = torch.sign(model(X))
-    assert (y != 0).all() and (y > 0).any() and (y < 0).any()
-    return model, X, y
+    return self_labelled_net(12, 10, seed=0)
 
 
 @pytest.mark.parametrize("name", ["spectral", "hybrid"])
