@@ -129,17 +129,20 @@ def test_mini_batch_gradients_average_to_the_full_gradient(small_data):
     torch.testing.assert_close(torch.stack(grads).mean(0), flat([p.grad for p in model.parameters()]))
 
 
-@pytest.mark.parametrize("name,model,lr,options,batch,size", [
-    ("Adam", TWO, 0.05, {"betas": (0.5, 0.5), "eps": 1e-20}, "cyclic", 1),
-    ("Adam", LIN, 3.0, {"betas": (0.5, 0.5)}, "reshuffle", 2),
-    ("Signum", LIN, 1.0, {"momentum": 0.9}, "replacement", 1),
-    ("AdamProxy", LIN, 1.0, {}, "full", None),  # its squares underflow below e^-372: stay above
+# A constant rate of 3.0 makes the reshuffled Adam run chaotic (rounding differences grow
+# 1e-16 → 1e-9 over 400 steps); a slowly decaying rate keeps the comparison meaningful.
+@pytest.mark.parametrize("name,model,lr,schedule,options,batch,size", [
+    ("Adam", TWO, 0.05, 0.0, {"betas": (0.5, 0.5), "eps": 1e-20}, "cyclic", 1),
+    ("Adam", LIN, 3.0, 0.2, {"betas": (0.5, 0.5)}, "reshuffle", 2),
+    ("Signum", LIN, 1.0, 0.0, {"momentum": 0.9}, "replacement", 1),
+    ("AdamProxy", LIN, 1.0, 0.0, {}, "full", None),  # its squares underflow below e^-372: stay above
 ])
-def test_frame_does_not_change_a_batched_trajectory(name, model, lr, options, batch, size, small_data):
+def test_frame_does_not_change_a_batched_trajectory(name, model, lr, schedule, options, batch, size,
+                                                    small_data):
     """The frame follows the full-data loss; batches of samples with much larger margins
     than the smallest give tiny framed losses, but the trajectory is that of the plain loss."""
-    kwargs = dict(optimizer=name, lr=lr, steps=400, model=model, options=options, batch=batch,
-                  batch_size=size, seed=2)
+    kwargs = dict(optimizer=name, lr=lr, schedule=schedule, steps=400, model=model, options=options,
+                  batch=batch, batch_size=size, seed=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="A batch's framed loss")  # no batch underflows
         warnings.filterwarnings("ignore", message="eps = 0 and some coordinate")  # dead units

@@ -219,9 +219,11 @@ def test_run_defaults_and_config():
 
 
 def test_observe_records_without_changing_the_run(small_data):
-    """``observe`` sees every logged step; a run with it is the run without it."""
+    """``observe`` sees every logged step; a run with it is the run without it (an observed
+    run goes to the reference loop, so compare with the loop)."""
     run = train.Run("Adam", 0.1, steps=40, model=LIN, options={"eps": 1e-8})
-    plain = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu")[0]
+    plain = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu",
+                        engine="loop")[0]
     assert plain.observed == {}
     seen = []
 

@@ -16,10 +16,16 @@ from .config import DTYPE
 
 
 class Activation(nn.Module):
-    """A positively homogeneous activation ``σ(cz) = c^q σ(z)`` (c > 0), ``q = degree``."""
+    """A positively homogeneous activation ``σ(cz) = c^q σ(z)`` (c > 0), ``q = degree``.
+
+    ``value_and_slope(z)`` returns ``σ(z)`` and ``σ'(z)`` together (the batched engine's
+    hand-written backward pass uses it; the slope at a kink is autograd's choice, 0)."""
 
     degree: float = 1.0
     smooth: bool = False
+
+    def value_and_slope(self, z):
+        raise NotImplementedError(f"{type(self).__name__} has no hand-written slope.")
 
 
 class ReLU(Activation):
@@ -27,6 +33,10 @@ class ReLU(Activation):
 
     def forward(self, z):
         return torch.relu(z)
+
+    def value_and_slope(self, z):
+        r = torch.relu(z)
+        return r, (r > 0).to(z.dtype)
 
 
 class ReLUPower(Activation):
@@ -41,6 +51,12 @@ class ReLUPower(Activation):
     def forward(self, z):
         return torch.relu(z) ** self.degree
 
+    def value_and_slope(self, z):
+        r = torch.relu(z)
+        if self.degree == 2.0:  # the default: two products instead of two powers
+            return r * r, 2.0 * r
+        return r**self.degree, self.degree * r ** (self.degree - 1.0)
+
     def extra_repr(self):
         return f"q={self.degree:g}"
 
@@ -53,6 +69,9 @@ class Quadratic(Activation):
     def forward(self, z):
         return z * z
 
+    def value_and_slope(self, z):
+        return z * z, 2.0 * z
+
 
 class Identity(Activation):
     """``z`` (a linear network)."""
@@ -61,6 +80,9 @@ class Identity(Activation):
 
     def forward(self, z):
         return z
+
+    def value_and_slope(self, z):
+        return z, torch.ones_like(z)
 
 
 ACTIVATIONS = {"relu": ReLU, "relu2": ReLUPower, "squared_relu": ReLUPower,

@@ -35,6 +35,19 @@ def _check_eps(eps):
         raise ValueError(f"eps must be ≥ 0 (0 is allowed), got {eps!r}.")
 
 
+def warn_dead_coordinates(stacklevel: int = 3) -> None:
+    """The warning for a 0/0 step of an ε = 0 adaptive method (see ``updates.scaled_by_root``)."""
+    warnings.warn(
+        "eps = 0 and some coordinate has had an exactly zero gradient at every step "
+        "(a constant-zero input feature or a dead unit): its step is set to 0, the "
+        "eps -> 0 limit (an eps > 0 gives the same zero step, so it only hides this "
+        "warning). The Adam theorem assumes non-zero first gradients: drop constant-zero "
+        "features, or re-draw dead units.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+
+
 class RuleOptimizer(torch.optim.Optimizer):
     """Base class: dispatches each parameter group to the update rule it names."""
 
@@ -140,15 +153,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _warn_dead(self, dead):
         if dead and not self._warned_dead:
             self._warned_dead = True
-            warnings.warn(
-                "eps = 0 and some coordinate has had an exactly zero gradient at every step "
-                "(a constant-zero input feature or a dead unit): its step is set to 0, the "
-                "eps -> 0 limit (an eps > 0 gives the same zero step, so it only hides this "
-                "warning). The Adam theorem assumes non-zero first gradients: drop constant-zero "
-                "features, or re-draw dead units.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warn_dead_coordinates(stacklevel=4)
 
     @torch.no_grad()
     def root_second_moments(self) -> list[torch.Tensor]:

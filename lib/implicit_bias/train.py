@@ -110,8 +110,9 @@ class History:
     param_norm: np.ndarray  # ℓ2 norm of θ
     directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
     model: torch.nn.Module  # the trained model
-    seconds: float
+    seconds: float  # wall time; for batched runs the stack's time divided by its runs
     observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
+    engine: dict = field(default_factory=lambda: {"name": "loop"})  # which engine trained it
 
     def final(self, norm: str) -> float:
         """The normalized margin in ``norm`` at the last step."""
@@ -198,8 +199,12 @@ def _datasets(data, runs, dev):
     return out
 
 
+ENGINES = ("auto", "batched", "loop")
+
+
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
-          frame: bool = True, progress: bool = True, device=None, observe=None) -> list[History]:
+          frame: bool = True, progress: bool = True, device=None, observe=None,
+          engine: str = "auto", max_batch: int | None = None) -> list[History]:
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
@@ -208,33 +213,88 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     :func:`norms.by_name`, e.g. ``l2``, ``linf``, ``l1``, ``spectral``, ``hybrid``).
     ``frame=False`` trains on the plain loss, which underflows once the loss < ~1e−308.
 
+    ``engine``: ``'auto'`` (the default) trains every group of compatible runs (same model
+    config, data, dtype, steps, loss and batch scheme) together in the batched engine
+    (:mod:`implicit_bias.batched`), in chunks of at most ``max_batch`` runs (default: what
+    fits, see :func:`batched.chunk_size`), and the rest (:data:`batched.UNBATCHED`
+    optimizers, or any ``observe``) one by one in the reference loop; ``'loop'`` uses the
+    loop for all; ``'batched'`` refuses runs the batched engine cannot take.
+    ``History.engine`` says which trained each run.
+
     ``observe(model, optimizer, frame)``, if given, is called at every logged step, right
     after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
     and returns a dict of numbers or arrays; ``History.observed[name]`` stacks them over
     the log grid. ``frame`` is F: the gradients and the optimizer's state are those of
     ``e^F L``, so a true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
+    from . import batched
+
     runs = [runs] if isinstance(runs, Run) else list(runs)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if max_batch is not None and not (isinstance(max_batch, int) and max_batch >= 1):
+        raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
+    groups, alone = {}, []
+    for i, run in enumerate(runs):
+        reason = batched.why_not(run, observe) if engine != "loop" else "engine='loop'"
+        if reason is None:
+            groups.setdefault(batched.group_key(run), []).append(i)
+        elif engine == "batched":
+            raise ValueError(f"Run {run.label!r} cannot be batched: {reason}. Use engine='auto'.")
+        else:
+            alone.append(i)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=sum(r.steps for r in runs), unit="step", mininterval=1.0)
+    out = [None] * len(runs)
     try:
-        return [_train_one(run, *datasets[run.data], norms, log_points, frame, dev, bar, observe)
-                for run in runs]
+        for members in groups.values():
+            first = runs[members[0]]
+            X, y = datasets[first.data]
+            n_params = sum(p.numel() for p in models.build(first.model, _input_dim(X)).parameters())
+            size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
+            for at in range(0, len(members), size):
+                chunk = members[at:at + size]
+                hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
+                                            frame, dev, bar, _history)
+                for i, h in zip(chunk, hists):
+                    out[i] = h
+        for i in alone:
+            out[i] = _train_one(runs[i], *datasets[runs[i].data], norms, log_points, frame, dev,
+                                bar, observe)
     finally:
         if bar is not None:
             bar.close()
+    return out
+
+
+def _input_dim(X):
+    return X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
+
+
+def _history(run, grid, record, model, seconds, engine, observed=None) -> History:
+    return History(
+        run=run,
+        steps=grid,
+        log_loss=np.array(record["log_loss"]),
+        margins={n: np.array(record[n]) for n in record if n not in ("log_loss", "param_norm", "directions")},
+        param_norm=np.array(record["param_norm"]),
+        directions=np.array(record["directions"]),
+        model=model,
+        seconds=seconds,
+        observed={name: np.array(values) for name, values in (observed or {}).items()},
+        engine=engine,
+    )
 
 
 def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None) -> History:
     start = time.perf_counter()
     dtype = DTYPES[run.dtype]
     X, y = X.to(dtype), y.to(dtype)
-    d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
-    model = models.build(run.model, d, seed=run.seed, dtype=dtype).to(dev)
+    model = models.build(run.model, _input_dim(X), seed=run.seed, dtype=dtype).to(dev)
     params = list(model.parameters())
     opt = optim.make(run.optimizer, params, run.lr, **run.options)
     schedule = optim.power_schedule(opt, run.schedule)
@@ -288,17 +348,7 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
                     for name, value in observe(model, opt, F).items():
                         observed.setdefault(name, []).append(np.asarray(value, dtype=float))
             next_log += 1
-    return History(
-        run=run,
-        steps=grid,
-        log_loss=np.array(record["log_loss"]),
-        margins={n: np.array(record[n]) for n in norms},
-        param_norm=np.array(record["param_norm"]),
-        directions=np.array(record["directions"]),
-        model=model,
-        seconds=time.perf_counter() - start,
-        observed={name: np.array(values) for name, values in observed.items()},
-    )
+    return _history(run, grid, record, model, time.perf_counter() - start, {"name": "loop"}, observed)
 
 
 def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
@@ -336,15 +386,20 @@ def _warn_underflow(framed_log_terms, limit=-700.0):
 
 @torch.no_grad()
 def _log(record, model, X, y, loss, norm_objs):
-    params = [p.detach() for p in model.parameters()]
-    q = y * model(X)
+    _record(record, [p.detach() for p in model.parameters()], y * model(X), model.degree, loss,
+            norm_objs)
+
+
+def _record(record, params, q, degree, loss, norm_objs):
+    """Append one log point: loss, parameter norm, direction and margins of ``params``
+    whose margins are ``q``."""
     record["log_loss"].append(float(losses.log_loss(q, loss)))
     flat = torch.cat([p.reshape(-1) for p in params])
     record["param_norm"].append(float(flat.norm()))
     record["directions"].append((flat / flat.norm()).cpu().numpy())
     q_min = q.min()
     for name, norm in norm_objs.items():
-        record[name].append(float(q_min / norm(params) ** model.degree))
+        record[name].append(float(q_min / norm(params) ** degree))
 
 
 def adaptive_scales(model, optimizer, frame: float) -> dict:
