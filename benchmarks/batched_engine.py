@@ -6,8 +6,8 @@ run-steps per second of the loop and of the batched engine, their ratio, the bat
 engine's achieved GFLOP/s (forward and backward matrix products), this device's measured
 float64 matrix-product peak for scale, and the batched engine's peak memory.
 
-    .venv/bin/python benchmarks/batched_engine.py                  # the 2-core target row and a book-sized row
-    .venv/bin/python benchmarks/batched_engine.py --runs 100 --width 2048 --samples 1797   # a GPU row
+    .venv/bin/python benchmarks/batched_engine.py    # the 2-core target row and a book-sized row
+    .venv/bin/python benchmarks/batched_engine.py --runs 100 --width 2048 --samples 1797  # GPU
 
 The loop's throughput does not depend on K (it trains one run after another), so it is
 timed on ``--loop-runs`` of the K runs (default 4) to keep the script short. Both engines

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import losses, models, optim, stacked
-from .norms import L1, L2, Linf, Spectral
+from .norms import L1, L2, Linf, Spectral, by_name
 from .updates import NS_COEFFICIENTS
 
 #: Optimizers the engine leaves to the reference loop, and why.
@@ -144,8 +144,6 @@ def steepest(norm, ds):
 def _norm_key(norm):
     if norm is None:
         return None
-    if type(norm) not in (L2, Linf, L1, Spectral):
-        return ("unsupported", repr(norm))
     return (type(norm).__name__, getattr(norm, "polar", None), getattr(norm, "ns_steps", None),
             str(getattr(norm, "ns_dtype", None)))
 
@@ -342,12 +340,10 @@ def peak_memory(dev: torch.device) -> int:
 # --- training -------------------------------------------------------------------------
 
 
-def train_group(runs, X, y, norms, log_points, frame, dev, bar, history_factory):
-    """Train compatible ``runs`` (one :func:`group_key`) as one stack; returns their
-    histories in order. ``history_factory(run, grid, record, model, seconds, engine)``
-    builds a ``train.History`` (passed in to keep this module free of ``train``)."""
-    from .norms import by_name
-    from .train import DTYPES, FRAME_SLACK, _record, _warn_underflow, batches, log_grid
+def train_group(runs, X, y, norms, log_points, frame, dev, bar):
+    """Train compatible ``runs`` (one :func:`group_key`) as one stack, exactly as
+    :func:`train.train`'s loop would one by one; returns their histories in order."""
+    from .train import DTYPES, FRAME_SLACK, _history, _record, _warn_underflow, batches, log_grid
 
     start_time = time.perf_counter()
     if dev.type == "cuda":
@@ -360,10 +356,6 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, history_factory)
     plist = [list(m.parameters()) for m in nets]
     opts = [optim.make(r.optimizer, ps, r.lr, **r.options) for r, ps in zip(runs, plist)]
     sigs = [signature(o, ps) for o, ps in zip(opts, plist)]
-    for s in sigs:
-        for rule, _, norm_key, _ in s:
-            if norm_key and norm_key[0] == "unsupported":
-                raise TypeError(f"The batched engine cannot step the norm {norm_key[1]}.")
     distinct = list(dict.fromkeys(sigs))
     order = sorted(range(len(runs)), key=lambda k: distinct.index(sigs[k]))
     position = {k: i for i, k in enumerate(order)}
@@ -405,8 +397,8 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, history_factory)
         log_l = log_l.cpu().numpy()
         if not np.isfinite(log_l).all():
             k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
-            raise FloatingPointError(
-                f"{runs[k].label}: the loss became {log_l[position[k]]} at step {t}; lower the learning rate.")
+            raise FloatingPointError(f"{runs[k].label}: the loss became {log_l[position[k]]} at "
+                                     f"step {t}; lower the learning rate.")
         if frame:
             shift = np.where(np.abs(log_l + F) > FRAME_SLACK, -log_l - F, 0.0)
             while np.any(shift != 0):  # in pieces, as the loop does: no ratio overflows
@@ -440,7 +432,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, history_factory)
         for k, (run, net) in enumerate(zip(runs, nets)):
             for p, P in zip(net.parameters(), stack.params):
                 p.copy_(P[position[k]])
-            out.append(history_factory(run, grid, records[k], net, seconds, engine))
+            out.append(_history(run, grid, records[k], net, seconds, engine))
     return out
 
 

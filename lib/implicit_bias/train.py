@@ -259,7 +259,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
             for at in range(0, len(members), size):
                 chunk = members[at:at + size]
                 hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
-                                            frame, dev, bar, _history)
+                                            frame, dev, bar)
                 for i, h in zip(chunk, hists):
                     out[i] = h
         for i in alone:
