@@ -2,11 +2,13 @@
 
 Optimizers (`optim`), homogeneous models (`models`), norms (`norms`), margins (`margins`),
 exact max-margin solvers (`maxmargin`), KKT certificates (`kkt`), a search for better
-points near a KKT point (`optimality`), data (`data`), training sweeps (`train`) and plots
+points near a KKT point (`optimality`), data (`data`), training sweeps (`train`, with the
+batched engine of `batched` and `stacked`), stored paper-size results (`store`) and plots
 (`plots`) for the executable book on the implicit bias of optimizers.
 """
 
 from . import (
+    batched,
     config,
     data,
     kkt,
@@ -18,7 +20,9 @@ from . import (
     optim,
     optimality,
     plots,
+    stacked,
     stats,
+    store,
     train,
     updates,
 )
@@ -27,11 +31,12 @@ from .margins import direction_cosine, normalized_margin, smoothed_margin
 from .maxmargin import NotSeparableError, max_margin
 from .train import History, Run
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim", "optimality",
-    "plots", "stats", "train", "updates", "device", "profile", "sized", "direction_cosine",
+    "batched", "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim",
+    "optimality", "plots", "stacked", "stats", "store", "train", "updates", "device", "profile", "sized",
+    "direction_cosine",
     "normalized_margin", "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run",
     "__version__",
 ]

@@ -165,17 +165,18 @@ _SECOND_MOMENTS = ("v", "sum")
 
 class BatchedOptimizer:
     """The updates of runs ``start … start + k − 1`` of a stack, whose optimizers share one
-    :func:`signature`. ``step(grads, t)`` takes the whole stack's gradients."""
+    :func:`signature` (``positions``: each parameter group's parameters, as positions in
+    the stack). ``step(params, grads, t)`` takes the whole stack's tensors."""
 
-    def __init__(self, opts, schedules, stack_params, start: int, labels):
+    def __init__(self, opts, schedules, stack_params, start: int, labels, positions):
         self.start, self.k, self.labels = start, len(opts), list(labels)
         self.groups = []
         first = opts[0]
         dev, dtype = stack_params[0].device, stack_params[0].dtype
-        for gi, group in enumerate(first.param_groups):
+        for gi, (group, idx) in enumerate(zip(first.param_groups, positions, strict=True)):
             numbers = {key: np.array([float(o.param_groups[gi][key]) for o in opts])
                        for key in ("lr", "momentum", "beta1", "beta2", "eps") if key in group}
-            self.groups.append(dict(rule=group["rule"], norm=group.get("norm"),
+            self.groups.append(dict(rule=group["rule"], idx=list(idx), norm=group.get("norm"),
                                     normalized=group.get("normalized", True), numbers=numbers,
                                     tensors={k: torch.as_tensor(v, device=dev, dtype=dtype)
                                              for k, v in numbers.items()},
@@ -184,11 +185,6 @@ class BatchedOptimizer:
         self.grad_scale = np.ones(self.k)
         self._dev, self._dtype = dev, dtype
         self._warned_dead = False
-
-    def bind(self, positions):
-        """Tell each group which stacked parameters it updates (positions in the stack)."""
-        for group, idx in zip(self.groups, positions):
-            group["idx"] = list(idx)
 
     def _vec(self, values):
         return torch.as_tensor(values, device=self._dev, dtype=self._dtype)
@@ -363,10 +359,9 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
     segments, at = [], 0
     for sig in distinct:
         members = [k for k in order if sigs[k] == sig]
-        seg = BatchedOptimizer([opts[k] for k in members], [runs[k].schedule for k in members],
-                               stack.params, at, [runs[k].label for k in members])
-        seg.bind([idx for _, idx, _, _ in sig])
-        segments.append(seg)
+        segments.append(BatchedOptimizer(
+            [opts[k] for k in members], [runs[k].schedule for k in members], stack.params, at,
+            [runs[k].label for k in members], [idx for _, idx, _, _ in sig]))
         at += len(members)
 
     grid = log_grid(first.steps, log_points)
