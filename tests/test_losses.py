@@ -134,3 +134,18 @@ def test_unknown_kind_raises():
     for fn in (losses.log_terms, losses.log_loss, losses.loss, losses.inverse_loss_from_log):
         with pytest.raises(ValueError, match="Unknown loss 'hinge'"):
             fn(q, "hinge")
+
+
+@pytest.mark.parametrize("kind", ["exponential", "logistic"])
+def test_framed_slopes_are_the_gradient_of_the_framed_loss(kind):
+    small = torch.tensor([-30.0, -2.0, 0.0, 0.5, 3.0, 29.0, 31.0, 200.0, 800.0], dtype=torch.float64)
+    large = torch.tensor([780.0, 800.0, 850.0], dtype=torch.float64)  # a loss near e^-780: F ≈ 780
+    for q, frame in ((small, 0.0), (small, 5.0), (large, 790.0)):
+        slopes = losses.framed_slopes(q, frame, kind)
+        x = q.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(torch.exp(losses.log_terms(x, kind) + frame).sum(), x)
+        assert torch.isfinite(slopes).all() and (slopes <= 0).all()
+        torch.testing.assert_close(slopes, expected, rtol=1e-13, atol=0)
+    # one frame per row broadcasts (a stack of runs)
+    rows = losses.framed_slopes(small.expand(2, -1), torch.tensor([[0.0], [3.0]], dtype=torch.float64), kind)
+    torch.testing.assert_close(rows[1], rows[0] * math.exp(3.0))

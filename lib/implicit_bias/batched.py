@@ -378,16 +378,15 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
     next_log = 0
     for t in range(1, first.steps + 1):
         if samplers is None:
-            q = (y * stack.forward(X)).requires_grad_(True)
+            q = y * stack.forward(X)
             terms = losses.log_terms(q, first.loss)
-            log_l = torch.logsumexp(terms.detach(), dim=1)
-            weights, ys_step = 1.0, ys
+            log_l = torch.logsumexp(terms, dim=1)
+            ys_step = ys
         else:
             log_l = losses.log_loss(y * stack.outputs(X), first.loss)
             idx = torch.stack([next(s) for s in samplers]).to(dev)
             ys_step = y[idx]
-            q = (ys_step * stack.forward(X[idx])).requires_grad_(True)
-            terms = losses.log_terms(q, first.loss)
+            q = ys_step * stack.forward(X[idx])
             weights = n / idx.shape[1]
         log_l = log_l.cpu().numpy()
         if not np.isfinite(log_l).all():
@@ -403,11 +402,13 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
                     seg.rescale_gradients(ratios[seg.start:seg.start + seg.k])
                 shift = shift - piece
             F = np.where(np.abs(log_l + F) > FRAME_SLACK, -log_l, F)
-        framed = terms + torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
+        frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
         if samplers is not None:
-            _warn_underflow(framed.detach().amax(dim=1).min())
-        (dq,) = torch.autograd.grad(torch.exp(framed).sum() * weights, q)
-        grads = stack.backward(dq.detach() * ys_step)
+            _warn_underflow((losses.log_terms(q, first.loss) + frames).amax(dim=1).min())
+        dq = losses.framed_slopes(q, frames, first.loss)
+        if samplers is not None:
+            dq = dq * weights
+        grads = stack.backward(dq * ys_step)
         for seg in segments:
             seg.step(stack.params, grads, t)
         if bar is not None:

@@ -50,6 +50,17 @@ def framed_loss(q: torch.Tensor, frame: float, kind: str = "logistic") -> torch.
     return torch.exp(log_terms(q, kind) + frame).sum()
 
 
+def framed_slopes(q: torch.Tensor, frame, kind: str = "logistic") -> torch.Tensor:
+    """``d/dq_i [e^F ℓ(q_i)]`` per sample, in the log domain (never ``0 · inf``): the
+    gradient of the framed loss with respect to the margins, without autograd.
+    Exponential: ``−e^{F−q}``. Logistic: ``−e^{F + log σ(−q)}``. ``frame`` broadcasts
+    against ``q`` (one F per run for a stack of runs)."""
+    _check(kind)
+    if kind == "exponential":
+        return -torch.exp(frame - q)
+    return -torch.exp(frame + torch.nn.functional.logsigmoid(-q))
+
+
 def inverse_loss_from_log(log_l: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
     """``ℓ^{-1}(L)`` from ``log L``: the smoothed margin's numerator (Lyu & Li 2019).
     Exponential: ``−log L``. Logistic: ``−log(e^L − 1)``."""
