@@ -63,7 +63,10 @@ def trained_digits():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is as fast and immune to a busy CPU
     try:
-        history = train(run, (X, y), norms=("l2",), progress=False)[0]
+        # The loop pins the instance the ℓ∞ interior-point test was written on: the batched
+        # engine's model differs by rounding, and on it the IPM ends 2.2e-5 above Clarabel
+        # (see the kkt module docstring), beyond that test's 1e-5.
+        history = train(run, (X, y), norms=("l2",), progress=False, engine="loop")[0]
     finally:
         torch.set_num_threads(threads)
     return history.model, X, y

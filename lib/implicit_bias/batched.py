@@ -159,8 +159,8 @@ def signature(opt, params) -> tuple:
 
 # --- the batched optimizer ----------------------------------------------------------------
 
+#: State scaled like the gradients under a new frame; the rest (v, sum) like their squares.
 _FIRST_MOMENTS = ("momentum", "m")
-_SECOND_MOMENTS = ("v", "sum")
 
 
 class BatchedOptimizer:

@@ -43,7 +43,10 @@ Costs (2 CPU cores). The gradients are computed with ``torch.func.vmap`` over sa
   dense columns badly (Clarabel: ~20 s, HiGHS: minutes, for p ≈ 17k and k = 350), so
   large programs (p·k ≥ :data:`IPM_MIN_SIZE`) use a dedicated interior-point method
   (:func:`_solve_linf_ipm`, a few seconds there) that stops at a relative duality gap of
-  about 1e-6 to 1e-8 on such problems; small ones use Clarabel (gap 1e-8).
+  about 1e-6 to 1e-8 on such problems; small ones use Clarabel (gap 1e-8). Its residuals
+  can understate its error: on one 200-digit instance it ended "optimal_inaccurate" with
+  residuals of 9e-7 but ε 2.2e-5 above Clarabel's, so use ``method='cvxpy'`` when ε must be
+  exact beyond 1e-4.
   ``method='cvxpy'`` forces Clarabel.
 * ℓ1 (dual ℓ∞): an LP through cvxpy/Clarabel; slow for large p·k (like ℓ∞ above).
 * max-spectral (dual: a sum of nuclear norms) and hybrid norms with a spectral block:
