@@ -149,3 +149,13 @@ def test_linear_on_matrix_inputs():
     Xm = torch.randn(5, 3, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(model(Xm), (Xm * model.w).sum(dim=(1, 2)), rtol=1e-14, atol=0)
     assert models.build({"kind": "linear"}, (3, 4)).w.shape == (3, 4)
+
+
+@pytest.mark.parametrize("spec", ["relu", "relu2", ("relu_power", 3), "quadratic", "linear"])
+def test_hand_written_slopes_equal_the_autograd_default(spec):
+    act = models.make_activation(spec)
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)  # includes the kink at 0
+    value, slope = act.value_and_slope(z)
+    default_value, default_slope = models.Activation.value_and_slope(act, z)
+    torch.testing.assert_close(value, default_value, rtol=1e-14, atol=0)
+    torch.testing.assert_close(slope, default_slope, rtol=1e-14, atol=0)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import losses, models, optim, stacked
-from .norms import L1, L2, Linf, Spectral, by_name
+from .norms import L1, L2, Linf, Spectral, by_name, polar_factors
 from .updates import NS_COEFFICIENTS
 
 #: Optimizers the engine leaves to the reference loop, and why.
@@ -94,14 +94,6 @@ def _matrices(x):
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _polar(x):
-    """``norms.polar_factor`` of every run's tensor, by one batched SVD."""
-    m = _matrices(x)
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    keep = (s > s.amax(dim=-1, keepdim=True) * m.shape[-1] * torch.finfo(m.dtype).eps).to(m.dtype)
-    return ((u * keep.unsqueeze(-2)) @ vh).reshape(x.shape)
-
-
 def _newton_schulz(x, steps, dtype):
     """``updates.newton_schulz`` of every run's matrix view, batched."""
     a, b, c = NS_COEFFICIENTS
@@ -137,7 +129,7 @@ def steepest(norm, ds):
     if isinstance(norm, Spectral):
         if norm.polar == "newton_schulz":
             return [_newton_schulz(d, norm.ns_steps, norm.ns_dtype) for d in ds]
-        return [_polar(d) for d in ds]
+        return [polar_factors(_matrices(d)).reshape(d.shape) for d in ds]
     raise TypeError(f"The batched engine has no steepest direction for {norm!r}.")
 
 

@@ -19,13 +19,18 @@ class Activation(nn.Module):
     """A positively homogeneous activation ``σ(cz) = c^q σ(z)`` (c > 0), ``q = degree``.
 
     ``value_and_slope(z)`` returns ``σ(z)`` and ``σ'(z)`` together (the batched engine's
-    hand-written backward pass uses it; the slope at a kink is autograd's choice, 0)."""
+    hand-written backward pass uses it; the slope at a kink is autograd's choice, 0). The
+    built-in activations write it out; a new one gets it from autograd of ``forward``."""
 
     degree: float = 1.0
     smooth: bool = False
 
     def value_and_slope(self, z):
-        raise NotImplementedError(f"{type(self).__name__} has no hand-written slope.")
+        with torch.enable_grad():
+            x = z.detach().requires_grad_(True)
+            value = self(x)
+            (slope,) = torch.autograd.grad(value.sum(), x)  # elementwise: the sum's gradient
+        return value.detach(), slope
 
 
 class ReLU(Activation):

@@ -57,10 +57,17 @@ def polar_factor(g: torch.Tensor) -> torch.Tensor:
 
     Singular values that are zero (to rounding) contribute nothing, so a rank-deficient
     ``g`` gets the partial isometry on its range, which is still a steepest direction."""
-    m = as_matrix(g)
+    return polar_factors(as_matrix(g)).reshape(g.shape)
+
+
+def polar_factors(m: torch.Tensor) -> torch.Tensor:
+    """:func:`polar_factor` of every matrix of a batch ``(…, rows, cols)``, by one batched
+    SVD (the batched engine steps K runs' matrices at once)."""
     u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    keep = (s > s.max() * m.shape[-1] * torch.finfo(m.dtype).eps).to(m.dtype) if s.numel() else s
-    return ((u * keep) @ vh).reshape(g.shape)
+    if not s.numel():
+        return u @ vh
+    keep = (s > s.amax(dim=-1, keepdim=True) * m.shape[-1] * torch.finfo(m.dtype).eps).to(m.dtype)
+    return (u * keep.unsqueeze(-2)) @ vh
 
 
 class Norm(abc.ABC):

@@ -142,13 +142,9 @@ def stack(runs: list[models.HomogeneousModel]) -> Stack:
         raise TypeError("stack: every model must be of one class.")
     if type(first) is models.Linear:
         return LinearStack(runs)
-    if type(first) is models.TwoLayer and _has_slope(first.act):
+    if type(first) is models.TwoLayer:
         return TwoLayerStack(runs)
     return Stack(runs)
-
-
-def _has_slope(act) -> bool:
-    return type(act).value_and_slope is not models.Activation.value_and_slope
 
 
 __all__ = ["Stack", "LinearStack", "TwoLayerStack", "stack"]
