@@ -154,18 +154,48 @@ def test_chunks_equal_one_stack_and_keep_the_order(small_data):
     assert all(h.engine["peak_bytes"] > 0 for h in whole if h.engine["name"] == "batched")
 
 
-def test_the_engine_leaves_observed_and_unbatched_runs_to_the_loop(small_data):
+def everything(model, optimizer, frame):
+    """An observer that reads all the loop offers: parameters, gradients, every state
+    buffer, the scheduled rate, the gradient scale and the frame."""
+    out = {"frame": frame}
+    for i, p in enumerate(model.parameters()):
+        out[f"p{i}"], out[f"g{i}"] = p.detach().numpy().copy(), p.grad.numpy().copy()
+        for name, value in optimizer.state[p].items():
+            out[f"{name}{i}"] = np.asarray(value.numpy() if torch.is_tensor(value) else value, dtype=float)
+    for i, group in enumerate(optimizer.param_groups):
+        out[f"lr{i}"], out[f"scale{i}"] = group["lr"], group["grad_scale"]
+    out.update(train.adaptive_scales(model, optimizer, frame))
+    return out
+
+
+@pytest.mark.parametrize("name", ["MomentumGD", "Adam", "RMSProp", "AdaGrad", "MuonAdam"])
+def test_observers_see_what_the_loop_shows_them(name, small_data):
+    """``observe`` in the engine gets each run's own model and optimizer objects, holding
+    the loop's parameters, gradients, state, rate and scale at every logged step (a
+    MomentumGD run at β = 0 has no momentum buffer, as in the loop)."""
+    fast, slow = both(sweep(name), small_data, observe=everything)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.engine["name"] == "batched" and b.engine["name"] == "loop"
+        assert set(a.observed) == set(b.observed), (a.run.label, set(a.observed) ^ set(b.observed))
+        for key, expected in b.observed.items():
+            got = a.observed[key]
+            assert got.shape == expected.shape, key
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))  # NaN: no √v̂
+            got, expected = np.nan_to_num(got), np.nan_to_num(expected)
+            assert np.linalg.norm(got - expected) <= 1e-10 * np.linalg.norm(expected), (a.run.label, key)
+
+
+def test_the_engine_leaves_unbatched_runs_to_the_loop(small_data):
     kw = dict(norms=("l2",), progress=False, device="cpu")
     runs = [train.Run("TorchMuon", 0.05, 20, model=TWO), train.Run("AdamProxy", 0.1, 20, model=LIN),
             train.Run("Adam", 0.1, 20, model=LIN)]
     assert [h.engine["name"] for h in train.train(runs, small_data, **kw)] == ["loop", "loop", "batched"]
-    observed = train.train(runs[2], small_data, observe=lambda m, o, f: {}, **kw)
-    assert observed[0].engine["name"] == "loop"
+    observed = train.train(runs, small_data, observe=lambda m, o, f: {"one": 1.0}, **kw)
+    assert [h.engine["name"] for h in observed] == ["loop", "loop", "batched"]
+    assert all(len(h.observed["one"]) == len(h.steps) for h in observed)
     for run in runs[:2]:
         with pytest.raises(ValueError, match="cannot be batched"):
             train.train(run, small_data, engine="batched", **kw)
-    with pytest.raises(ValueError, match="cannot be batched.*observe"):
-        train.train(runs[2], small_data, engine="batched", observe=lambda m, o, f: {}, **kw)
     with pytest.raises(ValueError, match="engine must be one of"):
         train.train(runs[2], small_data, engine="fast", **kw)
     for bad in (0, -1, 2.5):

@@ -149,3 +149,20 @@ def test_framed_slopes_are_the_gradient_of_the_framed_loss(kind):
     # one frame per row broadcasts (a stack of runs)
     rows = losses.framed_slopes(small.expand(2, -1), torch.tensor([[0.0], [3.0]], dtype=torch.float64), kind)
     torch.testing.assert_close(rows[1], rows[0] * math.exp(3.0))
+
+
+def test_logsumexp_is_torchs_to_the_bit():
+    """The lean row-wise logsumexp equals ``torch.logsumexp`` bit for bit, infinite and
+    NaN rows included."""
+    gen = torch.Generator().manual_seed(0)
+    terms = torch.randn(6, 50, dtype=torch.float64, generator=gen) * 300
+    terms[1, 3] = math.inf
+    terms[2] = -math.inf
+    terms[3, 7] = math.nan
+    terms[4, :10] = -math.inf
+    expected = torch.logsumexp(terms, dim=-1)
+    got = losses.logsumexp(terms)
+    assert torch.equal(got.isnan(), expected.isnan())
+    ok = ~expected.isnan()
+    assert torch.equal(got[ok], expected[ok])
+    assert torch.equal(losses.logsumexp(terms[0]), torch.logsumexp(terms[0], dim=-1))

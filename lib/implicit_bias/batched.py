@@ -41,10 +41,8 @@ CPU_WORKSET = 64 * 2**20
 MEMORY_FRACTION = 0.5
 
 
-def why_not(run, observe=None) -> str | None:
+def why_not(run) -> str | None:
     """Why ``run`` cannot go to the batched engine, or None if it can."""
-    if observe is not None:
-        return "train(observe=...) needs each run's own model and optimizer objects"
     if run.optimizer in UNBATCHED:
         return f"{run.optimizer}: {UNBATCHED[run.optimizer]}"
     return None
@@ -154,6 +152,10 @@ def signature(opt, params) -> tuple:
 #: State scaled like the gradients under a new frame; the rest (v, sum) like their squares.
 _FIRST_MOMENTS = ("momentum", "m")
 
+#: Each rule's state, named as :class:`optim.RuleOptimizer` names it.
+_LOOP_NAMES = {"steepest": {"momentum": "momentum_buffer"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
+               "rmsprop": {"v": "square_avg"}, "adagrad": {"sum": "sum"}}
+
 
 class BatchedOptimizer:
     """The updates of runs ``start … start + k − 1`` of a stack, whose optimizers share one
@@ -199,6 +201,24 @@ class BatchedOptimizer:
             steps = getattr(self, "_" + group["rule"])(group, gs, t)
             for p, u in zip(ps, steps):
                 p.sub_(_col(lr, u) * u)
+
+    @torch.no_grad()
+    def export(self, j: int, opt, t: int) -> None:
+        """Write run ``j``'s (of this segment) state after step ``t`` into its own
+        optimizer object ``opt``, as the reference loop would hold it: the rules' buffers,
+        Adam's step count, the scheduled rate and the gradient scale."""
+        for group, own in zip(self.groups, opt.param_groups, strict=True):
+            own["grad_scale"] = float(self.grad_scale[j])
+            # LambdaLR after t steps: η_0 (t + 1)^{-a}, in Python floats as there.
+            own["lr"] = float(group["numbers"]["lr"][j]) * (t + 1.0) ** (-float(self.schedules[j]))
+            for name, bufs in group["state"].items():
+                if name == "momentum" and group["numbers"]["momentum"][j] == 0:
+                    continue  # the loop keeps no momentum buffer at β = 0
+                for p, buf in zip(own["params"], bufs, strict=True):
+                    opt.state[p][_LOOP_NAMES[group["rule"]][name]] = buf[j].clone()
+            if group["rule"] == "adam":
+                for p in own["params"]:
+                    opt.state[p]["step"] = t
 
     def _eps(self, group):
         eps = group["numbers"]["eps"]
@@ -328,9 +348,11 @@ def peak_memory(dev: torch.device) -> int:
 # --- training -------------------------------------------------------------------------
 
 
-def train_group(runs, X, y, norms, log_points, frame, dev, bar):
+def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     """Train compatible ``runs`` (one :func:`group_key`) as one stack, exactly as
-    :func:`train.train`'s loop would one by one; returns their histories in order."""
+    :func:`train.train`'s loop would one by one; returns their histories in order.
+    ``observe`` is called as in the loop, on each run's own model and optimizer objects,
+    which are given the run's parameters, gradients and state at each logged step."""
     from .train import DTYPES, FRAME_SLACK, _history, _record, _warn_underflow, batches, log_grid
 
     start_time = time.perf_counter()
@@ -360,6 +382,11 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
     norm_objs = {name: by_name(name, plist[0]) for name in norms}
     records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norms}}
                for _ in runs]
+    observed = [{} for _ in runs]
+    segment_of = {}
+    for seg in segments:
+        for j in range(seg.k):
+            segment_of[seg.start + j] = (seg, j)
     K = len(runs)
     F = np.zeros(K)  # each run's frame, in stack order
     n = X.shape[0]
@@ -367,19 +394,39 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
     if first.batch != "full":
         samplers = [batches(first.batch, n, first.batch_size, runs[k].seed) for k in order]
     ys = y.expand(K, n)
-    next_log = 0
+
+    def log(q_all, t, grads):
+        for k in range(K):
+            i = position[k]
+            _record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)
+            if observe is not None:
+                with torch.no_grad():
+                    for p, P, G in zip(plist[k], stack.params, grads, strict=True):
+                        p.copy_(P[i])
+                        p.grad = G[i].clone()
+                    seg, j = segment_of[i]
+                    seg.export(j, opts[k], t)
+                    for name, value in observe(nets[k], opts[k], float(F[i])).items():
+                        observed[k].setdefault(name, []).append(np.asarray(value, dtype=float))
+
+    next_log, pending = 0, False
     for t in range(1, first.steps + 1):
         if samplers is None:
             q = y * stack.forward(X)
+            q_all = q
             terms = losses.log_terms(q, first.loss)
-            log_l = torch.logsumexp(terms, dim=1)
+            log_l = losses.logsumexp(terms)
             ys_step = ys
         else:
-            log_l = losses.log_loss(y * stack.outputs(X), first.loss)
+            q_all = y * stack.outputs(X)
+            log_l = losses.log_loss(q_all, first.loss)
             idx = torch.stack([next(s) for s in samplers]).to(dev)
             ys_step = y[idx]
             q = ys_step * stack.forward(X[idx])
             weights = n / idx.shape[1]
+        if pending:  # the last step's log point: its margins are this step's, before the update
+            log(q_all, t - 1, grads)
+            pending = False
         log_l = log_l.cpu().numpy()
         if not np.isfinite(log_l).all():
             k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
@@ -406,12 +453,10 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
         if bar is not None:
             bar.update(K)
         if t == grid[next_log]:
-            with torch.no_grad():
-                q_all = y * stack.outputs(X)
-            for k in range(K):
-                i = position[k]
-                _record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)
+            pending = True
             next_log += 1
+    if pending:
+        log(y * stack.outputs(X), first.steps, grads)
 
     seconds = (time.perf_counter() - start_time) / K
     engine = {"name": "batched", "runs": K, "peak_bytes": peak_memory(dev)}
@@ -420,7 +465,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar):
         for k, (run, net) in enumerate(zip(runs, nets)):
             for p, P in zip(net.parameters(), stack.params):
                 p.copy_(P[position[k]])
-            out.append(_history(run, grid, records[k], net, seconds, engine))
+            out.append(_history(run, grid, records[k], net, seconds, engine, observed[k]))
     return out
 
 

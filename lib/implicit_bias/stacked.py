@@ -91,47 +91,75 @@ class LinearStack(Stack):
 
 
 class TwoLayerStack(Stack):
-    """``f_k(x) = Σ_j a_kj σ(w_kj·x)``, with a hand-written backward pass that reuses the
-    forward's memory."""
+    """``f_k(x) = Σ_j a_kj σ(w_kj·x)``, with a hand-written backward pass.
+
+    The backward pass never forms the (K, n, h) hidden-unit gradient: with ``df`` the
+    output gradient and ``S = σ'(XWᵀ)``, ``M_k = S_kᵀ (df_k ⊙ X)`` is one product per run,
+    ``∇W = a ⊙ M``, and, since σ is positively homogeneous of degree q (Euler:
+    ``σ(z) = z σ'(z) / q``), ``∇a = Σ_d W ⊙ M / q``. The (K, n, h) arrays live in buffers
+    kept from step to step."""
 
     def __init__(self, runs):
         super().__init__(runs)
         self.act = runs[0].act
-        self._square = isinstance(self.act, models.ReLUPower) and self.act.degree == 2.0
+        # Euler's identity needs the declared degree to be the activation's true one: used
+        # only for the built-in activations (a new one gets ∇a from its values).
+        self._euler = type(self.act) in (models.ReLU, models.ReLUPower, models.Quadratic)
+        self._buffers = {}
 
-    def _hidden(self, X):
+    def _buffer(self, name, shape):
+        like = self.params[0]
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def _hidden(self, X, name):
+        """``X W_kᵀ`` for every run, shape ``(K, n, h)``, into the buffer ``name``."""
         W = self.params[0]  # (K, h, d)
-        # X is broadcast over the runs (no copy): one (n, d) × (d, h) product per run.
-        return torch.matmul(X, W.transpose(1, 2))  # (K, n, h)
+        K, h = W.shape[:2]
+        Xs = X.expand(K, *X.shape) if X.dim() == 2 else X  # a shared X is not copied
+        return torch.bmm(Xs, W.mT, out=self._buffer(name, (K, Xs.shape[1], h)))
+
+    def _value_and_slope(self, z, name):
+        """σ(z) and σ'(z) / c with the factor c, reusing z's memory where the activation
+        allows (the slope is only formed in the backward pass when it is cheap to)."""
+        act = self.act
+        if type(act) is models.ReLU:
+            r = z.clamp_(min=0)
+            return r, None, 1.0  # the slope, sign(r), is formed by the backward pass
+        if type(act) is models.ReLUPower and act.degree == 2.0:
+            r = z.clamp_(min=0)
+            return torch.mul(r, r, out=self._buffer(name, r.shape)), r, 2.0
+        if type(act) is models.Quadratic:
+            return torch.mul(z, z, out=self._buffer(name, z.shape)), z, 2.0
+        value, slope = act.value_and_slope(z)
+        return value, slope, 1.0
 
     def outputs(self, X):
         with torch.no_grad():
-            s = self.act(self._hidden(X))
-            return torch.bmm(s, self.params[1].unsqueeze(-1)).squeeze(-1)
+            value, _, _ = self._value_and_slope(self._hidden(X, "z_out"), "v_out")
+            return torch.bmm(value, self.params[1].unsqueeze(-1)).squeeze(-1)
 
     def forward(self, X):
-        z = self._hidden(X)
-        if self._square:
-            # σ = r², σ' = 2r with r = relu(z): keep r (in z's memory) as the slope / 2.
-            slope = z.clamp_(min=0)
-            value = slope * slope
-        else:
-            value, slope = self.act.value_and_slope(z)
-        self._cache = (X, value, slope)
+        value, slope, factor = self._value_and_slope(self._hidden(X, "z"), "v")
+        self._cache = (X, value, slope, factor)
         return torch.bmm(value, self.params[1].unsqueeze(-1)).squeeze(-1)
 
     def backward(self, df):
-        X, value, slope = self._cache
+        X, value, slope, factor = self._cache
         self._cache = None
-        a = self.params[1]
-        grad_a = torch.bmm(df.unsqueeze(1), value).squeeze(1)  # (K, h)
-        # ∂/∂(w_j·x) = df · a_j · σ'(w_j·x), in the slope's memory.
-        a_factor = 2.0 * a if self._square else a
-        hidden = slope.mul_(df.unsqueeze(-1)).mul_(a_factor.unsqueeze(1))  # (K, n, h)
-        if X.dim() == 2:
-            grad_W = torch.matmul(hidden.transpose(1, 2), X)
+        W, a = self.params
+        if slope is None:  # ReLU: σ' = sign(σ)
+            slope = torch.sign(value, out=self._buffer("v", value.shape))
+        M = torch.bmm(slope.mT, df.unsqueeze(-1) * X)  # (K, h, d)
+        if factor != 1.0:
+            M.mul_(factor)
+        grad_W = a.unsqueeze(-1) * M
+        if self._euler:
+            grad_a = (W * M).sum(-1) / self.act.degree
         else:
-            grad_W = torch.bmm(hidden.transpose(1, 2), X)
+            grad_a = torch.bmm(df.unsqueeze(1), value).squeeze(1)
         return [grad_W, grad_a]
 
 

@@ -217,14 +217,15 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     config, data, dtype, steps, loss and batch scheme) together in the batched engine
     (:mod:`implicit_bias.batched`), in chunks of at most ``max_batch`` runs (default: what
     fits, see :func:`batched.chunk_size`), and the rest (:data:`batched.UNBATCHED`
-    optimizers, or any ``observe``) one by one in the reference loop; ``'loop'`` uses the
+    optimizers) one by one in the reference loop; ``'loop'`` uses the
     loop for all; ``'batched'`` refuses runs the batched engine cannot take.
     ``History.engine`` says which trained each run.
 
     ``observe(model, optimizer, frame)``, if given, is called at every logged step, right
     after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
     and returns a dict of numbers or arrays; ``History.observed[name]`` stacks them over
-    the log grid. ``frame`` is F: the gradients and the optimizer's state are those of
+    the log grid. In the batched engine it gets the run's own model and optimizer
+    objects, given the run's parameters, gradients and state (in the loop's layout). ``frame`` is F: the gradients and the optimizer's state are those of
     ``e^F L``, so a true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
     from . import batched
 
@@ -237,7 +238,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     datasets = _datasets(data, runs, dev)
     groups, alone = {}, []
     for i, run in enumerate(runs):
-        reason = batched.why_not(run, observe) if engine != "loop" else "engine='loop'"
+        reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
         if reason is None:
             groups.setdefault(batched.group_key(run), []).append(i)
         elif engine == "batched":
@@ -259,7 +260,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
             for at in range(0, len(members), size):
                 chunk = members[at:at + size]
                 hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
-                                            frame, dev, bar)
+                                            frame, dev, bar, observe)
                 for i, h in zip(chunk, hists):
                     out[i] = h
         for i in alone:
@@ -312,7 +313,7 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
         if sampler is None:
             q = y * model(X)
             terms = losses.log_terms(q, run.loss)
-            log_l = float(torch.logsumexp(terms.detach(), dim=0))
+            log_l = float(losses.logsumexp(terms.detach()))
         else:
             # The frame follows the full-data loss L, the objective whose scale the whole
             # state shares: a batch loss (n/b) Σ_B ℓ(q_i) is at most (n/b) L, so it never
