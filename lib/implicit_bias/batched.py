@@ -409,7 +409,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
                     for name, value in observe(nets[k], opts[k], float(F[i])).items():
                         observed[k].setdefault(name, []).append(np.asarray(value, dtype=float))
 
-    next_log, pending = 0, False
+    next_log, pending, grads = 0, False, None
     for t in range(1, first.steps + 1):
         if samplers is None:
             q = y * stack.forward(X)

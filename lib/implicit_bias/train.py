@@ -225,8 +225,9 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
     and returns a dict of numbers or arrays; ``History.observed[name]`` stacks them over
     the log grid. In the batched engine it gets the run's own model and optimizer
-    objects, given the run's parameters, gradients and state (in the loop's layout). ``frame`` is F: the gradients and the optimizer's state are those of
-    ``e^F L``, so a true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
+    objects, given the run's parameters, gradients and state (in the loop's layout).
+    ``frame`` is F: the gradients and the optimizer's state are those of ``e^F L``, so a
+    true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
     from . import batched
 
     runs = [runs] if isinstance(runs, Run) else list(runs)
