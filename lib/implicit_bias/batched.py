@@ -35,7 +35,7 @@ UNBATCHED = {
 
 #: On a CPU, a chunk's activations should stay within about this many bytes: larger
 #: stacks are limited by memory traffic, not arithmetic (see benchmarks/batched_engine.py).
-CPU_WORKSET = 64 * 2**20
+CPU_WORKSET = 32 * 2**20
 
 #: The fraction of the free device memory a chunk may use.
 MEMORY_FRACTION = 0.5
