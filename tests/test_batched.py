@@ -137,6 +137,15 @@ def test_batch_schemes_equal_the_loop(scheme, size, model, small_data):
     assert_same(fast, slow)
 
 
+def test_both_engines_warn_when_a_batch_underflows_the_frame(small_data):
+    """Stateless sign steps per batch of 3, far from the smallest margin (as the loop's
+    per-sample test with AdamProxy): the engine warns like the loop."""
+    run = train.Run("SignGD", 3.0, 400, model=LIN, batch="cyclic", batch_size=3, seed=2)
+    for engine in ("batched", "loop"):
+        with pytest.warns(RuntimeWarning, match="framed loss is below float64's range"):
+            train.train(run, small_data, norms=("l2",), progress=False, device="cpu", engine=engine)
+
+
 def test_chunks_equal_one_stack_and_keep_the_order(small_data):
     runs = [train.Run(o, 0.1, 120, schedule=0.5, seed=s, model=TWO)
             for s in range(3) for o in ("NormalizedGD", "Adam")]

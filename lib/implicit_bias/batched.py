@@ -443,7 +443,8 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
             F = np.where(np.abs(log_l + F) > FRAME_SLACK, -log_l, F)
         frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
         if samplers is not None:
-            _warn_underflow((losses.log_terms(q, first.loss) + frames).amax(dim=1).min())
+            # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
+            _warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
         dq = losses.framed_slopes(q, frames, first.loss)
         if samplers is not None:
             dq = dq * weights
