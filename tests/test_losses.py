@@ -166,3 +166,18 @@ def test_logsumexp_is_torchs_to_the_bit():
     ok = ~expected.isnan()
     assert torch.equal(got[ok], expected[ok])
     assert torch.equal(losses.logsumexp(terms[0]), torch.logsumexp(terms[0], dim=-1))
+
+
+@pytest.mark.parametrize("q", [[-3.0, 0.5, 20.0], [31.0, 400.0, 900.0], [-3.0, 29.0, 31.0, 900.0]],
+                         ids=["all small", "all large", "mixed"])
+def test_log_terms_branches_agree_and_differentiate(q):
+    """Whether every margin is on one side of the switch at q = 30 or not, the terms are
+    the mixed formula's, their gradients are finite, and vmap (no data-dependent branch)
+    gives the same."""
+    q = torch.tensor(q, dtype=F64, requires_grad=True)
+    terms = losses.log_terms(q)
+    mixed = losses.log_terms(torch.cat([q.detach(), torch.tensor([1.0, 100.0], dtype=F64)]))[:len(q)]
+    assert torch.equal(terms.detach(), mixed)
+    (grad,) = torch.autograd.grad(terms.sum(), q)
+    assert torch.isfinite(grad).all()
+    assert torch.equal(torch.func.vmap(losses.log_terms)(q.detach()[:, None])[:, 0], mixed)

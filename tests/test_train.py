@@ -218,12 +218,13 @@ def test_run_defaults_and_config():
     assert run.model["width"] == 64
 
 
-def test_observe_records_without_changing_the_run(small_data):
-    """``observe`` sees every logged step; a run with it is the run without it (an observed
-    run goes to the reference loop, so compare with the loop)."""
+@pytest.mark.parametrize("engine", ["loop", "batched"])
+def test_observe_records_without_changing_the_run(engine, small_data):
+    """``observe`` sees every logged step; a run with it is the run without it, in either
+    engine."""
     run = train.Run("Adam", 0.1, steps=40, model=LIN, options={"eps": 1e-8})
     plain = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu",
-                        engine="loop")[0]
+                        engine=engine)[0]
     assert plain.observed == {}
     seen = []
 
@@ -232,7 +233,8 @@ def test_observe_records_without_changing_the_run(small_data):
         return {"norm": float(flat(model).norm()), "w": flat(model).numpy().copy()}
 
     h = train.train(run, small_data, norms=("l2",), log_points=10, progress=False, device="cpu",
-                    observe=observe)[0]
+                    observe=observe, engine=engine)[0]
+    assert h.engine["name"] == engine
     assert torch.equal(flat(h.model), flat(plain.model))
     k = len(h.steps)
     assert len(seen) == k and all(isinstance(o, optim.Adam) for o in seen)

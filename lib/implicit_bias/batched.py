@@ -221,9 +221,14 @@ class BatchedOptimizer:
                     opt.state[p]["step"] = t
 
     def _eps(self, group):
-        eps = group["numbers"]["eps"]
-        with np.errstate(invalid="ignore"):  # 0 · inf: ε = 0 stays 0 (see RuleOptimizer._eps)
-            return self._vec(np.where(eps > 0, eps * self.grad_scale, 0.0))
+        """ε in the units of the rescaled gradients, per run (kept until the next rescale)."""
+        cached = group.get("eps_scaled")
+        if cached is None or cached[0] is not self.grad_scale:
+            eps = group["numbers"]["eps"]
+            with np.errstate(invalid="ignore"):  # 0 · inf: ε = 0 stays 0 (see RuleOptimizer._eps)
+                cached = group["eps_scaled"] = (self.grad_scale,
+                                                self._vec(np.where(eps > 0, eps * self.grad_scale, 0.0)))
+        return cached[1]
 
     def _ema(self, group, name, xs, beta):
         bufs = self._buffer(group, name, xs)

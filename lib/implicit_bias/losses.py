@@ -26,11 +26,20 @@ def log_terms(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
     # For q > 30, log(softplus(-q)) = -q + log(log1p(e^-q)/e^-q) and the ratio is
     # 1 - e^-q/2 + O(e^-2q): use -q + log1p(-e^-q/2), exact to rounding.
     big = q > 30
-    qs = torch.where(big, torch.zeros_like(q), q)
     # log(1 + e^{-q}) as logaddexp(0, -q): exact to rounding for every q (torch's softplus
     # returns -q unchanged for -q > 20, a relative error up to 3e-11).
+    # This runs at every training step: when every q is on one side, skip the other branch.
+    try:
+        all_small, all_big = not bool(big.any()), bool(big.all())
+    except RuntimeError:  # under torch.func.vmap, which allows no data-dependent branch
+        all_small = all_big = False
+    if all_small:
+        return torch.log(torch.logaddexp(torch.zeros_like(q), -q))
+    if all_big:
+        return -q + torch.log1p(-0.5 * torch.exp(-q))
+    qs = torch.where(big, 0.0, q)  # no log(0) in the branch not taken (its gradient would be NaN)
     small_q = torch.log(torch.logaddexp(torch.zeros_like(qs), -qs))
-    large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, torch.full_like(q, 30.0))))
+    large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, 30.0)))
     return torch.where(big, large_q, small_q)
 
 
