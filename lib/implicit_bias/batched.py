@@ -394,6 +394,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
             segment_of[seg.start + j] = (seg, j)
     K = len(runs)
     F = np.zeros(K)  # each run's frame, in stack order
+    frames = torch.zeros(K, 1, device=dev, dtype=dtype)  # F as a column, for the loss slopes
     n = X.shape[0]
     samplers = None
     if first.batch != "full":
@@ -437,16 +438,17 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
             k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
             raise FloatingPointError(f"{runs[k].label}: the loss became {log_l[position[k]]} at "
                                      f"step {t}; lower the learning rate.")
-        if frame:
-            shift = np.where(np.abs(log_l + F) > FRAME_SLACK, -log_l - F, 0.0)
+        moved = np.abs(log_l + F) > FRAME_SLACK
+        if frame and moved.any():
+            shift = np.where(moved, -log_l - F, 0.0)
             while np.any(shift != 0):  # in pieces, as the loop does: no ratio overflows
                 piece = np.clip(shift, -700.0, 700.0)
                 ratios = np.exp(piece)
                 for seg in segments:
                     seg.rescale_gradients(ratios[seg.start:seg.start + seg.k])
                 shift = shift - piece
-            F = np.where(np.abs(log_l + F) > FRAME_SLACK, -log_l, F)
-        frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
+            F = np.where(moved, -log_l, F)
+            frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
         if samplers is not None:
             # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
             _warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
