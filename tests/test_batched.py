@@ -216,12 +216,25 @@ def test_the_engine_leaves_unbatched_runs_to_the_loop(small_data):
             train.train(runs[2], small_data, max_batch=bad, **kw)
 
 
-def test_overflow_and_divergence_are_reported_per_run(small_data):
-    kw = dict(norms=(), progress=False, device="cpu", engine="batched")
-    fine = train.Run("Muon", 0.01, 300, model=TWO, schedule=0.5, label="fine")
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_overflow_and_divergence_are_reported_per_run(engine, small_data):
+    """A failed run raises RunFailed naming it; with failures='return' it comes back as
+    that error in its place, and the other runs are what they are without it."""
+    kw = dict(norms=("l2",), progress=False, device="cpu", engine=engine)
+    fine = [train.Run("Muon", 0.01, 300, model=TWO, schedule=0.5, seed=s, label=f"fine {s}") for s in (0, 1)]
     bad = train.Run("Muon", 0.2, 300, model=TWO, label="too fast")
-    with pytest.raises(FloatingPointError, match="too fast.*overflowed"):
-        train.train([fine, bad], small_data, **kw)
+    with pytest.raises(train.RunFailed, match="too fast.*overflowed") as caught:
+        train.train([fine[0], bad, fine[1]], small_data, **kw)
+    assert caught.value.run is bad and isinstance(caught.value, FloatingPointError)
+    got = train.train([fine[0], bad, fine[1]], small_data, failures="return", **kw)
+    assert isinstance(got[1], train.RunFailed) and got[1].run is bad
+    alone = train.train(fine, small_data, **kw)
+    for h, ref in zip([got[0], got[2]], alone, strict=True):
+        assert h.run is ref.run and h.engine["name"] == engine
+        assert rel_err(h.model, ref.model) < 1e-12
+        np.testing.assert_allclose(h.log_loss, ref.log_loss, rtol=1e-12)
+    with pytest.raises(ValueError, match="failures must be one of"):
+        train.train(fine, small_data, failures="ignore", **kw)
 
 
 def test_dead_coordinates_warn_once_and_stay_finite(small_data):

@@ -162,8 +162,8 @@ class BatchedOptimizer:
     :func:`signature` (``positions``: each parameter group's parameters, as positions in
     the stack). ``step(params, grads, t)`` takes the whole stack's tensors."""
 
-    def __init__(self, opts, schedules, stack_params, start: int, labels, positions):
-        self.start, self.k, self.labels = start, len(opts), list(labels)
+    def __init__(self, opts, schedules, stack_params, start: int, runs, positions):
+        self.start, self.k, self.runs = start, len(opts), list(runs)
         self.groups = []
         first = opts[0]
         dev, dtype = stack_params[0].device, stack_params[0].dtype
@@ -295,11 +295,13 @@ class BatchedOptimizer:
                     bufs[i] = x * c if name in _FIRST_MOMENTS else x * c * c
                     bad = ~bufs[i].reshape(self.k, -1).isfinite().all(dim=1)
                     if bool(bad.any()):
-                        label = self.labels[int(bad.nonzero()[0])]
-                        raise FloatingPointError(
-                            f"{label}: rescaling the optimizer state by {ratios[int(bad.nonzero()[0])]:.3g} "
+                        from .train import RunFailed
+
+                        j = int(bad.nonzero()[0])
+                        raise RunFailed(self.runs[j], (
+                            f"{self.runs[j].label}: rescaling the optimizer state by {ratios[j]:.3g} "
                             "overflowed: the loss fell faster than the optimizer's memory decays, "
-                            "beyond float64's range. Lower the learning rate or use a decaying schedule.")
+                            "beyond float64's range. Lower the learning rate or use a decaying schedule."))
 
 
 # --- chunking ---------------------------------------------------------------------------
@@ -358,7 +360,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     :func:`train.train`'s loop would one by one; returns their histories in order.
     ``observe`` is called as in the loop, on each run's own model and optimizer objects,
     which are given the run's parameters, gradients and state at each logged step."""
-    from .train import DTYPES, FRAME_SLACK, _history, _record, _warn_underflow, batches, log_grid
+    from .train import DTYPES, FRAME_SLACK, RunFailed, _history, _record, _warn_underflow, batches, log_grid
 
     start_time = time.perf_counter()
     if dev.type == "cuda":
@@ -380,7 +382,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
         members = [k for k in order if sigs[k] == sig]
         segments.append(BatchedOptimizer(
             [opts[k] for k in members], [runs[k].schedule for k in members], stack.params, at,
-            [runs[k].label for k in members], [idx for _, idx, _, _ in sig]))
+            [runs[k] for k in members], [idx for _, idx, _, _ in sig]))
         at += len(members)
 
     grid = log_grid(first.steps, log_points)
@@ -436,7 +438,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
         log_l = log_l.cpu().numpy()
         if not np.isfinite(log_l).all():
             k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
-            raise FloatingPointError(f"{runs[k].label}: the loss became {log_l[position[k]]} at "
+            raise RunFailed(runs[k], f"{runs[k].label}: the loss became {log_l[position[k]]} at "
                                      f"step {t}; lower the learning rate.")
         moved = np.abs(log_l + F) > FRAME_SLACK
         if frame and moved.any():

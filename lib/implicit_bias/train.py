@@ -200,11 +200,22 @@ def _datasets(data, runs, dev):
 
 
 ENGINES = ("auto", "batched", "loop")
+FAILURES = ("raise", "return")
+
+
+class RunFailed(FloatingPointError):
+    """A run left the float range (its loss, or its optimizer's state under a new frame).
+    ``run`` is the :class:`Run`; ``train(..., failures='return')`` returns this error in
+    the run's place instead of raising it."""
+
+    def __init__(self, run, message: str):
+        super().__init__(message)
+        self.run = run
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
           frame: bool = True, progress: bool = True, device=None, observe=None,
-          engine: str = "auto", max_batch: int | None = None) -> list[History]:
+          engine: str = "auto", max_batch: int | None = None, failures: str = "raise") -> list:
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
@@ -221,6 +232,11 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     loop for all; ``'batched'`` refuses runs the batched engine cannot take.
     ``History.engine`` says which trained each run.
 
+    ``failures``: a run whose loss or optimizer state leaves the float range raises
+    :class:`RunFailed` (``'raise'``, the default) or, with ``'return'``, is returned as
+    that error in its place while the other runs train on (a batched chunk with a failed
+    run is trained again without it: runs in a stack do not affect each other).
+
     ``observe(model, optimizer, frame)``, if given, is called at every logged step, right
     after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
     and returns a dict of numbers or arrays; ``History.observed[name]`` stacks them over
@@ -235,6 +251,8 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
     if max_batch is not None and not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}.")
+    if failures not in FAILURES:
+        raise ValueError(f"failures must be one of {FAILURES}, got {failures!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
     groups, alone = {}, []
@@ -260,13 +278,28 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
             size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
             for at in range(0, len(members), size):
                 chunk = members[at:at + size]
-                hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
-                                            frame, dev, bar, observe)
-                for i, h in zip(chunk, hists):
-                    out[i] = h
+                while chunk:
+                    try:
+                        hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
+                                                    frame, dev, bar, observe)
+                    except RunFailed as err:
+                        if failures == "raise":
+                            raise
+                        failed = next(i for i in chunk if runs[i] is err.run)
+                        out[failed] = err
+                        chunk = [i for i in chunk if i != failed]
+                        continue
+                    for i, h in zip(chunk, hists):
+                        out[i] = h
+                    chunk = []
         for i in alone:
-            out[i] = _train_one(runs[i], *datasets[runs[i].data], norms, log_points, frame, dev,
-                                bar, observe)
+            try:
+                out[i] = _train_one(runs[i], *datasets[runs[i].data], norms, log_points, frame, dev,
+                                    bar, observe)
+            except RunFailed as err:
+                if failures == "raise":
+                    raise
+                out[i] = err
     finally:
         if bar is not None:
             bar.close()
@@ -322,8 +355,8 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
             with torch.no_grad():
                 log_l = float(losses.log_loss(y * model(X), run.loss))
         if not math.isfinite(log_l):
-            raise FloatingPointError(
-                f"{run.label}: the loss became {log_l} at step {t}; lower the learning rate.")
+            raise RunFailed(run, f"{run.label}: the loss became {log_l} at step {t}; "
+                                 "lower the learning rate.")
         if frame and abs(log_l + F) > FRAME_SLACK:
             # One step can move log L by more than float64's exponent range (a normalized
             # method on a degree-3 model at a constant rate): rescale in pieces so that
@@ -331,7 +364,10 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
             shift = -log_l - F
             while shift:
                 piece = max(-700.0, min(700.0, shift))
-                opt.rescale_gradients(math.exp(piece))
+                try:
+                    opt.rescale_gradients(math.exp(piece))
+                except FloatingPointError as err:
+                    raise RunFailed(run, f"{run.label}: {err}") from err
                 shift -= piece
             F = -log_l
         if sampler is None and not per_sample:
@@ -435,5 +471,5 @@ def summary(histories, norms=None) -> list[dict]:
     return rows
 
 
-__all__ = ["Run", "History", "train", "log_grid", "summary", "adaptive_scales", "batches",
+__all__ = ["Run", "History", "train", "RunFailed", "log_grid", "summary", "adaptive_scales", "batches",
            "per_sample_gradients", "BATCH_SCHEMES"]
