@@ -7,8 +7,6 @@ loss ``e^F L`` can be differentiated without underflow (Lyu & Li 2019).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 LOSSES = ("exponential", "logistic")
@@ -25,14 +23,13 @@ def log_terms(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
     _check(kind)
     if kind == "exponential":
         return -q
-    # log(1 + e^{-q}) as logaddexp(0, -q) is exact to rounding while e^{-q} is a normal
-    # float (q < 708 in float64, 87 in float32; torch's softplus returns -q unchanged for
-    # -q > 20, a relative error up to 3e-11). For large q use -q + log1p(-e^-q/2): the
-    # ratio log1p(e^-q)/e^-q is 1 - e^-q/2 + O(e^-2q), so this is exact to rounding for
-    # q > 30 and never underflows. Switch between the two well inside the float range.
-    switch = switch_point(q.dtype)
-    big = q > switch
-    # This runs at every training step: when no margin needs the second branch, skip it.
+    # For q > 30, log(softplus(-q)) = -q + log(log1p(e^-q)/e^-q) and the ratio is
+    # 1 - e^-q/2 + O(e^-2q): use -q + log1p(-e^-q/2), exact to rounding. Below, use
+    # log(1 + e^{-q}) as logaddexp(0, -q): exact to rounding for every q (torch's softplus
+    # returns -q unchanged for -q > 20, a relative error up to 3e-11).
+    big = q > 30
+    # This runs at every training step, and a long run soon has every margin above 30:
+    # when no margin needs a branch, skip it.
     try:
         some_big = bool(big.any())
         all_big = some_big and bool(big.all())
@@ -44,14 +41,8 @@ def log_terms(q: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
         return -q + torch.log1p(-0.5 * torch.exp(-q))
     qs = torch.where(big, 0.0, q)  # no log(0) in the branch not taken (its gradient would be NaN)
     small_q = torch.log(torch.logaddexp(torch.zeros_like(qs), -qs))
-    large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, switch)))
+    large_q = -q + torch.log1p(-0.5 * torch.exp(-torch.where(big, q, 30.0)))
     return torch.where(big, large_q, small_q)
-
-
-def switch_point(dtype: torch.dtype) -> float:
-    """The margin above which :func:`log_terms` uses its large-q form: 85% of the way to
-    where ``e^{−q}`` leaves the normal floats (602 in float64, 74 in float32), never below 30."""
-    return max(30.0, -0.85 * math.log(torch.finfo(dtype).tiny))
 
 
 def logsumexp(terms: torch.Tensor) -> torch.Tensor:
