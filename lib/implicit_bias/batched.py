@@ -360,7 +360,17 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     :func:`train.train`'s loop would one by one; returns their histories in order.
     ``observe`` is called as in the loop, on each run's own model and optimizer objects,
     which are given the run's parameters, gradients and state at each logged step."""
-    from .train import DTYPES, FRAME_SLACK, RunFailed, _history, _record, _warn_underflow, batches, log_grid
+    from .train import (
+        DTYPES,
+        FRAME_SLACK,
+        RunFailed,
+        _history,
+        _observe,
+        _record,
+        _warn_underflow,
+        batches,
+        log_grid,
+    )
 
     start_time = time.perf_counter()
     if dev.type == "cuda":
@@ -414,8 +424,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
                         p.grad = G[i].clone()
                     seg, j = segment_of[i]
                     seg.export(j, opts[k], t)
-                    for name, value in observe(nets[k], opts[k], float(F[i])).items():
-                        observed[k].setdefault(name, []).append(np.asarray(value, dtype=float))
+                _observe(observed[k], observe, nets[k], opts[k], float(F[i]))
 
     next_log, pending, grads = 0, False, None
     for t in range(1, first.steps + 1):

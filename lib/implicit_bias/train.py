@@ -382,11 +382,16 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
         if t == grid[next_log]:
             _log(record, model, X, y, run.loss, norm_objs)
             if observe is not None:
-                with torch.no_grad():
-                    for name, value in observe(model, opt, F).items():
-                        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
+                _observe(observed, observe, model, opt, F)
             next_log += 1
     return _history(run, grid, record, model, time.perf_counter() - start, {"name": "loop"}, observed)
+
+
+@torch.no_grad()
+def _observe(observed, observe, model, optimizer, frame) -> None:
+    """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
+    for name, value in observe(model, optimizer, frame).items():
+        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
 
 
 def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
