@@ -23,8 +23,10 @@ from . import (
     stacked,
     stats,
     store,
+    symmetry,
     train,
     updates,
+    verdicts,
 )
 from .config import device, profile, sized
 from .margins import direction_cosine, normalized_margin, smoothed_margin
@@ -35,7 +37,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "batched", "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim",
-    "optimality", "plots", "stacked", "stats", "store", "train", "updates", "device", "profile", "sized",
+    "optimality", "plots", "stacked", "stats", "store", "symmetry", "train", "updates", "verdicts", "device", "profile", "sized",
     "direction_cosine",
     "normalized_margin", "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run",
     "__version__",

@@ -119,13 +119,26 @@ def _generator(seed):
 
 
 class HomogeneousModel(nn.Module):
-    """Base class: ``degree`` is the homogeneity degree L in the parameters."""
+    """Base class: ``degree`` is the homogeneity degree L in the parameters.
+
+    A model with rescaling symmetries (maps of θ that leave ``f`` unchanged) describes them
+    by ``symmetry_size(group)`` and ``rescaled(params, s, group)``: log-scales ``s`` of that
+    size act on the parameter list, ``s = 0`` is the identity, and ``f`` is the same at every
+    ``s``. ``group`` is ``'neuron'`` (every hidden unit on its own) or ``'layer'`` (one scale
+    per layer). The default is no symmetry; :mod:`implicit_bias.symmetry` uses these to
+    score functions rather than parametrizations."""
 
     degree: float
 
     def margins(self, X, y):
         """Per-sample margins ``q_i = y_i f(x_i; θ)``."""
         return y * self(X)
+
+    def symmetry_size(self, group: str = "neuron") -> int:
+        return 0
+
+    def rescaled(self, params, s, group: str = "neuron"):
+        return list(params)
 
 
 class Linear(HomogeneousModel):
@@ -155,6 +168,15 @@ class DiagonalLinear(HomogeneousModel):
             [_init((d,), 1, g, init_scale, dtype) for _ in range(depth)])
         self.degree = float(depth)
 
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        return (len(self.layers) - 1) * (self.layers[0].numel() if group == "neuron" else 1)
+
+    def rescaled(self, params, s, group="neuron"):
+        # layer l < D−1 times e^{s_l}, the last layer times e^{−Σ s_l}: every product unchanged
+        s = s.reshape(len(params) - 1, -1)
+        return [p * torch.exp(g) for p, g in zip(params, [*s, -s.sum(0)])]
+
     def forward(self, X):
         # Index one by one: a slice of a ParameterList bypasses torch.func.functional_call,
         # which would silently drop those layers from the margin gradients of `kkt`.
@@ -176,6 +198,15 @@ class TwoLayer(HomogeneousModel):
         self.W = _init((width, d), d, g, init_scale, dtype)
         self.a = _init((width,), width, g, init_scale, dtype)
         self.degree = 1.0 + self.act.degree
+
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        return self.W.shape[0] if group == "neuron" else 1
+
+    def rescaled(self, params, s, group="neuron"):
+        # (w_j, a_j) → (c_j w_j, a_j / c_j^q): σ(c z) = c^q σ(z) for c > 0
+        W, a = params
+        return [W * torch.exp(s)[:, None], a * torch.exp(-self.act.degree * s)]
 
     def forward(self, X):
         return self.act(X @ self.W.T) @ self.a
@@ -200,12 +231,41 @@ class MLP(HomogeneousModel):
             degree = self.act.degree * (degree + 1.0)
         self.degree = degree + 1.0
 
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        hidden = [w.shape[0] for w in self.weights][:-1]
+        return sum(hidden) if group == "neuron" else len(hidden)
+
+    def rescaled(self, params, s, group="neuron"):
+        # hidden unit j of layer l: incoming row × c, outgoing column × c^{−q}
+        hidden = [w.shape[0] for w in params][:-1]
+        if group == "layer":
+            s = torch.cat([s[i].expand(h) for i, h in enumerate(hidden)])
+        scales = [*torch.split(s, hidden), None]
+        out, prev = [], None
+        for w, row in zip(params, scales):
+            if row is not None:
+                w = w * torch.exp(row)[:, None]
+            if prev is not None:
+                w = w * torch.exp(-self.act.degree * prev)[None, :]
+            out.append(w)
+            prev = row
+        return out
+
     def forward(self, X):
         h = X
         last = len(self.weights) - 1
         for i in range(last):  # indexed, not sliced: see DiagonalLinear.forward
             h = self.act(h @ self.weights[i].T)
         return (h @ self.weights[last].T).squeeze(-1)
+
+
+GROUPS = ("neuron", "layer")
+
+
+def _check_group(group) -> None:
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}.")
 
 
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:

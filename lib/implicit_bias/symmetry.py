@@ -1,0 +1,233 @@
+"""Function-level margins: a homogeneous network scored at the best point of its rescalings.
+
+For ``f(x) = Σ_j a_j σ(w_j·x)`` with σ q-homogeneous, every map
+``(w_j, a_j) → (c_j w_j, a_j / c_j^q)`` (c_j > 0) leaves ``f`` unchanged but changes every
+norm of θ except at balanced points of ℓ2-type norms. A raw normalized margin in a max-type
+norm (ℓ∞, max-spectral, hybrid) therefore partly measures *how the parameters are split
+between layers*, not the function. The function-level margin is the margin at the best
+point of the symmetry,
+
+    γ_fn(θ) = min_i q_i(θ) / min_s ‖T_s θ‖^L,
+
+and the *rebalancing gain* ``γ_fn / γ`` is ≥ 1, with equality at every KKT point of the
+margin problem (no rescaling can shorten a KKT point: a cheap necessary check). Compare
+optimizers on ``γ_fn``; report the raw γ beside it.
+
+The models of :mod:`implicit_bias.models` describe their symmetries by log-scales ``s``
+(``symmetry_size``, ``rescaled``); a user's model that defines the same two methods works
+here too. ``log ‖T_s θ‖`` is convex in ``s`` for the book's norms (each is a max or a
+norm of terms ``e^{affine(s)}``), so the minimum is found by L-BFGS on a smoothed
+log-norm whose smoothing is tightened step by step; the value returned is the exact norm
+at the point found, never worse than the raw one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import norms as _norms
+from .margins import _degree, _norm
+
+#: Smoothing temperatures of the max-type norms, tightened in turn (a log-sum-exp with
+#: temperature τ over N terms is within τ log N of the max).
+TEMPERATURES = (0.1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def _smooth_max(values: torch.Tensor, tau: float) -> torch.Tensor:
+    return tau * torch.logsumexp(values / tau, dim=0)
+
+
+def _log_abs(x: torch.Tensor) -> torch.Tensor:
+    x = x.reshape(-1)
+    return torch.log(x[x != 0].abs())  # a zero entry has no log-scale (and no say in any max)
+
+
+def _spectral(x: torch.Tensor) -> torch.Tensor:
+    """σ_max of x's matrix view as ``u₁ᵀ M v₁`` with the singular vectors held fixed: the same
+    value and gradient (σ_max is differentiable where it is simple) for one SVD without
+    autograd through it."""
+    m = _norms.as_matrix(x)
+    if m.shape[0] == 1:
+        return m.norm()
+    # numpy's LAPACK: torch's multi-threaded SVD of a small matrix is ~50× slower on a busy CPU
+    u, _, vh = np.linalg.svd(m.detach().cpu().numpy(), full_matrices=False)
+    u1, v1 = (torch.as_tensor(v, dtype=m.dtype, device=m.device) for v in (u[:, 0], vh[0]))
+    return u1 @ m @ v1
+
+
+def smooth_log_norm(norm: _norms.Norm, xs, tau: float) -> torch.Tensor:
+    """``log ‖xs‖`` with every max replaced by a log-sum-exp at temperature ``tau`` (an upper
+    bound within ``tau · log(#terms)``). Norms of this library are smoothed term by term; any
+    other :class:`Norm` is used as it is (autograd then sees a subgradient)."""
+    if isinstance(norm, _norms.L2):
+        return 0.5 * torch.logsumexp(2 * torch.cat([_log_abs(x) for x in xs]), dim=0)
+    if isinstance(norm, _norms.L1):
+        return torch.logsumexp(torch.cat([_log_abs(x) for x in xs]), dim=0)
+    if isinstance(norm, _norms.Linf):
+        return _smooth_max(torch.cat([_log_abs(x) for x in xs]), tau)
+    if isinstance(norm, _norms.Spectral) and norm.polar == "svd":
+        return _smooth_max(torch.stack([_spectral(x).log() for x in xs]), tau)
+    if isinstance(norm, _norms.MaxNorm):
+        blocks = [math.log(w) + smooth_log_norm(n, [xs[i] for i in idx], tau) for n, idx, w in norm.blocks]
+        return _smooth_max(torch.stack(blocks), tau)
+    return torch.log(norm(xs))
+
+
+def _check_model(model) -> None:
+    if not (hasattr(model, "symmetry_size") and hasattr(model, "rescaled")):
+        raise TypeError(
+            f"{type(model).__name__} does not describe its rescaling symmetries: define "
+            "`symmetry_size(group)` and `rescaled(params, s, group)` (see models.HomogeneousModel), "
+            "or use the raw margin (margins.normalized_margin) if it has none.")
+
+
+def _tensor_terms(norm, indices, tau):
+    """For a norm that is a max of per-tensor terms (ℓ∞, max-spectral, a MaxNorm of them):
+    a function ``xs → {tensor index: smooth log term}``; None for any other norm."""
+    if isinstance(norm, (_norms.Linf, _norms.Spectral)) and getattr(norm, "polar", "svd") == "svd":
+        return lambda xs: {i: smooth_log_norm(norm, [xs[i]], tau) for i in indices}
+    if isinstance(norm, _norms.MaxNorm):
+        parts = [(_tensor_terms(n, [indices[i] for i in idx], tau), math.log(w)) for n, idx, w in norm.blocks]
+        if any(f is None for f, _ in parts):
+            return None
+        return lambda xs: {i: v + lw for f, lw in parts for i, v in f(xs).items()}
+    return None
+
+
+def _layer_shift(model, params, norm, group):
+    """The rates ``(α, β)`` at which the log of each tensor's scale moves along the uniform
+    shift ``s → s + c`` (first tensors ``+α c``, the others ``−β c``), when the model's
+    symmetry has one such shift and ``norm`` is a max of per-tensor terms; else None.
+
+    Along that shift ``max(P + αc, Q − βc)`` is smallest at ``(βP + αQ)/(α + β)``, a smooth
+    function of the rest of ``s``: the one kink that cannot be smoothed away cheaply (the
+    two layers' balance) is removed exactly."""
+    if model.symmetry_size("layer") != 1 or _tensor_terms(norm, list(range(len(params))), 1.0) is None:
+        return None
+    one = torch.ones(model.symmetry_size(group), dtype=params[0].dtype, device=params[0].device)
+    moved = model.rescaled(params, one, group)
+    rates = [float((m.abs().sum() / p.abs().sum()).log()) if p.abs().sum() > 0 else 0.0
+             for m, p in zip(moved, params)]
+    up = [r for r in rates if r > 1e-9]
+    down = [-r for r in rates if r < -1e-9]
+    if not up or not down or max(up) - min(up) > 1e-9 or max(down) - min(down) > 1e-9:
+        return None
+    return up[0], down[0], [r > 0 for r in rates]
+
+
+def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
+                   rtol: float = 1e-9) -> torch.Tensor:
+    """The log-scales ``s`` that minimize ``‖T_s θ‖`` over the model's symmetry ``group``
+    (``'neuron'``: every hidden unit on its own; ``'layer'``: one scale per layer).
+
+    L-BFGS on a smoothed log-norm, tightening the smoothing until a temperature improves the
+    exact norm by less than ``rtol`` (relative); the layers' balance is solved exactly where
+    the model allows (see ``_layer_shift``)."""
+    _check_model(model)
+    params = [p.detach() for p in model.parameters()]
+    norm = _norm(norm, params)
+    size = model.symmetry_size(group)
+    s = torch.zeros(size, dtype=params[0].dtype, device=params[0].device)
+    if size == 0:
+        return s
+    shift = _layer_shift(model, params, norm, group)
+
+    def objective(s, tau):
+        xs = model.rescaled(params, s, group)
+        if shift is None:
+            return smooth_log_norm(norm, xs, tau)
+        a, b, first = shift
+        terms = _tensor_terms(norm, list(range(len(xs))), tau)(xs)
+        P = _smooth_max(torch.stack([v for i, v in terms.items() if first[i]]), tau)
+        Q = _smooth_max(torch.stack([v for i, v in terms.items() if not first[i]]), tau)
+        return (b * P + a * Q) / (a + b)
+
+    def exact(s):
+        with torch.no_grad():
+            return float(norm(model.rescaled(params, s, group)))
+
+    s.requires_grad_(True)
+    best, best_value = s.detach().clone(), exact(s.detach())
+    for tau in TEMPERATURES:
+        opt = torch.optim.LBFGS([s], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
+                                tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure(opt=opt, tau=tau):
+            opt.zero_grad()
+            value = objective(s, tau)
+            value.backward()
+            return value
+
+        opt.step(closure)
+        candidate = s.detach().clone()
+        if shift is not None:  # put the two layers at their exact balance
+            candidate = candidate + _balance(exact, candidate)
+        value = exact(candidate)
+        improved = best_value - value
+        if math.isfinite(value) and improved > 0:  # the exact norm: keep the best point seen
+            best, best_value = candidate, value
+        if tau < 1e-2 and improved < rtol * best_value:
+            break
+    return best
+
+
+def _balance(exact, s) -> float:
+    """The uniform shift ``c`` minimizing the exact norm at ``s + c`` (a 1-D convex problem)."""
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda c: math.log(exact(s + c)), bracket=(-1.0, 1.0), tol=1e-12)
+    return float(res.x) if res.fun <= math.log(exact(s)) else 0.0
+
+
+def rebalanced_params(model, norm="l2", group: str = "neuron") -> list[torch.Tensor]:
+    """The parameters at the best point of the symmetry: same function, smallest norm."""
+    s = best_rescaling(model, norm, group)
+    with torch.no_grad():
+        return [p.detach() for p in model.rescaled([p.detach() for p in model.parameters()], s, group)]
+
+
+@torch.no_grad()
+def function_margin(model, X, y, norm="l2", group: str = "neuron") -> float:
+    """The normalized margin ``min_i q_i / ‖T_s θ‖^L`` at the best rescaling ``s``: a property
+    of the function ``f``, the same for every parametrization of it."""
+    degree = _degree(model)
+    q_min = (y * model(X)).min()
+    params = rebalanced_params(model, norm, group)
+    return float(q_min / _norm(norm, params)(params) ** degree)
+
+
+def rebalancing_gain(model, X, y, norm="l2", group: str = "neuron") -> float:
+    """``function_margin / normalized_margin`` (≥ 1; = 1 at a KKT point of the margin
+    problem in ``norm``). Defined for separated data (positive margins)."""
+    from .margins import normalized_margin
+
+    raw = normalized_margin(model, X, y, norm)
+    if not raw > 0:
+        raise ValueError(f"rebalancing_gain needs separated data (raw margin {raw:.3g} ≤ 0).")
+    return function_margin(model, X, y, norm, group) / raw
+
+
+def summary(histories, X, y, norms, group: str = "neuron") -> list[dict]:
+    """One row per history, like :func:`train.summary`: ``label``, ``seed``, then for every
+    norm the function-level margin under ``norm``, the raw one under ``'<norm> raw'`` and
+    their ratio under ``'<norm> gain'`` (final models). ``X, y`` are the training data."""
+    rows = []
+    for h in histories:
+        model = h.model.cpu()
+        Xc, yc = X.to(next(model.parameters()).dtype), y.to(next(model.parameters()).dtype)
+        row = {"label": h.run.label, "seed": h.run.seed, "log10_loss": h.log_loss[-1] / math.log(10)}
+        for n in norms:
+            params = [p.detach() for p in model.parameters()]
+            nobj = _norm(n, params)
+            raw = float((yc * model(Xc)).min().detach() / nobj(params) ** model.degree)
+            fn = function_margin(model, Xc, yc, nobj, group)
+            row |= {n: fn, f"{n} raw": raw, f"{n} gain": fn / raw if raw > 0 else math.nan}
+        rows.append(row)
+    return rows
+
+
+__all__ = ["best_rescaling", "rebalanced_params", "function_margin", "rebalancing_gain", "summary",
+           "smooth_log_norm"]
