@@ -20,6 +20,7 @@ from . import (
     optim,
     optimality,
     plots,
+    regime,
     stacked,
     stats,
     store,
@@ -37,7 +38,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "batched", "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim",
-    "optimality", "plots", "stacked", "stats", "store", "symmetry", "train", "updates", "verdicts", "device", "profile", "sized",
+    "optimality", "plots", "regime", "stacked", "stats", "store", "symmetry", "train", "updates", "verdicts", "device", "profile", "sized",
     "direction_cosine",
     "normalized_margin", "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run",
     "__version__",

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from . import losses, models, optim
+from . import losses, models, optim, regime
 from .config import DTYPE
 from .config import device as default_device
 from .data import check_labels
@@ -303,6 +303,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     finally:
         if bar is not None:
             bar.close()
+    regime.warn(out)
     return out
 
 

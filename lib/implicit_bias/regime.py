@@ -1,0 +1,126 @@
+"""Regime monitors: is a run inside the regime its theorem describes?
+
+* **Adam's step ratio.** Adam's step is ``m̂/√v̂``; the ε = 0 theorem (Gronich & Vardi 2026,
+  Thm 3.6) describes runs where it stays of order one, so Adam moves like sign descent.
+  ``√v̂`` forgets old gradients at about ``½ log(1/β2)`` nats per step (:func:`forget_rate`).
+  Near the end of training the gradient scales with the loss, so if ``log L`` falls by more
+  than that per step, ``√v̂`` is dominated by the larger past gradients and the ratio
+  collapses: the Adam block stops moving (measured: 1e-22 by step ~1,100 for Muon-Adam at
+  β = (0.9, 0.95) on the digits net). :func:`ratio_deficit` predicts that from the loss
+  alone; :func:`step_ratio` (an observer for ``train(observe=...)``) measures it.
+* **Path length.** Under ``η_t = η_0 t^{−a}`` a normalized method moves by at most
+  ``Σ_{t>T} η_t`` unit steps after step T (:func:`path_remaining`), which bounds how far its
+  direction can still turn: a directional-convergence check weaker than that cannot fail.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+#: A run leaves Adam's regime when the predicted step ratio falls below e^{-this} (0.1).
+DEFICIT_LIMIT = math.log(10.0)
+
+
+def forget_rate(beta2: float) -> float:
+    """Nats per step at which ``√v̂`` forgets: ``½ log(1/β2)`` (0.026 at β2 = 0.95)."""
+    if not 0 < beta2 < 1:
+        raise ValueError(f"beta2 must be in (0, 1), got {beta2}.")
+    return 0.5 * math.log(1.0 / beta2)
+
+
+def loss_drop_per_step(history) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, drop)``: the mean fall of ``log L`` per step between consecutive logged
+    steps (positive while the loss falls), at the end step of each interval."""
+    steps = np.asarray(history.steps, dtype=float)
+    return history.steps[1:], -np.diff(history.log_loss) / np.diff(steps)
+
+
+def ratio_deficit(history, beta2: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, deficit)``: the predicted ``−log`` of Adam's step ratio from the loss alone.
+    Each step the ratio shrinks by the loss's fall in excess of :func:`forget_rate` and
+    recovers at that rate when the loss falls slower, never above 1 (deficit ≥ 0)."""
+    steps, drop = loss_drop_per_step(history)
+    widths = np.diff(np.asarray(history.steps, dtype=float))
+    deficit, out = 0.0, []
+    for d, w in zip(drop, widths):
+        deficit = max(0.0, deficit + (d - forget_rate(beta2)) * w)
+        out.append(deficit)
+    return steps, np.array(out)
+
+
+def adam_beta2(run) -> float | None:
+    """The β2 of a run's Adam block (Adam, Muon-Adam), or None for other optimizers."""
+    if run.optimizer not in ("Adam", "MuonAdam"):
+        return None
+    return float(run.options.get("betas", (0.9, 0.99))[1])
+
+
+def check(history) -> str | None:
+    """A message if an Adam-family run left its regime (the predicted step ratio ended below
+    ``e^{−DEFICIT_LIMIT}``), else None."""
+    beta2 = adam_beta2(history.run)
+    if beta2 is None or len(history.steps) < 2:
+        return None
+    steps, deficit = ratio_deficit(history, beta2)
+    if deficit[-1] <= DEFICIT_LIMIT:
+        return None
+    first = int(steps[np.argmax(deficit > DEFICIT_LIMIT)])
+    return (f"run {history.run.label!r} (seed {history.run.seed}) left Adam's regime from about step "
+            f"{first}: log L falls faster than ½ log(1/β2) = {forget_rate(beta2):.3g} per step, so √v̂ "
+            f"cannot forget and Adam's step ratio |m̂|/√v̂ collapses (predicted e^-{deficit[-1]:.0f} at the "
+            "end). The ε = 0 theorem does not describe this run: lower β2 (keeping β1 ≤ β2) or the base "
+            "rate. See implicit_bias.regime.")
+
+
+def warn(histories) -> None:
+    """Warn once for every history of :func:`check` (``train`` calls this)."""
+    for h in histories:
+        message = check(h) if hasattr(h, "run") else None
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+@torch.no_grad()
+def step_ratio(model, optimizer, frame: float) -> dict:
+    """An observer for ``train(observe=...)``: the median over coordinates of Adam's
+    ``|m̂|/√v̂`` for every parameter in an Adam group, as ``{'step ratio <name>': value}``
+    (NaN before the first step or where ``v̂ = 0``). The frame cancels in the ratio."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    out = {}
+    for group in optimizer.param_groups:
+        if group.get("rule") != "adam":
+            continue
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if "exp_avg" not in state:
+                continue
+            t = state["step"]
+            m = state["exp_avg"] / (1 - group["beta1"] ** t)
+            v = state["exp_avg_sq"] / (1 - group["beta2"] ** t)
+            live = v > 0
+            ratio = (m[live].abs() / v[live].sqrt()) if live.any() else torch.full((1,), math.nan)
+            out[f"step ratio {names.get(id(p), '?')}"] = float(ratio.median())
+    return out
+
+
+def path_remaining(lr: float, exponent: float, start: int, end: int) -> float:
+    """``Σ_{t=start+1}^{end} η_0 t^{−a}``: how many unit steps a normalized method can still
+    take between steps ``start`` and ``end`` (each step moves by at most η_t in its norm)."""
+    t = np.arange(start + 1, end + 1, dtype=float)
+    return float(lr * np.sum(t ** (-exponent)))
+
+
+def max_turn(lr: float, exponent: float, start: int, end: int, norm_at_start: float) -> float:
+    """An upper bound, in radians, on the angle between θ_start and θ_end when every step
+    moves θ by at most η_t in ℓ2 and ‖θ_start‖₂ = ``norm_at_start``: the path can turn the
+    direction by at most ``arcsin`` of its length over the radius (and π/2 once it is longer)."""
+    length = path_remaining(lr, exponent, start, end)
+    return math.asin(min(1.0, length / norm_at_start))
+
+
+__all__ = ["forget_rate", "loss_drop_per_step", "ratio_deficit", "check", "warn", "step_ratio",
+           "path_remaining", "max_turn", "adam_beta2", "DEFICIT_LIMIT"]

@@ -1,0 +1,82 @@
+"""Regime monitors: Adam's forgetting rate, the step-ratio deficit predicted from the loss,
+the measured step ratio, the warning `train` gives, and the path-length bound."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from implicit_bias import data, regime
+from implicit_bias.train import History, Run, train
+
+
+def _history(run, steps, log_loss):
+    n = len(steps)
+    return History(run=run, steps=np.asarray(steps), log_loss=np.asarray(log_loss, dtype=float), margins={},
+                   param_norm=np.ones(n), directions=np.ones((n, 1)), model=None, seconds=0.0)
+
+
+def test_forget_rate():
+    assert regime.forget_rate(0.95) == pytest.approx(0.5 * math.log(1 / 0.95))
+    with pytest.raises(ValueError):
+        regime.forget_rate(1.0)
+
+
+def test_deficit_grows_only_while_the_loss_falls_faster_than_the_memory_forgets():
+    run = Run("Adam", 0.1, 1000, options={"betas": (0.9, 0.95)})
+    rate = regime.forget_rate(0.95)
+    steps = np.arange(1, 1001, 10)
+    slow = _history(run, steps, -0.5 * rate * steps)  # falls at half the rate: no deficit
+    fast = _history(run, steps, -3.0 * rate * steps)  # three times: deficit 2·rate per step
+    assert regime.ratio_deficit(slow, 0.95)[1].max() == 0.0
+    assert regime.ratio_deficit(fast, 0.95)[1][-1] == pytest.approx(2 * rate * (steps[-1] - steps[0]))
+    assert regime.check(slow) is None
+    assert "left Adam's regime" in regime.check(fast)
+    assert regime.check(_history(Run("Signum", 0.1, 1000), steps, -3.0 * rate * steps)) is None
+
+
+@pytest.fixture(scope="module")
+def muon_adam_runs():
+    X, y = data.digits_even_odd(n=200)
+    X = X[:, X.abs().sum(0) > 0]
+    net = {"kind": "two_layer", "width": 8, "activation": "relu2"}
+    runs = [Run("MuonAdam", 0.5, 1500, schedule=0.8, model=net, label=f"β={b}",
+                options={"lr_adam": 0.5, "betas": (b, b2), "eps": 0.0})
+            for b, b2 in ((0.9, 0.95), (0.5, 0.5))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hs = train(runs, (X, y), norms=(), progress=False, observe=regime.step_ratio)
+    return hs, [str(w.message) for w in caught]
+
+
+def test_train_warns_when_muon_adam_leaves_its_regime_and_the_ratio_collapses(muon_adam_runs):
+    (out, inside), messages = muon_adam_runs
+    left = [m for m in messages if "left Adam's regime" in m]
+    assert len(left) == 1 and "β=0.9" in left[0], left
+    # the measured median |m̂|/√v̂ on the output weights agrees with the prediction
+    assert out.observed["step ratio a"][-1] < 1e-6
+    assert inside.observed["step ratio a"][-1] > 1e-2
+
+
+def test_step_ratio_ignores_groups_without_adam():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert regime.step_ratio(model, opt, 0.0) == {}
+
+
+def test_path_length_bounds_the_turn():
+    assert regime.path_remaining(1.0, 0.0, 10, 20) == pytest.approx(10.0)
+    assert regime.max_turn(1.0, 0.0, 0, 1, 2.0) == pytest.approx(math.asin(0.5))
+    assert regime.max_turn(1.0, 0.0, 0, 5, 2.0) == pytest.approx(math.pi / 2)
+    # a walk of unit steps from radius R never turns further than the bound
+    gen = torch.Generator().manual_seed(0)
+    theta0 = torch.tensor([30.0, 0.0], dtype=torch.float64)
+    theta = theta0.clone()
+    for _ in range(20):
+        step = torch.randn(2, generator=gen, dtype=torch.float64)
+        theta += step / step.norm()
+    turn = math.acos(float(theta @ theta0 / (theta.norm() * theta0.norm())))
+    assert turn <= regime.max_turn(1.0, 0.0, 0, 20, 30.0)
