@@ -60,7 +60,10 @@ def test_two_layer_closed_forms(net_data):
     }
     for (norm, group), value in closed.items():
         got = symmetry.function_margin(model, X, y, norm, group)
-        assert got == pytest.approx(q_min / value**3, rel=1e-3), (norm, group)
+        s = symmetry.best_rescaling(model, norm, group, method="search")
+        searched = float(norms.by_name(norm, [W, a])(model.rescaled([W, a], s, group)))
+        assert searched == pytest.approx(value, rel=1e-5), (norm, group)
+        assert got == pytest.approx(q_min / value**3, rel=1e-9), (norm, group)  # the closed forms
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf", "spectral", "hybrid"])

@@ -28,6 +28,7 @@ import math
 import numpy as np
 import torch
 
+from . import models
 from . import norms as _norms
 from .margins import _degree, _norm
 
@@ -118,21 +119,55 @@ def _layer_shift(model, params, norm, group):
     return up[0], down[0], [r > 0 for r in rates]
 
 
+def _closed_form(model, params, norm, group):
+    """The best per-neuron log-scales of a :class:`models.TwoLayer` in closed form for ℓ2,
+    ℓ∞ and the hybrid norm (papers.md §7); None elsewhere. With ``A_j = ‖w_j‖``, ``B_j = |a_j|``:
+    ℓ2 balances ``c_j^{2+2q} = q B_j²/A_j²``; ℓ∞ ``c_j^{1+q} = B_j/A_j``; the hybrid
+    ``max{r‖DW‖₂, max_j |a_j| d_j^{−q}}`` is smallest at ``d_j = (|a_j|/t)^{1/q}`` with
+    ``t = (r K)^{q/(1+q)}``, ``K = ‖diag(|a|^{1/q}) W‖₂``."""
+    if type(model) is not models.TwoLayer or group != "neuron":
+        return None
+    W, a = params
+    q = model.act.degree
+    if not (W.norm(dim=1) > 0).all() or not (a != 0).all():
+        return None
+    if isinstance(norm, _norms.L2):
+        return torch.log(q * a**2 / (W**2).sum(1)) / (2 + 2 * q)
+    if isinstance(norm, _norms.Linf):
+        return torch.log(a.abs() / W.abs().amax(1)) / (1 + q)
+    blocks = getattr(norm, "blocks", None)
+    if (isinstance(norm, _norms.MaxNorm) and len(blocks) == 2 and blocks[0][1] == [0] and blocks[1][1] == [1]
+            and isinstance(blocks[0][0], _norms.Spectral) and blocks[0][0].polar == "svd"
+            and type(blocks[1][0]) is _norms.Linf and blocks[1][2] == 1.0):
+        r = blocks[0][2]
+        K = torch.linalg.matrix_norm(a.abs() ** (1 / q) * W.T, ord=2)  # ‖diag(|a|^{1/q}) W‖₂
+        t = (r * K) ** (q / (1 + q))
+        return torch.log(a.abs() / t) / q
+    return None
+
+
 def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
-                   rtol: float = 1e-9) -> torch.Tensor:
+                   rtol: float = 1e-9, method: str = "auto") -> torch.Tensor:
     """The log-scales ``s`` that minimize ``‖T_s θ‖`` over the model's symmetry ``group``
     (``'neuron'``: every hidden unit on its own; ``'layer'``: one scale per layer).
 
-    L-BFGS on a smoothed log-norm, tightening the smoothing until a temperature improves the
-    exact norm by less than ``rtol`` (relative); the layers' balance is solved exactly where
-    the model allows (see ``_layer_shift``)."""
+    ``method='auto'`` takes the two-layer closed forms where they exist (``_closed_form``);
+    otherwise, and always with ``method='search'``: L-BFGS on a smoothed log-norm, tightening
+    the smoothing until a temperature improves the exact norm by less than ``rtol``
+    (relative), with the layers' balance solved exactly where the model allows
+    (``_layer_shift``)."""
     _check_model(model)
+    if method not in ("auto", "search"):
+        raise ValueError(f"method must be 'auto' or 'search', got {method!r}.")
     params = [p.detach() for p in model.parameters()]
     norm = _norm(norm, params)
     size = model.symmetry_size(group)
     s = torch.zeros(size, dtype=params[0].dtype, device=params[0].device)
     if size == 0:
         return s
+    closed = _closed_form(model, params, norm, group) if method == "auto" else None
+    if closed is not None:
+        return closed
     shift = _layer_shift(model, params, norm, group)
 
     def objective(s, tau):
