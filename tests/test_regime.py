@@ -80,3 +80,9 @@ def test_path_length_bounds_the_turn():
         theta += step / step.norm()
     turn = math.acos(float(theta @ theta0 / (theta.norm() * theta0.norm())))
     assert turn <= regime.max_turn(1.0, 0.0, 0, 20, 30.0)
+
+
+def test_warn_skips_failed_runs():
+    from implicit_bias.train import RunFailed
+
+    regime.warn([RunFailed(Run("Adam", 0.1, 10), "diverged")])  # no AttributeError

@@ -212,6 +212,48 @@ class TwoLayer(HomogeneousModel):
         return self.act(X @ self.W.T) @ self.a
 
 
+class TwoLayerWithVectorUnit(HomogeneousModel):
+    """``f(x) = Σ_j a_j σ(w_j·x) + b σ(v·x)``: a two-layer net (``W``, ``a``) plus one more
+    unit whose input weights ``v`` are a vector, not a row of the matrix ``W``.
+
+    Muon-Adam hands ``W`` to Muon and ``a, v, b`` to Adam. On a plain two-layer net the
+    ratio ``r`` of the hybrid norm ``max{r‖W‖_msp, ‖u‖_∞}`` only re-splits the same function
+    between the layers (papers.md §7); here the matrix and the vector unit are two branches
+    of one layer, no rescaling trades one for the other, so ``r`` decides how much of ``f``
+    each branch carries. Degree ``1 + q``."""
+
+    def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        self.act = make_activation(activation)
+        g = _generator(seed)
+        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.a = _init((width,), width + 1, g, init_scale, dtype)
+        self.v = _init((d,), d, g, init_scale, dtype)
+        self.b = _init((1,), width + 1, g, init_scale, dtype)
+        self.degree = 1.0 + self.act.degree
+
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        return self.W.shape[0] + 1 if group == "neuron" else 1
+
+    def rescaled(self, params, s, group="neuron"):
+        W, a, v, b = params
+        q = self.act.degree
+        if group == "layer":
+            s = s.expand(W.shape[0] + 1)
+        return [W * torch.exp(s[:-1])[:, None], a * torch.exp(-q * s[:-1]), v * torch.exp(s[-1]),
+                b * torch.exp(-q * s[-1])]
+
+    def branches(self, X):
+        """The two branches' outputs ``(Σ_j a_j σ(w_j·x), b σ(v·x))``; ``f`` is their sum."""
+        return self.act(X @ self.W.T) @ self.a, self.act(X @ self.v) * self.b
+
+    def forward(self, X):
+        matrix, vector = self.branches(X)
+        return matrix + vector
+
+
 class MLP(HomogeneousModel):
     """Bias-free fully connected network ``widths = [d, h_1, …, h_k, 1]``; the output layer
     is linear. Degree: ``L_1 = q``, ``L_{l+1} = q (L_l + 1)``, output ``L_k + 1``."""
@@ -270,10 +312,12 @@ def _check_group(group) -> None:
 
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
-    'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``."""
+    'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``,
+    ``two_layer_vector_unit``."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP}
+    kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
+             "two_layer_vector_unit": TwoLayerWithVectorUnit}
     if kind not in kinds:
         raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(kinds)}.")
     if kind == "mlp":

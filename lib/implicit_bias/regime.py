@@ -79,16 +79,19 @@ def check(history) -> str | None:
 def warn(histories) -> None:
     """Warn once for every history of :func:`check` (``train`` calls this)."""
     for h in histories:
-        message = check(h) if hasattr(h, "run") else None
+        message = check(h) if hasattr(h, "log_loss") else None  # a RunFailed has no history
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 @torch.no_grad()
 def step_ratio(model, optimizer, frame: float) -> dict:
-    """An observer for ``train(observe=...)``: the median over coordinates of Adam's
-    ``|m̂|/√v̂`` for every parameter in an Adam group, as ``{'step ratio <name>': value}``
-    (NaN before the first step or where ``v̂ = 0``). The frame cancels in the ratio."""
+    """An observer for ``train(observe=...)``: the median and the 90th percentile over
+    coordinates of Adam's ``|m̂|/√v̂`` for every parameter in an Adam group, as
+    ``{'step ratio <name>': median, 'step ratio <name> q90': percentile}`` (coordinates with
+    ``v̂ = 0`` left out). The frame cancels in the ratio. Coordinates whose gradient keeps
+    changing sign have a small ratio in any regime; when the whole block freezes (the loss
+    falls faster than √v̂ forgets) the 90th percentile collapses too."""
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
@@ -103,7 +106,9 @@ def step_ratio(model, optimizer, frame: float) -> dict:
             v = state["exp_avg_sq"] / (1 - group["beta2"] ** t)
             live = v > 0
             ratio = (m[live].abs() / v[live].sqrt()) if live.any() else torch.full((1,), math.nan)
-            out[f"step ratio {names.get(id(p), '?')}"] = float(ratio.median())
+            name = names.get(id(p), "?")
+            out[f"step ratio {name}"] = float(ratio.median())
+            out[f"step ratio {name} q90"] = float(ratio.quantile(0.9))
     return out
 
 

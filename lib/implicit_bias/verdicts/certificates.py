@@ -142,7 +142,8 @@ def network(paths: dict, own: dict, random: dict, drop: float, delta_max: float 
 
 def unit_step_l2(norm: str, model) -> float:
     """The largest ℓ2 length of a unit step in ``norm`` (1 for ℓ2 and ℓ1, √p for ℓ∞, √(Σ rank)
-    for max-spectral): turns a path length in ``norm`` into an ℓ2 one."""
+    for max-spectral, √(Σ rank + #other entries) for the hybrid norm at r = 1): turns a path
+    length in ``norm`` into an ℓ2 one."""
     params = list(model.parameters())
     if norm in ("l2", "l1"):
         return 1.0
@@ -150,6 +151,9 @@ def unit_step_l2(norm: str, model) -> float:
         return math.sqrt(sum(p.numel() for p in params))
     if norm in ("spectral", "msp"):
         return math.sqrt(sum(min(p.reshape(p.shape[0], -1).shape) if p.dim() > 1 else 1 for p in params))
+    if norm == "hybrid":  # polar factors on the matrices, signs on the rest
+        return math.sqrt(sum(min(p.reshape(p.shape[0], -1).shape) if p.dim() > 1 else p.numel()
+                             for p in params))
     raise ValueError(f"unit_step_l2: unknown norm {norm!r}")
 
 

@@ -1,0 +1,102 @@
+"""Verdicts of the chapter on hybrid optimizers and the main table (Gronich & Vardi 2026,
+Cor 3.4, 3.5, Thm 3.7): who wins each norm's column at the function level, whether each
+optimizer moves toward a balanced point of its own norm, whether Adam blocks stay in their
+regime, and whether the Muon-Adam rate ratio moves the limit where the model lets it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..stats import by_label
+from . import Verdict
+
+
+def column_winners(rows, named: dict, columns) -> Verdict:
+    """In every column, the optimizer with the largest mean (over seeds) is one that
+    ``named[column]`` names, or ties the best named one within the 95% intervals (the two
+    intervals overlap). ``rows``: one per run with ``label``, ``seed`` and one value per
+    column (function-level margins from :func:`implicit_bias.symmetry.summary`)."""
+    v = Verdict("each norm's column is won by an optimizer whose theorem names that norm")
+    for col in columns:
+        stats = by_label(rows, col)
+        winner = max(stats, key=lambda k: stats[k][0])
+        best_named = max((k for k in stats if k in named[col]), key=lambda k: stats[k][0], default=None)
+        if not v.require(best_named is not None, f"{col}: no run of {sorted(named[col])}"):
+            continue
+        (m, h), (m2, h2) = stats[winner], stats[best_named]
+        v.note(f"{col}: winner {winner} {m:.4g} ± {h:.2g}; best named {best_named} {m2:.4g} ± {h2:.2g}")
+        tie = math.isfinite(h) and math.isfinite(h2) and m - h <= m2 + h2
+        v.require(winner in named[col] or tie,
+                  f"{col}: {winner} ({m:.4g} ± {h:.2g}) beats every named optimizer "
+                  f"(best {best_named} {m2:.4g} ± {h2:.2g}) beyond the intervals")
+    return v
+
+
+def ratio_sets_the_norm(rows, ratios, share_gap: float = 0.05) -> Verdict:
+    """The Muon-Adam ratio sweep on a model where ``r`` changes the predictor. ``rows``: one per
+    run with ``run`` (``'r=<r>'``), ``seed``, ``share`` (the part of ``f`` the vector branch
+    carries) and ``'margin in r=<r>'`` (function-level margin in the r-weighted hybrid norm).
+    Requires, over the seed means: the run with ratio r has the largest margin in the
+    r-weighted norm, and the runs end at different functions (the shares of consecutive
+    ratios differ by at least ``share_gap``)."""
+    v = Verdict("the run with ratio r has the largest function-level margin in the r-weighted hybrid "
+                "norm, and different ratios end at different functions")
+    for r in ratios:
+        col = f"margin in r={r:g}"
+        means = by_label(rows, col, label="run")
+        winner = max(means, key=lambda k: means[k][0])
+        v.note(f"{col}: " + ", ".join(f"{k} {m:.4g} ± {h:.2g}" for k, (m, h) in means.items()))
+        v.require(winner == f"r={r:g}", f"{col}: won by {winner}")
+    shares = by_label(rows, "share", label="run")
+    means = [shares[f"r={r:g}"][0] for r in ratios]
+    v.note("vector-branch share: " + ", ".join(f"r={r:g} {m:.3f}" for r, m in zip(ratios, means)))
+    for (r1, m1), (r2, m2) in zip(zip(ratios, means), zip(ratios[1:], means[1:])):
+        v.require(abs(m2 - m1) >= share_gap,
+                  f"r={r1:g} and r={r2:g} end at nearly the same function (shares {m1:.3f}, {m2:.3f})")
+    return v
+
+
+__all__ = ["column_winners", "ratio_sets_the_norm", "gains_fall", "adam_in_regime"]
+
+
+def gains_fall(gains, own: dict, fraction: float = 0.1) -> Verdict:
+    """Convergence toward a KKT point, measured by the symmetry: over the second half of
+    training each optimizer's excess rebalancing gain ``g − 1`` in its own norm falls by at
+    least ``fraction`` (median over seeds). ``gains``: ``{(label, seed): (g at T/2, g at T)}``
+    in the norm ``own[label]``. The gain is 1 at a KKT point; a run heading for a point of
+    another norm's problem need not shrink it."""
+    v = Verdict(f"each optimizer's excess rebalancing gain in its own norm falls by ≥ {fraction:.0%} "
+                "over the second half of training (median over seeds)")
+    for label, norm in own.items():
+        drops = [1 - (end - 1) / (mid - 1) for (name, _), (mid, end) in gains.items()
+                 if name == label and mid > 1]
+        if not v.require(drops, f"{label}: no gains measured"):
+            continue
+        drop = float(np.median(drops))
+        v.note(f"{label} in {norm}: excess gain fell by {drop:.0%} (median of {len(drops)})")
+        v.require(drop >= fraction, f"{label}: excess gain in {norm} fell by only {drop:.1%}")
+    return v
+
+
+def adam_in_regime(histories, q90_floor: float = 0.1) -> Verdict:
+    """Every Adam-family run stayed inside the ε = 0 theorem's regime: the loss never fell
+    faster than √v̂ forgets (:func:`implicit_bias.regime.check`), and at the end the 90th
+    percentile of the measured step ratio ``|m̂|/√v̂`` of every Adam block is at least
+    ``q90_floor`` (observer :func:`implicit_bias.regime.step_ratio`)."""
+    from .. import regime
+
+    v = Verdict("every Adam block steps like sign descent to the end (its step ratio stayed alive)")
+    for h in histories:
+        if regime.adam_beta2(h.run) is None:
+            continue
+        label = f"{h.run.label} (seed {h.run.seed})"
+        message = regime.check(h)
+        v.require(message is None, f"{label}: {message}")
+        q90 = {k: float(vals[-1]) for k, vals in h.observed.items() if k.endswith("q90")}
+        v.require(q90, f"{label}: no step ratio observed (train with observe=regime.step_ratio)")
+        for k, value in q90.items():
+            v.note(f"{label}: {k} at the end {value:.3g}")
+            v.require(value >= q90_floor, f"{label}: {k} = {value:.3g} < {q90_floor:g} (the block froze)")
+    return v

@@ -1,0 +1,108 @@
+"""Mutation tests for the verdicts of chapter 8 (hybrid optimizers and the main table): each
+predicate run on a deliberately wrong input must fail."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from implicit_bias import data, regime, symmetry
+from implicit_bias.train import Run, train
+from implicit_bias.verdicts import hybrid
+
+NET = {"kind": "two_layer", "width": 8, "activation": "relu2"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = data.digits_even_odd(n=200)
+    return X[:, X.abs().sum(0) > 0], y
+
+
+@pytest.fixture(scope="module")
+def sweep(digits):
+    runs = [Run(name, lr, 1500, schedule=0.8, model=NET) for name, lr in
+            (("NormalizedGD", 1.0), ("SignGD", 0.05), ("Muon", 0.5), ("SpectralDescent", 0.5))]
+    hs = train(runs, digits, norms=("l2",), progress=False)
+    return hs, symmetry.summary(hs, *digits, ("l2", "linf", "spectral"))
+
+
+def test_column_winners_fails_when_a_wrong_optimizer_stands_in(sweep):
+    _, rows = sweep
+    named = {"l2": {"NormalizedGD"}, "linf": {"SignGD"}, "spectral": {"Muon", "SpectralDescent"}}
+    assert hybrid.column_winners(rows, named, ("linf",))
+    # mutant: normalized GD's run in place of sign descent's
+    mutant = [dict(r, label="SignGD") if r["label"] == "NormalizedGD" else r
+              for r in rows if r["label"] != "SignGD"]
+    v = hybrid.column_winners(mutant, named, ("linf",))
+    assert not v and "linf" in v.failures[0]
+
+
+def test_gains_fall_fails_in_a_wrong_norm(sweep, digits):
+    hs, _ = sweep
+    X, y = digits
+
+    def gains(norm):
+        out = {}
+        for h in hs:
+            mid = np.flatnonzero((h.steps >= h.run.steps / 2) & (h.margins["l2"] > 0))[0]
+            out[h.run.label, 0] = tuple(symmetry.rebalancing_gain(h.model_at(i), X, y, norm)
+                                        for i in (mid, -1))
+        return out
+
+    # mutant: spectral descent's and Muon's gains measured in ℓ∞, a norm they do not maximize
+    v = hybrid.gains_fall(gains("linf"), {"SpectralDescent": "linf", "Muon": "linf"})
+    assert not v, v
+
+
+def test_adam_in_regime_fails_for_muon_adam_at_the_old_betas(digits):
+    runs = [Run("MuonAdam", 0.5, 1500, schedule=0.8, model=NET, label="MuonAdam",
+                options={"lr_adam": 0.5, "betas": betas, "eps": 0.0}) for betas in ((0.5, 0.5), (0.9, 0.95))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inside, outside = train(runs, digits, norms=(), progress=False, observe=regime.step_ratio)
+    assert hybrid.adam_in_regime([inside]), hybrid.adam_in_regime([inside]).failures
+    v = hybrid.adam_in_regime([outside])  # mutant: β = (0.9, 0.95), the block freezes
+    assert not v and any("froze" in f for f in v.failures) and any("regime" in f for f in v.failures)
+    assert not hybrid.adam_in_regime([train(Run("Adam", 0.05, 10, model=NET), digits, norms=(),
+                                            progress=False)[0]])  # mutant: no observer, no evidence
+
+
+def _ratio_rows(models_by_label, X, y, ratios):
+    from implicit_bias import norms
+
+    rows = []
+    for label, model in models_by_label:
+        params, (matrix, vector) = [p.detach() for p in model.parameters()], model.branches(X)
+        share = float((vector.norm() / (matrix + vector).norm()).detach())
+        rows.append({"run": label, "seed": 0, "share": share,
+                     **{f"margin in r={r:g}": symmetry.function_margin(model, X, y, norms.hybrid(params, r))
+                        for r in ratios}})
+    return rows
+
+
+def test_ratio_verdict_fails_when_normalized_gd_replaces_adam(digits):
+    import torch
+    from implicit_bias import losses, models, norms, optim
+
+    X, y = digits
+    ratios = (0.03, 0.1)
+    fitted = []
+    for r in ratios:  # mutant: spectral descent on W, normalized GD (not Adam) on a, v, b
+        torch.manual_seed(0)
+        model = models.TwoLayerWithVectorUnit(X.shape[1], 8, seed=0)
+        W, a, v, b = model.parameters()
+        step = dict(rule="steepest", momentum=0.0, normalized=True)
+        opt = optim.RuleOptimizer([dict(step, params=[W], norm=norms.Spectral(), lr=0.5),
+                                   dict(step, params=[a, v, b], norm=norms.L2(), lr=0.5 * r)], {})
+        schedule = optim.power_schedule(opt, 0.8)
+        for _ in range(600):
+            opt.zero_grad()
+            log_l = losses.log_loss(y * model(X))
+            (log_l - log_l.detach()).exp().backward()  # a frame: normalized steps do not see it
+            opt.step()
+            schedule.step()
+        fitted.append((f"r={r:g}", model))
+    v = hybrid.ratio_sets_the_norm(_ratio_rows(fitted, X, y, ratios), ratios)
+    assert not v, v
