@@ -24,7 +24,15 @@ from .train import Run, train
 
 # In 2-D two support points fix the direction for every norm, so these sets are chosen to
 # have ℓ2, ℓ∞ and ℓ1 solutions that differ.
+#: "four points": z_i = y_i x_i are Q = (1, 0.35), the single ℓ2 support vector; R = (0.9, 1.8),
+#: which ties with Q at the ℓ1 solution (an edge of the ℓ1 ball, 4° above the axis, not a
+#: vertex); P = (2, −1), which ties with Q at the ℓ∞ solution (36.5°, not a corner); and a far
+#: point S = (1, 6) that never supports but dominates the first gradients. The gradient turns
+#: by 25-70° during training, so where a run ends depends on its dynamics.
+FOUR_POINTS = (np.array([[1.0, 0.35], [0.9, 1.8], [-2.0, 1.0], [-1.0, -6.0]]),
+               np.array([1.0, 1.0, -1.0, -1.0]))
 DATASETS = {
+    "four points": lambda: datasets._tensors(*FOUR_POINTS),
     "two clouds": lambda: datasets.toy_2d(n=20, seed=0),
     "two clouds (seed 1)": lambda: datasets.toy_2d(n=20, seed=1),
     "one point (2, 1) and its mirror": lambda: datasets._tensors(np.array([[2.0, 1.0], [-2.0, -1.0]]),
@@ -42,7 +50,7 @@ class Settings:
     ``beta2`` the second-moment decay of Adam and RMSProp; ``eps`` their stability constant
     (and AdaGrad's); ``schedule`` the exponent a of η_t = η_0 t^{−a}."""
 
-    dataset: str = "two clouds"
+    dataset: str = "four points"
     optimizers: tuple = ("NormalizedGD", "SignGD", "CoordinateDescent", "Adam")
     eps: float = 0.0
     beta1: float = 0.9

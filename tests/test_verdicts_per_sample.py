@@ -1,0 +1,224 @@
+"""Chapter 6's verdicts pass on the chapter's runs at its smoke size and fail on mutants:
+full-batch Adam in place of per-sample Adam (and the reverse), SignGD and NormalizedGD in
+place of AdamProxy, every batch scheme silently run on the full batch, Signum in place of
+Adam along the batch sizes, Signum with β = 0.5 in place of β = 0.99, per-sample MomentumGD
+in place of Signum, a short-momentum run that silently used the long momentum, β2 runs
+handed over in the wrong order or all at one β2, and a β2 = 0.9999 run whose step ratio
+the loss outruns."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from implicit_bias import data, max_margin, maxmargin, regime
+from implicit_bias.train import Run, train
+from implicit_bias.verdicts import per_sample
+
+LIN = {"kind": "linear"}
+N = 10
+# The chapter's smoke size and tolerances (Signum at 3,000 steps rather than 2,000, so that
+# its runs share the batched engine's stacks with the Adam runs of the same batch scheme).
+GR_STEPS, STEPS = 2000, 3000
+COS, MARGIN, PROXY, B_TOL = 0.97, 0.9, 0.99, 0.015
+BETA2 = (0.9, 0.99, 0.999, 0.9999)
+
+
+def train1(runs, X, y, **kwargs):
+    """``train`` on one thread (tiny runs), quietly: the β2 = 0.9999 run is meant to
+    leave Adam's regime, and ``train`` warns about it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return train(runs, (X, y), norms=("l2", "linf"), progress=False, observe=regime.step_ratio,
+                         **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def adam(steps, betas=(0.9, 0.99), batch="full", b=None, label=None):
+    return Run("Adam", 0.1, steps, schedule=0.5, model=LIN, options={"betas": betas}, batch=batch,
+               batch_size=b, label=label or f"Adam β={betas} ({batch}, b={b})")
+
+
+def unit(v):
+    v = np.asarray(v, dtype=float).reshape(-1)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(scope="module")
+def gr():
+    X, y = data.generalized_rademacher(n=N, d=20, seed=0)
+    inc, full = train1([adam(GR_STEPS, (0.9, 0.95), "cyclic", 1), adam(GR_STEPS, (0.9, 0.95))], X, y)
+    return {"inc": inc, "full": full, "l2": unit(max_margin(X, y, "l2").direction),
+            "linf": max_margin(X, y, "linf").margin}
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    """Every Gaussian-data run of the chapter at the smoke size, and the mutants."""
+    X, y = data.small_gaussian(n=N, d=20, seed=0)
+    dirs = {"ℓ2": unit(max_margin(X, y, "l2").direction), "ℓ∞": unit(max_margin(X, y, "linf").direction),
+            "fixed point": unit(maxmargin.adaptive_mahalanobis(X, y).direction)}
+    runs = [adam(STEPS, (0.9, b2), "cyclic", 1, label=f"β2={b2}") for b2 in BETA2]
+    runs += [adam(STEPS, label="full"), Run("AdamProxy", 0.1, STEPS, schedule=0.5, model=LIN),
+             Run("SignGD", 0.1, STEPS, schedule=0.5, model=LIN),
+             Run("NormalizedGD", 0.1, STEPS, schedule=0.5, model=LIN)]
+    runs += [adam(STEPS, batch=s, b=b, label=f"{s} b={b}") for s, b in
+             (("replacement", 1), ("reshuffle", 1), ("reshuffle", 2), ("reshuffle", 5))]
+    runs += [Run("Signum", 0.03, STEPS, schedule=0.5, model=LIN, options={"momentum": beta}, batch=s,
+                 batch_size=b, label=f"Signum β={beta} b={b}")
+             for beta, s, b in ((0.99, "cyclic", 1), (0.99, "reshuffle", 2), (0.99, "reshuffle", 5),
+                                (0.99, "full", None), (0.9, "cyclic", 1), (0.5, "cyclic", 1))]
+    runs.append(Run("MomentumGD", 0.1, STEPS, schedule=0.5, model=LIN, options={"momentum": 0.99},
+                    batch="cyclic", label="MomentumGD β=0.99 b=1"))
+    return {"dirs": dirs, **{h.run.label: h for h in train1(runs, X, y)}}
+
+
+# --- generalized Rademacher ----------------------------------------------------------
+
+
+def test_gr_passes(gr):
+    v = per_sample.generalized_rademacher(gr["inc"], gr["full"], gr["l2"], gr["linf"], COS, MARGIN)
+    assert v, v.failures
+
+
+def test_gr_fails_with_full_batch_adam_in_place_of_per_sample(gr):
+    v = per_sample.generalized_rademacher(gr["full"], gr["full"], gr["l2"], gr["linf"], COS, MARGIN)
+    assert not v
+    assert any("cosine" in f and "with the ℓ2 solution <" in f for f in v.failures)
+
+
+def test_gr_fails_with_per_sample_adam_in_place_of_full_batch(gr):
+    v = per_sample.generalized_rademacher(gr["inc"], gr["inc"], gr["l2"], gr["linf"], COS, MARGIN)
+    assert not v
+    assert any("ℓ∞ margin" in f and "of the maximum <" in f for f in v.failures)
+
+
+# --- Gaussian: the fixed point --------------------------------------------------------
+
+
+def test_gaussian_passes(gauss):
+    v = per_sample.gaussian(gauss["β2=0.99"], gauss["AdamProxy"], gauss["full"], gauss["dirs"], COS, PROXY)
+    assert v, v.failures
+
+
+@pytest.mark.parametrize("mutant", ["SignGD", "NormalizedGD"])
+def test_gaussian_fails_with_a_steepest_descent_in_place_of_adam_proxy(gauss, mutant):
+    v = per_sample.gaussian(gauss["β2=0.99"], gauss[mutant], gauss["full"], gauss["dirs"], COS, PROXY)
+    assert not v
+    assert all(f.startswith(mutant) for f in v.failures)
+
+
+def test_gaussian_fails_with_full_batch_adam_in_place_of_per_sample(gauss):
+    v = per_sample.gaussian(gauss["full"], gauss["AdamProxy"], gauss["full"], gauss["dirs"], COS, PROXY)
+    assert not v
+
+
+# --- batch schemes --------------------------------------------------------------------
+
+
+def _schemes(g, per_sample_runs, by_b):
+    return per_sample.batch_schemes([g[k] for k in per_sample_runs], {b: g[k] for b, k in by_b.items()},
+                                    g["dirs"], COS - 0.01, B_TOL)
+
+
+ADAM_PER_SAMPLE = ("β2=0.99", "replacement b=1", "reshuffle b=1")
+ADAM_BY_B = {1: "β2=0.99", 2: "reshuffle b=2", 5: "reshuffle b=5", 10: "full"}
+
+
+def test_batch_schemes_pass(gauss):
+    v = _schemes(gauss, ADAM_PER_SAMPLE, ADAM_BY_B)
+    assert v, v.failures
+
+
+def test_batch_schemes_fail_when_every_scheme_ran_on_the_full_batch(gauss):
+    v = _schemes(gauss, ("full",) * 3, {b: "full" for b in ADAM_BY_B})
+    assert not v
+
+
+def test_batch_schemes_fail_with_signum_in_place_of_adam(gauss):
+    signum_by_b = {1: "Signum β=0.99 b=1", 2: "Signum β=0.99 b=2", 5: "Signum β=0.99 b=5",
+                   10: "Signum β=0.99 b=None"}
+    v = _schemes(gauss, ("Signum β=0.99 b=1",) * 3, signum_by_b)
+    assert not v
+    assert any("falls by only" in f for f in v.failures)
+
+
+# --- Signum -----------------------------------------------------------------------------
+
+LONG = ("Signum β=0.99 b=1", "Signum β=0.99 b=2", "Signum β=0.99 b=5", "Signum β=0.99 b=None")
+SHORT = ("Signum β=0.9 b=1", "Signum β=0.5 b=1")
+
+
+def _signum(g, long, short):
+    return per_sample.signum([g[k] for k in long], [g[k] for k in short], g["dirs"], COS - 0.01)
+
+
+def test_signum_passes(gauss):
+    v = _signum(gauss, LONG, SHORT)
+    assert v, v.failures
+
+
+def test_signum_fails_with_beta_half_in_place_of_beta_0_99(gauss):
+    v = _signum(gauss, ("Signum β=0.5 b=1", *LONG[1:]), SHORT)
+    assert not v
+    assert any(f.startswith("Signum β=0.5 b=1: cosine") for f in v.failures)
+
+
+def test_signum_fails_with_momentum_gd_in_place_of_signum(gauss):
+    v = _signum(gauss, ("MomentumGD β=0.99 b=1", *LONG[1:]), SHORT)
+    assert not v
+    assert any(f.startswith("MomentumGD") for f in v.failures)
+
+
+def test_signum_fails_when_the_short_momentum_was_not_applied(gauss):
+    v = _signum(gauss, LONG, (LONG[0],))
+    assert not v
+
+
+# --- β2 -----------------------------------------------------------------------------------
+
+
+def _beta2(g, labels):
+    return per_sample.beta2_cost([g[k] for k in labels], BETA2, g["dirs"]["fixed point"], COS)
+
+
+def test_beta2_passes(gauss):
+    v = _beta2(gauss, [f"β2={b}" for b in BETA2])
+    assert v, v.failures
+
+
+def test_beta2_fails_on_runs_in_the_wrong_order(gauss):
+    v = _beta2(gauss, [f"β2={b}" for b in reversed(BETA2)])
+    assert not v
+
+
+def test_beta2_fails_when_every_run_used_one_beta2(gauss):
+    v = _beta2(gauss, ["β2=0.99"] * len(BETA2))
+    assert not v
+    assert any("not 0.005 below" in f for f in v.failures)
+
+
+# --- Adam's regime ---------------------------------------------------------------------------
+
+
+def test_regime_passes_on_the_runs_the_theorems_are_asserted_on(gr, gauss):
+    runs = [gr["inc"], gr["full"], *(gauss[k] for k in ("β2=0.99", "full", "replacement b=1", "reshuffle b=1",
+                                                         "reshuffle b=2", "reshuffle b=5"))]
+    v = per_sample.regime(runs, N)
+    assert v, v.failures
+
+
+def test_regime_fails_on_a_run_whose_loss_outruns_its_second_moment(gauss):
+    v = per_sample.regime([gauss["β2=0.99"], gauss["β2=0.9999"]], N)
+    assert not v
+    assert all(f.startswith("β2=0.9999") for f in v.failures)
+
+
+def test_regime_fails_on_a_run_without_an_adam_step_ratio(gauss):
+    assert not per_sample.regime([gauss["Signum β=0.99 b=1"]], N)
