@@ -38,3 +38,14 @@ def test_chapter_installs_reports_its_size_and_has_no_outputs(name):
     assert any("ib.profile()" in c.source for c in code[1:3]), f"{name} must print its run size early"
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_chapter_markdown_has_no_control_characters(name):
+    """A lost backslash in generated JSON turns ``\\rVert`` into a carriage return and
+    ``\\approx`` into a BEL: broken maths that no build warning catches."""
+    nb = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            bad = sorted({repr(ch) for ch in cell.source if ord(ch) < 32 and ch not in "\n\t"})
+            assert not bad, f"{name} cell {i}: control characters {bad} (a lost backslash?)"

@@ -44,9 +44,15 @@ class Verdict:
     def __bool__(self) -> bool:
         return not self.failures
 
+    #: ``str(v)`` shows at most this many of the compared numbers (every failure is shown).
+    max_lines = 12
+
     def __str__(self) -> str:
         head = f"verdict {'PASSED' if self else 'FAILED'}: {self.claim}"
-        body = [*self.lines, *(f"FAILED: {f}" for f in self.failures)]
+        lines = self.lines
+        if len(lines) > self.max_lines:
+            lines = [*lines[: self.max_lines - 1], f"… and {len(lines) - self.max_lines + 1} more"]
+        body = [*lines, *(f"FAILED: {f}" for f in self.failures)]
         return "\n".join([head, *("  " + line for line in body)])
 
 
