@@ -1,5 +1,5 @@
 """Regime monitors: Adam's forgetting rate, the step-ratio deficit predicted from the loss,
-the measured step ratio, the warning `train` gives, and the path-length bound."""
+the measured step ratio, and the warning `train` gives."""
 
 from __future__ import annotations
 
@@ -65,21 +65,6 @@ def test_step_ratio_ignores_groups_without_adam():
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     assert regime.step_ratio(model, opt, 0.0) == {}
-
-
-def test_path_length_bounds_the_turn():
-    assert regime.path_remaining(1.0, 0.0, 10, 20) == pytest.approx(10.0)
-    assert regime.max_turn(1.0, 0.0, 0, 1, 2.0) == pytest.approx(math.asin(0.5))
-    assert regime.max_turn(1.0, 0.0, 0, 5, 2.0) == pytest.approx(math.pi / 2)
-    # a walk of unit steps from radius R never turns further than the bound
-    gen = torch.Generator().manual_seed(0)
-    theta0 = torch.tensor([30.0, 0.0], dtype=torch.float64)
-    theta = theta0.clone()
-    for _ in range(20):
-        step = torch.randn(2, generator=gen, dtype=torch.float64)
-        theta += step / step.norm()
-    turn = math.acos(float(theta @ theta0 / (theta.norm() * theta0.norm())))
-    assert turn <= regime.max_turn(1.0, 0.0, 0, 20, 30.0)
 
 
 def test_warn_skips_failed_runs():

@@ -9,8 +9,9 @@
   β = (0.9, 0.95) on the digits net). :func:`ratio_deficit` predicts that from the loss
   alone; :func:`step_ratio` (an observer for ``train(observe=...)``) measures it.
 * **Path length.** Under ``η_t = η_0 t^{−a}`` a normalized method moves by at most
-  ``Σ_{t>T} η_t`` unit steps after step T (:func:`path_remaining`), which bounds how far its
-  direction can still turn: a directional-convergence check weaker than that cannot fail.
+  ``Σ_{t>T} η_t`` unit steps after step T, which bounds how far its direction can still turn:
+  a directional-convergence check weaker than that cannot fail
+  (:func:`implicit_bias.verdicts.certificates.path_length_bound`).
 """
 
 from __future__ import annotations
@@ -112,20 +113,5 @@ def step_ratio(model, optimizer, frame: float) -> dict:
     return out
 
 
-def path_remaining(lr: float, exponent: float, start: int, end: int) -> float:
-    """``Σ_{t=start+1}^{end} η_0 t^{−a}``: how many unit steps a normalized method can still
-    take between steps ``start`` and ``end`` (each step moves by at most η_t in its norm)."""
-    t = np.arange(start + 1, end + 1, dtype=float)
-    return float(lr * np.sum(t ** (-exponent)))
-
-
-def max_turn(lr: float, exponent: float, start: int, end: int, norm_at_start: float) -> float:
-    """An upper bound, in radians, on the angle between θ_start and θ_end when every step
-    moves θ by at most η_t in ℓ2 and ‖θ_start‖₂ = ``norm_at_start``: the path can turn the
-    direction by at most ``arcsin`` of its length over the radius (and π/2 once it is longer)."""
-    length = path_remaining(lr, exponent, start, end)
-    return math.asin(min(1.0, length / norm_at_start))
-
-
 __all__ = ["forget_rate", "loss_drop_per_step", "ratio_deficit", "check", "warn", "step_ratio",
-           "path_remaining", "max_turn", "adam_beta2", "DEFICIT_LIMIT"]
+           "adam_beta2", "DEFICIT_LIMIT"]
