@@ -249,6 +249,14 @@ def test_eps_sweep_network_fails_with_shuffled_eps(net_case, perm):
     assert not adam.eps_sweep_network(sweep, [EPS_NET[i] for i in perm])
 
 
+def test_eps_sweep_network_fails_when_its_eps_zero_run_leaves_the_regime(net_case):
+    hs, _ = net_case
+    sweep = [hs["Adam β2=0.999"], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]
+    v = adam.eps_sweep_network(sweep, EPS_NET)
+    assert not v
+    assert any("forgets" in f for f in v.failures)
+
+
 # --- dead coordinates ----------------------------------------------------------------
 
 

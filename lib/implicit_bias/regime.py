@@ -90,9 +90,10 @@ def step_ratio(model, optimizer, frame: float) -> dict:
     """An observer for ``train(observe=...)``: the median and the 90th percentile over
     coordinates of Adam's ``|m̂|/√v̂`` for every parameter in an Adam group, as
     ``{'step ratio <name>': median, 'step ratio <name> q90': percentile}`` (coordinates with
-    ``v̂ = 0`` left out). The frame cancels in the ratio. Coordinates whose gradient keeps
-    changing sign have a small ratio in any regime; when the whole block freezes (the loss
-    falls faster than √v̂ forgets) the 90th percentile collapses too."""
+    ``v̂ = 0`` or a zero gradient at this step, such as dead units, left out). The frame
+    cancels in the ratio. Coordinates whose gradient keeps changing sign have a small ratio
+    in any regime; when the whole block freezes (the loss falls faster than √v̂ forgets) the
+    90th percentile collapses too."""
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
@@ -106,6 +107,8 @@ def step_ratio(model, optimizer, frame: float) -> dict:
             m = state["exp_avg"] / (1 - group["beta1"] ** t)
             v = state["exp_avg_sq"] / (1 - group["beta2"] ** t)
             live = v > 0
+            if p.grad is not None:  # a dead unit's ratio decays in any regime: leave it out
+                live &= p.grad != 0
             ratio = (m[live].abs() / v[live].sqrt()) if live.any() else torch.full((1,), math.nan)
             name = names.get(id(p), "?")
             out[f"step ratio {name}"] = float(ratio.median())
