@@ -14,6 +14,8 @@ from helpers import flat, rel_err
 from hypothesis import given
 from hypothesis import strategies as st
 from implicit_bias import batched, models, norms, optim, stacked, train
+from oracle_v030 import loop as oracle_loop
+from oracle_v030 import optim as oracle_optim
 from test_train import FRAME_CASES, LIN, TWO
 
 BATCHED = sorted(set(optim.OPTIMIZERS) - set(batched.UNBATCHED))
@@ -29,7 +31,10 @@ VARIANTS = {
     "SignGD": [dict(lr=0.15), dict(lr=0.3, schedule=0.1)],
     "Signum": [dict(lr=0.4, options={"momentum": 0.5}), dict(lr=0.6, schedule=0.2)],
     "CoordinateDescent": [dict(lr=0.4), dict(lr=0.8, schedule=0.1)],
-    "SpectralDescent": [dict(lr=0.015), dict(lr=0.05, schedule=0.2)],
+    # Spectral descent at larger rates (0.05–0.08, schedule 0.2) passes near-degenerate
+    # singular values where 1-ulp differences grow to 1e-10 … 1e-2 (chaotic dynamics, the
+    # same in either engine): the equality is tested where the dynamics are stable.
+    "SpectralDescent": [dict(lr=0.015), dict(lr=0.03, schedule=0.1)],
     "Muon": [dict(lr=0.04, options={"momentum": 0.5}), dict(lr=0.08, schedule=0.3)],
     "Adam": [dict(lr=0.04, options={"eps": 0.0, "betas": (0.5, 0.6)}),
              dict(lr=0.08, schedule=0.3, options={"eps": 1e-12, "betas": (0.3, 0.5)})],
@@ -39,6 +44,9 @@ VARIANTS = {
     "MuonSignum": [dict(lr=0.04, options={"lr_signum": 0.02}), dict(lr=0.05, options={"momentum": 0.5})],
     "MuonAdam": [dict(lr=0.04, options={"lr_adam": 0.02, "eps": 1e-8, "betas": (0.5, 0.5)}),
                  dict(lr=0.05, schedule=0.3, options={"eps": 1e-12, "betas": (0.5, 0.6)})],
+    "AdamW": [dict(lr=0.04, options={"eps": 1e-12, "betas": (0.5, 0.6), "weight_decay": 0.0}),
+              dict(lr=0.08, schedule=0.3, options={"eps": 1e-8, "betas": (0.3, 0.5), "weight_decay": 1e-3})],
+    "Lion": [dict(lr=0.4, options={"betas": (0.5, 0.6)}), dict(lr=0.6, schedule=0.1, options={"weight_decay": 1e-5})],
 }
 
 
@@ -66,7 +74,8 @@ def assert_same(fast, slow, tol=1e-10):
         np.testing.assert_array_equal(a.steps, b.steps)
         np.testing.assert_allclose(a.log_loss, b.log_loss, rtol=tol, atol=tol)
         np.testing.assert_allclose(a.param_norm, b.param_norm, rtol=tol)
-        np.testing.assert_allclose(a.directions, b.directions, rtol=0, atol=tol)
+        # unit vectors: compared as whole vectors, like the parameters
+        assert np.linalg.norm(a.directions - b.directions, axis=1).max() < tol, a.run.label
         assert a.margins.keys() == b.margins.keys()
         for name in a.margins:
             np.testing.assert_allclose(a.margins[name], b.margins[name], rtol=tol, atol=tol)
@@ -74,7 +83,19 @@ def assert_same(fast, slow, tol=1e-10):
 
 def test_variants_cover_every_batched_optimizer():
     assert set(VARIANTS) == set(BATCHED)
+    assert set(BATCHED) - set(oracle_optim.OPTIMIZERS) == {"AdamW", "Lion"}
     assert set(batched.UNBATCHED) == {"TorchMuon", "AdamProxy"}
+
+
+@pytest.mark.parametrize("name", sorted(set(BATCHED) & set(oracle_optim.OPTIMIZERS)))
+def test_batched_runs_equal_the_frozen_oracle(name, small_data):
+    # Version 0.3.0's loop and optimizers (tests/oracle_v030), the engine's reference.
+    runs = sweep(name)
+    fast, _ = both(runs, small_data)
+    for run, h in zip(runs, fast, strict=True):
+        model, log_loss = oracle_loop.train(run, *small_data)
+        assert rel_err(h.model, model) < 1e-10, run.label
+        assert abs(h.log_loss[-1] - log_loss) < 1e-10 * max(1.0, abs(log_loss))
 
 
 @pytest.mark.parametrize("name", BATCHED)
@@ -312,17 +333,14 @@ shapes = st.lists(st.sampled_from([(), (3,), (4, 2), (2, 5), (3, 2, 2)]), min_si
        scale=st.sampled_from([1.0, 1e-30, 1e30]))
 @pytest.mark.parametrize("norm", NORMS, ids=repr)
 def test_batched_steepest_equals_each_run(norm, shapes, seed, zero, scale):
-    if isinstance(norm, norms.Spectral):
-        shapes = [s for s in shapes if len(s) <= 2] or [(3,)]
     g = torch.Generator().manual_seed(seed)
     ds = [torch.randn(4, *s, generator=g, dtype=torch.float64) * scale for s in shapes]
     if zero:
         for d in ds:
             d[1] = 0.0  # one run with a zero direction
-    out = batched.steepest(norm, ds)
-    for k in range(4):
-        expected = norm.steepest([d[k] for d in ds])
-        for u, e in zip(out, expected, strict=True):
-            torch.testing.assert_close(u[k], e, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(batched.l2_norms(ds), torch.stack([norms.L2()([d[k] for d in ds])
-                                                                    for k in range(4)]))
+    # The batched maths against the base class's run-by-run loop (what a user's norm gets).
+    out = norm.steepest_stacked(ds)
+    expected = norms.Norm.steepest_stacked(norm, ds)
+    for u, e in zip(out, expected, strict=True):
+        torch.testing.assert_close(u, e, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.dual_stacked(ds), norms.Norm.dual_stacked(norm, ds), rtol=1e-12, atol=0)

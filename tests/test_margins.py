@@ -153,3 +153,88 @@ def test_direction_cosine_errors():
         margins.direction_cosine(torch.zeros(2, dtype=F64), a)
     with pytest.raises(ValueError, match="sizes differ"):
         margins.direction_cosine(a, torch.ones(3, dtype=F64))
+
+
+class UserNet(torch.nn.Module):
+    """A user's bias-free ReLU net (degree 2) built from torch.nn, output squeezed or not."""
+
+    def __init__(self, squeeze=True, bias=False, activation=torch.nn.ReLU, degree=2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 6, bias=bias), activation(),
+                                       torch.nn.Linear(6, 1, bias=bias)).to(F64)
+        self.squeeze, self.degree = squeeze, degree
+
+    def forward(self, X):
+        out = self.net(X)
+        return out.squeeze(-1) if self.squeeze else out
+
+
+def test_user_model_margin_by_hand(gauss):
+    X, y = gauss
+    model = UserNet()
+    W, v = model.net[0].weight.detach(), model.net[2].weight.detach().reshape(-1)
+    q = y * (torch.relu(X @ W.T) @ v)
+    size = W.square().sum() + v.square().sum()  # ‖θ‖₂^L with L = 2
+    assert margins.normalized_margin(model, X, y) == pytest.approx(float(q.min() / size), rel=1e-14)
+    assert margins.smoothed_margin(model, X, y, loss="exponential") == pytest.approx(
+        float(-torch.logsumexp(-q, 0) / size), rel=1e-13)
+
+
+LIBRARY = [
+    models.Linear(4, seed=1), models.DiagonalLinear(4, depth=2, seed=1),
+    models.TwoLayer(4, 6, "relu", seed=1), models.TwoLayer(4, 6, "relu2", seed=1),
+    models.TwoLayerWithVectorUnit(4, 6, "relu2", seed=1), models.MLP([4, 5, 3, 1], "relu", seed=1),
+]
+
+
+@pytest.mark.parametrize("model", LIBRARY, ids=lambda m: type(m).__name__)
+def test_library_models_pass_the_checks(model, gauss):
+    X, y = gauss
+    params = [p.detach() for p in model.parameters()]
+    want = float((y * model(X)).min().detach() / norms.by_name("l2", params)(params) ** model.degree)
+    assert margins.normalized_margin(model, X, y) == want
+
+
+@pytest.mark.parametrize("fn", [margins.normalized_margin, margins.smoothed_margin])
+def test_silent_wrong_models_raise(fn, gauss):
+    """Each of these used to return a number: an (n, 1) head broadcast y·f to an n×n matrix,
+    and a wrong or meaningless degree went unchecked."""
+    X, y = gauss
+    with pytest.raises(ValueError, match=r"must be shape \(25,\).*out.squeeze\(-1\)"):
+        fn(UserNet(squeeze=False), X, y)
+    with pytest.raises(ValueError, match=r"declares degree 3 but f\(cθ\) = c\^2.00 f\(θ\)"):
+        fn(UserNet(degree=3), X, y)
+    with pytest.raises(ValueError, match="not positively homogeneous.*Remove biases"):
+        fn(UserNet(bias=True, activation=torch.nn.Tanh), X, y)
+    no_degree = UserNet()
+    del no_degree.degree
+    with pytest.raises(TypeError, match="has no `degree`"):
+        fn(no_degree, X, y)
+
+
+@pytest.mark.parametrize("fn", [margins.normalized_margin, margins.smoothed_margin])
+def test_bad_labels_raise(fn, gauss):
+    X, y = gauss
+    model = models.TwoLayer(4, 6, seed=1)
+    for bad in ((y + 1) / 2, 3 * y):
+        with pytest.raises(ValueError, match="Labels must be -1 or \\+1"):
+            fn(model, X, bad)
+    with pytest.raises(ValueError, match=r"y must have shape \(25,\).*y.reshape\(-1\)"):
+        fn(model, X, y[:, None])
+    with pytest.raises(ValueError, match=r"y must have shape \(25,\)"):
+        fn(model, X, y[:10])
+    with pytest.raises(TypeError, match="torch tensor"):
+        fn(model, X, y.numpy())
+
+
+def test_function_margin_is_checked_through_margins(gauss):
+    from implicit_bias import symmetry
+
+    X, y = gauss
+    wrong = models.TwoLayer(4, 6, "relu2", seed=1)
+    wrong.degree = 2.0
+    with pytest.raises(ValueError, match="declares degree 2 but"):
+        symmetry.function_margin(wrong, X, y)
+    with pytest.raises(ValueError, match="Labels must be"):
+        symmetry.function_margin(models.TwoLayer(4, 6, seed=1), X, (y + 1) / 2)

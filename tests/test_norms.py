@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from implicit_bias import norms
-from implicit_bias.updates import newton_schulz
+from implicit_bias.norms import newton_schulz
 
 F64 = torch.float64
 NORM_NAMES = ["l2", "linf", "l1", "spectral", "hybrid"]
@@ -251,19 +251,23 @@ def test_newton_schulz_polar_is_approximate():
     bf16 = newton_schulz(A, dtype=torch.bfloat16)
     assert bf16.dtype == F64  # computed in bfloat16, returned in the input's dtype
     assert float((bf16 - newton_schulz(A)).abs().max()) < 0.1
-    with pytest.raises(ValueError, match="matrix"):
-        newton_schulz(torch.zeros(2, 2, 2, dtype=F64))
+    with pytest.raises(ValueError, match="matrices"):
+        newton_schulz(torch.zeros(2, dtype=F64))
+    batch = torch.randn(3, 4, 5, dtype=F64)  # a batch of matrices: each on its own
+    torch.testing.assert_close(newton_schulz(batch)[1], newton_schulz(batch[1]))
 
 
 # --- bad input --------------------------------------------------------------------------------
 
 
-def test_spectral_rejects_tensors_with_more_than_two_dimensions():
-    xs = [torch.ones(2, 3, 4, dtype=F64)]
+def test_spectral_flattens_convolution_kernels_to_matrices():
+    # One rule for the whole Muon family (Keller Jordan's): (out, in, kh, kw) -> out × (in·kh·kw).
+    kernel = torch.randn(4, 3, 2, 2, dtype=F64)
+    matrix = kernel.reshape(4, -1)
     norm = norms.Spectral()
-    for method in (norm, norm.dual, norm.steepest, norm.subgradient):
-        with pytest.raises(ValueError, match="matrices and vectors"):
-            method(xs)
+    torch.testing.assert_close(norm([kernel]), norm([matrix]))
+    torch.testing.assert_close(norm.dual([kernel]), norm.dual([matrix]))
+    torch.testing.assert_close(norm.steepest([kernel])[0], norm.steepest([matrix])[0].reshape(kernel.shape))
     with pytest.raises(ValueError, match="polar"):
         norms.Spectral(polar="qr")
 
@@ -313,3 +317,86 @@ def test_l2_norm_of_tiny_float32_gradients():
     assert float(norms.L2()(g)) == pytest.approx(5e-24, rel=1e-6)
     torch.testing.assert_close(norms.L2().steepest(g)[0], torch.tensor([0.6, 0.8]))
     assert float(norms.L2()([torch.zeros(3)])) == 0.0
+
+
+# --- cvxpy expressions, Mahalanobis, the registry -------------------------------------------
+
+
+def test_cvxpy_expressions_match_torch():
+    """value_expr and dual_expr (max-margin problems, KKT certificates) against the norms'
+    own values, on a matrix, a vector and a convolution kernel (its matrix view)."""
+    import cvxpy as cp
+
+    rng = np.random.default_rng(5)
+    xs = [torch.from_numpy(rng.standard_normal(s)) for s in [(4, 3), (5,), (3, 2, 2)]]
+    shapes = [tuple(x.shape) for x in xs]
+    flat = cp.Constant(torch.cat([x.reshape(-1) for x in xs]).numpy())
+    A = rng.standard_normal((29, 29))
+    cases = [norms.L2(), norms.Linf(), norms.L1(), norms.Spectral(), norms.hybrid(xs), norms.hybrid(xs, 2.5),
+             norms.Mahalanobis(A @ A.T + np.eye(29))]
+    for norm in cases:
+        value, dual = float(norm(xs)), float(norm.dual(xs))
+        assert float(norm.value_expr(flat, shapes).value) == pytest.approx(value, rel=1e-9), norm
+        assert float(norm.dual_expr(flat, shapes).value) == pytest.approx(dual, rel=1e-9), norm
+
+
+def test_mahalanobis_against_numpy():
+    rng = np.random.default_rng(6)
+    B = rng.standard_normal((7, 7))
+    M = B @ B.T + 0.5 * np.eye(7)
+    norm = norms.Mahalanobis(M)
+    xs = [torch.from_numpy(rng.standard_normal((2, 2))), torch.from_numpy(rng.standard_normal(3))]
+    v = np.r_[xs[0].numpy().ravel(), xs[1].numpy()]
+    assert float(norm(xs)) == pytest.approx(np.sqrt(v @ M @ v), rel=1e-12)
+    assert float(norm.dual(xs)) == pytest.approx(np.sqrt(v @ np.linalg.solve(M, v)), rel=1e-12)
+    u = norm.steepest(xs)
+    assert float(norm(u)) == pytest.approx(1.0, rel=1e-12)
+    assert float(norms.inner(u, xs)) == pytest.approx(float(norm.dual(xs)), rel=1e-12)
+    s = norm.subgradient(xs)
+    assert float(norm.dual(s)) == pytest.approx(1.0, rel=1e-12)
+    assert float(norms.inner(s, xs)) == pytest.approx(float(norm(xs)), rel=1e-12)
+    d = np.linspace(1, 2, 7)
+    diagonal, matrix = norms.Mahalanobis(d), norms.Mahalanobis(np.diag(d))
+    assert float(diagonal(xs)) == pytest.approx(float(matrix(xs)), rel=1e-14)
+    with pytest.raises(ValueError, match="symmetric"):
+        norms.Mahalanobis(np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="positive definite"):
+        norms.Mahalanobis(np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="symmetric 2×2"):
+        norm([torch.ones(2, dtype=F64)])
+
+
+def test_registry_by_name_as_norm_and_labels():
+    class Half(norms.L2):
+        """A user's norm: half the ℓ2 norm (no dual, only what this test needs)."""
+
+        name = "half_l2"
+        label = r"$\tfrac12\ell_2$"
+
+        def __call__(self, xs):
+            return 0.5 * super().__call__(xs)
+
+    assert {"l2", "linf", "l1", "spectral", "msp", "hybrid"} <= set(norms.names())
+    l2 = norms.L2()
+    assert norms.as_norm(l2) is l2 and isinstance(norms.as_norm("linf"), norms.Linf)
+    assert isinstance(norms.as_norm("hybrid", [torch.zeros(2, 2)]), norms.MaxNorm)
+    assert norms.label_of("l2") == norms.label_of(l2) == r"$\ell_2$"
+    assert norms.label_of("hybrid").startswith("hybrid") and norms.label_of("unknown") == "unknown"
+    norms.register("half_l2", Half)
+    assert isinstance(norms.by_name("half_l2"), Half) and norms.label_of("half_l2") == Half.label
+    norms.register("half_l2", lambda params: Half(), label="half")  # a name registered again is replaced
+    assert isinstance(norms.as_norm("half_l2"), Half) and norms.label_of("half_l2") == "half"
+    from implicit_bias import plots
+
+    assert plots.NORM_LABELS["half_l2"] == "half" and plots.NORM_LABELS["linf"] == r"$\ell_\infty$"
+    with pytest.raises(ValueError, match="norms.register"):
+        norms.by_name("l3")
+    with pytest.raises(TypeError, match="Norm or a registered norm name"):
+        norms.as_norm(2.0)
+    with pytest.raises(TypeError, match="neither a Norm subclass"):
+        norms.register("bad", int)
+    with pytest.raises(ValueError, match="non-empty string"):
+        norms.register("", norms.L2)
+    norms.register("not_a_norm", lambda params: "l2")
+    with pytest.raises(TypeError, match="not a Norm"):
+        norms.by_name("not_a_norm")

@@ -33,6 +33,8 @@ FRAME_CASES = {
     "AdaGrad": (LIN, 300.0, {"eps": 1e-10}),
     "MuonSignum": (TWO, 0.05, {}),
     "MuonAdam": (TWO, 0.05, {"eps": 1e-8, "betas": (0.5, 0.5)}),
+    "AdamW": (TWO, 0.05, {"eps": 1e-20, "betas": (0.5, 0.5), "weight_decay": 1e-3}),
+    "Lion": (LIN, 0.3, {"betas": (0.5, 0.6)}),
 }
 
 
@@ -190,8 +192,8 @@ def test_bad_input(small_data):
     X, y = small_data
     with pytest.raises(KeyError, match="asks for data 'mnist'"):
         train.train(train.Run("SignGD", 0.1, steps=5, data="mnist"), {"data": small_data}, progress=False)
-    with pytest.raises(ValueError, match="Unknown optimizer 'Lion'"):
-        train.Run("Lion", 0.1, steps=5)
+    with pytest.raises(ValueError, match="Unknown optimizer 'Lino'"):
+        train.Run("Lino", 0.1, steps=5)
     for steps in (0, -3, 2.5):
         with pytest.raises(ValueError, match="steps must be a positive integer"):
             train.Run("SignGD", 0.1, steps=steps)

@@ -6,41 +6,41 @@ exact max-margin solvers (`maxmargin`), KKT certificates (`kkt`), function-level
 points near a KKT point (`optimality`), data (`data`), training sweeps (`train`, with the
 batched engine of `batched` and `stacked`), stored paper-size results (`store`) and plots
 (`plots`) for the executable book on the implicit bias of optimizers.
+
+Submodules and the names below are loaded on first use (PEP 562), so ``import implicit_bias``
+is quick and pulls in neither cvxpy nor matplotlib until a solver or a figure needs them.
 """
 
-from . import (
-    batched,
-    config,
-    data,
-    kkt,
-    losses,
-    margins,
-    maxmargin,
-    models,
-    norms,
-    optim,
-    optimality,
-    plots,
-    regime,
-    stacked,
-    stats,
-    store,
-    symmetry,
-    train,
-    updates,
-    verdicts,
-)
-from .config import device, profile, sized
-from .margins import direction_cosine, normalized_margin, smoothed_margin
-from .maxmargin import NotSeparableError, max_margin
-from .train import History, Run
+import pkgutil
+from importlib import import_module
 
 __version__ = "0.3.0"
 
-__all__ = [
-    "batched", "config", "data", "kkt", "losses", "margins", "maxmargin", "models", "norms", "optim",
-    "optimality", "plots", "regime", "stacked", "stats", "store", "symmetry", "train", "updates",
-    "verdicts", "device", "profile", "sized", "direction_cosine",
-    "normalized_margin", "smoothed_margin", "NotSeparableError", "max_margin", "History", "Run",
-    "__version__",
-]
+#: Every submodule, found on disk so that a new module needs no entry here.
+_SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
+
+#: Shortcuts: name -> the submodule that defines it.
+_SHORTCUTS = {
+    "device": "config", "profile": "config", "sized": "config",
+    "direction_cosine": "margins", "normalized_margin": "margins", "smoothed_margin": "margins",
+    "NotSeparableError": "maxmargin", "max_margin": "maxmargin",
+    "History": "train", "Run": "train",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+    elif name in _SHORTCUTS:
+        value = getattr(import_module(f".{_SHORTCUTS[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES, *_SHORTCUTS})
+
+
+__all__ = [*_SUBMODULES, *_SHORTCUTS, "__version__"]

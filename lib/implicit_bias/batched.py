@@ -23,11 +23,12 @@ import time
 import numpy as np
 import torch
 
-from . import losses, models, optim, stacked
-from .norms import L1, L2, Linf, Spectral, by_name, polar_factors
-from .updates import NS_COEFFICIENTS
+from . import losses, optim, rules, stacked
+from .frame import recentre, warn_underflow
+from .norms import Norm, column
+from .runs import DTYPES, RunFailed, batches, history, log_grid, margin_norms, observe_point, record
 
-#: Optimizers the engine leaves to the reference loop, and why.
+#: Built-in optimizers the engine leaves to the reference loop, and why.
 UNBATCHED = {
     "TorchMuon": "it is torch.optim.Muon itself, kept as an independent oracle",
     "AdamProxy": "it needs per-sample gradients",
@@ -42,9 +43,17 @@ MEMORY_FRACTION = 0.5
 
 
 def why_not(run) -> str | None:
-    """Why ``run`` cannot go to the batched engine, or None if it can."""
-    if run.optimizer in UNBATCHED:
-        return f"{run.optimizer}: {UNBATCHED[run.optimizer]}"
+    """Why ``run`` cannot go to the batched engine, or None if it can: the engine steps
+    optimizers built from registered rules (:class:`optim.RuleOptimizer`) that need no
+    per-sample gradients."""
+    cls = optim.OPTIMIZERS.get(run.optimizer) if isinstance(run.optimizer, str) else run.optimizer
+    name = cls.__name__
+    if optim.OPTIMIZERS.get(name) is cls and name in UNBATCHED:
+        return f"{name}: {UNBATCHED[name]}"
+    if not issubclass(cls, optim.RuleOptimizer):
+        return f"{name}: it is not built from registered update rules (implicit_bias.rules)"
+    if getattr(cls, "needs_per_sample_gradients", False):
+        return f"{name}: it needs per-sample gradients"
     return None
 
 
@@ -54,140 +63,57 @@ def group_key(run) -> str:
                        run.batch_size], sort_keys=True, default=str)
 
 
-def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-run vector ``(k,)`` shaped to broadcast against ``like`` ``(k, …)``."""
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-# --- batched steepest directions ------------------------------------------------
-
-
-def _flat(xs):
-    return torch.cat([x.reshape(x.shape[0], -1) for x in xs], dim=1)
-
-
-def _unflat(v, like):
-    out, i = [], 0
-    for x in like:
-        n = x[0].numel()
-        out.append(v[:, i:i + n].reshape(x.shape))
-        i += n
-    return out
-
-
-def l2_norms(xs) -> torch.Tensor:
-    """Per-run ℓ2 norm of a stacked parameter list, scale-safe like :class:`norms.L2`."""
-    flat = _flat(xs)
-    scale = flat.abs().amax(dim=1)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.where(scale > 0, scale * (flat / safe[:, None]).norm(dim=1), scale)
-
-
-def _matrices(x):
-    """Per-run matrix views (``norms.as_matrix`` of every run): ``(k, rows, cols)``."""
-    if x.dim() == 1:
-        return x.reshape(-1, 1, 1)
-    if x.dim() == 2:
-        return x.reshape(x.shape[0], 1, -1)
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-def _newton_schulz(x, steps, dtype):
-    """``updates.newton_schulz`` of every run's matrix view, batched."""
-    a, b, c = NS_COEFFICIENTS
-    m = _matrices(x)
-    z = m.to(dtype or m.dtype)
-    tall = z.shape[-2] > z.shape[-1]
-    if tall:
-        z = z.mT
-    z = z / torch.linalg.matrix_norm(z).clamp(min=1e-7)[:, None, None]
-    for _ in range(steps):
-        gram = z @ z.mT
-        z = torch.baddbmm(z, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), z, beta=a)
-    if tall:
-        z = z.mT
-    return z.to(m.dtype).reshape(x.shape)
-
-
-def steepest(norm, ds):
-    """``norm.steepest`` for every run of a stacked list of directions ``(k, …)``."""
-    if isinstance(norm, L2):
-        n = l2_norms(ds)
-        safe = torch.where(n > 0, n, torch.ones_like(n))
-        return [torch.where(_col(n, d) > 0, d / _col(safe, d), torch.zeros_like(d)) for d in ds]
-    if isinstance(norm, Linf):
-        return [torch.sign(d) for d in ds]
-    if isinstance(norm, L1):
-        flat = _flat(ds)
-        rows = torch.arange(flat.shape[0], device=flat.device)
-        j = flat.abs().argmax(dim=1)
-        u = torch.zeros_like(flat)
-        u[rows, j] = torch.sign(flat[rows, j])
-        return _unflat(u, ds)
-    if isinstance(norm, Spectral):
-        if norm.polar == "newton_schulz":
-            return [_newton_schulz(d, norm.ns_steps, norm.ns_dtype) for d in ds]
-        return [polar_factors(_matrices(d)).reshape(d.shape) for d in ds]
-    raise TypeError(f"The batched engine has no steepest direction for {norm!r}.")
-
-
 def _norm_key(norm):
-    if norm is None:
-        return None
-    return (type(norm).__name__, getattr(norm, "polar", None), getattr(norm, "ns_steps", None),
+    return (type(norm).__module__, type(norm).__qualname__, repr(norm), getattr(norm, "ns_steps", None),
             str(getattr(norm, "ns_dtype", None)))
 
 
 def signature(opt, params) -> tuple:
     """What must agree for runs to share one batched update: each parameter group's rule,
-    its parameters' positions, its norm and whether it is normalized; the numbers
-    (rates, β, ε) may differ."""
+    its parameters' positions and its options (a norm, whether it is normalized); the
+    numbers (rates, β, ε) may differ."""
     index = {id(p): i for i, p in enumerate(params)}
-    return tuple((g["rule"], tuple(index[id(p)] for p in g["params"]), _norm_key(g.get("norm")),
-                  g.get("normalized")) for g in opt.param_groups)
+    return tuple(
+        (g["rule"], tuple(index[id(p)] for p in g["params"]),
+         tuple(_norm_key(g[k]) if isinstance(g[k], Norm) else g[k] for k in rules.get(g["rule"]).options))
+        for g in opt.param_groups)
+
+
+def _stack_numbers(values, dev, dtype):
+    """One group entry over the runs: a ``(K,)`` tensor, or a tuple of them (``betas``)."""
+    if isinstance(values[0], (tuple, list)):
+        return tuple(torch.as_tensor([float(v[i]) for v in values], device=dev, dtype=dtype)
+                     for i in range(len(values[0])))
+    return torch.as_tensor([float(v) for v in values], device=dev, dtype=dtype)
 
 
 # --- the batched optimizer ----------------------------------------------------------------
-
-#: State scaled like the gradients under a new frame; the rest (v, sum) like their squares.
-_FIRST_MOMENTS = ("momentum", "m")
-
-#: Each rule's state, named as :class:`optim.RuleOptimizer` names it.
-_LOOP_NAMES = {"steepest": {"momentum": "momentum_buffer"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
-               "rmsprop": {"v": "square_avg"}, "adagrad": {"sum": "sum"}}
 
 
 class BatchedOptimizer:
     """The updates of runs ``start … start + k − 1`` of a stack, whose optimizers share one
     :func:`signature` (``positions``: each parameter group's parameters, as positions in
-    the stack). ``step(params, grads, t)`` takes the whole stack's tensors."""
+    the stack): each group's rule (:mod:`rules`) applied to all k runs at once, with the
+    runs' own numbers as ``(k,)`` vectors. ``step(params, grads, t)`` takes the whole
+    stack's tensors."""
 
     def __init__(self, opts, schedules, stack_params, start: int, runs, positions):
         self.start, self.k, self.runs = start, len(opts), list(runs)
-        self.groups = []
-        first = opts[0]
         dev, dtype = stack_params[0].device, stack_params[0].dtype
-        for gi, (group, idx) in enumerate(zip(first.param_groups, positions, strict=True)):
-            numbers = {key: np.array([float(o.param_groups[gi][key]) for o in opts])
-                       for key in ("lr", "momentum", "beta1", "beta2", "eps") if key in group}
-            self.groups.append(dict(rule=group["rule"], idx=list(idx), norm=group.get("norm"),
-                                    normalized=group.get("normalized", True), numbers=numbers,
-                                    tensors={k: torch.as_tensor(v, device=dev, dtype=dtype)
-                                             for k, v in numbers.items()},
-                                    state={}))
+        self.groups = []
+        for gi, (group, idx) in enumerate(zip(opts[0].param_groups, positions, strict=True)):
+            rule = rules.get(group["rule"])
+            own = [o.param_groups[gi] for o in opts]
+            self.groups.append(dict(
+                rule=rule, idx=list(idx), lr=np.array([float(g["lr"]) for g in own]),
+                hyper={**{key: _stack_numbers([g[key] for g in own], dev, dtype) for key in rule.numbers},
+                       **{key: group[key] for key in rule.options}},
+                state={}))
         self.schedules = np.asarray(schedules, dtype=float)
         self.grad_scale = np.ones(self.k)
+        self._scale = torch.ones(self.k, device=dev, dtype=dtype)
         self._dev, self._dtype = dev, dtype
         self._warned_dead = False
-
-    def _vec(self, values):
-        return torch.as_tensor(values, device=self._dev, dtype=self._dtype)
-
-    def _buffer(self, group, name, like):
-        state = group["state"]
-        if name not in state:
-            state[name] = [torch.zeros_like(x) for x in like]
-        return state[name]
 
     @torch.no_grad()
     def step(self, params, grads, t: int):
@@ -197,117 +123,54 @@ class BatchedOptimizer:
         for group in self.groups:
             ps = [params[i][rows] for i in group["idx"]]
             gs = [grads[i][rows] for i in group["idx"]]
-            lr = self._vec(group["numbers"]["lr"] * decay)
-            steps = getattr(self, "_" + group["rule"])(group, gs, t)
-            for p, u in zip(ps, steps):
-                p.sub_(_col(lr, u) * u)
+            update = group["rule"].update(gs, group["state"], {**group["hyper"], "grad_scale": self._scale},
+                                          [t] * len(gs), ps)
+            group["state"].update(update.state)
+            if update.dead and not self._warned_dead:
+                self._warned_dead = True
+                optim.warn_dead_coordinates(stacklevel=4)
+            lr = torch.as_tensor(group["lr"] * decay, device=self._dev, dtype=self._dtype)
+            for p, u in zip(ps, update.directions):
+                p.sub_(column(lr, u) * u)
 
     @torch.no_grad()
     def export(self, j: int, opt, t: int) -> None:
         """Write run ``j``'s (of this segment) state after step ``t`` into its own
-        optimizer object ``opt``, as the reference loop would hold it: the rules' buffers,
-        Adam's step count, the scheduled rate and the gradient scale."""
+        optimizer object ``opt``, as the optimizer would hold it after t steps: the
+        rules' state, the step count, the scheduled rate and the gradient scale."""
         for group, own in zip(self.groups, opt.param_groups, strict=True):
             own["grad_scale"] = float(self.grad_scale[j])
             # LambdaLR after t steps: η_0 (t + 1)^{-a}, in Python floats as there.
-            own["lr"] = float(group["numbers"]["lr"][j]) * (t + 1.0) ** (-float(self.schedules[j]))
+            own["lr"] = float(group["lr"][j]) * (t + 1.0) ** (-float(self.schedules[j]))
             for name, bufs in group["state"].items():
-                if name == "momentum" and group["numbers"]["momentum"][j] == 0:
-                    continue  # the loop keeps no momentum buffer at β = 0
+                if name == "momentum_buffer" and float(group["hyper"]["momentum"][j]) == 0:
+                    continue  # a run at β = 0 keeps no momentum buffer
                 for p, buf in zip(own["params"], bufs, strict=True):
-                    opt.state[p][_LOOP_NAMES[group["rule"]][name]] = buf[j].clone()
-            if group["rule"] == "adam":
-                for p in own["params"]:
-                    opt.state[p]["step"] = t
-
-    def _eps(self, group):
-        """ε in the units of the rescaled gradients, per run (kept until the next rescale)."""
-        cached = group.get("eps_scaled")
-        if cached is None or cached[0] is not self.grad_scale:
-            eps = group["numbers"]["eps"]
-            with np.errstate(invalid="ignore"):  # 0 · inf: ε = 0 stays 0 (see RuleOptimizer._eps)
-                cached = group["eps_scaled"] = (self.grad_scale,
-                                                self._vec(np.where(eps > 0, eps * self.grad_scale, 0.0)))
-        return cached[1]
-
-    def _ema(self, group, name, xs, beta):
-        bufs = self._buffer(group, name, xs)
-        beta = group["tensors"][beta]
-        for i, x in enumerate(xs):
-            b = _col(beta, x)
-            bufs[i] = bufs[i] * b + x * (1.0 - b)
-        return bufs
-
-    def _steepest(self, group, gs, t):
-        if np.any(group["numbers"]["momentum"] > 0):
-            gs = self._ema(group, "momentum", gs, "momentum")
-        u = steepest(group["norm"], gs)
-        if group["normalized"]:
-            return u
-        scale = l2_norms(gs) / self._vec(self.grad_scale)  # only L2 is ever unnormalized
-        return [x * _col(scale, x) for x in u]
-
-    def _scaled_by_root(self, xs, accs, eps):
-        out = []
-        for x, acc in zip(xs, accs):
-            denom = acc.sqrt() + _col(eps, acc)
-            dead = denom == 0
-            if bool(dead.any()):
-                self._warn_dead()
-                out.append(torch.where(dead, torch.zeros_like(x), x / torch.where(dead, 1.0, denom)))
-            else:
-                out.append(x / denom)
-        return out
-
-    def _warn_dead(self):
-        if not self._warned_dead:
-            self._warned_dead = True
-            optim.warn_dead_coordinates(stacklevel=5)
-
-    def _adam(self, group, gs, t):
-        m = self._ema(group, "m", gs, "beta1")
-        v = self._ema(group, "v", [g * g for g in gs], "beta2")
-        c1 = self._vec(1.0 - np.power(group["numbers"]["beta1"], t))
-        c2 = self._vec(1.0 - np.power(group["numbers"]["beta2"], t))
-        return self._scaled_by_root([x / _col(c1, x) for x in m], [x / _col(c2, x) for x in v],
-                                    self._eps(group))
-
-    def _rmsprop(self, group, gs, t):
-        v = self._ema(group, "v", [g * g for g in gs], "beta2")
-        return self._scaled_by_root(gs, v, self._eps(group))
-
-    def _adagrad(self, group, gs, t):
-        acc = self._buffer(group, "sum", gs)
-        for i, g in enumerate(gs):
-            acc[i] = acc[i] + g * g
-        return self._scaled_by_root(gs, acc, self._eps(group))
+                    opt.state[p][name] = buf[j].clone()
+            for p in own["params"]:
+                opt.state[p]["step"] = t
 
     @torch.no_grad()
     def rescale_gradients(self, ratios: np.ndarray) -> None:
         """Per-run :meth:`optim.RuleOptimizer.rescale_gradients`."""
         with np.errstate(over="ignore"):  # e^F may overflow to inf, as a Python float does
             self.grad_scale = self.grad_scale * ratios
-        r = self._vec(ratios)
+        self._scale = torch.as_tensor(self.grad_scale, device=self._dev, dtype=self._dtype)
+        r = torch.as_tensor(ratios, device=self._dev, dtype=self._dtype)
         for group in self.groups:
-            for name, bufs in group["state"].items():
-                for i, x in enumerate(bufs):
-                    c = _col(r, x)
-                    bufs[i] = x * c if name in _FIRST_MOMENTS else x * c * c
-                    bad = ~bufs[i].reshape(self.k, -1).isfinite().all(dim=1)
-                    if bool(bad.any()):
-                        from .train import RunFailed
-
-                        j = int(bad.nonzero()[0])
-                        raise RunFailed(self.runs[j], (
-                            f"{self.runs[j].label}: rescaling the optimizer state by {ratios[j]:.3g} "
-                            "overflowed: the loss fell faster than the optimizer's memory decays, "
-                            "beyond float64's range. Lower the learning rate or use a decaying schedule."))
+            try:
+                group["state"] = rules.rescale(group["rule"], group["state"], r)
+            except rules.StateOverflow as err:
+                run = self.runs[err.runs[0]]
+                raise RunFailed(run, f"{run.label}: {err}") from err
 
 
 # --- chunking ---------------------------------------------------------------------------
 
 
-def _hidden_units(spec: dict) -> int:
+def _hidden_units(spec) -> int:
+    if not isinstance(spec, dict):
+        return 256  # a user's model: assume a wide one (the chunk only gets smaller)
     kind = spec.get("kind")
     if kind == "two_layer":
         return int(spec.get("width", 64))
@@ -360,18 +223,6 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     :func:`train.train`'s loop would one by one; returns their histories in order.
     ``observe`` is called as in the loop, on each run's own model and optimizer objects,
     which are given the run's parameters, gradients and state at each logged step."""
-    from .train import (
-        DTYPES,
-        FRAME_SLACK,
-        RunFailed,
-        _history,
-        _observe,
-        _record,
-        _warn_underflow,
-        batches,
-        log_grid,
-    )
-
     start_time = time.perf_counter()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -379,9 +230,9 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     dtype = DTYPES[first.dtype]
     X, y = X.to(dtype), y.to(dtype)
     d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
-    nets = [models.build(r.model, d, seed=r.seed, dtype=dtype).to(dev) for r in runs]
+    nets = [r.build_model(d, dtype).to(dev) for r in runs]
     plist = [list(m.parameters()) for m in nets]
-    opts = [optim.make(r.optimizer, ps, r.lr, **r.options) for r, ps in zip(runs, plist)]
+    opts = [r.make_optimizer(ps) for r, ps in zip(runs, plist)]
     sigs = [signature(o, ps) for o, ps in zip(opts, plist)]
     distinct = list(dict.fromkeys(sigs))
     order = sorted(range(len(runs)), key=lambda k: distinct.index(sigs[k]))
@@ -392,12 +243,12 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
         members = [k for k in order if sigs[k] == sig]
         segments.append(BatchedOptimizer(
             [opts[k] for k in members], [runs[k].schedule for k in members], stack.params, at,
-            [runs[k] for k in members], [idx for _, idx, _, _ in sig]))
+            [runs[k] for k in members], [idx for _, idx, _ in sig]))
         at += len(members)
 
     grid = log_grid(first.steps, log_points)
-    norm_objs = {name: by_name(name, plist[0]) for name in norms}
-    records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norms}}
+    norm_objs = margin_norms(norms, plist[0])
+    records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norm_objs}}
                for _ in runs]
     observed = [{} for _ in runs]
     segment_of = {}
@@ -416,7 +267,7 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     def log(q_all, t, grads):
         for k in range(K):
             i = position[k]
-            _record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)
+            record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)
             if observe is not None:
                 with torch.no_grad():
                     for p, P, G in zip(plist[k], stack.params, grads, strict=True):
@@ -424,7 +275,11 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
                         p.grad = G[i].clone()
                     seg, j = segment_of[i]
                     seg.export(j, opts[k], t)
-                _observe(observed[k], observe, nets[k], opts[k], float(F[i]))
+                observe_point(observed[k], observe, nets[k], opts[k], float(F[i]))
+
+    def rescale(ratios):
+        for seg in segments:
+            seg.rescale_gradients(ratios[seg.start:seg.start + seg.k])
 
     next_log, pending, grads = 0, False, None
     for t in range(1, first.steps + 1):
@@ -449,20 +304,14 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
             k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
             raise RunFailed(runs[k], f"{runs[k].label}: the loss became {log_l[position[k]]} at "
                                      f"step {t}; lower the learning rate.")
-        moved = np.abs(log_l + F) > FRAME_SLACK
-        if frame and moved.any():
-            shift = np.where(moved, -log_l - F, 0.0)
-            while np.any(shift != 0):  # in pieces, as the loop does: no ratio overflows
-                piece = np.clip(shift, -700.0, 700.0)
-                ratios = np.exp(piece)
-                for seg in segments:
-                    seg.rescale_gradients(ratios[seg.start:seg.start + seg.k])
-                shift = shift - piece
-            F = np.where(moved, -log_l, F)
-            frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
+        if frame:
+            new = recentre(log_l, F, rescale)
+            if new is not F:
+                F = new
+                frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
         if samplers is not None:
             # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
-            _warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
+            warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
         dq = losses.framed_slopes(q, frames, first.loss)
         if samplers is not None:
             dq = dq * weights
@@ -484,9 +333,9 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
         for k, (run, net) in enumerate(zip(runs, nets)):
             for p, P in zip(net.parameters(), stack.params):
                 p.copy_(P[position[k]])
-            out.append(_history(run, grid, records[k], net, seconds, engine, observed[k]))
+            out.append(history(run, grid, records[k], net, seconds, engine, observed[k]))
     return out
 
 
-__all__ = ["train_group", "why_not", "group_key", "chunk_size", "steepest", "l2_norms",
-           "BatchedOptimizer", "signature", "free_memory", "peak_memory", "UNBATCHED"]
+__all__ = ["train_group", "why_not", "group_key", "chunk_size", "BatchedOptimizer", "signature",
+           "free_memory", "peak_memory", "UNBATCHED"]

@@ -7,22 +7,28 @@ Every norm here acts on a *list* of tensors (a model's parameters) and knows
 * its steepest direction ``norm.steepest(gs)``: a ``u`` with ``norm(u) = 1`` and
   ``<u, g> = norm.dual(g)`` (Gunasekar et al. 2018; Tsilivis, Vardi & Kempe 2024),
 * a subgradient ``norm.subgradient(xs)``: a ``u`` with ``norm.dual(u) <= 1`` and
-  ``<u, x> = norm(x)``.
+  ``<u, x> = norm(x)``,
+* its cvxpy expressions ``norm.value_expr`` and ``norm.dual_expr`` (max-margin problems and
+  KKT certificates; cvxpy is imported only when they are called), its ``label`` for
+  figures and its ``name``, under which :func:`register` makes it known.
 
-Optimizers, margins and KKT checks are written once against this interface, so a new
-norm gives a new steepest-descent optimizer, margin and certificate at once.
+Optimizers, margins, KKT checks, max-margin solvers and figures are written once against
+this interface, so a new norm (one subclass, registered by name) gives a new
+steepest-descent optimizer, margin, certificate and max-margin solver at once.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 
 import torch
 
-from .updates import newton_schulz
-
 Tensors = Sequence[torch.Tensor]
+
+#: Newton–Schulz quintic coefficients of Keller Jordan's Muon (and ``torch.optim.Muon``).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def _flat(xs: Tensors) -> torch.Tensor:
@@ -43,13 +49,52 @@ def inner(a: Tensors, b: Tensors) -> torch.Tensor:
 
 
 def as_matrix(x: torch.Tensor) -> torch.Tensor:
-    """The matrix view the spectral norm uses: a vector is a 1×n matrix, a scalar 1×1,
-    a tensor with more than two dimensions is flattened to (shape[0], rest)."""
-    if x.dim() == 0:
-        return x.reshape(1, 1)
+    """The matrix view of the whole Muon family and the spectral norm: a vector is a 1×n
+    matrix, a scalar 1×1, and a tensor with more than two dimensions (a convolution
+    kernel ``(out, in, kh, kw)``) is flattened to ``(shape[0], rest)``, the rule of
+    Keller Jordan's Muon."""
+    return as_matrices(x.unsqueeze(0))[0]
+
+
+def as_matrices(x: torch.Tensor) -> torch.Tensor:
+    """:func:`as_matrix` of every run of a stacked tensor ``(K, …)``: ``(K, rows, cols)``."""
     if x.dim() == 1:
-        return x.reshape(1, -1)
-    return x.reshape(x.shape[0], -1)
+        return x.reshape(-1, 1, 1)
+    if x.dim() == 2:
+        return x.reshape(x.shape[0], 1, -1)
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _one_run(fn, xs: Tensors):
+    """A stacked method ``fn`` (runs along dimension 0) applied to one unstacked list: the
+    K = 1 case, so that each norm's maths is written once."""
+    out = fn([x.unsqueeze(0) for x in xs])
+    return out[0] if torch.is_tensor(out) else [u[0] for u in out]
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS,
+                  eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximate polar factor of every matrix of a batch ``(…, rows, cols)`` (or of one
+    matrix) by the quintic Newton–Schulz iteration of Muon.
+
+    Returns roughly ``U S' Vᵀ`` with ``S'`` in about [0.5, 1.5], *not* ``U Vᵀ``: fine for
+    training speed, not for theory (use the exact :func:`polar_factor`). ``dtype`` lets
+    it run in bfloat16 like ``torch.optim.Muon``.
+    """
+    if g.dim() < 2:
+        raise ValueError(f"newton_schulz takes matrices, got shape {tuple(g.shape)}.")
+    a, b, c = coefficients
+    x = g.reshape(-1, *g.shape[-2:]).to(dtype or g.dtype)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = x.mT
+    x = x / torch.linalg.matrix_norm(x).clamp(min=eps)[:, None, None]
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    if tall:
+        x = x.mT
+    return x.to(g.dtype).reshape(g.shape)
 
 
 def polar_factor(g: torch.Tensor) -> torch.Tensor:
@@ -74,7 +119,16 @@ class Norm(abc.ABC):
     """Base class. Subclasses implement ``__call__``, ``dual``, ``steepest`` and
     ``subgradient`` on lists of tensors; ``check`` validates the shapes."""
 
-    name = "norm"
+    name = "norm"  # the registered name (see register); certificates and solutions report it
+    label: str | None = None  # LaTeX label for figures; None: the name
+    #: p when this is the ℓp norm of all parameters flattened together: kkt's ℓ2 and ℓ∞
+    #: fast paths key on it. None for every other norm.
+    lp: float | None = None
+    #: A strictly convex norm has one max-margin direction (maxmargin.solution_spread).
+    strictly_convex = False
+    #: Dimensions of the weight of the linear model max_margin solves for: 1 for vectors,
+    #: 2 for a matrix norm (matrix inputs ``(n, a, b)``, predictor ``⟨W, x⟩``).
+    max_margin_ndim = 1
 
     def check(self, xs: Tensors) -> None:
         if len(xs) == 0:
@@ -96,28 +150,152 @@ class Norm(abc.ABC):
     def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         """See the module docstring."""
 
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
+        """:meth:`steepest` of every run of a stacked list (each tensor ``(K, …)``), as the
+        batched engine and the optimizers call it. This default steps run by run, so a
+        user's norm needs only the four methods above; the built-in norms override it
+        with one batched computation (and their :meth:`steepest` is its K = 1 case)."""
+        return _per_run(self.steepest, gs)
+
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
+        """:meth:`dual` of every run of a stacked list: a tensor ``(K,)``."""
+        return torch.stack([self.dual([g[k] for g in gs]) for k in range(gs[0].shape[0])])
+
+    # cvxpy expressions, for KKT certificates and max-margin problems. ``expr`` is a cvxpy
+    # vector holding tensors of ``shapes`` flattened in C order (torch's) and concatenated.
+
+    def value_expr(self, expr, shapes):
+        """The norm of ``expr`` as a cvxpy expression (what :func:`maxmargin.max_margin`
+        minimizes)."""
+        raise TypeError(f"{type(self).__name__} has no cvxpy expression of its value; implement "
+                        "value_expr(expr, shapes) to solve max-margin problems in it.")
+
+    def dual_expr(self, expr, shapes):
+        """The dual norm of ``expr`` as a cvxpy expression (the convex program of
+        :func:`kkt.kkt_certificate`)."""
+        raise TypeError(f"{type(self).__name__} has no cvxpy expression of its dual norm; implement "
+                        "dual_expr(expr, shapes) to get KKT certificates in it.")
+
+    def max_margin_objective(self, expr, shapes):
+        """What max_margin minimizes: ``‖w‖`` (this default, a cone program), or ``½‖w‖²``
+        where that is a quadratic form (a QP)."""
+        return self.value_expr(expr, shapes)
+
+    def dual_is_sdp(self, shapes) -> bool:
+        """Whether :meth:`dual_expr` needs a semidefinite cone (kkt then picks SCS/Clarabel)."""
+        return False
+
+    def dual_projections(self, shapes) -> list[str]:
+        """Per tensor, the projections that never increase the dual norm there, for kkt's
+        exact reduction of its program: ``'l2'`` (onto a subspace: a Euclidean dual),
+        ``'spectral'`` (onto column and row spaces: a nuclear-norm dual) or ``'none'``."""
+        return ["none"] * len(shapes)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _spans(shapes) -> list[tuple[int, int]]:
+    """Where each tensor of ``shapes`` lies in the flat C-order vector."""
+    out, start = [], 0
+    for shape in shapes:
+        out.append((start, start + math.prod(shape)))
+        start += math.prod(shape)
+    return out
+
+
+def _matrix_shape(shape) -> tuple[int, int]:
+    return tuple(as_matrix(torch.empty(shape, device="meta")).shape)
+
+
+def _cvxpy():
+    """cvxpy, imported when a max-margin problem or a certificate first needs it."""
+    try:
+        import cvxpy
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("Max-margin problems and KKT certificates need cvxpy: "
+                                  "pip install 'implicit-bias[solvers]'.") from error
+    return cvxpy
+
+
+def _cp_sum(terms):
+    cp = _cvxpy()
+    return cp.sum(cp.hstack(terms)) if len(terms) > 1 else terms[0]
+
+
+def _cp_max(terms):
+    cp = _cvxpy()
+    return cp.max(cp.hstack(terms)) if len(terms) > 1 else terms[0]
+
+
+def _per_run(fn, gs):
+    runs = [fn([g[k] for g in gs]) for k in range(gs[0].shape[0])]
+    return [torch.stack(parts) for parts in zip(*runs, strict=True)]
+
+
+def _flat_runs(xs: Tensors) -> torch.Tensor:
+    """A stacked list ``(K, …)`` as one ``(K, n)`` matrix, a row per run."""
+    return torch.cat([x.reshape(x.shape[0], -1) for x in xs], dim=1)
+
+
+def _unflat_runs(v: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
+    out, i = [], 0
+    for x in like:
+        n = x[0].numel()
+        out.append(v[:, i:i + n].reshape(x.shape))
+        i += n
+    return out
+
+
+def column(v, like: torch.Tensor):
+    """A per-run vector ``(K,)`` shaped to broadcast against ``like`` ``(K, …)``; a plain
+    number is returned as it is."""
+    return v.reshape(-1, *([1] * (like.dim() - 1))) if torch.is_tensor(v) else v
 
 
 class L2(Norm):
     """Euclidean norm of all parameters together; self-dual. Steepest: ``g/‖g‖₂``."""
 
     name = "l2"
+    label = r"$\ell_2$"
+    lp = 2
+    strictly_convex = True
+
+    def value_expr(self, expr, shapes):
+        cp = _cvxpy()
+        return cp.norm(expr, 2)
+
+    def dual_expr(self, expr, shapes):
+        return self.value_expr(expr, shapes)
+
+    def max_margin_objective(self, expr, shapes):
+        cp = _cvxpy()
+        return 0.5 * cp.sum_squares(expr)  # a QP: the hard-margin SVM
+
+    def dual_projections(self, shapes):
+        return ["l2"] * len(shapes)
 
     def __call__(self, xs):
         self.check(xs)
-        flat = _flat(xs)
-        # torch sums raw squares: a float32 vector of entries ~1e-23 would have norm 0.
-        scale = flat.abs().max()
-        return scale * (flat / scale).norm() if scale > 0 else scale
+        return _one_run(self.dual_stacked, xs)
 
     def dual(self, gs):
         return self(gs)
 
+    def dual_stacked(self, gs):
+        flat = _flat_runs(gs)
+        # torch sums raw squares: a float32 vector of entries ~1e-23 would have norm 0.
+        scale = flat.abs().amax(dim=1)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return torch.where(scale > 0, scale * (flat / safe[:, None]).norm(dim=1), scale)
+
     def steepest(self, gs):
-        n = self(gs)
-        return [g / n if n > 0 else torch.zeros_like(g) for g in gs]
+        return _one_run(self.steepest_stacked, gs)
+
+    def steepest_stacked(self, gs):
+        n = self.dual_stacked(gs)
+        safe = torch.where(n > 0, n, torch.ones_like(n))
+        return [torch.where(column(n, g) > 0, g / column(safe, g), torch.zeros_like(g)) for g in gs]
 
     def subgradient(self, xs):
         return self.steepest(xs)
@@ -127,6 +305,16 @@ class Linf(Norm):
     """Max-abs norm; dual ℓ1. Steepest: ``sign(g)`` (sign descent)."""
 
     name = "linf"
+    label = r"$\ell_\infty$"
+    lp = math.inf
+
+    def value_expr(self, expr, shapes):
+        cp = _cvxpy()
+        return cp.norm(expr, "inf")
+
+    def dual_expr(self, expr, shapes):
+        cp = _cvxpy()
+        return cp.norm(expr, 1)
 
     def __call__(self, xs):
         self.check(xs)
@@ -134,9 +322,15 @@ class Linf(Norm):
 
     def dual(self, gs):
         self.check(gs)
-        return _flat(gs).abs().sum()
+        return _one_run(self.dual_stacked, gs)
+
+    def dual_stacked(self, gs):
+        return _flat_runs(gs).abs().sum(dim=1)
 
     def steepest(self, gs):
+        return self.steepest_stacked(gs)
+
+    def steepest_stacked(self, gs):
         return [torch.sign(g) for g in gs]
 
     def subgradient(self, xs):
@@ -153,6 +347,16 @@ class L1(Norm):
     (coordinate descent)."""
 
     name = "l1"
+    label = r"$\ell_1$"
+    lp = 1
+
+    def value_expr(self, expr, shapes):
+        cp = _cvxpy()
+        return cp.norm(expr, 1)
+
+    def dual_expr(self, expr, shapes):
+        cp = _cvxpy()
+        return cp.norm(expr, "inf")
 
     def __call__(self, xs):
         self.check(xs)
@@ -160,10 +364,22 @@ class L1(Norm):
 
     def dual(self, gs):
         self.check(gs)
-        return _flat(gs).abs().max()
+        return _one_run(self.dual_stacked, gs)
+
+    def dual_stacked(self, gs):
+        return _flat_runs(gs).abs().amax(dim=1)
 
     def steepest(self, gs):
-        return Linf.subgradient(self, gs)
+        return _one_run(self.steepest_stacked, gs)
+
+    def steepest_stacked(self, gs):
+        # sign(g_j) e_j at the first coordinate of largest |g_j|, per run.
+        flat = _flat_runs(gs)
+        rows = torch.arange(flat.shape[0], device=flat.device)
+        j = flat.abs().argmax(dim=1)
+        u = torch.zeros_like(flat)
+        u[rows, j] = torch.sign(flat[rows, j])
+        return _unflat_runs(u, gs)
 
     def subgradient(self, xs):
         return [torch.sign(x) for x in xs]
@@ -173,23 +389,44 @@ class Spectral(Norm):
     """Max over tensors of the spectral norm of each tensor's matrix view (``as_matrix``);
     dual: the sum of nuclear norms. Steepest: the polar factor of every tensor — Muon's
     direction (Gronich & Vardi 2026, Cor 3.4). A vector counts as a 1×n matrix, so its
-    spectral norm is its ℓ2 norm."""
+    spectral norm is its ℓ2 norm; a convolution kernel ``(out, in, kh, kw)`` as the
+    ``out × (in·kh·kw)`` matrix (:func:`as_matrix`)."""
 
     name = "spectral"
+    label = "max-spectral"
+    max_margin_ndim = 2
+
+    def value_expr(self, expr, shapes):
+        cp = _cvxpy()
+        terms = []
+        for shape, (a, b) in zip(shapes, _spans(shapes)):
+            if len(shape) < 2:  # a vector, a 1×n matrix: its ℓ2 norm
+                terms.append(cp.norm(expr[a:b], 2))
+            else:
+                terms.append(cp.sigma_max(cp.reshape(expr[a:b], _matrix_shape(shape), order="C")))
+        return _cp_max(terms)
+
+    def dual_expr(self, expr, shapes):
+        cp = _cvxpy()
+        terms = []
+        for shape, (a, b) in zip(shapes, _spans(shapes)):
+            m, n = _matrix_shape(shape)
+            if min(m, n) == 1:  # a vector: its nuclear norm is its ℓ2 norm
+                terms.append(cp.norm(expr[a:b], 2))
+            else:
+                terms.append(cp.normNuc(cp.reshape(expr[a:b], (m, n), order="C")))
+        return _cp_sum(terms)
+
+    def dual_is_sdp(self, shapes):
+        return any(min(_matrix_shape(s)) > 1 for s in shapes)
+
+    def dual_projections(self, shapes):
+        return ["spectral"] * len(shapes)
 
     def __init__(self, polar: str = "svd", ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
         if polar not in ("svd", "newton_schulz"):
             raise ValueError(f"Spectral: polar must be 'svd' or 'newton_schulz', got {polar!r}.")
         self.polar, self.ns_steps, self.ns_dtype = polar, ns_steps, ns_dtype
-
-    def check(self, xs):
-        super().check(xs)
-        for x in xs:
-            if x.dim() > 2:
-                raise ValueError(
-                    f"Spectral: got a tensor of shape {tuple(x.shape)}; this norm takes "
-                    "matrices and vectors. Reshape the parameter to 2-D first."
-                )
 
     def __repr__(self):
         return "Spectral()" if self.polar == "svd" else f"Spectral(polar={self.polar!r})"
@@ -203,17 +440,21 @@ class Spectral(Norm):
 
     def dual(self, gs):
         self.check(gs)
-        return sum(torch.linalg.matrix_norm(as_matrix(g), ord="nuc") for g in gs)
+        return _one_run(self.dual_stacked, gs)
+
+    def dual_stacked(self, gs):
+        return sum(torch.linalg.matrix_norm(as_matrices(g), ord="nuc") for g in gs)
 
     def steepest(self, gs):
         self.check(gs)
+        return _one_run(self.steepest_stacked, gs)
+
+    def steepest_stacked(self, gs):
         if self.polar == "newton_schulz":
-            # Approximate: not unit-norm, see updates.newton_schulz.
-            return [
-                newton_schulz(as_matrix(g), self.ns_steps, dtype=self.ns_dtype).reshape(g.shape)
-                for g in gs
-            ]
-        return [polar_factor(g) for g in gs]
+            # Approximate: not unit-norm, see newton_schulz.
+            return [newton_schulz(as_matrices(g), self.ns_steps, dtype=self.ns_dtype).reshape(g.shape)
+                    for g in gs]
+        return [polar_factors(as_matrices(g)).reshape(g.shape) for g in gs]
 
     def subgradient(self, xs):
         # u₁v₁ᵀ of one tensor attaining the max, zero elsewhere.
@@ -236,6 +477,41 @@ class MaxNorm(Norm):
     """
 
     name = "max"
+
+    def _block_shapes(self, shapes) -> list[list]:
+        if len(shapes) != self.size:
+            raise ValueError(f"{self.name}: built for {self.size} tensors but got {len(shapes)}; build "
+                             "the norm for this model's parameter list.")
+        return [[shapes[i] for i in idx] for _, idx, _ in self.blocks]
+
+    def _block_exprs(self, expr, shapes):
+        """Per block: its norm, weight, the cvxpy sub-vector of its tensors and their shapes."""
+        cp = _cvxpy()
+        spans = _spans(shapes)
+        out = []
+        for (norm, idx, w), sub in zip(self.blocks, self._block_shapes(shapes)):
+            parts = [expr[spans[i][0]:spans[i][1]] for i in idx]
+            out.append((norm, w, cp.hstack(parts) if len(parts) > 1 else parts[0], sub))
+        return out
+
+    def value_expr(self, expr, shapes):
+        blocks = self._block_exprs(expr, shapes)
+        return _cp_max([w * norm.value_expr(part, sub) for norm, w, part, sub in blocks])
+
+    def dual_expr(self, expr, shapes):
+        blocks = self._block_exprs(expr, shapes)
+        return _cp_sum([norm.dual_expr(part, sub) / w for norm, w, part, sub in blocks])
+
+    def dual_is_sdp(self, shapes):
+        subs = self._block_shapes(shapes)
+        return any(norm.dual_is_sdp(sub) for (norm, _, _), sub in zip(self.blocks, subs))
+
+    def dual_projections(self, shapes):
+        kinds = ["none"] * len(shapes)
+        for (norm, idx, _), sub in zip(self.blocks, self._block_shapes(shapes)):
+            for i, kind in zip(idx, norm.dual_projections(sub)):
+                kinds[i] = kind
+        return kinds
 
     def __init__(self, blocks, name: str | None = None):
         if not blocks:
@@ -275,11 +551,17 @@ class MaxNorm(Norm):
         self.check(gs)
         return sum(norm.dual(part) / w for norm, _, w, part in self._split(gs))
 
+    def dual_stacked(self, gs):
+        return sum(norm.dual_stacked(part) / w for norm, _, w, part in self._split(gs))
+
     def steepest(self, gs):
         self.check(gs)
+        return _one_run(self.steepest_stacked, gs)
+
+    def steepest_stacked(self, gs):
         out = [None] * len(gs)
         for norm, idx, w, part in self._split(gs):
-            for i, u in zip(idx, norm.steepest(part)):
+            for i, u in zip(idx, norm.steepest_stacked(part)):
                 out[i] = u / w
         return out
 
@@ -296,6 +578,84 @@ class MaxNorm(Norm):
     def __repr__(self):
         inner_ = ", ".join(f"({n!r}, {idx}, {w:g})" for n, idx, w in self.blocks)
         return f"MaxNorm([{inner_}])"
+
+
+class Mahalanobis(Norm):
+    """``‖θ‖_M = sqrt(θᵀMθ)`` of all parameters flattened together, for a symmetric
+    positive-definite ``M`` (a positive vector is taken as ``diag(M)``); dual
+    ``sqrt(gᵀM⁻¹g)``. Steepest: ``M⁻¹g / ‖g‖_{M⁻¹}``, preconditioned gradient descent. The
+    data-adaptive norm of per-sample Adam is one (Baek, Song & Yun 2025;
+    :func:`maxmargin.adaptive_mahalanobis`)."""
+
+    name = "mahalanobis"
+    label = r"$\|\cdot\|_M$"
+    strictly_convex = True
+
+    def __init__(self, M):
+        M = torch.as_tensor(M, dtype=torch.float64)
+        M = torch.diag(M) if M.dim() == 1 else M
+        if M.dim() != 2 or M.shape[0] != M.shape[1] or not torch.allclose(M, M.T):
+            raise ValueError(f"Mahalanobis: M must be a symmetric matrix (or a positive vector, its "
+                             f"diagonal); got shape {tuple(M.shape)}.")
+        if torch.linalg.eigvalsh(M).min() <= 0:
+            raise ValueError("Mahalanobis: M must be positive definite for sqrt(wᵀMw) to be a norm.")
+        self.M = M
+        self.chol = torch.linalg.cholesky(M)  # M = L Lᵀ: ‖θ‖_M = ‖Lᵀθ‖₂, ‖g‖_{M⁻¹} = ‖L⁻¹g‖₂
+
+    def __repr__(self):
+        return f"Mahalanobis(M of size {self.M.shape[0]})"
+
+    def _check_size(self, n: int) -> None:
+        if n != self.M.shape[0]:
+            d = self.M.shape[0]
+            raise ValueError(f"{self.name}: M is {d}×{d} but the parameters have {n} entries; M must "
+                             f"be a symmetric {n}×{n} matrix.")
+
+    def check(self, xs):
+        super().check(xs)
+        self._check_size(sum(x.numel() for x in xs))
+
+    def _like(self, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return m.to(dtype=t.dtype, device=t.device)
+
+    def __call__(self, xs):
+        self.check(xs)
+        v = _flat(xs)
+        return (self._like(v, self.chol).T @ v).norm()
+
+    def dual(self, gs):
+        self.check(gs)
+        v = _flat(gs)
+        return torch.linalg.solve_triangular(self._like(v, self.chol), v[:, None], upper=False).norm()
+
+    def steepest(self, gs):
+        self.check(gs)
+        v = _flat(gs)
+        size = self.dual(gs)
+        u = torch.cholesky_solve(v[:, None], self._like(v, self.chol))[:, 0]
+        return _unflat(u / size if size > 0 else torch.zeros_like(v), gs)
+
+    def subgradient(self, xs):
+        v = _flat(xs)
+        size = self(xs)
+        u = self._like(v, self.M) @ v
+        return _unflat(u / size if size > 0 else torch.zeros_like(v), xs)
+
+    def value_expr(self, expr, shapes):
+        cp = _cvxpy()
+        self._check_size(sum(math.prod(s) for s in shapes))
+        return cp.norm(self.chol.T.numpy() @ expr, 2)
+
+    def dual_expr(self, expr, shapes):
+        cp = _cvxpy()
+        self._check_size(sum(math.prod(s) for s in shapes))
+        eye = torch.eye(self.M.shape[0], dtype=torch.float64)
+        return cp.norm(torch.linalg.solve_triangular(self.chol, eye, upper=False).numpy() @ expr, 2)
+
+    def max_margin_objective(self, expr, shapes):
+        cp = _cvxpy()
+        self._check_size(sum(math.prod(s) for s in shapes))
+        return 0.5 * cp.quad_form(expr, cp.psd_wrap(self.M.numpy()))  # a QP
 
 
 def matrix_indices(params: Tensors) -> tuple[list[int], list[int]]:
@@ -318,17 +678,78 @@ def hybrid(params: Tensors, r: float = 1.0) -> MaxNorm:
         blocks.append((Spectral(), mats, r))
     if rest:
         blocks.append((Linf(), rest, 1.0))
-    return MaxNorm(blocks, name="hybrid" if r == 1 else f"hybrid(r={r:g})")
+    norm = MaxNorm(blocks, name="hybrid" if r == 1 else f"hybrid(r={r:g})")
+    norm.label = _hybrid_label(r)
+    return norm
+
+
+def _hybrid_label(r: float = 1.0) -> str:
+    weight = "" if r == 1 else f"{r:g}"
+    return rf"hybrid $\max\{{{weight}\|W\|_{{msp}}, \|u\|_\infty\}}$"
+
+
+# --- norms by name ------------------------------------------------------------------------
+
+_REGISTRY: dict[str, tuple] = {}
+
+
+def register(name: str, factory, label: str | None = None) -> None:
+    """Make a norm known by ``name`` wherever a name is accepted (margins, certificates,
+    max-margin problems, runs, figures). ``factory`` is a :class:`Norm` subclass, built with
+    no arguments, or a function of the model's parameter list (``None`` when the caller has
+    none) that returns a Norm, for norms built from it like :func:`hybrid`. ``label``
+    (LaTeX, for figures) defaults to the class's. Registering a name again replaces it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register: a norm's name must be a non-empty string, got {name!r}.")
+    if (isinstance(factory, type) and not issubclass(factory, Norm)) or not callable(factory):
+        raise TypeError(f"register: {factory!r} is neither a Norm subclass nor a function "
+                        "params -> Norm.")
+    _REGISTRY[name] = (factory, label)
+
+
+def names() -> list[str]:
+    """The registered norm names."""
+    return sorted(_REGISTRY)
 
 
 def by_name(name: str, params: Tensors | None = None) -> Norm:
-    """A norm from its name: ``l2``, ``linf``, ``l1``, ``spectral`` (max-spectral), or
-    ``hybrid`` (needs ``params`` for the matrix/other split)."""
-    simple = {"l2": L2, "linf": Linf, "l1": L1, "spectral": Spectral, "msp": Spectral}
-    if name in simple:
-        return simple[name]()
-    if name == "hybrid":
-        if params is None:
-            raise ValueError("by_name('hybrid') needs the parameter list to split it.")
-        return hybrid(params)
-    raise ValueError(f"Unknown norm {name!r}; choose one of {sorted(simple) + ['hybrid']}.")
+    """The norm registered as ``name``: ``l2``, ``linf``, ``l1``, ``spectral`` (or ``msp``,
+    max-spectral), ``hybrid`` (needs ``params`` for the matrix/other split) or one added
+    with :func:`register`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown norm {name!r}; choose one of {names()}, or add yours with "
+                         "norms.register(name, factory).")
+    factory, _ = _REGISTRY[name]
+    norm = factory() if isinstance(factory, type) else factory(params)
+    if not isinstance(norm, Norm):
+        raise TypeError(f"The factory registered as {name!r} returned a {type(norm).__name__}, not a Norm.")
+    return norm
+
+
+def as_norm(norm, params: Tensors | None = None) -> Norm:
+    """A :class:`Norm` as it is, or the one registered under a name (see :func:`by_name`)."""
+    if isinstance(norm, Norm):
+        return norm
+    if isinstance(norm, str):
+        return by_name(norm, params)
+    raise TypeError(f"Expected a Norm or a registered norm name ({', '.join(names())}), "
+                    f"got {type(norm).__name__}.")
+
+
+def label_of(norm) -> str:
+    """The figure label of a Norm or of a registered name (an unknown name labels itself)."""
+    if isinstance(norm, Norm):
+        return norm.label or norm.name
+    factory, label = _REGISTRY.get(norm, (None, None))
+    return label or getattr(factory, "label", None) or str(norm)
+
+
+def _hybrid_by_name(params):
+    if params is None:
+        raise ValueError("by_name('hybrid') needs the parameter list to split it.")
+    return hybrid(params)
+
+
+for _name, _class in (("l2", L2), ("linf", Linf), ("l1", L1), ("spectral", Spectral), ("msp", Spectral)):
+    register(_name, _class)
+register("hybrid", _hybrid_by_name, label=_hybrid_label())

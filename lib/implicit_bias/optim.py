@@ -1,42 +1,90 @@
-"""Optimizers as thin ``torch.optim.Optimizer`` subclasses over :mod:`updates`.
+"""Optimizers as ``torch.optim.Optimizer`` subclasses over the rules of :mod:`rules`.
 
-Every parameter group carries a ``rule`` — ``steepest`` (with a norm), ``adam``,
-``adam_proxy``, ``rmsprop`` or ``adagrad`` — so that hybrids such as Muon-Adam are just two
-groups with different rules. All optimizers support a rescaled ("framed") loss: after
-``rescale_gradients(c)`` the incoming gradients are taken to be ``c`` times larger and the
-state is rescaled to match, so the trajectory is unchanged while the loss itself stays
-representable (Lyu & Li 2019, App. on the loss "frame").
+Every parameter group names a registered ``rule`` (``steepest`` with a norm, ``adam``,
+``adamw``, ``lion``, ``rmsprop``, ``adagrad``, ``adam_proxy``, or a user's own); its step
+is that rule at K = 1, the very code the batched engine runs for K runs. So a hybrid such
+as Muon-Adam is two groups with different rules.
+
+They behave like ``torch.optim``: parameters whose ``grad`` is None are skipped;
+``add_param_group`` works; the state has torch's names (``momentum_buffer``, ``exp_avg``,
+``exp_avg_sq``, ``step``); ``state_dict()`` loads with ``torch.load(weights_only=True)``
+(a norm is stored by its name and restored from the live optimizer); Adam-like groups
+carry ``betas`` as torch's do, so schedulers such as ``OneCycleLR`` can cycle them.
+
+**Parameter groups are geometry.** Each group is stepped on its own: a steepest-descent
+group's norm is taken over that group's parameters only. One group (the default) is
+steepest descent for the norm of all parameters; with groups ``G_1, G_2, …`` at rates
+``η_1, η_2, …`` the step is steepest descent for the weighted max norm
+``max_g ‖θ_g‖ / η_g`` (:class:`norms.MaxNorm`) — the structure of the hybrid optimizers,
+which is exactly how Muon-Signum and Muon-Adam are built. Keep parameters in one group
+to keep one geometry.
+
+All optimizers support a rescaled ("framed") loss: after ``rescale_gradients(c)`` the
+incoming gradients are taken to be ``c`` times larger and each state entry is rescaled by
+``c`` to its order (:func:`rules.rescale`), so the trajectory is unchanged while the loss
+itself stays representable (Lyu & Li 2019, App. on the loss "frame").
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from . import updates
+from . import rules
 from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, matrix_indices
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _check_lr(lr):
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+    if not (_is_number(lr) and lr >= 0):
         raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}.")
 
 
 def _check_beta(name, beta):
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+    if not (_is_number(beta) and 0.0 <= beta < 1.0):
         raise ValueError(f"{name} must lie in [0, 1), got {beta!r}.")
 
 
-def _check_eps(eps):
-    if not (isinstance(eps, (int, float)) and eps >= 0):
-        raise ValueError(f"eps must be ≥ 0 (0 is allowed), got {eps!r}.")
+def _check_nonnegative(name, x):
+    if not (_is_number(x) and x >= 0):
+        raise ValueError(f"{name} must be ≥ 0 (0 is allowed) and finite, got {x!r}.")
+
+
+def check_group(group: dict) -> None:
+    """Validate a parameter group's rule and numbers (clear errors before any step)."""
+    rule = rules.get(group.get("rule"))
+    _check_lr(group["lr"])
+    for key in rule.numbers + rule.options:
+        if key not in group:
+            raise ValueError(f"A '{rule.name}' parameter group needs '{key}'.")
+    if "momentum" in group:
+        _check_beta("momentum", group["momentum"])
+    if "beta2" in group:
+        _check_beta("beta2", group["beta2"])
+    if "betas" in group:
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+        for name, b in zip(("beta1", "beta2"), betas):
+            _check_beta(name, b)
+    for key in ("eps", "weight_decay"):
+        if key in group:
+            _check_nonnegative(key, group[key])
+    if "norm" in rule.options:
+        if not isinstance(group["norm"], Norm):
+            raise TypeError(f"norm must be an implicit_bias.norms.Norm, got {group['norm']!r}.")
+        group["norm"].check(group["params"])
 
 
 def warn_dead_coordinates(stacklevel: int = 3) -> None:
-    """The warning for a 0/0 step of an ε = 0 adaptive method (see ``updates.scaled_by_root``)."""
+    """The warning for a 0/0 step of an ε = 0 adaptive method (see ``rules.scaled_by_root``)."""
     warnings.warn(
         "eps = 0 and some coordinate has had an exactly zero gradient at every step "
         "(a constant-zero input feature or a dead unit): its step is set to 0, the "
@@ -48,24 +96,29 @@ def warn_dead_coordinates(stacklevel: int = 3) -> None:
     )
 
 
+def _one(xs):
+    """Tensors as a stack of one run (the rules' K = 1 case)."""
+    return [x.unsqueeze(0) for x in xs]
+
+
 class RuleOptimizer(torch.optim.Optimizer):
-    """Base class: dispatches each parameter group to the update rule it names."""
+    """Base class: steps each parameter group with the rule it names (K = 1)."""
 
     def __init__(self, params, defaults):
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            group.setdefault("grad_scale", 1.0)
-            _check_lr(group["lr"])
-            for key in ("momentum", "beta1", "beta2"):
-                if key in group:
-                    _check_beta(key, group[key])
-            if "eps" in group:
-                _check_eps(group["eps"])
-            if group["rule"] == "steepest":
-                if not isinstance(group["norm"], Norm):
-                    raise TypeError(f"norm must be an implicit_bias.norms.Norm, got {group['norm']!r}.")
-                group["norm"].check(group["params"])
         self._warned_dead = False
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """As torch's, and the group joins the optimizer's loss frame and is validated."""
+        scale = self.param_groups[0]["grad_scale"] if self.param_groups else 1.0
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("grad_scale", scale)
+        try:
+            check_group(group)
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -74,86 +127,31 @@ class RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            getattr(self, "_" + group["rule"])(group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._step_group(group, params)
         return loss
 
-    @staticmethod
-    def _eps(group):
-        """ε in the units of the (rescaled) gradients. The scale e^F overflows to inf once
-        the loss is below ~1e-308; ε = 0 must then stay 0 (0·inf would be NaN)."""
-        return group["eps"] * group["grad_scale"] if group["eps"] > 0 else 0.0
-
-    def _grads(self, group):
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in group["params"]]
-
-    def _buffer(self, p, name):
-        state = self.state[p]
-        if name not in state:
-            state[name] = torch.zeros_like(p)
-        return state[name]
-
-    def _count(self, p):
-        state = self.state[p]
-        state["step"] = state.get("step", 0) + 1
-        return state["step"]
-
-    def _steepest(self, group):
-        beta = group["momentum"]
-        direction = []
-        for p, g in zip(group["params"], self._grads(group)):
-            if beta > 0:
-                g = updates.ema(self._buffer(p, "momentum_buffer"), g, beta)
-                self.state[p]["momentum_buffer"] = g
-            direction.append(g)
-        step = updates.steepest_step(group["norm"], direction, group["normalized"], group["grad_scale"])
-        for p, u in zip(group["params"], step):
-            p.add_(u, alpha=-group["lr"])
-
-    def _adam(self, group):
-        betas = (group["beta1"], group["beta2"])
-        eps = self._eps(group)
-        for p, g in zip(group["params"], self._grads(group)):
-            m = updates.ema(self._buffer(p, "exp_avg"), g, betas[0])
-            v = updates.ema(self._buffer(p, "exp_avg_sq"), g * g, betas[1])
-            self.state[p].update(exp_avg=m, exp_avg_sq=v)
-            d, dead = updates.adam_direction(m, v, self._count(p), betas, eps)
-            self._warn_dead(dead)
-            p.add_(d, alpha=-group["lr"])
-
-    def _rmsprop(self, group):
-        eps = self._eps(group)
-        for p, g in zip(group["params"], self._grads(group)):
-            v = updates.ema(self._buffer(p, "square_avg"), g * g, group["beta2"])
-            self.state[p]["square_avg"] = v
-            d, dead = updates.scaled_by_root(g, v, eps)
-            self._warn_dead(dead)
-            p.add_(d, alpha=-group["lr"])
-
-    def _adagrad(self, group):
-        eps = self._eps(group)
-        for p, g in zip(group["params"], self._grads(group)):
-            acc = self._buffer(p, "sum") + g * g
-            self.state[p]["sum"] = acc
-            d, dead = updates.scaled_by_root(g, acc, eps)
-            self._warn_dead(dead)
-            p.add_(d, alpha=-group["lr"])
-
-    def _adam_proxy(self, group):
-        for p, g in zip(group["params"], self._grads(group)):
-            samples = getattr(p, "grad_sample", None)
-            if samples is None or samples.shape[1:] != p.shape:
-                raise RuntimeError(
-                    "AdamProxy divides by the per-sample gradients: set p.grad_sample (shape "
-                    "(batch, *p.shape)) before step(). implicit_bias.train.train does this; "
-                    "by hand, use train.per_sample_gradients.")
-            d, dead = updates.adam_proxy_direction(g, samples)
-            self._warn_dead(dead)
-            p.add_(d, alpha=-group["lr"])
-
-    def _warn_dead(self, dead):
-        if dead and not self._warned_dead:
+    def _step_group(self, group, params):
+        rule = rules.get(group["rule"])
+        states = [self.state[p] for p in params]
+        steps = [s.get("step", 0) + 1 for s in states]
+        state = {name: _one([s[name] if name in s else torch.zeros_like(p) for s, p in zip(states, params)])
+                 for name in rule.state if any(name in s for s in states)}
+        hyper = {key: group[key] for key in rule.numbers + rule.options}
+        hyper["grad_scale"] = group["grad_scale"]
+        if rule.per_sample:
+            hyper["grad_samples"] = _one(_grad_samples(params))
+        update = rule.update(_one([p.grad for p in params]), state, hyper, steps, _one(params))
+        for s, t in zip(states, steps):
+            s["step"] = t
+        for name, tensors in update.state.items():
+            for s, x in zip(states, tensors):
+                s[name] = x[0]
+        torch._foreach_add_(params, [d[0] for d in update.directions], alpha=-group["lr"])
+        if update.dead and not self._warned_dead:
             self._warned_dead = True
-            warn_dead_coordinates(stacklevel=4)
+            warn_dead_coordinates(stacklevel=5)
 
     @torch.no_grad()
     def root_second_moments(self) -> list[torch.Tensor]:
@@ -165,49 +163,74 @@ class RuleOptimizer(torch.optim.Optimizer):
         before the first step."""
         out = []
         for group in self.param_groups:
-            key = {"adam": "exp_avg_sq", "rmsprop": "square_avg", "adagrad": "sum"}.get(group["rule"])
-            for p in group["params"] if key else ():
+            rule = rules.get(group["rule"])
+            second = [name for name, order in rule.state.items() if order == 2]
+            for p in group["params"]:
                 state = self.state.get(p, {})
-                if key not in state:
-                    continue
-                v = state[key]
-                if group["rule"] == "adam":
-                    v = v / (1.0 - group["beta2"] ** state["step"])
-                out.append(v.sqrt())
+                for name in second:
+                    if name in state:
+                        v = state[name]
+                        if "betas" in group:
+                            v = v / (1.0 - group["betas"][1] ** state["step"])
+                        out.append(v.sqrt())
         return out
 
     @torch.no_grad()
     def rescale_gradients(self, ratio: float) -> None:
         """From now on the gradients are ``ratio`` times larger (the loss was multiplied
-        by ``ratio``); rescale first moments by ``ratio`` and second moments by
-        ``ratio²`` so the trajectory does not change. Raises ``FloatingPointError`` if the
-        rescaled state overflows (the loss fell faster than the state's memory decays)."""
+        by ``ratio``); each state entry is rescaled to its order in the gradient so the
+        trajectory does not change. Raises ``FloatingPointError`` if the rescaled state
+        overflows (the loss fell faster than the state's memory decays)."""
         if not (math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
         for group in self.param_groups:
             group["grad_scale"] *= ratio
+            rule = rules.get(group["rule"])
             for p in group["params"]:
                 state = self.state.get(p, {})
-                for key in ("momentum_buffer", "exp_avg"):
-                    if key in state:
-                        state[key] = state[key] * ratio
-                for key in ("exp_avg_sq", "square_avg", "sum"):
-                    if key in state:
-                        # Two products: ratio**2 itself overflows a Python float above 1e154.
-                        state[key] = state[key] * ratio * ratio
-                for key, value in state.items():
-                    if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
-                        raise FloatingPointError(
-                            f"Rescaling the optimizer state ({key}) by {ratio:.3g} overflowed: the "
-                            "loss fell faster than the optimizer's memory decays, beyond float64's "
-                            "range. Lower the learning rate or use a decaying schedule.")
+                entries = {name: _one([state[name]]) for name in rule.state if name in state}
+                for name, (x,) in rules.rescale(rule, entries, ratio).items():
+                    state[name] = x[0]
+
+    def state_dict(self):
+        """torch's, with each group's norm stored by its ``repr`` (a plain string), so the
+        file loads with ``torch.load(weights_only=True)``."""
+        out = super().state_dict()
+        for group in out["param_groups"]:
+            if isinstance(group.get("norm"), Norm):
+                group["norm"] = repr(group["norm"])
+        return out
+
+    def load_state_dict(self, state_dict) -> None:
+        """torch's; the norms stay this optimizer's own (a checkpoint of another norm is refused)."""
+        norms_ = [group.get("norm") for group in self.param_groups]
+        for norm, saved in zip(norms_, state_dict["param_groups"]):
+            stored = saved.get("norm")
+            if norm is not None and stored is not None and stored != repr(norm) and stored is not norm:
+                raise ValueError(f"This checkpoint was saved with norm {stored}; "
+                                 f"this optimizer uses {norm!r}.")
+        super().load_state_dict(state_dict)
+        for group, norm in zip(self.param_groups, norms_):
+            if norm is not None:
+                group["norm"] = norm
+
+
+def _grad_samples(params):
+    samples = [getattr(p, "grad_sample", None) for p in params]
+    if any(s is None or s.shape[1:] != p.shape for s, p in zip(samples, params)):
+        raise RuntimeError(
+            "AdamProxy divides by the per-sample gradients: set p.grad_sample (shape "
+            "(batch, *p.shape)) before step(). implicit_bias.train.train does this; "
+            "by hand, use train.per_sample_gradients.")
+    return samples
 
 
 def _params_list(params):
-    params = list(params)
+    params = [params] if torch.is_tensor(params) else list(params)
     if params and isinstance(params[0], dict):
         raise TypeError(
-            "This optimizer builds its own parameter groups; pass a plain list of parameters."
+            "This optimizer builds its own parameter groups; pass a plain list of parameters "
+            "(and add_param_group for more)."
         )
     return params
 
@@ -351,19 +374,39 @@ class TorchMuon(torch.optim.Muon):
 # --- adaptive family -----------------------------------------------------------
 
 
+def _warn_if_beta1_above_beta2(betas, stacklevel=3):
+    if betas[0] > betas[1]:
+        warnings.warn(
+            f"beta1 = {betas[0]} > beta2 = {betas[1]}: the Adam implicit-bias theorem assumes "
+            "beta1 ≤ beta2.", UserWarning, stacklevel=stacklevel)
+
+
 class Adam(RuleOptimizer):
     """Adam with bias correction; ``eps`` may be exactly 0 (the ℓ∞ regime of Gronich &
     Vardi 2026, Thm 3.6). With ``eps > 0`` it matches ``torch.optim.Adam``."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.99), eps: float = 0.0):
-        b1, b2 = betas
-        _check_beta("beta1", b1)
-        _check_beta("beta2", b2)
-        if b1 > b2:
-            warnings.warn(
-                f"beta1 = {b1} > beta2 = {b2}: the Adam implicit-bias theorem assumes "
-                "beta1 ≤ beta2.", UserWarning, stacklevel=2)
-        super().__init__(params, dict(rule="adam", lr=lr, beta1=b1, beta2=b2, eps=eps))
+        super().__init__(params, dict(rule="adam", lr=lr, betas=tuple(betas), eps=eps))
+        _warn_if_beta1_above_beta2(betas)
+
+
+class AdamW(RuleOptimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``θ ← θ − η(m̂/(√v̂ + ε)
+    + λθ)``. Matches ``torch.optim.AdamW`` (its defaults too)."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, dict(rule="adamw", lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
+
+
+class Lion(RuleOptimizer):
+    """Lion (Chen et al. 2023): ``θ ← θ − η(sign(β1 m + (1−β1) g) + λθ)``, then
+    ``m ← β2 m + (1−β2) g``. Without weight decay, sign descent (ℓ∞ steepest descent) on
+    an interpolated momentum."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.99), weight_decay: float = 0.0):
+        super().__init__(params, dict(rule="lion", lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
 
 class AdamProxy(RuleOptimizer):
@@ -401,18 +444,31 @@ class AdaGrad(RuleOptimizer):
 # --- hybrids ---------------------------------------------------------------------
 
 
-def _split_groups(params, matrix_group: dict, rest_group: dict):
-    params = _params_list(params)
-    mats, rest = matrix_indices(params)
-    groups = []
-    if mats:
-        groups.append(dict(matrix_group, params=[params[i] for i in mats]))
-    if rest:
-        groups.append(dict(rest_group, params=[params[i] for i in rest]))
-    return groups
+class Hybrid(RuleOptimizer):
+    """One rule on the matrix parameters (≥ 2-D, :func:`norms.matrix_indices`), another on
+    the rest (vectors, scalars): two parameter groups built from two templates. A group
+    added later without a ``rule`` is split the same way."""
+
+    def __init__(self, params, matrix_group: dict, rest_group: dict):
+        self._templates = (matrix_group, rest_group)
+        super().__init__(self._split(_params_list(params)), {})
+
+    def _split(self, params):
+        mats, rest = matrix_indices(params)
+        return [dict(template, params=[params[i] for i in idx])
+                for template, idx in zip(self._templates, (mats, rest)) if idx]
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "rule" in param_group:
+            return super().add_param_group(param_group)
+        params = param_group["params"]
+        params = [params] if torch.is_tensor(params) else list(params)
+        options = {k: v for k, v in param_group.items() if k != "params"}
+        for group in self._split(params):
+            super().add_param_group({**group, **options})
 
 
-class MuonSignum(RuleOptimizer):
+class MuonSignum(Hybrid):
     """Muon (exact polar factor) on matrix parameters, Signum on the others (vectors,
     scalars), sharing the momentum β. ``lr`` is Muon's base rate; ``lr_signum`` defaults to
     it. Limit: KKT of ``max{‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Cor 3.5)."""
@@ -420,12 +476,11 @@ class MuonSignum(RuleOptimizer):
     def __init__(self, params, lr: float, lr_signum: float | None = None, momentum: float = 0.9):
         lr_signum = lr if lr_signum is None else lr_signum
         common = dict(rule="steepest", momentum=momentum, normalized=True)
-        super().__init__(
-            _split_groups(params, dict(common, norm=Spectral(), lr=lr),
-                          dict(common, norm=Linf(), lr=lr_signum)), {})
+        super().__init__(params, dict(common, norm=Spectral(), lr=lr),
+                         dict(common, norm=Linf(), lr=lr_signum))
 
 
-class MuonAdam(RuleOptimizer):
+class MuonAdam(Hybrid):
     """Muon on matrix parameters, Adam on the others. ``lr`` is Muon's base rate η^M_0,
     ``lr_adam`` Adam's η^A_0 (default: equal). Limit: KKT of
     ``max{(η^A_0/η^M_0)‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Thm 3.7)."""
@@ -434,23 +489,37 @@ class MuonAdam(RuleOptimizer):
                  betas=(0.9, 0.99), eps: float = 0.0):
         lr_adam = lr if lr_adam is None else lr_adam
         super().__init__(
-            _split_groups(
-                params,
-                dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True),
-                dict(rule="adam", lr=lr_adam, beta1=betas[0], beta2=betas[1], eps=eps)), {})
+            params,
+            dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True),
+            dict(rule="adam", lr=lr_adam, betas=tuple(betas), eps=eps))
+        _warn_if_beta1_above_beta2(betas)
 
 
 OPTIMIZERS = {
     cls.__name__: cls
     for cls in (NormalizedGD, MomentumGD, SignGD, Signum, CoordinateDescent, SpectralDescent,
-                Muon, TorchMuon, Adam, AdamProxy, RMSProp, AdaGrad, MuonSignum, MuonAdam)
+                Muon, TorchMuon, Adam, AdamW, Lion, AdamProxy, RMSProp, AdaGrad, MuonSignum, MuonAdam)
 }
 
 
-def make(name: str, params, lr: float, **options) -> RuleOptimizer:
-    """Build a named optimizer (a key of :data:`OPTIMIZERS`)."""
+def register(cls: type) -> type:
+    """Add an optimizer class to :data:`OPTIMIZERS` under its name, so that
+    ``Run(optimizer=name)`` trains it (usable as a class decorator). A
+    :class:`RuleOptimizer` over registered rules is stepped by the batched engine; any
+    other ``torch.optim.Optimizer`` is trained by the reference loop."""
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise TypeError(f"register takes a torch.optim.Optimizer subclass, got {cls!r}.")
+    OPTIMIZERS[cls.__name__] = cls
+    return cls
+
+
+def make(name, params, lr: float, **options) -> torch.optim.Optimizer:
+    """Build an optimizer from its name (a key of :data:`OPTIMIZERS`) or its class."""
+    if isinstance(name, type):
+        return name(params, lr, **options)
     if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)} "
+                         "or register your own with implicit_bias.optim.register.")
     return OPTIMIZERS[name](params, lr, **options)
 
 

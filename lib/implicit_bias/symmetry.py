@@ -30,7 +30,7 @@ import torch
 
 from . import models
 from . import norms as _norms
-from .margins import _degree, _norm
+from .margins import _norm, checked_margins, normalized_margin
 
 #: Smoothing temperatures of the max-type norms, tightened in turn (a log-sum-exp with
 #: temperature τ over N terms is within τ log N of the max).
@@ -228,8 +228,8 @@ def rebalanced_params(model, norm="l2", group: str = "neuron") -> list[torch.Ten
 def function_margin(model, X, y, norm="l2", group: str = "neuron") -> float:
     """The normalized margin ``min_i q_i / ‖T_s θ‖^L`` at the best rescaling ``s``: a property
     of the function ``f``, the same for every parametrization of it."""
-    degree = _degree(model)
-    q_min = (y * model(X)).min()
+    q, degree = checked_margins(model, X, y)
+    q_min = q.min()
     params = rebalanced_params(model, norm, group)
     return float(q_min / _norm(norm, params)(params) ** degree)
 
@@ -257,7 +257,7 @@ def summary(histories, X, y, norms, group: str = "neuron") -> list[dict]:
         for n in norms:
             params = [p.detach() for p in model.parameters()]
             nobj = _norm(n, params)
-            raw = float((yc * model(Xc)).min().detach() / nobj(params) ** model.degree)
+            raw = normalized_margin(model, Xc, yc, nobj)
             fn = function_margin(model, Xc, yc, nobj, group)
             row |= {n: fn, f"{n} raw": raw, f"{n} gain": fn / raw if raw > 0 else math.nan}
         rows.append(row)

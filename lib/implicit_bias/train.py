@@ -1,24 +1,18 @@
-"""Sweeps of training runs, each described by a small config, returning histories.
+"""Sweeps of training runs: :func:`train` turns :class:`Run` s into :class:`History` s.
 
-A chapter describes its experiment as a list of :class:`Run` s and calls :func:`train`,
-which returns one :class:`History` per run: the loss, normalized margins in several norms,
-the parameter norm and the direction, logged on a log-spaced step grid. The loop is the
-reference engine; the API takes whole sweeps so a batched engine can replace it without
-touching any chapter.
-
-The loss is carried in a moving frame (Lyu & Li 2019): the loop differentiates
-``e^F L(θ)`` with ``F ≈ −log L`` and tells the optimizer whenever F changes, so training
-can continue to losses far below float64's range (1e−300) with the same trajectory as
-the plain computation wherever that one is representable.
+A chapter describes its experiment as a list of runs and calls :func:`train`. Groups of
+compatible runs go to the batched engine (:mod:`implicit_bias.batched`), which steps them
+together with the update rules of :mod:`implicit_bias.rules`; the others (optimizers not
+built from those rules, per-sample gradients) go one by one through the reference loop
+here. Both carry the loss in the moving frame of :mod:`implicit_bias.frame`, so training
+continues to losses far below float64's range.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -27,139 +21,22 @@ from . import losses, models, optim, regime
 from .config import DTYPE
 from .config import device as default_device
 from .data import check_labels
-from .norms import by_name
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-#: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
-FRAME_SLACK = 20.0
-
-#: Which samples each step uses: all of them, or batches of ``Run.batch_size`` taken in a
-#: fixed cyclic order, drawn uniformly with replacement, or reshuffled every epoch.
-BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
-
-
-def _default_model():
-    return {"kind": "two_layer", "width": 64, "activation": "relu2"}
-
-
-@dataclass
-class Run:
-    """One training run: model, data, optimizer, schedule, steps and seed.
-
-    ``lr`` is the base rate η_0 of ``η_t = η_0 t^{−schedule}``; ``options`` go to the
-    optimizer (``momentum``, ``betas``, ``eps``, ``lr_adam``, …); ``data`` names one of the
-    data sets handed to :func:`train`; ``label`` names the run in plots (default: the
-    optimizer); ``dtype`` is ``'float64'`` (the default, for theory) or ``'float32'``.
-
-    ``batch`` is the sampling scheme (:data:`BATCH_SCHEMES`, see :func:`batches`): ``'full'``
-    (the default: every step uses all samples) or ``'cyclic'``, ``'replacement'``,
-    ``'reshuffle'`` with ``batch_size`` samples per step (default 1: per-sample, "incremental"
-    training). One step is one batch; the order is fixed by ``seed``."""
-
-    optimizer: str
-    lr: float
-    steps: int
-    schedule: float = 0.0
-    seed: int = 0
-    model: dict = field(default_factory=_default_model)
-    data: str = "data"
-    options: dict = field(default_factory=dict)
-    loss: str = "logistic"
-    label: str | None = None
-    dtype: str = "float64"
-    batch: str = "full"
-    batch_size: int | None = None
-
-    def __post_init__(self):
-        if self.optimizer not in optim.OPTIMIZERS:
-            raise ValueError(
-                f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}.")
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
-        if self.loss not in losses.LOSSES:
-            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
-        if self.batch not in BATCH_SCHEMES:
-            raise ValueError(f"batch must be one of {BATCH_SCHEMES}, got {self.batch!r}.")
-        if self.batch == "full":
-            if self.batch_size is not None:
-                raise ValueError("batch='full' uses every sample at every step; drop batch_size or "
-                                 f"choose a batch scheme from {BATCH_SCHEMES[1:]}.")
-        else:
-            if self.batch_size is None:
-                self.batch_size = 1
-            if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-                raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        if self.label is None:
-            self.label = self.optimizer
-
-    def config(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class History:
-    """What a run logged, on the step grid ``steps`` (1-based)."""
-
-    run: Run
-    steps: np.ndarray
-    log_loss: np.ndarray  # natural log of the loss
-    margins: dict  # norm name -> normalized margins
-    param_norm: np.ndarray  # ℓ2 norm of θ
-    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
-    model: torch.nn.Module  # the trained model
-    seconds: float  # wall time; for batched runs the stack's time divided by its runs
-    observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
-    engine: dict = field(default_factory=lambda: {"name": "loop"})  # which engine trained it
-
-    def final(self, norm: str) -> float:
-        """The normalized margin in ``norm`` at the last step."""
-        return float(self.margins[norm][-1])
-
-    def cosine_to_final(self) -> np.ndarray:
-        """``cos(θ_t, θ_final)`` at every logged step."""
-        return self.directions @ self.directions[-1]
-
-    def direction(self) -> torch.Tensor:
-        return torch.as_tensor(self.directions[-1])
-
-    def model_at(self, index: int) -> torch.nn.Module:
-        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]``:
-        enough for anything scale-invariant (margins, KKT certificates)."""
-        model = copy.deepcopy(self.model)
-        params = list(model.parameters())
-        vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)
-        torch.nn.utils.vector_to_parameters(vector, params)
-        return model
-
-
-def log_grid(steps: int, points: int = 60) -> np.ndarray:
-    """About ``points`` log-spaced steps in [1, steps], always including the last."""
-    grid = np.unique(np.geomspace(1, steps, num=points).round().astype(int))
-    return grid if grid[-1] == steps else np.r_[grid, steps]
-
-
-def batches(scheme: str, n: int, size: int, seed: int = 0):
-    """The indices of the samples of each step, forever: ``'cyclic'`` walks through
-    ``0 … n−1`` in order in consecutive batches of ``size``; ``'reshuffle'`` does the same
-    through a fresh random permutation every epoch (in both, an epoch visits every sample
-    once and its last batch is smaller when ``size`` does not divide ``n``); ``'replacement'``
-    draws ``size`` indices uniformly with replacement at every step. Deterministic given
-    ``seed`` (its own random stream, independent of the model's initialization)."""
-    if scheme not in BATCH_SCHEMES[1:]:
-        raise ValueError(f"scheme must be one of {BATCH_SCHEMES[1:]}, got {scheme!r}.")
-    if not (isinstance(size, int) and 1 <= size <= n):
-        raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {size!r}.")
-    rng = np.random.default_rng([int(seed), 0xBA7C4])
-    while True:
-        if scheme == "replacement":
-            yield torch.as_tensor(rng.integers(n, size=size))
-            continue
-        order = np.arange(n) if scheme == "cyclic" else rng.permutation(n)
-        for start in range(0, n, size):
-            yield torch.as_tensor(order[start:start + size])
+from .frame import SLACK as FRAME_SLACK
+from .frame import recentre, warn_underflow
+from .runs import (
+    BATCH_SCHEMES,
+    DTYPES,
+    History,
+    Run,
+    RunFailed,
+    batches,
+    history,
+    log_grid,
+    margin_norms,
+    observe_point,
+    record,
+    summary,
+)
 
 
 def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0,
@@ -186,15 +63,19 @@ def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0
 
 
 def _datasets(data, runs, dev):
-    if isinstance(data, tuple):
-        data = {run.data: data for run in runs}
+    """Each run's ``(X, y)`` as tensors on ``dev`` (numpy arrays are accepted)."""
+    if isinstance(data, (tuple, list)):
+        data = {run.data: tuple(data) for run in runs}
     out = {}
     for run in runs:
         if run.data not in data:
             raise KeyError(f"Run {run.label!r} asks for data {run.data!r}; got only {sorted(data)}.")
         if run.data not in out:
-            X, y = data[run.data]
+            X, y = (torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a) for a in data[run.data])
             check_labels(y)
+            if X.shape[0] != y.shape[0]:
+                raise ValueError(f"Data {run.data!r}: X has {X.shape[0]} samples but y has "
+                                 f"{y.shape[0]} labels.")
             out[run.data] = (X.to(dev, DTYPE), y.to(dev, DTYPE))
     return out
 
@@ -203,14 +84,8 @@ ENGINES = ("auto", "batched", "loop")
 FAILURES = ("raise", "return")
 
 
-class RunFailed(FloatingPointError):
-    """A run left the float range (its loss, or its optimizer's state under a new frame).
-    ``run`` is the :class:`Run`; ``train(..., failures='return')`` returns this error in
-    the run's place instead of raising it."""
-
-    def __init__(self, run, message: str):
-        super().__init__(message)
-        self.run = run
+ENGINES = ("auto", "batched", "loop")
+FAILURES = ("raise", "return")
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
@@ -220,17 +95,18 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     histories in the same order.
 
     ``data`` is ``(X, y)`` for all runs or a dict name → ``(X, y)`` that ``Run.data``
-    selects from. ``norms`` are the norms whose normalized margins are logged (names from
-    :func:`norms.by_name`, e.g. ``l2``, ``linf``, ``l1``, ``spectral``, ``hybrid``).
+    selects from (tensors or numpy arrays). ``norms`` are the norms whose normalized
+    margins are logged: names from :func:`norms.by_name` (``l2``, ``linf``, ``l1``,
+    ``spectral``, ``hybrid``) or :class:`norms.Norm` objects (logged under their ``name``).
     ``frame=False`` trains on the plain loss, which underflows once the loss < ~1e−308.
 
     ``engine``: ``'auto'`` (the default) trains every group of compatible runs (same model
     config, data, dtype, steps, loss and batch scheme) together in the batched engine
     (:mod:`implicit_bias.batched`), in chunks of at most ``max_batch`` runs (default: what
     fits, see :func:`batched.chunk_size`), and the rest (:data:`batched.UNBATCHED`
-    optimizers) one by one in the reference loop; ``'loop'`` uses the
-    loop for all; ``'batched'`` refuses runs the batched engine cannot take.
-    ``History.engine`` says which trained each run.
+    optimizers, optimizers not built from registered rules) one by one in the reference
+    loop; ``'loop'`` uses the loop for all; ``'batched'`` refuses runs the batched engine
+    cannot take. ``History.engine`` says which trained each run (and, for the loop, why).
 
     ``failures``: a run whose loss or optimizer state leaves the float range raises
     :class:`RunFailed` (``'raise'``, the default) or, with ``'return'``, is returned as
@@ -255,7 +131,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"failures must be one of {FAILURES}, got {failures!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
-    groups, alone = {}, []
+    groups, alone, reasons = {}, [], {}
     for i, run in enumerate(runs):
         reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
         if reason is None:
@@ -264,6 +140,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
             raise ValueError(f"Run {run.label!r} cannot be batched: {reason}. Use engine='auto'.")
         else:
             alone.append(i)
+            reasons[i] = reason
     bar = None
     if progress:
         from tqdm import tqdm
@@ -274,7 +151,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         for members in groups.values():
             first = runs[members[0]]
             X, y = datasets[first.data]
-            n_params = sum(p.numel() for p in models.build(first.model, _input_dim(X)).parameters())
+            n_params = sum(p.numel() for p in first.build_model(_input_dim(X), DTYPE).parameters())
             size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
             for at in range(0, len(members), size):
                 chunk = members[at:at + size]
@@ -295,7 +172,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         for i in alone:
             try:
                 out[i] = _train_one(runs[i], *datasets[runs[i].data], norms, log_points, frame, dev,
-                                    bar, observe)
+                                    bar, observe, reasons[i])
             except RunFailed as err:
                 if failures == "raise":
                     raise
@@ -311,32 +188,23 @@ def _input_dim(X):
     return X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
 
 
-def _history(run, grid, record, model, seconds, engine, observed=None) -> History:
-    return History(
-        run=run,
-        steps=grid,
-        log_loss=np.array(record["log_loss"]),
-        margins={n: np.array(record[n]) for n in record if n not in ("log_loss", "param_norm", "directions")},
-        param_norm=np.array(record["param_norm"]),
-        directions=np.array(record["directions"]),
-        model=model,
-        seconds=seconds,
-        observed={name: np.array(values) for name, values in (observed or {}).items()},
-        engine=engine,
-    )
-
-
-def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None) -> History:
+def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None, reason=None) -> History:
+    """The reference loop: one run, its optimizer object stepped as torch's are."""
     start = time.perf_counter()
     dtype = DTYPES[run.dtype]
     X, y = X.to(dtype), y.to(dtype)
-    model = models.build(run.model, _input_dim(X), seed=run.seed, dtype=dtype).to(dev)
+    model = run.build_model(_input_dim(X), dtype).to(dev)
     params = list(model.parameters())
-    opt = optim.make(run.optimizer, params, run.lr, **run.options)
+    opt = run.make_optimizer(params)
     schedule = optim.power_schedule(opt, run.schedule)
+    if frame and not hasattr(opt, "rescale_gradients"):
+        warnings.warn(f"Run {run.label!r}: {type(opt).__name__} has no rescale_gradients, so it is "
+                      "trained on the plain loss, which underflows below about 1e-308.",
+                      RuntimeWarning, stacklevel=3)
+        frame = False
     grid = log_grid(run.steps, log_points)
-    norm_objs = {name: by_name(name, params) for name in norms}
-    record = {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norms}}
+    norm_objs = margin_norms(norms, params)
+    rec = {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norm_objs}}
     observed = {}
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
@@ -358,19 +226,12 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
         if not math.isfinite(log_l):
             raise RunFailed(run, f"{run.label}: the loss became {log_l} at step {t}; "
                                  "lower the learning rate.")
-        if frame and abs(log_l + F) > FRAME_SLACK:
-            # One step can move log L by more than float64's exponent range (a normalized
-            # method on a degree-3 model at a constant rate): rescale in pieces so that
-            # no ratio overflows.
-            shift = -log_l - F
-            while shift:
-                piece = max(-700.0, min(700.0, shift))
-                try:
-                    opt.rescale_gradients(math.exp(piece))
-                except FloatingPointError as err:
-                    raise RunFailed(run, f"{run.label}: {err}") from err
-                shift -= piece
-            F = -log_l
+        if frame:
+            try:
+                F = float(recentre(np.array([log_l]), np.array([F]),
+                                   lambda ratios: opt.rescale_gradients(float(ratios[0])))[0])
+            except FloatingPointError as err:
+                raise RunFailed(run, f"{run.label}: {err}") from err
         if sampler is None and not per_sample:
             torch.exp(terms + F).sum().backward()
         else:
@@ -381,18 +242,14 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None)
         if bar is not None:
             bar.update(1)
         if t == grid[next_log]:
-            _log(record, model, X, y, run.loss, norm_objs)
+            with torch.no_grad():
+                record(rec, [p.detach() for p in model.parameters()], y * model(X), model.degree,
+                       run.loss, norm_objs)
             if observe is not None:
-                _observe(observed, observe, model, opt, F)
+                observe_point(observed, observe, model, opt, F)
             next_log += 1
-    return _history(run, grid, record, model, time.perf_counter() - start, {"name": "loop"}, observed)
-
-
-@torch.no_grad()
-def _observe(observed, observe, model, optimizer, frame) -> None:
-    """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
-    for name, value in observe(model, optimizer, frame).items():
-        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
+    engine = {"name": "loop"} if reason is None else {"name": "loop", "reason": reason}
+    return history(run, grid, rec, model, time.perf_counter() - start, engine, observed)
 
 
 def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
@@ -408,42 +265,15 @@ def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
     batch (SignGD, AdamProxy on mini-batches) would have moved, so we warn."""
     if not per_sample:
         terms = losses.log_terms(yb * model(Xb), loss) + frame
-        _warn_underflow(terms)
+        warn_underflow(terms)
         (torch.exp(terms).sum() * scale).backward()
         return
     with torch.no_grad():
         # AdamProxy squares the per-sample gradients: they underflow below e^-350.
-        _warn_underflow(losses.log_terms(yb * model(Xb), loss) + frame, limit=-350.0)
+        warn_underflow(losses.log_terms(yb * model(Xb), loss) + frame, limit=-350.0)
     for p, g in zip(model.parameters(), per_sample_gradients(model, Xb, yb, loss, frame, scale)):
         p.grad_sample = g
         p.grad = g.sum(dim=0)
-
-
-def _warn_underflow(framed_log_terms, limit=-700.0):
-    if float(framed_log_terms.detach().max()) < limit:
-        warnings.warn(
-            "A batch's framed loss is below float64's range (its margins exceed the smallest one "
-            "by hundreds): its gradient (or its square) is 0. Harmless for optimizers with a state; a step "
-            "normalized per batch would have moved. Use larger batches or a lower learning rate.",
-            RuntimeWarning, stacklevel=3)
-
-
-@torch.no_grad()
-def _log(record, model, X, y, loss, norm_objs):
-    _record(record, [p.detach() for p in model.parameters()], y * model(X), model.degree, loss,
-            norm_objs)
-
-
-def _record(record, params, q, degree, loss, norm_objs):
-    """Append one log point: loss, parameter norm, direction and margins of ``params``
-    whose margins are ``q``."""
-    record["log_loss"].append(float(losses.log_loss(q, loss)))
-    flat = torch.cat([p.reshape(-1) for p in params])
-    record["param_norm"].append(float(flat.norm()))
-    record["directions"].append((flat / flat.norm()).cpu().numpy())
-    q_min = q.min()
-    for name, norm in norm_objs.items():
-        record[name].append(float(q_min / norm(params) ** degree))
 
 
 def adaptive_scales(model, optimizer, frame: float) -> dict:
@@ -465,17 +295,5 @@ def adaptive_scales(model, optimizer, frame: float) -> dict:
     return out
 
 
-def summary(histories, norms=None) -> list[dict]:
-    """One row per history: label, seed, final log10 loss and final margins."""
-    rows = []
-    for h in histories:
-        row = {"label": h.run.label, "seed": h.run.seed,
-               "log10_loss": h.log_loss[-1] / math.log(10)}
-        for n in norms or h.margins:
-            row[n] = h.final(n)
-        rows.append(row)
-    return rows
-
-
 __all__ = ["Run", "History", "train", "RunFailed", "log_grid", "summary", "adaptive_scales", "batches",
-           "per_sample_gradients", "BATCH_SCHEMES"]
+           "per_sample_gradients", "BATCH_SCHEMES", "DTYPES", "FRAME_SLACK"]

@@ -1,0 +1,251 @@
+"""Runs and their histories: what a sweep trains, and what it returns.
+
+A :class:`Run` is a small config (optimizer, rate, schedule, model, data, steps, seed);
+:func:`implicit_bias.train.train` turns runs into :class:`History` objects, the loss,
+margins, parameter norm and direction logged on a log-spaced step grid. Both engines
+(the batched one and the reference loop) record through :func:`record`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import losses, models, optim
+from .norms import Norm, by_name
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+#: Which samples each step uses: all of them, or batches of ``Run.batch_size`` taken in a
+#: fixed cyclic order, drawn uniformly with replacement, or reshuffled every epoch.
+BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
+
+
+def _default_model():
+    return {"kind": "two_layer", "width": 64, "activation": "relu2"}
+
+
+@dataclass
+class Run:
+    """One training run: model, data, optimizer, schedule, steps and seed.
+
+    ``optimizer`` is a name from :data:`optim.OPTIMIZERS` (add your own with
+    :func:`optim.register`) or a ``torch.optim.Optimizer`` class. ``model`` is a config for
+    :func:`models.build` or a factory ``model(input_dim) -> nn.Module`` (called under
+    ``torch.manual_seed(seed)``) for a module of your own, which must declare its degree of
+    homogeneity as ``degree`` and return outputs of shape ``(n,)``.
+
+    ``lr`` is the base rate η_0 of ``η_t = η_0 t^{−schedule}``; ``options`` go to the
+    optimizer (``momentum``, ``betas``, ``eps``, ``lr_adam``, …); ``data`` names one of the
+    data sets handed to :func:`train`; ``label`` names the run in plots (default: the
+    optimizer); ``dtype`` is ``'float64'`` (the default, for theory) or ``'float32'``.
+
+    ``batch`` is the sampling scheme (:data:`BATCH_SCHEMES`, see :func:`batches`): ``'full'``
+    (the default: every step uses all samples) or ``'cyclic'``, ``'replacement'``,
+    ``'reshuffle'`` with ``batch_size`` samples per step (default 1: per-sample, "incremental"
+    training). One step is one batch; the order is fixed by ``seed``."""
+
+    optimizer: str | type
+    lr: float
+    steps: int
+    schedule: float = 0.0
+    seed: int = 0
+    model: dict | Callable = field(default_factory=_default_model)
+    data: str = "data"
+    options: dict = field(default_factory=dict)
+    loss: str = "logistic"
+    label: str | None = None
+    dtype: str = "float64"
+    batch: str = "full"
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.optimizer, type):
+            if not issubclass(self.optimizer, torch.optim.Optimizer):
+                raise TypeError("optimizer must be a name or a torch.optim.Optimizer class, "
+                                f"got {self.optimizer!r}.")
+        elif self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}, "
+                "pass an optimizer class, or register yours with implicit_bias.optim.register.")
+        if not (isinstance(self.model, dict) or callable(self.model)):
+            raise TypeError("model must be a config dict for implicit_bias.models.build or a factory "
+                            f"model(input_dim) -> nn.Module, got {self.model!r}.")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
+        if self.loss not in losses.LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+        if self.batch not in BATCH_SCHEMES:
+            raise ValueError(f"batch must be one of {BATCH_SCHEMES}, got {self.batch!r}.")
+        if self.batch == "full":
+            if self.batch_size is not None:
+                raise ValueError("batch='full' uses every sample at every step; drop batch_size or "
+                                 f"choose a batch scheme from {BATCH_SCHEMES[1:]}.")
+        else:
+            if self.batch_size is None:
+                self.batch_size = 1
+            if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+                raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        if self.label is None:
+            self.label = getattr(self.optimizer, "__name__", self.optimizer)
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    def build_model(self, input_dim, dtype: torch.dtype) -> torch.nn.Module:
+        """This run's model, initialized from its seed, in ``dtype``."""
+        if isinstance(self.model, dict):
+            return models.build(self.model, input_dim, seed=self.seed, dtype=dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.model(input_dim)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Run {self.label!r}: the model factory returned {type(model).__name__}, "
+                            "not an nn.Module.")
+        if not isinstance(getattr(model, "degree", None), int):
+            raise TypeError(f"Run {self.label!r}: {type(model).__name__} declares no degree of "
+                            "homogeneity; set model.degree = L (an int ≥ 1) for f(cθ) = c^L f(θ).")
+        return model.to(dtype)
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        return optim.make(self.optimizer, params, self.lr, **self.options)
+
+
+@dataclass
+class History:
+    """What a run logged, on the step grid ``steps`` (1-based)."""
+
+    run: Run
+    steps: np.ndarray
+    log_loss: np.ndarray  # natural log of the loss
+    margins: dict  # norm name -> normalized margins
+    param_norm: np.ndarray  # ℓ2 norm of θ
+    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
+    model: torch.nn.Module  # the trained model
+    seconds: float  # wall time; for batched runs the stack's time divided by its runs
+    observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
+    engine: dict = field(default_factory=lambda: {"name": "loop"})  # which engine trained it
+
+    def final(self, norm: str) -> float:
+        """The normalized margin in ``norm`` at the last step."""
+        return float(self.margins[norm][-1])
+
+    def cosine_to_final(self) -> np.ndarray:
+        """``cos(θ_t, θ_final)`` at every logged step."""
+        return self.directions @ self.directions[-1]
+
+    def direction(self) -> torch.Tensor:
+        return torch.as_tensor(self.directions[-1])
+
+    def model_at(self, index: int) -> torch.nn.Module:
+        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]``:
+        enough for anything scale-invariant (margins, KKT certificates)."""
+        model = copy.deepcopy(self.model)
+        params = list(model.parameters())
+        vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)
+        torch.nn.utils.vector_to_parameters(vector, params)
+        return model
+
+
+def log_grid(steps: int, points: int = 60) -> np.ndarray:
+    """About ``points`` log-spaced steps in [1, steps], always including the last."""
+    grid = np.unique(np.geomspace(1, steps, num=points).round().astype(int))
+    return grid if grid[-1] == steps else np.r_[grid, steps]
+
+
+def batches(scheme: str, n: int, size: int, seed: int = 0):
+    """The indices of the samples of each step, forever: ``'cyclic'`` walks through
+    ``0 … n−1`` in order in consecutive batches of ``size``; ``'reshuffle'`` does the same
+    through a fresh random permutation every epoch (in both, an epoch visits every sample
+    once and its last batch is smaller when ``size`` does not divide ``n``); ``'replacement'``
+    draws ``size`` indices uniformly with replacement at every step. Deterministic given
+    ``seed`` (its own random stream, independent of the model's initialization)."""
+    if scheme not in BATCH_SCHEMES[1:]:
+        raise ValueError(f"scheme must be one of {BATCH_SCHEMES[1:]}, got {scheme!r}.")
+    if not (isinstance(size, int) and 1 <= size <= n):
+        raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {size!r}.")
+    rng = np.random.default_rng([int(seed), 0xBA7C4])
+    while True:
+        if scheme == "replacement":
+            yield torch.as_tensor(rng.integers(n, size=size))
+            continue
+        order = np.arange(n) if scheme == "cyclic" else rng.permutation(n)
+        for start in range(0, n, size):
+            yield torch.as_tensor(order[start:start + size])
+
+
+class RunFailed(FloatingPointError):
+    """A run left the float range (its loss, or its optimizer's state under a new frame).
+    ``run`` is the :class:`Run`; ``train(..., failures='return')`` returns this error in
+    the run's place instead of raising it."""
+
+    def __init__(self, run, message: str):
+        super().__init__(message)
+        self.run = run
+
+
+def history(run, grid, rec, model, seconds, engine, observed=None) -> History:
+    return History(
+        run=run,
+        steps=grid,
+        log_loss=np.array(rec["log_loss"]),
+        margins={n: np.array(rec[n]) for n in rec if n not in ("log_loss", "param_norm", "directions")},
+        param_norm=np.array(rec["param_norm"]),
+        directions=np.array(rec["directions"]),
+        model=model,
+        seconds=seconds,
+        observed={name: np.array(values) for name, values in (observed or {}).items()},
+        engine=engine,
+    )
+
+
+def record(rec, params, q, degree, loss, norm_objs):
+    """Append to ``rec`` one log point: loss, parameter norm, direction and margins of
+    ``params`` whose margins are ``q``."""
+    rec["log_loss"].append(float(losses.log_loss(q, loss)))
+    flat = torch.cat([p.reshape(-1) for p in params])
+    rec["param_norm"].append(float(flat.norm()))
+    rec["directions"].append((flat / flat.norm()).cpu().numpy())
+    q_min = q.min()
+    for name, norm in norm_objs.items():
+        rec[name].append(float(q_min / norm(params) ** degree))
+
+
+def margin_norms(norms, params) -> dict:
+    """The norms whose margins a run logs, by name: each a name of
+    :func:`norms.by_name` or a :class:`norms.Norm` object (logged under its ``name``)."""
+    out = {}
+    for norm in norms:
+        obj = norm if isinstance(norm, Norm) else by_name(norm, params)
+        out[norm if isinstance(norm, str) else obj.name] = obj
+    return out
+
+
+@torch.no_grad()
+def observe_point(observed: dict, observe, model, optimizer, frame: float) -> None:
+    """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
+    for name, value in observe(model, optimizer, frame).items():
+        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
+
+
+def summary(histories, norms=None) -> list[dict]:
+    """One row per history: label, seed, final log10 loss and final margins."""
+    rows = []
+    for h in histories:
+        row = {"label": h.run.label, "seed": h.run.seed,
+               "log10_loss": h.log_loss[-1] / math.log(10)}
+        for n in norms or h.margins:
+            row[n] = h.final(n)
+        rows.append(row)
+    return rows
+
+
+__all__ = ["Run", "History", "RunFailed", "log_grid", "batches", "history", "record", "summary",
+           "DTYPES", "BATCH_SCHEMES"]

@@ -1,0 +1,78 @@
+"""Every optimizer against the frozen oracle of version 0.3.0 (``tests/oracle_v030``): the
+rules-based optimizers must follow the same trajectories to 1e-10 in float64, under a
+framed loss too. New optimizers (AdamW, Lion) against torch.optim or their definition."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import F64, logistic_loss, rel_err
+from implicit_bias import models, optim, rules
+from oracle_v030 import optim as oracle
+
+#: (name, options) for every optimizer the oracle has (TorchMuon is torch's own).
+CASES = [
+    ("NormalizedGD", {}), ("NormalizedGD", {"momentum": 0.5}), ("MomentumGD", {}),
+    ("MomentumGD", {"normalized": False}), ("SignGD", {}), ("Signum", {}),
+    ("CoordinateDescent", {}), ("SpectralDescent", {}), ("Muon", {}),
+    ("Muon", {"polar": "newton_schulz"}), ("Adam", {}), ("Adam", {"eps": 1e-3}),
+    ("RMSProp", {}), ("AdaGrad", {}), ("MuonSignum", {"lr_signum": 0.05}),
+    ("MuonAdam", {"lr_adam": 0.05, "betas": (0.8, 0.9)}),
+]
+
+
+def _trajectory(make, data, steps=40, rescale_every=7):
+    X, y = data
+    model = models.TwoLayer(X.shape[1], 6, activation="relu2", seed=1)
+    opt = make(list(model.parameters()))
+    scale = 1.0
+    for t in range(steps):
+        opt.zero_grad()
+        logistic_loss(model, X, y, scale).backward()
+        opt.step()
+        if rescale_every and t % rescale_every == 3:  # a framed loss: gradients grow by e^3
+            opt.rescale_gradients(math.exp(3.0))
+            scale *= math.exp(3.0)
+    return model
+
+
+@pytest.mark.parametrize("name, options", CASES, ids=[f"{n}{o}" for n, o in CASES])
+def test_every_optimizer_equals_the_frozen_oracle(name, options, small_data):
+    new = _trajectory(lambda ps: optim.make(name, ps, 0.1, **options), small_data)
+    old = _trajectory(lambda ps: oracle.make(name, ps, 0.1, **options), small_data)
+    assert rel_err(new, old) < 1e-10
+
+
+def test_unnormalized_steepest_descent_scales_by_the_dual_norm(small_data):
+    # ‖g‖_* u for ℓ∞ is ‖g‖₁ sign(g), as in the oracle (an engine once used ‖g‖₂).
+    new = _trajectory(lambda ps: optim.SteepestDescent(ps, optim.Linf(), 1e-3, normalized=False), small_data)
+    old = _trajectory(lambda ps: oracle.SteepestDescent(ps, oracle.Linf(), 1e-3, normalized=False), small_data)
+    assert rel_err(new, old) < 1e-10
+
+
+def test_adamw_equals_torch(small_data):
+    new = _trajectory(lambda ps: optim.AdamW(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
+    ref = _trajectory(lambda ps: torch.optim.AdamW(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
+    assert rel_err(new, ref) < 1e-10
+
+
+def test_lion_follows_its_definition():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, dtype=F64))
+    opt = optim.Lion([p], lr=0.1, betas=(0.8, 0.95), weight_decay=0.2)
+    theta, m = p.detach().clone(), torch.zeros(5, dtype=F64)
+    for _ in range(4):
+        g = torch.randn(5, dtype=F64)
+        p.grad = g.clone()
+        opt.step()
+        theta = theta - 0.1 * (torch.sign(0.8 * m + 0.2 * g) + 0.2 * theta)
+        m = 0.95 * m + 0.05 * g
+        torch.testing.assert_close(p.detach(), theta, rtol=0, atol=1e-14)
+        torch.testing.assert_close(opt.state[p]["exp_avg"], m, rtol=0, atol=1e-14)
+
+
+def test_every_rule_declares_the_order_of_its_state():
+    for rule in rules.RULES.values():
+        assert all(order in (1, 2) for order in rule.state.values()), rule.name
