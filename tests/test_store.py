@@ -51,7 +51,7 @@ def test_check_refuses_stale_or_tampered_files(tmp_path):
 
     bad(lambda e: e["runs"][0].pop("dtype"), "fields")  # an older Run without a field
     bad(lambda e: e["runs"][0].update(warmup=10), "fields")  # a field this Run does not know
-    bad(lambda e: e["runs"][0].update(optimizer="Lion"), "Unknown optimizer")
+    bad(lambda e: e["runs"][0].update(optimizer="Lino"), "Unknown optimizer")
     bad(lambda e: e.update(version="0.0.1"), "key")
     bad(lambda e: e.pop("results"), "missing")
 

@@ -86,35 +86,47 @@ def warn(histories) -> None:
 
 
 @torch.no_grad()
-def step_ratio(model, optimizer, frame: float) -> dict:
-    """An observer for ``train(observe=...)``: the median and the 90th percentile over
-    coordinates of Adam's ``|m̂|/√v̂`` for every parameter in an Adam group, as
-    ``{'step ratio <name>': median, 'step ratio <name> q90': percentile}`` (coordinates with
-    ``v̂ = 0`` or a zero gradient at this step, such as dead units, left out). The frame
-    cancels in the ratio. Coordinates whose gradient keeps changing sign have a small ratio
-    in any regime; when the whole block freezes (the loss falls faster than √v̂ forgets) the
-    90th percentile collapses too."""
+def live_step_ratios(model, optimizer) -> dict:
+    """Adam's ``|m̂|/√v̂`` per parameter of every Adam-like group (state ``exp_avg`` and
+    ``exp_avg_sq``, bias-corrected with the group's ``betas``), over the live coordinates
+    only: ``v̂ > 0`` and a non-zero gradient at this step (a dead unit's or a blank pixel's
+    ratio decays like ``(β1/√β2)^t`` in any regime). Returns ``{name: (ratios, numel)}``;
+    the frame cancels in the ratio."""
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
-        if group.get("rule") != "adam":
+        if "betas" not in group:
             continue
+        b1, b2 = group["betas"]
         for p in group["params"]:
             state = optimizer.state.get(p, {})
-            if "exp_avg" not in state:
+            if "exp_avg_sq" not in state:
                 continue
             t = state["step"]
-            m = state["exp_avg"] / (1 - group["beta1"] ** t)
-            v = state["exp_avg_sq"] / (1 - group["beta2"] ** t)
+            m = state["exp_avg"] / (1 - b1**t)
+            v = state["exp_avg_sq"] / (1 - b2**t)
             live = v > 0
-            if p.grad is not None:  # a dead unit's ratio decays in any regime: leave it out
+            if p.grad is not None:
                 live &= p.grad != 0
-            ratio = (m[live].abs() / v[live].sqrt()) if live.any() else torch.full((1,), math.nan)
-            name = names.get(id(p), "?")
-            out[f"step ratio {name}"] = float(ratio.median())
-            out[f"step ratio {name} q90"] = float(ratio.quantile(0.9))
+            out[names.get(id(p), "?")] = ((m[live].abs() / v[live].sqrt()).reshape(-1), p.numel())
+    return out
+
+
+def step_ratio(model, optimizer, frame: float) -> dict:
+    """An observer for ``train(observe=...)``: the median and the 90th percentile over
+    coordinates of Adam's ``|m̂|/√v̂`` for every parameter in an Adam group, as
+    ``{'step ratio <name>': median, 'step ratio <name> q90': percentile}`` (live coordinates,
+    :func:`live_step_ratios`). Coordinates whose gradient keeps changing sign have a small
+    ratio in any regime; when the whole block freezes (the loss falls faster than √v̂
+    forgets) the 90th percentile collapses too."""
+    out = {}
+    for name, (ratio, _) in live_step_ratios(model, optimizer).items():
+        ratio = ratio if len(ratio) else torch.full((1,), math.nan)
+        out[f"step ratio {name}"] = float(ratio.median())
+        out[f"step ratio {name} q90"] = float(ratio.quantile(0.9))
     return out
 
 
 __all__ = ["forget_rate", "loss_drop_per_step", "ratio_deficit", "check", "warn", "step_ratio",
+           "live_step_ratios",
            "adam_beta2", "DEFICIT_LIMIT"]

@@ -18,11 +18,11 @@
   step 0 (the ε → 0 limit), with one warning, never a NaN.
 
 The observers :func:`step_ratio` and :func:`scales` go to ``train(observe=...)``.
-:func:`step_ratio` differs from :func:`implicit_bias.regime.step_ratio` (a median per
-parameter over every coordinate with ``v̂ > 0``) in leaving out the coordinates whose
-gradient is zero at the logged step: on the digits network half the hidden units die
-during training, and their ratios (which decay like ``(β1/√β2)^t`` in any regime) would
-drag the median to 1e-18 in a run whose live coordinates step at ratio 0.95.
+:func:`step_ratio` pools the ratios of :func:`implicit_bias.regime.live_step_ratios` over
+all parameters (``regime.step_ratio`` reports them per parameter). Both leave out the
+coordinates whose gradient is zero at the logged step: on the digits network half the
+hidden units die during training, and their ratios (which decay like ``(β1/√β2)^t`` in any
+regime) would drag the median to 1e-18 in a run whose live coordinates step at ratio 0.95.
 """
 
 from __future__ import annotations
@@ -46,29 +46,15 @@ RATIO_MIN = 0.1
 
 def step_ratio(model, optimizer, frame: float) -> dict:
     """An observer for ``train(observe=...)``: Adam's step ``|m̂_j|/√v̂_j`` in units of η_t, median
-    and max over the coordinates of the Adam groups whose gradient at this step is non-zero
-    (a dead unit's or a blank pixel's coordinates have ``g = 0``: their ratio decays like
-    ``(β1/√β2)^t`` whatever the regime, so they are left out), and the fraction of such live
-    coordinates. NaN for an optimizer without an Adam group. The frame cancels in the ratio."""
-    ratios, total = [], 0
-    for group in optimizer.param_groups:
-        if group.get("rule") != "adam":
-            continue
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if "exp_avg" not in state:
-                continue
-            t = state["step"]
-            m_hat = state["exp_avg"] / (1 - group["beta1"] ** t)
-            root = (state["exp_avg_sq"] / (1 - group["beta2"] ** t)).sqrt()
-            live = (root > 0) & (p.grad != 0) if p.grad is not None else root > 0
-            ratios.append((m_hat.abs()[live] / root[live]).reshape(-1))
-            total += p.numel()
-    flat = torch.cat(ratios) if ratios else torch.empty(0)
+    and max pooled over the live coordinates of all Adam groups
+    (:func:`implicit_bias.regime.live_step_ratios`), and the fraction of such live
+    coordinates. NaN for an optimizer without an Adam group."""
+    per_param = list(_regime.live_step_ratios(model, optimizer).values())
+    flat = torch.cat([r for r, _ in per_param]) if per_param else torch.empty(0)
     if not len(flat):
         return {"step_ratio_median": math.nan, "step_ratio_max": math.nan, "live_fraction": math.nan}
     return {"step_ratio_median": float(flat.median()), "step_ratio_max": float(flat.max()),
-            "live_fraction": len(flat) / total}
+            "live_fraction": len(flat) / sum(n for _, n in per_param)}
 
 
 def scales(model, optimizer, frame: float) -> dict:
