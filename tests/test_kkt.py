@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from implicit_bias import data, kkt, models, norms
+from implicit_bias.kkt.reduce import reduce_program
 from implicit_bias.train import Run, train
 
 F64 = torch.float64
@@ -285,7 +286,7 @@ def test_spectral_reduction_is_exact(wide_net, name):
     A = (J.T * value / model.degree).numpy()
     theta_hat = torch.cat([p.reshape(-1) for p in params]).numpy() / value
     shapes = [tuple(p.shape) for p in params]
-    small_A, _, small_shapes, _ = kkt._reduce(norm, A, theta_hat, shapes)
+    small_A, _, small_shapes, _ = reduce_program(norm, A, theta_hat, shapes)
     assert small_A.shape[0] < A.shape[0], "the reduction should apply here"
     mu, v = cp.Variable(A.shape[1], nonneg=True), cp.Variable(A.shape[0])
     problem = cp.Problem(cp.Minimize(kkt.dual_norm_expr(norm, A @ mu - v, shapes) + 1 - theta_hat @ v),
@@ -345,3 +346,135 @@ def test_margin_jacobian_matches_autograd_for_every_model_kind(spec):
         (y[i] * model(X[i:i + 1])).sum().backward()
         expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
         torch.testing.assert_close(J[i], expected, rtol=1e-12, atol=1e-12)
+
+
+# --- norm objects and a user's own norm ----------------------------------------------------
+
+
+class GroupL21(norms.Norm):
+    """A user's norm: ℓ2,1 over the neurons of a two-layer net (``W`` width × d, ``a``
+    width), ``Σ_j ‖(w_j, a_j)‖₂``; dual ``max_j ‖(g_j, b_j)‖₂``. Written here only against
+    the Norm interface, as a reader would."""
+
+    name = "group_l21"
+    label = r"$\ell_{2,1}$"
+
+    @staticmethod
+    def rows(xs):
+        W, a = xs
+        return torch.cat([W, a[:, None]], dim=1)  # one row per neuron
+
+    @staticmethod
+    def split(rows):
+        return [rows[:, :-1], rows[:, -1]]
+
+    def __call__(self, xs):
+        return self.rows(xs).norm(dim=1).sum()
+
+    def dual(self, gs):
+        return self.rows(gs).norm(dim=1).max()
+
+    def steepest(self, gs):
+        G = self.rows(gs)
+        sizes = G.norm(dim=1)
+        j = sizes.argmax()
+        U = torch.zeros_like(G)
+        if sizes[j] > 0:
+            U[j] = G[j] / sizes[j]
+        return self.split(U)
+
+    def subgradient(self, xs):
+        G = self.rows(xs)
+        sizes = G.norm(dim=1, keepdim=True)
+        return self.split(torch.where(sizes > 0, G / sizes.clamp_min(1e-300), torch.zeros_like(G)))
+
+    @staticmethod
+    def row_norms(expr, shapes):
+        (m, d), _ = shapes
+        W = cp.reshape(expr[: m * d], (m, d), order="C")
+        a = cp.reshape(expr[m * d:], (m, 1), order="C")
+        return cp.norm(cp.hstack([W, a]), 2, axis=1)
+
+    def value_expr(self, expr, shapes):
+        return cp.sum(self.row_norms(expr, shapes))
+
+    def dual_expr(self, expr, shapes):
+        return cp.max(self.row_norms(expr, shapes))
+
+
+def test_norm_objects_give_the_certificates_of_their_names(linear_data, solutions):
+    X, y = linear_data
+    model = linear_model(solutions["l1"].direction)
+    for name, norm in [("l2", norms.L2()), ("linf", norms.Linf()), ("l1", norms.L1()),
+                       ("spectral", norms.Spectral())]:
+        by_name = kkt.kkt_certificate(model, X, y, name)
+        by_object = kkt.kkt_certificate(model, X, y, norm)
+        assert by_object.norm == name
+        assert by_object.epsilon == by_name.epsilon
+        np.testing.assert_array_equal(by_object.multipliers, by_name.multipliers)
+
+
+def test_user_norm_dual_expression_and_methods(tiny_net):
+    model, _, _ = tiny_net
+    params = [p.detach() for p in model.parameters()]
+    shapes = [tuple(p.shape) for p in params]
+    norm = GroupL21()
+    gen = torch.Generator().manual_seed(0)
+    g = [torch.randn(p.shape, generator=gen, dtype=F64) for p in params]
+    flat = torch.cat([t.reshape(-1) for t in g]).numpy()
+    value, dual = float(norm(g)), float(norm.dual(g))
+    assert float(norm.dual_expr(cp.Constant(flat), shapes).value) == pytest.approx(dual, rel=1e-12)
+    assert float(norm.value_expr(cp.Constant(flat), shapes).value) == pytest.approx(value, rel=1e-12)
+    u = norm.steepest(g)
+    assert float(norm(u)) == pytest.approx(1.0) and float(norms.inner(u, g)) == pytest.approx(dual)
+    s = norm.subgradient(g)
+    assert float(norm.dual(s)) <= 1 + 1e-12 and float(norms.inner(s, g)) == pytest.approx(value)
+
+
+def test_user_norm_certificate_on_a_two_layer_net(tiny_net):
+    """A user's norm gets a certificate through its dual_expr (the generic cvxpy route),
+    by object or, once registered, by name; like every certificate it is scale-free."""
+    model, X, y = tiny_net
+    cert = kkt.kkt_certificate(model, X, y, GroupL21(), active_tol=1.0)
+    assert cert.norm == "group_l21" and cert.status == "optimal"
+    assert 0 < cert.epsilon < 1 and np.isfinite(cert.delta_relative)
+    assert cert.multipliers.sum() > 0
+    big = models.TwoLayer(3, 4, activation="relu2", seed=1)
+    with torch.no_grad():
+        for p in big.parameters():
+            p.mul_(3.7)
+    scaled = kkt.kkt_certificate(big, X, y, GroupL21(), active_tol=1.0)
+    assert scaled.epsilon == pytest.approx(cert.epsilon, abs=1e-7)
+    norms.register("group_l21", GroupL21)
+    by_name = kkt.kkt_certificate(model, X, y, "group_l21", active_tol=1.0)
+    assert by_name.epsilon == cert.epsilon
+
+
+def test_user_norm_with_one_neuron_is_l2():
+    """With one neuron the ℓ2,1 norm is the ℓ2 norm of all parameters, so the user's
+    certificate must agree with the built-in ℓ2 one (an independent route: QR and NNLS)."""
+    gen = torch.Generator().manual_seed(4)
+    X = torch.randn(12, 3, generator=gen, dtype=F64)
+    model = models.TwoLayer(3, 1, activation="linear", seed=4)
+    with torch.no_grad():
+        y = torch.sign(model(X))
+    assert (y > 0).any() and (y < 0).any()
+    group = kkt.kkt_certificate(model, X, y, GroupL21(), active_tol=1.0)
+    l2 = kkt.kkt_certificate(model, X, y, "l2", active_tol=1.0)
+    assert 1e-3 < l2.epsilon < 1
+    assert group.epsilon == pytest.approx(l2.epsilon, abs=1e-6)
+    assert group.norm_value == pytest.approx(l2.norm_value, rel=1e-12)
+
+
+def test_a_norm_without_a_dual_expression_says_what_to_add(linear_data, solutions):
+    class NoCvxpy(norms.L2):
+        lp = None  # not the ℓ2 route: the generic one, which needs dual_expr
+
+        def dual_expr(self, expr, shapes):
+            return norms.Norm.dual_expr(self, expr, shapes)
+
+    X, y = linear_data
+    with pytest.raises(TypeError, match="dual_expr"):
+        kkt.kkt_certificate(linear_model(solutions["l2"].direction), X, y, NoCvxpy())
+    with pytest.raises(TypeError, match="Norm or a registered norm name"):
+        kkt.kkt_certificate(linear_model(solutions["l2"].direction), X, y, 2)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from implicit_bias import data, maxmargin
+from implicit_bias import data, maxmargin, norms
 from implicit_bias.maxmargin import NotSeparableError, max_margin, norm_value
 from scipy.optimize import linprog
 from sklearn.svm import SVC, LinearSVC
@@ -245,3 +245,90 @@ def test_random_separable_sets(problem, norm, seed):
             v = sol.direction + r * rng.standard_normal(X.shape[1])
             v = v / norm_value(v, norm)
             assert (Z @ v).min() <= sol.margin + 1e-6 * (1 + sol.margin)
+
+
+# --- norm objects, the registry and a user's own norm -------------------------------------
+
+
+@pytest.mark.parametrize("name,norm", [("l2", norms.L2()), ("linf", norms.Linf()), ("l1", norms.L1())])
+def test_norm_objects_equal_their_names(gauss, name, norm):
+    X, y = gauss
+    a, b = max_margin(X, y, norm), max_margin(X, y, name)
+    assert a.norm == name
+    np.testing.assert_array_equal(a.direction, b.direction)
+    np.testing.assert_array_equal(a.dual, b.dual)
+    assert a.margin == b.margin
+    assert norm_value(a.direction, norm) == norm_value(a.direction, name)
+    assert maxmargin.solution_spread(X, y, norm) == maxmargin.solution_spread(X, y, name)
+
+
+def test_spectral_and_mahalanobis_objects_equal_their_shorthands(gauss):
+    X, y = gauss
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((6, 6)) + 3 * np.eye(6)
+    M = A.T @ A
+    a, b = max_margin(X, y, norms.Mahalanobis(M)), max_margin(X, y, M)
+    assert a.norm == b.norm == "mahalanobis"
+    np.testing.assert_array_equal(a.direction, b.direction)
+    Xm = rng.standard_normal((12, 3, 4))
+    ym = np.sign(np.einsum("nab,ab->n", Xm, rng.standard_normal((3, 4))))
+    a, b = max_margin(Xm, ym, norms.Spectral()), max_margin(Xm, ym, "spectral")
+    np.testing.assert_array_equal(a.direction, b.direction)
+    assert a.margin == b.margin
+
+
+class WeightedL1(norms.Norm):
+    """A user's norm ``Σ_j c_j |w_j|`` (c > 0), with only the methods it needs here."""
+
+    name = "weighted_l1"
+
+    def __init__(self, c):
+        self.c = torch.as_tensor(c, dtype=torch.float64)
+
+    def __call__(self, xs):
+        return (self.c * torch.cat([x.reshape(-1) for x in xs]).abs()).sum()
+
+    def dual(self, gs):
+        return (torch.cat([g.reshape(-1) for g in gs]).abs() / self.c).max()
+
+    def steepest(self, gs):
+        raise NotImplementedError
+
+    def subgradient(self, xs):
+        raise NotImplementedError
+
+    def value_expr(self, expr, shapes):
+        import cvxpy as cp
+
+        return cp.norm(cp.multiply(self.c.numpy(), expr), 1)
+
+
+def test_a_users_norm_by_object_and_by_name(gauss):
+    """With v = c∘w, ``Σ c_j |w_j|`` on X is ℓ1 on X / c: an independent answer."""
+    X, y = gauss
+    c = np.linspace(0.5, 3.0, X.shape[1])
+    sol = max_margin(X, y, WeightedL1(c))
+    ref = max_margin(X / c, y, "l1")
+    assert sol.norm == "weighted_l1"
+    assert sol.margin == pytest.approx(ref.margin, rel=1e-6)
+    np.testing.assert_allclose(c * sol.direction, ref.direction, atol=1e-6)
+    np.testing.assert_allclose(sol.dual, ref.dual, rtol=1e-4, atol=1e-6 * ref.dual.max())
+    assert norm_value(sol.direction, WeightedL1(c)) == pytest.approx(1.0, rel=1e-12)
+    norms.register("weighted_l1_test", lambda params: WeightedL1(c))
+    assert max_margin(X, y, "weighted_l1_test").margin == sol.margin
+
+
+def test_hybrid_by_name_on_vectors_is_linf(gauss):
+    """Norms built from the parameter list work by name: on a vector weight the hybrid norm
+    has only its ℓ∞ block."""
+    X, y = gauss
+    assert max_margin(X, y, "hybrid").margin == pytest.approx(max_margin(X, y, "linf").margin, rel=1e-7)
+
+
+def test_a_norm_without_a_cvxpy_value_says_what_to_add(gauss):
+    class Bare(WeightedL1):
+        value_expr = norms.Norm.value_expr
+
+    X, y = gauss
+    with pytest.raises(TypeError, match="value_expr"):
+        max_margin(X, y, Bare(np.ones(6)))

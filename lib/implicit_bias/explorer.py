@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from . import data as datasets
@@ -114,6 +113,8 @@ class Explorer:
 
     def figure(self, **changes):
         """Train with ``changes`` applied and draw the three panels; returns the figure."""
+        import matplotlib.pyplot as plt
+
         self.run(**changes)
         plots.style()
         X, y = (t.numpy() for t in self.data())
@@ -174,6 +175,8 @@ class Explorer:
         }
 
         def draw(**values):
+            import matplotlib.pyplot as plt
+
             values["optimizers"] = tuple(values["optimizers"])
             self.figure(**values)
             plt.show()

@@ -1,20 +1,23 @@
 """Exact max-margin solutions of linear models, with cvxpy.
 
-``max_margin(X, y, norm)`` solves ``min ‖w‖ s.t. y_i x_i·w ≥ 1`` for ℓ2 (a QP), ℓ∞ and ℓ1
-(LPs) or a Mahalanobis norm ``sqrt(wᵀ M w)`` (a QP), and returns the unit-norm max-margin
-direction and the margin ``γ* = 1 / ‖w*‖``. Steepest descent in a norm converges in
-direction to the solution for that norm (Soudry et al. 2018; Gunasekar et al. 2018).
+``max_margin(X, y, norm)`` solves ``min ‖w‖ s.t. y_i x_i·w ≥ 1`` in any norm that has a
+cvxpy expression (:meth:`~implicit_bias.norms.Norm.value_expr`): ℓ2 (a QP), ℓ∞ and ℓ1
+(LPs), max-spectral for matrix inputs (an SDP), a Mahalanobis norm ``sqrt(wᵀ M w)`` (a QP)
+or a user's own norm, and returns the unit-norm max-margin direction and the margin
+``γ* = 1 / ‖w*‖``. Steepest descent in a norm converges in direction to the solution for
+that norm (Soudry et al. 2018; Gunasekar et al. 2018).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cvxpy as cp
 import numpy as np
 import torch
 
+from . import norms as _norms
 from .data import check_labels
+from .norms import _cvxpy
 
 
 class NotSeparableError(ValueError):
@@ -40,55 +43,36 @@ def _as_numpy(a):
     return np.asarray(a, dtype=float)
 
 
+def _as_norm(norm, shape=None) -> _norms.Norm:
+    """A :class:`~implicit_bias.norms.Norm`, a registered name, or a symmetric
+    positive-definite matrix M (or a positive vector, ``diag(M)``) for the Mahalanobis norm
+    ``sqrt(wᵀMw)``. ``shape``, one weight's shape, builds norms that depend on it (hybrid)."""
+    if isinstance(norm, (str, _norms.Norm)):
+        params = None if shape is None else [torch.zeros(shape, dtype=torch.float64)]
+        return _norms.as_norm(norm, params)
+    return _norms.Mahalanobis(_as_numpy(norm))
+
+
 def norm_value(w, norm) -> float:
-    """Value of ``w`` in a norm name (``l2``, ``linf``, ``l1``) or a PSD matrix M."""
-    w = _as_numpy(w)
-    if isinstance(norm, str):
-        if norm == "spectral":
-            return float(np.linalg.norm(w.reshape(w.shape[0], -1), 2))
-        return float({"l2": np.linalg.norm(w), "linf": np.abs(w).max(),
-                      "l1": np.abs(w).sum()}[norm])
-    return float(np.sqrt(w @ _as_numpy(norm) @ w))
+    """Value of ``w`` (one weight, numpy or torch) in ``norm``: a Norm, a registered name or a
+    PSD matrix M."""
+    w = torch.as_tensor(_as_numpy(w))
+    return float(_as_norm(norm, tuple(w.shape))([w]))
 
 
-def max_margin(X, y, norm="l2") -> MaxMarginSolution:
-    """Max-margin direction of a linear model without bias in ``norm``: ``'l2'``,
-    ``'linf'``, ``'l1'``, ``'spectral'`` (for matrix inputs ``X`` of shape (n, a, b): the
-    predictor is ``⟨W, x⟩`` and the norm is ``W``'s largest singular value, an SDP), or a
-    symmetric positive-definite matrix ``M`` (or a positive vector, taken as ``diag(M)``)
-    for ``‖w‖_M = sqrt(wᵀ M w)``. The direction has the shape of one input.
-
-    Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i."""
+def _signed_inputs(X, y, norm: _norms.Norm):
+    """``Z = y_i x_i`` flattened to (n, size), and the weight's shape."""
     X, y = _as_numpy(X), _as_numpy(y)
     check_labels(y)
-    shape = X.shape[1:]
-    spectral = isinstance(norm, str) and norm == "spectral"  # norm may be a matrix M
-    if spectral and X.ndim != 3:
-        raise ValueError(f"The spectral max margin needs matrix inputs (n, a, b); got {X.shape}.")
-    if X.ndim != (3 if spectral else 2) or X.shape[0] != y.shape[0]:
+    ndim = norm.max_margin_ndim
+    if ndim == 2 and X.ndim != 3:
+        raise ValueError(f"The {norm.name} max margin needs matrix inputs (n, a, b); got {X.shape}.")
+    if X.ndim != ndim + 1 or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
-    X = X.reshape(X.shape[0], -1)
-    Z = y[:, None] * X
-    w = cp.Variable(X.shape[1])
-    if spectral:
-        objective, name = cp.sigma_max(cp.reshape(w, shape, order="C")), "spectral"
-    elif isinstance(norm, str):
-        objective = {"l2": 0.5 * cp.sum_squares(w), "linf": cp.norm(w, "inf"),
-                     "l1": cp.norm(w, 1)}.get(norm)
-        if objective is None:
-            raise ValueError(f"Unknown norm {norm!r}; use 'l2', 'linf', 'l1' or a PSD matrix.")
-        name = norm
-    else:
-        M = _as_numpy(norm)
-        M = np.diag(M) if M.ndim == 1 else M
-        if M.shape != (X.shape[1],) * 2 or not np.allclose(M, M.T):
-            raise ValueError(f"M must be a symmetric {X.shape[1]}×{X.shape[1]} matrix.")
-        if np.linalg.eigvalsh(M).min() <= 0:
-            raise ValueError("M must be positive definite for sqrt(wᵀMw) to be a norm.")
-        objective = 0.5 * cp.quad_form(w, cp.psd_wrap(M))
-        norm, name = M, "mahalanobis"
-    constraint = Z @ w >= 1
-    problem = cp.Problem(cp.Minimize(objective), [constraint])
+    return y[:, None] * X.reshape(X.shape[0], -1), X.shape[1:]
+
+
+def _solved(problem, w) -> None:
     problem.solve()
     if problem.status in ("infeasible", "infeasible_inaccurate"):
         raise NotSeparableError(
@@ -97,17 +81,39 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
         )
     if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
         raise RuntimeError(f"cvxpy could not solve the max-margin problem: {problem.status}.")
+
+
+def max_margin(X, y, norm="l2") -> MaxMarginSolution:
+    """Max-margin direction of a linear model without bias in ``norm``: a
+    :class:`~implicit_bias.norms.Norm` or its name (``'l2'``, ``'linf'``, ``'l1'``,
+    ``'spectral'``, a registered one), or a symmetric positive-definite matrix ``M`` (or a
+    positive vector, taken as ``diag(M)``) for ``‖w‖_M = sqrt(wᵀ M w)``. Inputs are
+    vectors ``X`` (n, d), or matrices (n, a, b) for a matrix norm such as ``'spectral'``
+    (the predictor is ``⟨W, x⟩`` and the norm is ``W``'s largest singular value, an SDP).
+    The direction has the shape of one input.
+
+    Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i."""
+    cp = _cvxpy()
+    X = _as_numpy(X)
+    norm = _as_norm(norm, X.shape[1:])
+    Z, shape = _signed_inputs(X, y, norm)
+    w = cp.Variable(Z.shape[1])
+    objective = norm.max_margin_objective(w, [shape])
+    constraint = Z @ w >= 1
+    problem = cp.Problem(cp.Minimize(objective), [constraint])
+    _solved(problem, w)
     wv = np.asarray(w.value).reshape(shape)
     size = norm_value(wv, norm)
     direction = wv / size
     margins = Z @ direction.reshape(-1)
     dual = np.asarray(constraint.dual_value).reshape(-1)
-    if name in ("linf", "l1", "spectral"):
-        # These problems minimize ‖w‖; the multipliers of min ½‖w‖² are ‖w*‖ times theirs.
+    if not objective.is_quadratic():
+        # ‖w‖ was minimized (½‖w‖² is a quadratic form, a norm never is): the multipliers
+        # of min ½‖w‖² are ‖w*‖ times its multipliers.
         dual = dual * size
     gamma = float(margins.min())
     support = np.flatnonzero(margins <= gamma * (1 + 1e-6) + 1e-9)
-    return MaxMarginSolution(direction, gamma, name, dual, support)
+    return MaxMarginSolution(direction, gamma, norm.name, dual, support)
 
 
 def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
@@ -116,16 +122,17 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
     maximum. About 0 when the solution is unique; ℓ∞ and ℓ1 solutions often are not, and
     then a cosine with one solver's answer is no test of convergence (compare margins).
     Strictly convex norms (ℓ2, Mahalanobis) have a unique solution: 0 without solving."""
-    if not isinstance(norm, str) or norm == "l2":
+    cp = _cvxpy()
+    X = _as_numpy(X)
+    norm = _as_norm(norm, X.shape[1:])
+    if norm.strictly_convex:
         return 0.0
-    X, y = _as_numpy(X), _as_numpy(y)
     best = max_margin(X, y, norm)
-    Z = y[:, None] * X
-    w = cp.Variable(X.shape[1])
-    size = {"linf": cp.norm(w, "inf"), "l1": cp.norm(w, 1)}[norm]
-    feasible = [size <= 1, Z @ w >= best.margin * (1 - tol)]
+    Z, shape = _signed_inputs(X, y, norm)
+    w = cp.Variable(Z.shape[1])
+    feasible = [norm.value_expr(w, [shape]) <= 1, Z @ w >= best.margin * (1 - tol)]
     spread = 0.0
-    for j in range(X.shape[1]):
+    for j in range(Z.shape[1]):
         hi = cp.Problem(cp.Maximize(w[j]), feasible)
         hi.solve()
         top = w.value[j]

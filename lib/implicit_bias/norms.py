@@ -117,7 +117,9 @@ def polar_factors(m: torch.Tensor) -> torch.Tensor:
 
 class Norm(abc.ABC):
     """Base class. Subclasses implement ``__call__``, ``dual``, ``steepest`` and
-    ``subgradient`` on lists of tensors; ``check`` validates the shapes."""
+    ``subgradient`` on lists of tensors (that is enough to train and measure margins);
+    ``dual_expr`` adds KKT certificates and ``value_expr`` max-margin problems. ``check``
+    validates the shapes; :func:`register` makes the norm known by its ``name``."""
 
     name = "norm"  # the registered name (see register); certificates and solutions report it
     label: str | None = None  # LaTeX label for figures; None: the name

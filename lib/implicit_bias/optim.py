@@ -351,6 +351,15 @@ class TorchMuon(torch.optim.Muon):
             p.copy_(s.reshape(p.shape))
         return loss
 
+    def state_dict(self):
+        """torch's, plus the part of the frame's scale not yet in the momentum buffers."""
+        return {**super().state_dict(), "grad_residual": self._residual}
+
+    def load_state_dict(self, state_dict) -> None:
+        state_dict = dict(state_dict)
+        self._residual = float(state_dict.pop("grad_residual", 1.0))
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def rescale_gradients(self, ratio: float) -> None:
         """The gradients are now ``ratio`` times larger (framed loss). torch casts the

@@ -1,11 +1,14 @@
 """One look for every figure: the same colour for the same optimizer in every chapter,
-log-scaled step axes, labelled norms."""
+log-scaled step axes, labelled norms (each norm's own ``label``). matplotlib is imported
+when a figure is drawn, not with the package."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from collections.abc import Mapping
+
 import numpy as np
 
+from . import norms as _norms
 from .stats import mean_interval
 
 COLORS = {
@@ -25,13 +28,29 @@ COLORS = {
     "MuonAdam": "#ad494a",
 }
 
-NORM_LABELS = {
-    "l2": r"$\ell_2$",
-    "linf": r"$\ell_\infty$",
-    "l1": r"$\ell_1$",
-    "spectral": r"max-spectral",
-    "hybrid": r"hybrid $\max\{\|W\|_{msp}, \|u\|_\infty\}$",
-}
+
+class _NormLabels(Mapping):
+    """Name → figure label of every registered norm, read from the norms themselves (so a
+    norm registered later has its label here too)."""
+
+    def __getitem__(self, name):
+        if name not in _norms.names():
+            raise KeyError(name)
+        return _norms.label_of(name)
+
+    def __iter__(self):
+        return iter(_norms.names())
+
+    def __len__(self):
+        return len(_norms.names())
+
+
+NORM_LABELS = _NormLabels()
+
+
+def norm_label(norm) -> str:
+    """The label of a norm (a :class:`~implicit_bias.norms.Norm` or a name) in titles."""
+    return _norms.label_of(norm)
 
 
 def color(label: str) -> str:
@@ -39,15 +58,29 @@ def color(label: str) -> str:
     for name in sorted(COLORS, key=len, reverse=True):
         if label.startswith(name):
             return COLORS[name]
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    import matplotlib
+
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     return palette[sum(map(ord, label)) % len(palette)]
 
 
 def style() -> None:
+    """The book's matplotlib style."""
+    _pyplot()
+
+
+def _pyplot():
+    """``matplotlib.pyplot`` in the book's style, imported on first use (not with the package)."""
+    try:
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("Figures need matplotlib: pip install 'implicit-bias[plots]'.") from error
+
     plt.rcParams.update({
         "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
         "axes.spines.right": False, "legend.frameon": False, "font.size": 10,
     })
+    return plt
 
 
 def _legend_once(ax, histories):
@@ -59,7 +92,7 @@ def _legend_once(ax, histories):
 
 def margins(histories, norms=None, title: str | None = None):
     """Normalized margins over training, one panel per norm (seeds share a colour)."""
-    style()
+    plt = _pyplot()
     norms = list(norms or histories[0].margins)
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.3), squeeze=False)
     for ax, norm in zip(axes[0], norms):
@@ -67,7 +100,7 @@ def margins(histories, norms=None, title: str | None = None):
             ax.plot(h.steps, h.margins[norm], color=color(h.run.label), lw=1.2, alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("step")
-        ax.set_title(f"normalized margin, {NORM_LABELS.get(norm, norm)}")
+        ax.set_title(f"normalized margin, {norm_label(norm)}")
         lo = max(min(np.nanmin(h.margins[norm][len(h.steps) // 2:]) for h in histories), 0)
         hi = max(np.nanmax(h.margins[norm]) for h in histories)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo))
@@ -82,7 +115,7 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
     """Normalized margins over training, one panel per norm: for each label the mean over
     its runs (seeds) as a line and a ``level`` Student-t interval of that mean as a band
     (no band for a single run). Runs sharing a label must share the step grid."""
-    style()
+    plt = _pyplot()
     norms = list(norms or histories[0].margins)
     groups: dict = {}
     for h in histories:
@@ -103,7 +136,7 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
             tail.append(values[:, len(steps) // 2:])
         ax.set_xscale("log")
         ax.set_xlabel("step")
-        ax.set_title(f"normalized margin, {NORM_LABELS.get(norm, norm)}")
+        ax.set_title(f"normalized margin, {norm_label(norm)}")
         lo = max(min(np.nanmin(v) for v in tail), 0)
         hi = max(np.nanmax(v) for v in tail)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo))
@@ -116,7 +149,7 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
 
 def training(histories, title: str | None = None):
     """Loss (log10) and directional convergence ``cos(θ_t, θ_final)`` over training."""
-    style()
+    plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     for h in histories:
         c = color(h.run.label)
@@ -137,7 +170,7 @@ def training(histories, title: str | None = None):
 
 def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None):
     """Curves of cosines with reference directions, e.g. ``{'ℓ2 solution': cos, ...}``."""
-    style()
+    plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
     for name, values in curves.items():
@@ -154,7 +187,7 @@ def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None)
 def heatmap(values, rows, columns, title: str | None = None, annotations=None, ax=None):
     """A rows × columns heat map of ``values`` (e.g. margins normalized by each column's
     best entry), annotated with ``annotations`` (strings, default: the values)."""
-    style()
+    plt = _pyplot()
     values = np.asarray(values, dtype=float)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 * len(columns) + 2.2, 0.42 * len(rows) + 1.2))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import losses, models, optim
+from .homogeneity import declared_degree
 from .norms import Norm, by_name
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -109,9 +110,10 @@ class Run:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Run {self.label!r}: the model factory returned {type(model).__name__}, "
                             "not an nn.Module.")
-        if not isinstance(getattr(model, "degree", None), int):
-            raise TypeError(f"Run {self.label!r}: {type(model).__name__} declares no degree of "
-                            "homogeneity; set model.degree = L (an int ≥ 1) for f(cθ) = c^L f(θ).")
+        try:
+            declared_degree(model)  # a number L > 0, as the built-in models' 2.0 or 3.0
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"Run {self.label!r}: {err}") from None
         return model.to(dtype)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:

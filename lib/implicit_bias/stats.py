@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as _stats
 
 
 def mean_interval(values, level: float = 0.95):
@@ -20,6 +19,8 @@ def mean_interval(values, level: float = 0.95):
     if len(values) == 1:
         half = np.full_like(mean, np.nan)
     else:
+        from scipy import stats as _stats
+
         sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))
         half = _stats.t.ppf(0.5 + level / 2, df=len(values) - 1) * sem
     if values.ndim == 1:

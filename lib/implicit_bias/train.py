@@ -23,6 +23,7 @@ from .config import device as default_device
 from .data import check_labels
 from .frame import SLACK as FRAME_SLACK
 from .frame import recentre, warn_underflow
+from .homogeneity import check_homogeneous
 from .runs import (
     BATCH_SCHEMES,
     DTYPES,
@@ -80,8 +81,22 @@ def _datasets(data, runs, dev):
     return out
 
 
-ENGINES = ("auto", "batched", "loop")
-FAILURES = ("raise", "return")
+def _check_models(runs, datasets, dev) -> None:
+    """Measure a user's model (a ``Run.model`` factory) on its data before any training:
+    a wrong ``degree`` or an ``(n, 1)`` output would otherwise log wrong margins silently
+    (:func:`homogeneity.check_homogeneous`). Once per factory, data set and dtype."""
+    seen = set()
+    for run in runs:
+        key = (id(run.model), run.data, run.dtype)
+        if isinstance(run.model, dict) or key in seen:
+            continue
+        seen.add(key)
+        dtype = DTYPES[run.dtype]
+        X = datasets[run.data][0].to(dtype)
+        try:
+            check_homogeneous(run.build_model(_input_dim(X), dtype).to(dev), X)
+        except ValueError as err:
+            raise ValueError(f"Run {run.label!r}: {err}") from None
 
 
 ENGINES = ("auto", "batched", "loop")
@@ -131,6 +146,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"failures must be one of {FAILURES}, got {failures!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
+    _check_models(runs, datasets, dev)
     groups, alone, reasons = {}, [], {}
     for i, run in enumerate(runs):
         reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
