@@ -36,7 +36,8 @@ def cell_source(url: str) -> str:
         "import sys",
         "",
         'if importlib.util.find_spec("implicit_bias") is None:',
-        f'    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "git+{url}"])',
+        # the extras: the chapters draw figures (plots) and solve max-margin problems (solvers)
+        f'    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "implicit-bias[solvers,plots] @ git+{url}"])',
     ])
 
 

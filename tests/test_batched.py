@@ -46,7 +46,8 @@ VARIANTS = {
                  dict(lr=0.05, schedule=0.3, options={"eps": 1e-12, "betas": (0.5, 0.6)})],
     "AdamW": [dict(lr=0.04, options={"eps": 1e-12, "betas": (0.5, 0.6), "weight_decay": 0.0}),
               dict(lr=0.08, schedule=0.3, options={"eps": 1e-8, "betas": (0.3, 0.5), "weight_decay": 1e-3})],
-    "Lion": [dict(lr=0.4, options={"betas": (0.5, 0.6)}), dict(lr=0.6, schedule=0.1, options={"weight_decay": 1e-5})],
+    "Lion": [dict(lr=0.4, options={"betas": (0.5, 0.6)}),
+             dict(lr=0.6, schedule=0.1, options={"weight_decay": 1e-5})],
 }
 
 

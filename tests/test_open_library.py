@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import F64, flat, logistic_loss, rel_err
+from helpers import flat, logistic_loss, rel_err
 from implicit_bias import batched, models, norms, optim, rules, train
 from implicit_bias.runs import Run
 
@@ -204,8 +204,8 @@ def test_parameter_groups_are_steepest_descent_for_a_weighted_max_norm(momentum,
     X, y = small_data
     eta = (0.05, 0.02)
     nets = [two_layer() for _ in range(3)]
-    grouped = optim.NormalizedGD([{"params": [nets[0].W], "lr": eta[0]}, {"params": [nets[0].a], "lr": eta[1]}],
-                                 lr=eta[0], momentum=momentum)
+    groups = [{"params": [nets[0].W], "lr": eta[0]}, {"params": [nets[0].a], "lr": eta[1]}]
+    grouped = optim.NormalizedGD(groups, lr=eta[0], momentum=momentum)
     max_norm = norms.MaxNorm([(norms.L2(), [0], 1 / eta[0]), (norms.L2(), [1], 1 / eta[1])])
     steepest = optim.SteepestDescent(list(nets[1].parameters()), max_norm, lr=1.0, momentum=momentum)
     one_group = optim.NormalizedGD(list(nets[2].parameters()), lr=eta[0], momentum=momentum)

@@ -318,7 +318,8 @@ def test_rule_helpers():
     torch.testing.assert_close(step[0], x / x.norm())
     # Adam's first bias-corrected step with ε = 0 is the sign of the gradient.
     g = torch.tensor([0.5, -3.0, 0.0], dtype=F64)
-    (d,), state, dead = rules.adam([g[None]], {}, dict(betas=(0.9, 0.99), eps=0.0, grad_scale=1.0), [1], [g[None]])
+    hyper = dict(betas=(0.9, 0.99), eps=0.0, grad_scale=1.0)
+    (d,), state, dead = rules.adam([g[None]], {}, hyper, [1], [g[None]])
     torch.testing.assert_close(d[0], torch.sign(g))
     assert dead  # the zero coordinate had 0/0, set to 0
     d, dead = rules.scaled_by_root([g], [g * g], 1e-3)
@@ -496,7 +497,10 @@ def test_other_construction_errors():
     with pytest.raises(ValueError, match="Unknown optimizer 'Lino'"):
         optim.make("Lino", params(), 0.1)
     with pytest.raises(TypeError, match="Norm"):
-        optim.SteepestDescent(params(), norm="l2", lr=0.1)
+        optim.SteepestDescent(params(), norm=3, lr=0.1)
+    with pytest.raises(ValueError, match="Unknown norm"):
+        optim.SteepestDescent(params(), norm="l7", lr=0.1)
+    assert isinstance(optim.SteepestDescent(params(), norm="linf", lr=0.1).param_groups[0]["norm"], optim.Linf)
     with pytest.raises(TypeError, match="plain list of parameters"):
         optim.MuonSignum([{"params": params()}], lr=0.1)
     opt = optim.SignGD(params(), lr=0.1)

@@ -47,14 +47,17 @@ def test_every_optimizer_equals_the_frozen_oracle(name, options, small_data):
 
 def test_unnormalized_steepest_descent_scales_by_the_dual_norm(small_data):
     # ‖g‖_* u for ℓ∞ is ‖g‖₁ sign(g), as in the oracle (an engine once used ‖g‖₂).
-    new = _trajectory(lambda ps: optim.SteepestDescent(ps, optim.Linf(), 1e-3, normalized=False), small_data)
-    old = _trajectory(lambda ps: oracle.SteepestDescent(ps, oracle.Linf(), 1e-3, normalized=False), small_data)
+    def steepest(module):
+        return lambda ps: module.SteepestDescent(ps, module.Linf(), 1e-3, normalized=False)
+
+    new, old = _trajectory(steepest(optim), small_data), _trajectory(steepest(oracle), small_data)
     assert rel_err(new, old) < 1e-10
 
 
 def test_adamw_equals_torch(small_data):
-    new = _trajectory(lambda ps: optim.AdamW(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
-    ref = _trajectory(lambda ps: torch.optim.AdamW(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
+    ours, torchs = optim.AdamW, torch.optim.AdamW
+    new = _trajectory(lambda ps: ours(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
+    ref = _trajectory(lambda ps: torchs(ps, 0.01, weight_decay=0.1), small_data, rescale_every=None)
     assert rel_err(new, ref) < 1e-10
 
 

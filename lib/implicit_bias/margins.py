@@ -16,11 +16,11 @@ import torch
 from . import losses
 from .data import check_labels
 from .homogeneity import check_homogeneous, check_output, declared_degree
-from .norms import Norm, by_name
+from .norms import Norm, as_norm
 
 
 def _norm(norm, params) -> Norm:
-    return by_name(norm, params) if isinstance(norm, str) else norm
+    return as_norm(norm, params)
 
 
 def params_of(model) -> list[torch.Tensor]:

@@ -9,7 +9,9 @@ They behave like ``torch.optim``: parameters whose ``grad`` is None are skipped;
 ``add_param_group`` works; the state has torch's names (``momentum_buffer``, ``exp_avg``,
 ``exp_avg_sq``, ``step``); ``state_dict()`` loads with ``torch.load(weights_only=True)``
 (a norm is stored by its name and restored from the live optimizer); Adam-like groups
-carry ``betas`` as torch's do, so schedulers such as ``OneCycleLR`` can cycle them.
+carry ``betas`` as torch's do, so schedulers such as ``OneCycleLR`` can cycle them. (A
+hybrid such as Muon-Adam has ``momentum`` in one group and ``betas`` in the other, which
+torch's ``OneCycleLR`` cannot cycle together: give it ``cycle_momentum=False``.)
 
 **Parameter groups are geometry.** Each group is stepped on its own: a steepest-descent
 group's norm is taken over that group's parameters only. One group (the default) is
@@ -35,7 +37,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from . import rules
-from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, matrix_indices
+from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, as_norm, matrix_indices
 
 
 def _is_number(x) -> bool:
@@ -239,13 +241,17 @@ def _params_list(params):
 
 
 class SteepestDescent(RuleOptimizer):
-    """(Momentum) steepest descent w.r.t. ``norm``: ``m ← β m + (1−β) g``, then
+    """(Momentum) steepest descent w.r.t. ``norm`` (a :class:`norms.Norm`, a user's own
+    included, or a registered name): ``m ← β m + (1−β) g``, then
     ``θ ← θ − η_t u`` with ``u = norm.steepest(m)`` (normalized) or ``‖m‖_* u``.
 
     Gronich & Vardi 2026 (Thm 3.3): with ``∫η = ∞`` and ``η(t) = o(t^{1/L−1})`` the limit
     direction is a KKT direction of ``norm``'s margin problem."""
 
-    def __init__(self, params, norm: Norm, lr: float, momentum: float = 0.0, normalized: bool = True):
+    def __init__(self, params, norm: Norm | str, lr: float, momentum: float = 0.0, normalized: bool = True):
+        if isinstance(norm, str):
+            params = _params_list(params)
+            norm = as_norm(norm, params)
         super().__init__(params, dict(rule="steepest", norm=norm, lr=lr, momentum=momentum,
                                       normalized=bool(normalized)))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..margins import checked_margins
 from ..norms import Norm, _unflat, as_norm
 from .jacobian import margin_jacobian
 from .solve_cvxpy import solve_cvxpy
@@ -62,17 +63,13 @@ class Program:
     norm: Norm
 
 
-def _check_arguments(model, method, active_tol, max_points) -> float:
-    degree = getattr(model, "degree", None)
-    if degree is None:
-        raise TypeError(f"{type(model).__name__} has no `degree`: KKT certificates need a homogeneous model.")
+def _check_arguments(method, active_tol, max_points) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'auto', 'cvxpy', 'ipm' or 'nnls', got {method!r}.")
     if not active_tol >= 0:
         raise ValueError(f"active_tol must be ≥ 0, got {active_tol}.")
     if max_points is not None and max_points < 1:
         raise ValueError(f"max_points must be ≥ 1, got {max_points}.")
-    return float(degree)
 
 
 def _check_route(norm: Norm, method: str) -> None:
@@ -193,7 +190,8 @@ def kkt_certificate(model, X, y, norm="l2", active_tol: float = 0.5, max_points:
     the multipliers over all samples, their support and the candidate set.
     """
     start = time.perf_counter()
-    degree = _check_arguments(model, method, active_tol, max_points)
+    _check_arguments(method, active_tol, max_points)
+    _, degree = checked_margins(model, X, y)  # the labels, the output's shape, the declared degree
     params = [p.detach() for p in model.parameters()]
     norm = as_norm(norm, params)
     _check_route(norm, method)
