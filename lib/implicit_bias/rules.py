@@ -91,7 +91,11 @@ def buffer(state: dict, name: str, like: Tensors) -> Tensors:
 
 def ema(avg: Tensors, xs: Tensors, beta) -> Tensors:
     """Exponential moving average ``β·avg + (1 − β)·x`` (momentum, Adam's moments)."""
-    return [a * column(beta, x) + x * (1.0 - column(beta, x)) for a, x in zip(avg, xs, strict=True)]
+    out = []
+    for a, x in zip(avg, xs, strict=True):
+        b = column(beta, x)
+        out.append(a * b + x * (1.0 - b))
+    return out
 
 
 def squares(xs: Tensors) -> Tensors:
@@ -100,7 +104,8 @@ def squares(xs: Tensors) -> Tensors:
 
 def bias_corrected(xs: Tensors, beta, steps) -> Tensors:
     """``x / (1 − β^t)``; ``steps`` holds each tensor's own step count t."""
-    return [x / column(1.0 - _power(beta, t), x) for x, t in zip(xs, steps, strict=True)]
+    factors = {t: 1.0 - _power(beta, t) for t in set(steps)}
+    return [x / column(factors[t], x) for x, t in zip(xs, steps, strict=True)]
 
 
 def _power(beta, t: int):
