@@ -61,7 +61,8 @@ def unpack(rev: str, into: Path) -> Path:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", default="7c05213", help="the earlier revision (default: version 0.3.0)")
-    parser.add_argument("--optimizers", nargs="+", default=["NormalizedGD", "Signum", "Adam", "Muon", "MuonAdam"])
+    parser.add_argument("--optimizers", nargs="+",
+                        default=["NormalizedGD", "Signum", "Adam", "Muon", "MuonAdam"])
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--samples", type=int, default=600)
@@ -87,7 +88,8 @@ def main():
                 for name, rate in timing.items():
                     best[version][name] = max(best[version].get(name, 0.0), rate)
     print(f"batched engine, K = {args.runs}, width {args.width}, {args.samples} digits, {args.steps} steps, "
-          f"{args.threads} threads, best of 3 × {args.repeats} processes (alternating); old = {args.against}\n")
+          f"{args.threads} threads, best of 3 × {args.repeats} processes (alternating); "
+          f"old = {args.against}\n")
     print("optimizer | old run-steps/s | new run-steps/s | new / old")
     print("--- | --- | --- | ---")
     for name in args.optimizers:

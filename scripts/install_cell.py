@@ -37,7 +37,8 @@ def cell_source(url: str) -> str:
         "",
         'if importlib.util.find_spec("implicit_bias") is None:',
         # the extras: the chapters draw figures (plots) and solve max-margin problems (solvers)
-        f'    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "implicit-bias[solvers,plots] @ git+{url}"])',
+        f'    package = "implicit-bias[solvers,plots] @ git+{url}"',
+        '    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", package])',
     ])
 
 

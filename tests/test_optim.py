@@ -500,7 +500,8 @@ def test_other_construction_errors():
         optim.SteepestDescent(params(), norm=3, lr=0.1)
     with pytest.raises(ValueError, match="Unknown norm"):
         optim.SteepestDescent(params(), norm="l7", lr=0.1)
-    assert isinstance(optim.SteepestDescent(params(), norm="linf", lr=0.1).param_groups[0]["norm"], optim.Linf)
+    by_name = optim.SteepestDescent(params(), norm="linf", lr=0.1)
+    assert isinstance(by_name.param_groups[0]["norm"], optim.Linf)
     with pytest.raises(TypeError, match="plain list of parameters"):
         optim.MuonSignum([{"params": params()}], lr=0.1)
     opt = optim.SignGD(params(), lr=0.1)

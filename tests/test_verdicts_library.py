@@ -55,7 +55,8 @@ class GroupDescent(optim.SteepestDescent):
 @pytest.fixture(scope="module")
 def rows():
     X, y = data.generalized_rademacher(n=10, d=20)
-    runs = [Run(opt, 1.0, 1000, schedule=0.5, model={"kind": "linear"}) for opt in (GroupDescent, "NormalizedGD")]
+    runs = [Run(opt, 1.0, 1000, schedule=0.5, model={"kind": "linear"})
+            for opt in (GroupDescent, "NormalizedGD")]
     histories = train(runs, (X, y), norms=[GroupL21()], progress=False)
     assert histories[0].engine["name"] == "batched"  # a user's norm in the batched engine
     return library.rows(histories, X, y, GroupL21(), max_margin(X, y, GroupL21()))

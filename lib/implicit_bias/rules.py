@@ -89,23 +89,25 @@ def buffer(state: dict, name: str, like: Tensors) -> Tensors:
     return state.get(name) or [torch.zeros_like(x) for x in like]
 
 
-def ema(avg: Tensors, xs: Tensors, beta) -> Tensors:
-    """Exponential moving average ``β·avg + (1 − β)·x`` (momentum, Adam's moments)."""
+def ema(avg: Tensors, xs: Tensors, beta, squared: bool = False) -> Tensors:
+    """Exponential moving average ``β·avg + (1 − β)·x`` (momentum, Adam's moments), of
+    ``x²`` with ``squared``. One β for every run (the optimizers' K = 1 case) takes two
+    passes over memory, as ``torch.optim`` does."""
     out = []
     for a, x in zip(avg, xs, strict=True):
+        if not torch.is_tensor(beta):
+            new = a * beta
+            out.append(new.addcmul_(x, x, value=1.0 - beta) if squared else new.add_(x, alpha=1.0 - beta))
+            continue
         b = column(beta, x)
-        out.append(a * b + x * (1.0 - b))
+        out.append(a * b + (x * x if squared else x) * (1.0 - b))
     return out
 
 
-def squares(xs: Tensors) -> Tensors:
-    return [x * x for x in xs]
-
-
-def bias_corrected(xs: Tensors, beta, steps) -> Tensors:
-    """``x / (1 − β^t)``; ``steps`` holds each tensor's own step count t."""
+def bias_correction(beta, steps) -> list:
+    """``1 − β^t`` for each tensor's own step count t (``steps``)."""
     factors = {t: 1.0 - _power(beta, t) for t in set(steps)}
-    return [x / column(factors[t], x) for x, t in zip(xs, steps, strict=True)]
+    return [factors[t] for t in steps]
 
 
 def _power(beta, t: int):
@@ -121,13 +123,23 @@ def eps_in_gradient_units(eps, grad_scale):
     return eps * grad_scale if eps > 0 else 0.0
 
 
-def scaled_by_root(xs: Tensors, accs: Tensors, eps) -> tuple[Tensors, bool]:
-    """``x / (√acc + ε)`` with 0/0 := 0 (RMSProp, AdaGrad and Adam's shared shape).
+def scaled_by_root(xs: Tensors, accs: Tensors, eps, x_scales=None, acc_scales=None) -> tuple[Tensors, bool]:
+    """``(x / c_x) / (√(acc / c_acc) + ε)`` with 0/0 := 0 (RMSProp, AdaGrad and Adam's
+    shared shape; ``c_x``, ``c_acc``: per-tensor factors such as Adam's bias corrections,
+    folded into the denominator so that each tensor takes few passes over memory).
 
     Returns the directions and whether any 0/0 occurred."""
     out, dead_any = [], False
-    for x, acc in zip(xs, accs, strict=True):
-        denom = acc.sqrt() + column(eps, acc)
+    for i, (x, acc) in enumerate(zip(xs, accs, strict=True)):
+        denom = acc.sqrt()
+        if acc_scales is not None:
+            denom.div_(column(acc_scales[i], acc) ** 0.5)
+        denom.add_(column(eps, acc))
+        if x_scales is not None:
+            denom.mul_(column(x_scales[i], acc))
+        if not torch.is_tensor(eps) and eps > 0:  # nothing can be 0/0
+            out.append(x / denom)
+            continue
         dead = denom == 0
         if bool(dead.any()):
             dead_any = True
@@ -212,9 +224,9 @@ def adam(grads, state, hyper, steps, params) -> Update:
     """Adam (Kingma & Ba 2015): ``m̂ / (√v̂ + ε)`` with bias correction; ε may be 0."""
     b1, b2 = hyper["betas"]
     m = ema(buffer(state, "exp_avg", grads), grads, b1)
-    v = ema(buffer(state, "exp_avg_sq", grads), squares(grads), b2)
+    v = ema(buffer(state, "exp_avg_sq", grads), grads, b2, squared=True)
     eps = eps_in_gradient_units(hyper["eps"], hyper["grad_scale"])
-    u, dead = scaled_by_root(bias_corrected(m, b1, steps), bias_corrected(v, b2, steps), eps)
+    u, dead = scaled_by_root(m, v, eps, bias_correction(b1, steps), bias_correction(b2, steps))
     return Update(u, {"exp_avg": m, "exp_avg_sq": v}, dead)
 
 
@@ -239,7 +251,7 @@ def lion(grads, state, hyper, steps, params) -> Update:
 @register("rmsprop", state={"square_avg": 2}, numbers=("beta2", "eps"))
 def rmsprop(grads, state, hyper, steps, params) -> Update:
     """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``."""
-    v = ema(buffer(state, "square_avg", grads), squares(grads), hyper["beta2"])
+    v = ema(buffer(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
     u, dead = scaled_by_root(grads, v, eps_in_gradient_units(hyper["eps"], hyper["grad_scale"]))
     return Update(u, {"square_avg": v}, dead)
 
@@ -262,5 +274,5 @@ def adam_proxy(grads, state, hyper, steps, params) -> Update:
     return Update(u, {}, dead)
 
 
-__all__ = ["RULES", "Rule", "Update", "StateOverflow", "register", "get", "rescale", "ema", "bias_corrected",
-           "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "buffer", "squares"]
+__all__ = ["RULES", "Rule", "Update", "StateOverflow", "register", "get", "rescale", "ema", "bias_correction",
+           "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "buffer"]
