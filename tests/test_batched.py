@@ -198,7 +198,7 @@ def everything(model, optimizer, frame):
         for name, value in optimizer.state[p].items():
             out[f"{name}{i}"] = np.asarray(value.numpy() if torch.is_tensor(value) else value, dtype=float)
     for i, group in enumerate(optimizer.param_groups):
-        out[f"lr{i}"], out[f"scale{i}"] = group["lr"], group["grad_scale"]
+        out[f"lr{i}"], out[f"frame{i}"] = group["lr"], group["frame"]
     out.update(train.adaptive_scales(model, optimizer, frame))
     return out
 
@@ -244,10 +244,12 @@ def test_overflow_and_divergence_are_reported_per_run(engine, small_data):
     that error in its place, and the other runs are what they are without it."""
     kw = dict(norms=("l2",), progress=False, device="cpu", engine=engine)
     fine = [train.Run("Muon", 0.01, 300, model=TWO, schedule=0.5, seed=s, label=f"fine {s}") for s in (0, 1)]
-    bad = train.Run("Muon", 0.2, 300, model=TWO, label="too fast")
-    with pytest.raises(train.RunFailed, match="too fast.*overflowed") as caught:
+    bad = train.Run("MomentumGD", 1e200, 300, model=TWO, options={"normalized": False}, label="too fast")
+    with pytest.raises(train.RunFailed, match="too fast.*(loss became|NaN or inf)") as caught:
         train.train([fine[0], bad, fine[1]], small_data, **kw)
     assert caught.value.run is bad and isinstance(caught.value, FloatingPointError)
+    partial = caught.value.history  # what the run logged before it failed
+    assert partial.run is bad and len(partial.steps) == len(partial.log_loss) >= 1
     got = train.train([fine[0], bad, fine[1]], small_data, failures="return", **kw)
     assert isinstance(got[1], train.RunFailed) and got[1].run is bad
     alone = train.train(fine, small_data, **kw)

@@ -85,12 +85,12 @@ def test_an_added_group_is_stepped_and_joins_the_loss_frame(name, small_data):
     opt.rescale_gradients(8.0)
     a.requires_grad_(True)
     opt.add_param_group({"params": [a]})
-    assert all(g["grad_scale"] == 8.0 for g in opt.param_groups)
+    assert all(g["frame"] == pytest.approx(math.log(8.0)) for g in opt.param_groups)
     a_before = a.detach().clone()
     step(model, opt, X, y, scale=8.0)
     assert not torch.equal(a.detach(), a_before)
     opt.rescale_gradients(2.0)
-    assert all(g["grad_scale"] == 16.0 for g in opt.param_groups)
+    assert all(g["frame"] == pytest.approx(math.log(16.0)) for g in opt.param_groups)
 
 
 @pytest.mark.parametrize("name", [n for n in RULE_BASED if n not in HYBRIDS])
@@ -291,7 +291,7 @@ def test_a_bad_model_factory_is_refused_before_training(factory, error, message,
 def test_a_foreign_torch_optimizer_trains_unframed_in_the_loop(small_data):
     """torch.optim.SGD(lr=η, momentum=β) is our unnormalized MomentumGD at rate η/(1−β)."""
     run = Run(torch.optim.SGD, 0.05, 100, model={"kind": "two_layer", "width": 4}, options={"momentum": 0.9})
-    with pytest.warns(RuntimeWarning, match="SGD has no rescale_gradients"):
+    with pytest.warns(RuntimeWarning, match="SGD has no reframe or rescale_gradients"):
         (h,) = train.train(run, small_data, norms=("l2",), **QUIET)
     assert h.engine["name"] == "loop" and "SGD" in h.engine["reason"]
     assert "registered update rules" in h.engine["reason"] and h.run.label == "SGD"
@@ -309,8 +309,8 @@ def scaled_signum():
 
     @rules.register("scaled_sign_test", state={"exp_avg": 1}, numbers=("beta", "scale"))
     def scaled_sign(grads, state, hyper, steps, params):
-        m = rules.ema(rules.buffer(state, "exp_avg", grads), grads, hyper["beta"])
-        return rules.Update([norms.column(hyper["scale"], x) * torch.sign(x) for x in m], {"exp_avg": m})
+        m = rules.ema(rules.entry(state, "exp_avg", grads), grads, hyper["beta"])
+        return rules.Update([norms.column(hyper["scale"], x) * torch.sign(x) for x in m.tensors], {"exp_avg": m})
 
     class ScaledSignum(optim.RuleOptimizer):
         def __init__(self, params, lr, beta=0.9, scale=1.0):

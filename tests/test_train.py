@@ -112,12 +112,14 @@ def test_constant_rate_normalized_descent_on_a_degree_3_model(small_data):
     assert np.diff(h.log_loss).min() < -709
 
 
-def test_state_overflow_in_the_frame_is_reported(small_data):
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_a_state_that_outlasts_the_loss_trains_on(engine, small_data):
     """With momentum the state remembers gradients e^{hundreds} larger than the current
-    ones when the loss falls that fast; that is not representable, and says so."""
+    ones when the loss falls that fast: kept with a log-factor, it never overflows (it once
+    did, near step 200, for Muon at this rate), and both engines agree."""
     run = train.Run("Muon", 0.2, steps=300, model=TWO)
-    with pytest.raises(FloatingPointError, match="overflowed"):
-        train.train(run, small_data, norms=(), progress=False, device="cpu")
+    (h,) = train.train(run, small_data, norms=("l2",), progress=False, device="cpu", engine=engine)
+    assert h.log_loss[-1] < -2000 and np.isfinite(h.margins["l2"]).all()
 
 
 def test_history_shapes_and_values(small_data):
@@ -202,7 +204,7 @@ def test_bad_input(small_data):
     with pytest.raises(ValueError, match="Labels must be -1 or \\+1"):
         train.train(train.Run("SignGD", 0.1, steps=5, model=LIN), (X, (y + 1) / 2), progress=False,
                     device="cpu")
-    with pytest.raises(FloatingPointError, match="the loss became"):
+    with pytest.raises(ValueError, match="X has NaN or inf entries"):
         Xnan = X.clone()
         Xnan[0, 0] = float("nan")
         train.train(train.Run("SignGD", 0.1, steps=5, model=LIN), (Xnan, y), progress=False, device="cpu")

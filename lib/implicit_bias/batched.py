@@ -110,8 +110,8 @@ class BatchedOptimizer:
                        **{key: group[key] for key in rule.options}},
                 state={}))
         self.schedules = np.asarray(schedules, dtype=float)
-        self.grad_scale = np.ones(self.k)
-        self._scale = torch.ones(self.k, device=dev, dtype=dtype)
+        self.frame = np.zeros(self.k)  # each run's F: the gradients are those of e^F L
+        self._frame = torch.zeros(self.k, device=dev, dtype=dtype)
         self._dev, self._dtype = dev, dtype
         self._warned_dead = False
 
@@ -123,7 +123,7 @@ class BatchedOptimizer:
         for group in self.groups:
             ps = [params[i][rows] for i in group["idx"]]
             gs = [grads[i][rows] for i in group["idx"]]
-            update = group["rule"].update(gs, group["state"], {**group["hyper"], "grad_scale": self._scale},
+            update = group["rule"].update(gs, group["state"], {**group["hyper"], "frame": self._frame},
                                           [t] * len(gs), ps)
             group["state"].update(update.state)
             if update.dead and not self._warned_dead:
@@ -137,32 +137,28 @@ class BatchedOptimizer:
     def export(self, j: int, opt, t: int) -> None:
         """Write run ``j``'s (of this segment) state after step ``t`` into its own
         optimizer object ``opt``, as the optimizer would hold it after t steps: the
-        rules' state, the step count, the scheduled rate and the gradient scale."""
+        rules' state, the step count, the scheduled rate and the frame."""
         for group, own in zip(self.groups, opt.param_groups, strict=True):
-            own["grad_scale"] = float(self.grad_scale[j])
+            own["frame"] = float(self.frame[j])
             # LambdaLR after t steps: η_0 (t + 1)^{-a}, in Python floats as there.
             own["lr"] = float(group["lr"][j]) * (t + 1.0) ** (-float(self.schedules[j]))
-            for name, bufs in group["state"].items():
+            for name, e in group["state"].items():
                 if name == "momentum_buffer" and float(group["hyper"]["momentum"][j]) == 0:
                     continue  # a run at β = 0 keeps no momentum buffer
-                for p, buf in zip(own["params"], bufs, strict=True):
-                    opt.state[p][name] = buf[j].clone()
+                run = rules.Entry([x[j:j + 1].clone() for x in e.tensors],
+                                  None if e.logs is None else [lg[j:j + 1].clone() for lg in e.logs])
+                optim.store_entry([opt.state[p] for p in own["params"]], name, rules.settled(run))
             for p in own["params"]:
                 opt.state[p]["step"] = t
 
     @torch.no_grad()
-    def rescale_gradients(self, ratios: np.ndarray) -> None:
-        """Per-run :meth:`optim.RuleOptimizer.rescale_gradients`."""
-        with np.errstate(over="ignore"):  # e^F may overflow to inf, as a Python float does
-            self.grad_scale = self.grad_scale * ratios
-        self._scale = torch.as_tensor(self.grad_scale, device=self._dev, dtype=self._dtype)
-        r = torch.as_tensor(ratios, device=self._dev, dtype=self._dtype)
+    def reframe(self, deltas: np.ndarray) -> None:
+        """Per-run :meth:`optim.RuleOptimizer.reframe`: one operation for any move."""
+        self.frame = self.frame + deltas
+        self._frame = torch.as_tensor(self.frame, device=self._dev, dtype=self._dtype)
+        d = torch.as_tensor(deltas, device=self._dev, dtype=self._dtype)
         for group in self.groups:
-            try:
-                group["state"] = rules.rescale(group["rule"], group["state"], r)
-            except rules.StateOverflow as err:
-                run = self.runs[err.runs[0]]
-                raise RunFailed(run, f"{run.label}: {err}") from err
+            group["state"] = rules.rescale(group["rule"], group["state"], d)
 
 
 # --- chunking ---------------------------------------------------------------------------
@@ -216,6 +212,16 @@ def peak_memory(dev: torch.device) -> int:
 
 
 # --- training -------------------------------------------------------------------------
+
+
+def _check_gradients(grads, K: int, run_at, t: int) -> None:
+    """Raise :class:`RunFailed` for the first run whose gradient has a NaN or inf entry."""
+    finite = torch.stack([g.reshape(K, -1).isfinite().all(dim=1) for g in grads]).all(dim=0)
+    if not bool(finite.all()):
+        run = run_at(int((~finite).nonzero()[0]))
+        raise RunFailed(run, f"{run.label}: the gradient has NaN or inf entries at step {t} (a step "
+                             "would be silently wrong: the sign of NaN is 0). Check the data and the "
+                             "model for non-finite values, or lower the learning rate.")
 
 
 def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
@@ -275,56 +281,65 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
                         p.grad = G[i].clone()
                     seg, j = segment_of[i]
                     seg.export(j, opts[k], t)
-                observe_point(observed[k], observe, nets[k], opts[k], float(F[i]))
+                observe_point(observed[k], observe, nets[k], opts[k], float(F[i]), runs[k], t)
 
-    def rescale(ratios):
+    def reframe(deltas):
         for seg in segments:
-            seg.rescale_gradients(ratios[seg.start:seg.start + seg.k])
+            seg.reframe(deltas[seg.start:seg.start + seg.k])
 
-    next_log, pending, grads = 0, False, None
-    for t in range(1, first.steps + 1):
-        if samplers is None:
-            q = y * stack.forward(X)
-            q_all = q
-            terms = losses.log_terms(q, first.loss)
-            log_l = losses.logsumexp(terms)
-            ys_step = ys
-        else:
-            q_all = y * stack.outputs(X)
-            log_l = losses.log_loss(q_all, first.loss)
-            idx = torch.stack([next(s) for s in samplers]).to(dev)
-            ys_step = y[idx]
-            q = ys_step * stack.forward(X[idx])
-            weights = n / idx.shape[1]
-        if pending:  # the last step's log point: its margins are this step's, before the update
-            log(q_all, t - 1, grads)
-            pending = False
-        log_l = log_l.cpu().numpy()
-        if not np.isfinite(log_l).all():
-            k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
-            raise RunFailed(runs[k], f"{runs[k].label}: the loss became {log_l[position[k]]} at "
-                                     f"step {t}; lower the learning rate.")
-        if frame:
-            new = recentre(log_l, F, rescale)
-            if new is not F:
-                F = new
-                frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
-        if samplers is not None:
-            # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
-            warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
-        dq = losses.framed_slopes(q, frames, first.loss)
-        if samplers is not None:
-            dq = dq * weights
-        grads = stack.backward(dq * ys_step)
-        for seg in segments:
-            seg.step(stack.params, grads, t)
-        if bar is not None:
-            bar.update(K)
-        if t == grid[next_log]:
-            pending = True
-            next_log += 1
-    if pending:
-        log(y * stack.outputs(X), first.steps, grads)
+    try:
+        next_log, pending, grads = 0, False, None
+        for t in range(1, first.steps + 1):
+            if samplers is None:
+                q = y * stack.forward(X)
+                q_all = q
+                terms = losses.log_terms(q, first.loss)
+                log_l = losses.logsumexp(terms)
+                ys_step = ys
+            else:
+                q_all = y * stack.outputs(X)
+                log_l = losses.log_loss(q_all, first.loss)
+                idx = torch.stack([next(s) for s in samplers]).to(dev)
+                ys_step = y[idx]
+                q = ys_step * stack.forward(X[idx])
+                weights = n / idx.shape[1]
+            if pending:  # the last step's log point: its margins are this step's, before the update
+                log(q_all, t - 1, grads)
+                pending = False
+            log_l = log_l.cpu().numpy()
+            if not np.isfinite(log_l).all():
+                k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
+                raise RunFailed(runs[k], f"{runs[k].label}: the loss became {log_l[position[k]]} at "
+                                         f"step {t} (the parameters left the float range); lower the "
+                                         "learning rate.")
+            if frame:
+                new = recentre(log_l, F, reframe)
+                if new is not F:
+                    F = new
+                    frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
+            if samplers is not None:
+                # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
+                warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
+            dq = losses.framed_slopes(q, frames, first.loss)
+            if samplers is not None:
+                dq = dq * weights
+            grads = stack.backward(dq * ys_step)
+            _check_gradients(grads, K, lambda i: runs[order[i]], t)
+            for seg in segments:
+                seg.step(stack.params, grads, t)
+            if bar is not None:
+                bar.update(K)
+            if t == grid[next_log]:
+                pending = True
+                next_log += 1
+        if pending:
+            log(y * stack.outputs(X), first.steps, grads)
+    except RunFailed as err:  # hand back what the failed run logged before it failed
+        k = runs.index(err.run)
+        done = len(records[k]["log_loss"])
+        err.history = history(err.run, grid[:done], records[k], nets[k], 0.0,
+                              {"name": "batched", "failed": True}, observed[k])
+        raise
 
     seconds = (time.perf_counter() - start_time) / K
     engine = {"name": "batched", "runs": K, "peak_bytes": peak_memory(dev)}

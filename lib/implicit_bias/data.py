@@ -8,6 +8,7 @@ downloaded: the digits ship with scikit-learn, MNIST is read from a local path.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -17,14 +18,52 @@ import torch
 from .config import DTYPE
 
 
+def _numpy(a) -> np.ndarray:
+    return np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a)
+
+
 def check_labels(y) -> None:
-    """Raise a clear error unless every label is −1 or +1."""
-    values = np.unique(np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y))
+    """Raise a clear error unless ``y`` is a non-empty vector of labels −1 or +1."""
+    y = _numpy(y)
+    if y.ndim != 1:
+        fix = ": flatten it with `y.reshape(-1)`" if y.ndim == 2 and 1 in y.shape else ""
+        raise ValueError(f"Labels y must be a vector, one label per sample; got shape {y.shape}{fix}.")
+    if y.size == 0:
+        raise ValueError("The data set is empty: y holds no labels. Give at least one sample.")
+    values = np.unique(y)
     if not set(values.tolist()) <= {-1.0, 1.0}:
         raise ValueError(
             f"Labels must be -1 or +1, got values {values[:10].tolist()}. Map a {{0, 1}} "
             "label to 2*y - 1."
         )
+
+
+def check_data(X, y) -> None:
+    """Raise a clear error unless ``X`` has one finite row per label of ``y`` (±1): what
+    every entry point (training, margins, certificates, solvers) needs before any work.
+    ``X`` and ``y`` are tensors (checked where they are, without a copy) or arrays."""
+    X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+    if X.ndim < 2:
+        raise ValueError(f"X must have one row per sample, shape (n, d); got shape {tuple(X.shape)}: "
+                         "for a single feature use `X.reshape(-1, 1)`.")
+    if X.shape[0] == 0:
+        raise ValueError(f"The data set is empty: X has shape {tuple(X.shape)}, no samples. Give at "
+                         "least one.")
+    n, shape = X.shape[0], tuple(y.shape) if hasattr(y, "shape") else np.shape(y)
+    if shape != (n,):
+        fix = ": flatten it with `y.reshape(-1)`" if math.prod(shape) == n else ""
+        raise ValueError(f"y must have shape ({n},), one label per row of X; got {shape}{fix}.")
+    check_labels(y)
+    real = (X.dtype != torch.bool and not X.is_complex()) if isinstance(X, torch.Tensor) else (
+        np.issubdtype(X.dtype, np.number) and not np.issubdtype(X.dtype, np.complexfloating))
+    if not real:
+        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}.")
+    finite = X.reshape(n, -1).isfinite().all(1) if isinstance(X, torch.Tensor) else (
+        np.isfinite(X.reshape(n, -1)).all(axis=1))
+    if not bool(finite.all()):
+        rows = np.flatnonzero(_numpy(~finite))
+        raise ValueError(f"X has NaN or inf entries in {len(rows)} of its {n} samples (first: row "
+                         f"{rows[0]}): the data must be finite. Drop or repair those rows.")
 
 
 def _tensors(X, y, dtype=DTYPE):

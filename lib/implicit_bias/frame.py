@@ -8,6 +8,7 @@ plain computation wherever that one is representable.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -15,24 +16,33 @@ import numpy as np
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 SLACK = 20.0
 
-#: The largest rescaling applied at once: ``e^700`` is still a finite float64.
+#: The largest factor :func:`in_pieces` hands to a ``rescale_gradients(ratio)`` at once:
+#: ``e^700`` is still a finite float64.
 MAX_PIECE = 700.0
 
 
-def recentre(log_loss: np.ndarray, frames: np.ndarray, rescale) -> np.ndarray:
+def recentre(log_loss: np.ndarray, frames: np.ndarray, reframe) -> np.ndarray:
     """The frames after a step whose loss is ``log_loss`` (one per run): a run whose framed
-    loss left ``[e^−SLACK, e^SLACK]`` moves to ``F = −log L``, and ``rescale(ratios)`` is told
-    the change (1 for the runs that stay), in pieces of at most ``e^MAX_PIECE`` so that no
-    ratio overflows."""
+    loss left ``[e^−SLACK, e^SLACK]`` moves to ``F = −log L``, and ``reframe(deltas)`` is
+    told by how much each frame moved (0 for the runs that stay), in one call however far."""
     moved = np.abs(log_loss + frames) > SLACK
     if not moved.any():
         return frames
-    shift = np.where(moved, -log_loss - frames, 0.0)
-    while np.any(shift != 0):
-        piece = np.clip(shift, -MAX_PIECE, MAX_PIECE)
-        rescale(np.exp(piece))
-        shift = shift - piece
+    reframe(np.where(moved, -log_loss - frames, 0.0))
     return np.where(moved, -log_loss, frames)
+
+
+def in_pieces(rescale_gradients):
+    """A ``reframe(delta)`` for an optimizer that only has ``rescale_gradients(ratio)`` (a
+    user's): the factor ``e^delta`` in pieces of at most ``e^MAX_PIECE``."""
+
+    def reframe(delta: float) -> None:
+        while delta:
+            piece = max(-MAX_PIECE, min(MAX_PIECE, delta))
+            rescale_gradients(math.exp(piece))
+            delta -= piece
+
+    return reframe
 
 
 def warn_underflow(framed_log_terms, limit: float = -700.0) -> None:

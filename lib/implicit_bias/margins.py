@@ -4,7 +4,7 @@ The normalized margin in a norm is ``γ(θ) = min_i q_i(θ) / ‖θ‖^L`` with 
 homogeneity degree; it is scale-invariant, so it measures the *direction* of θ. Margins
 in different norms are not comparable with each other: compare optimizers within a norm.
 
-Every margin here first checks its input (:func:`checked_margins`): labels ±1 of shape
+Every margin here first checks its input (:func:`checked_margins`): finite data, labels ±1 of shape
 ``(n,)``, one output per sample, and the declared degree measured on the data once per
 model (:mod:`implicit_bias.homogeneity`) — a wrong one would give a number, not an error.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import losses
-from .data import check_labels
+from .data import check_data
 from .homogeneity import check_homogeneous, check_output, declared_degree
 from .norms import Norm, as_norm
 
@@ -28,23 +28,31 @@ def params_of(model) -> list[torch.Tensor]:
 
 
 def check_targets(X, y) -> None:
-    """Raise unless ``y`` holds one label in {−1, +1} per row of ``X``."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a torch tensor of labels ±1, got {type(y).__name__}: use "
-                        "`torch.as_tensor(y, dtype=X.dtype)`.")
-    n = X.shape[0]
-    if tuple(y.shape) != (n,):
-        fix = ": flatten it with `y.reshape(-1)`" if y.numel() == n else ""
-        raise ValueError(f"y must have shape ({n},), one label per row of X; got {tuple(y.shape)}{fix}.")
-    check_labels(y)
+    """Raise unless ``X`` is a tensor of finite rows and ``y`` holds one label in {−1, +1}
+    per row (:func:`~implicit_bias.data.check_data`)."""
+    for name, a in (("X", X), ("y", y)):
+        if not isinstance(a, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(a).__name__}: use "
+                            f"`torch.as_tensor({name}, dtype=torch.float64)`.")
+    check_data(X, y)
+
+
+def _check_dtype(model, X) -> None:
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) == 1 and X.dtype not in dtypes:
+        (dtype,) = dtypes
+        raise TypeError(f"X has dtype {X.dtype} but {type(model).__name__}'s parameters are {dtype}: "
+                        f"use `X.to({dtype})`.")
 
 
 def checked_margins(model, X, y) -> tuple[torch.Tensor, float]:
     """The per-sample margins ``q_i = y_i f(x_i; θ)`` and the degree ``L``, after checking the
-    labels, the output shape and (once per model: :func:`~implicit_bias.homogeneity.check_homogeneous`)
-    the declared degree."""
+    data (finite rows, labels ±1 of shape ``(n,)``, X in the model's dtype), the output shape
+    and (once per model: :func:`~implicit_bias.homogeneity.check_homogeneous`) the declared
+    degree."""
     degree = declared_degree(model)
     check_targets(X, y)
+    _check_dtype(model, X)
     check_homogeneous(model, X, degree)
     f = model(X)
     check_output(model, X, f)

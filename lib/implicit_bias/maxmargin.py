@@ -1,4 +1,4 @@
-"""Exact max-margin solutions of linear models, with cvxpy.
+"""Exact max-margin solutions of linear models, with cvxpy, checked before they are returned.
 
 ``max_margin(X, y, norm)`` solves ``min ‖w‖ s.t. y_i x_i·w ≥ 1`` in any norm that has a
 cvxpy expression (:meth:`~implicit_bias.norms.Norm.value_expr`): ℓ2 (a QP), ℓ∞ and ℓ1
@@ -6,22 +6,61 @@ cvxpy expression (:meth:`~implicit_bias.norms.Norm.value_expr`): ℓ2 (a QP), �
 or a user's own norm, and returns the unit-norm max-margin direction and the margin
 ``γ* = 1 / ‖w*‖``. Steepest descent in a norm converges in direction to the solution for
 that norm (Soudry et al. 2018; Gunasekar et al. 2018).
+
+Nothing is returned unchecked, at any scale of the data:
+
+* the data are divided by a power of two so that ``max |y_i x_i| ∈ [½, 1)`` (exact, see
+  :func:`_rescaled`), and the margin and multipliers are scaled back;
+* separability is decided by a scale-free LP (:func:`_check_separable`), so
+  :class:`NotSeparableError` means the data are not separable, never that a solver failed;
+* the problem goes to Clarabel, an interior-point solver (first-order solvers such as OSQP
+  stop far from the optimum on badly scaled data); SCS is tried, with a warning, only when
+  Clarabel's answer fails the checks;
+* every answer is checked (:func:`_failed_check`): its constraints are tight to
+  :data:`CONSTRAINT_RTOL`, the duality gap of the direction and the returned multipliers
+  is at most :data:`GAP_RTOL` (so the margin is within that of the maximum), and
+  :func:`~implicit_bias.kkt.kkt_certificate` certifies the direction to :data:`KKT_EPS`.
+  An answer that fails raises :class:`MaxMarginSolverError` naming the check.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import models
 from . import norms as _norms
 from .data import check_labels
+from .kkt import kkt_certificate
 from .norms import _cvxpy
+
+#: The solver's ``w`` must have ``min_i y_i x_i·w = 1`` to this relative tolerance: below
+#: it is infeasible, above it is not the shortest ``w``.
+CONSTRAINT_RTOL = 1e-6
+#: Largest relative duality gap ``‖Σ λ̂_i y_i x_i‖_* / γ − 1`` (λ̂ = λ/Σλ) accepted: it bounds
+#: how far the returned margin γ can be below the maximum.
+GAP_RTOL = 1e-6
+#: Largest KKT certificate ε accepted (:func:`~implicit_bias.kkt.kkt_certificate` with
+#: ``active_tol`` :data:`KKT_ACTIVE_TOL`).
+KKT_EPS = 1e-5
+KKT_ACTIVE_TOL = 1e-6
+#: Data count as separable when some ``w`` with ``‖w‖∞ ≤ 1`` has margin above this times
+#: ``max |x|`` (rounding in ``x·w`` is about 1e-16 of that).
+SEPARABLE_TOL = 1e-9
+#: Solvers tried in turn, with their options: interior point first.
+SOLVERS = {"CLARABEL": {}, "SCS": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iters": 100_000}}
 
 
 class NotSeparableError(ValueError):
     """The data cannot be separated by a linear predictor through the origin."""
+
+
+class MaxMarginSolverError(RuntimeError):
+    """No solver returned a max-margin solution that passed the checks."""
 
 
 @dataclass
@@ -31,10 +70,12 @@ class MaxMarginSolution:
     norm: str
     dual: np.ndarray  # KKT multipliers λ of min ½‖w‖² s.t. y_i x_i·w ≥ 1 (any norm)
     support: np.ndarray  # indices of the active constraints
+    gap: float = 0.0  # certified: the maximum margin is at most margin · (1 + gap)
+    solver: str = "CLARABEL"
 
     def __repr__(self):
         return (f"MaxMarginSolution(norm={self.norm!r}, margin={self.margin:.6g}, "
-                f"support={self.support.tolist()})")
+                f"support={self.support.tolist()}, gap={self.gap:.1e})")
 
 
 def _as_numpy(a):
@@ -67,20 +108,125 @@ def _signed_inputs(X, y, norm: _norms.Norm):
     ndim = norm.max_margin_ndim
     if ndim == 2 and X.ndim != 3:
         raise ValueError(f"The {norm.name} max margin needs matrix inputs (n, a, b); got {X.shape}.")
-    if X.ndim != ndim + 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
+    if X.ndim != ndim + 1 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be (n, d) with n = len(y) and y a vector; got {X.shape} and {y.shape}.")
+    if X.shape[0] == 0 or X[0].size == 0:
+        raise ValueError(f"X is empty (shape {X.shape}): a max-margin problem needs samples and features.")
+    if not np.isfinite(X).all():
+        raise ValueError("X has NaN or infinite entries; a max-margin problem needs finite data.")
     return y[:, None] * X.reshape(X.shape[0], -1), X.shape[1:]
 
 
-def _solved(problem, w) -> None:
-    problem.solve()
-    if problem.status in ("infeasible", "infeasible_inaccurate"):
+def _rescaled(Z):
+    """``(Z / 2^e, e)`` with ``max |Z / 2^e|`` in [½, 1).
+
+    Exact: every ``w`` has margin ``min_i c z_i·w = c · min_i z_i·w`` on the data ``cZ``
+    (c > 0), so ``cZ`` has the same max-margin direction as ``Z`` and c times its margin, and
+    its multipliers are those of ``Z`` divided by c². Dividing by a power of two changes
+    exponents only, with no rounding (unless an entry drops below 1e-308), so the solver
+    sees the same problem with entries of order 1 whatever the scale of the data."""
+    e = int(np.frexp(np.abs(Z).max())[1])
+    return np.ldexp(Z, -e), e
+
+
+def _check_separable(Zs) -> None:
+    """Raise :class:`NotSeparableError` unless some ``w`` has ``z_i·w > 0`` for all i.
+
+    Gordan's alternative decided by the LP ``max t s.t. z_i·w ≥ t, ‖w‖∞ ≤ 1`` (HiGHS) on
+    the rescaled data: its value is 0 for non-separable data and the ℓ∞ max margin
+    otherwise. The decision rests on the LP's ``w`` itself, its margin recomputed here, so
+    an inaccurate LP solve cannot call separable data non-separable or the reverse beyond
+    :data:`SEPARABLE_TOL` (relative to ``max |x|``)."""
+    from scipy.optimize import linprog
+
+    n, p = Zs.shape
+    result = linprog(np.r_[np.zeros(p), -1.0], A_ub=np.c_[-Zs, np.ones(n)], b_ub=np.zeros(n),
+                     bounds=[(-1, 1)] * p + [(None, None)], method="highs",
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    if result.x is None:
+        raise MaxMarginSolverError(f"The separability LP failed (HiGHS: {result.message}).")
+    t = float((Zs @ result.x[:p]).min())
+    if not t > SEPARABLE_TOL:
         raise NotSeparableError(
             "The data are not linearly separable through the origin, so no max-margin "
-            "solution exists. Check the labels, or add a feature for a bias term."
-        )
+            f"solution exists (the best w with ‖w‖∞ ≤ 1 has margin {t:.2g} × max|x|, at most "
+            f"{SEPARABLE_TOL:g}). Check the labels, or add a feature for a bias term.")
+
+
+@functools.cache
+def _installed_solvers() -> frozenset[str]:
+    """The solvers cvxpy finds (looking costs milliseconds, so once)."""
+    return frozenset(_cvxpy().installed_solvers())
+
+
+def _solve(Zs, shape, norm: _norms.Norm, solver: str):
+    """``min ‖w‖ s.t. Zs w ≥ 1`` with one solver: ``(w, λ)``, λ the multipliers of
+    ``min ½‖w‖²``, or the reason it failed (a string)."""
+    cp = _cvxpy()
+    w = cp.Variable(Zs.shape[1])
+    objective = norm.max_margin_objective(w, [shape])
+    constraint = Zs @ w >= 1
+    problem = cp.Problem(cp.Minimize(objective), [constraint])
+    try:
+        with warnings.catch_warnings():  # "may be inaccurate": the checks decide
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=solver, **SOLVERS[solver])
+    except cp.error.SolverError as error:
+        return f"{solver} failed ({error})"
     if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
-        raise RuntimeError(f"cvxpy could not solve the max-margin problem: {problem.status}.")
+        return f"{solver} ended with status {problem.status!r}"
+    ws = np.asarray(w.value)
+    dual = np.asarray(constraint.dual_value).reshape(-1)
+    if not objective.is_quadratic():
+        # ‖w‖ was minimized (½‖w‖² is a quadratic form, a norm never is): the multipliers
+        # of min ½‖w‖² are ‖w*‖ times its multipliers.
+        dual = dual * norm_value(ws.reshape(shape), norm)
+    return ws, dual
+
+
+def _gap(Zs, direction, dual, shape, norm: _norms.Norm) -> float:
+    """Relative duality gap ``‖Zsᵀλ̂‖_* / γ − 1``, λ̂ = λ⁺/Σλ⁺ on the simplex: every unit
+    ``w`` has ``min_i z_i·w ≤ ⟨Zsᵀλ̂, w⟩ ≤ ‖Zsᵀλ̂‖_*``, so the maximum margin lies between
+    γ = min_i z_i·direction and ``‖Zsᵀλ̂‖_*``, equal at the optimum (minimax)."""
+    lam = np.clip(dual, 0.0, None)
+    if not lam.sum() > 0:
+        return np.inf
+    combination = torch.as_tensor((Zs.T @ (lam / lam.sum())).reshape(shape))
+    return float(norm.dual([combination])) / float((Zs @ direction).min()) - 1.0
+
+
+def _kkt_epsilon(Zs, direction, shape, norm: _norms.Norm) -> float | None:
+    """The certificate ε of the direction on the rescaled data (labels folded into Zs);
+    None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
+    if type(norm).dual_expr is _norms.Norm.dual_expr:
+        return None
+    model = models.Linear(shape)
+    with torch.no_grad():
+        model.w.copy_(torch.as_tensor(direction.reshape(shape)))
+    X = torch.as_tensor(Zs.reshape(-1, *shape))
+    # ℓ2: NNLS, no cvxpy (its ε, sin φ, bounds the relaxed one); others: Clarabel (~1e-8).
+    method, solver = ("nnls", None) if norm.lp == 2 else ("cvxpy", "CLARABEL")
+    return kkt_certificate(model, X, torch.ones(len(X), dtype=torch.float64), norm,
+                           active_tol=KKT_ACTIVE_TOL, method=method, solver=solver).epsilon
+
+
+def _failed_check(Zs, ws, dual, shape, norm: _norms.Norm):
+    """The checked ``(direction, gap)`` of a solver's answer, or what failed (a string)."""
+    if not (np.isfinite(ws).all() and np.isfinite(dual).all()):
+        return "its answer is not finite"
+    smallest = float((Zs @ ws).min())
+    if not abs(smallest - 1.0) <= CONSTRAINT_RTOL:
+        kind = "infeasible" if smallest < 1 else "not the shortest w"
+        return (f"its w has smallest constraint y_i x_i·w = {smallest:.9g}, not 1 ± "
+                f"{CONSTRAINT_RTOL:g} ({kind})")
+    direction = ws / norm_value(ws.reshape(shape), norm)
+    gap = _gap(Zs, direction, dual, shape, norm)
+    if not gap <= GAP_RTOL:
+        return f"the duality gap of its direction and multipliers is {gap:.2g} > {GAP_RTOL:g}"
+    epsilon = _kkt_epsilon(Zs, direction, shape, norm)
+    if epsilon is not None and not epsilon <= KKT_EPS:
+        return f"its KKT certificate has ε = {epsilon:.2g} > {KKT_EPS:g}"
+    return direction, max(gap, 0.0)
 
 
 def max_margin(X, y, norm="l2") -> MaxMarginSolution:
@@ -90,30 +236,41 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
     positive vector, taken as ``diag(M)``) for ``‖w‖_M = sqrt(wᵀ M w)``. Inputs are
     vectors ``X`` (n, d), or matrices (n, a, b) for a matrix norm such as ``'spectral'``
     (the predictor is ``⟨W, x⟩`` and the norm is ``W``'s largest singular value, an SDP).
-    The direction has the shape of one input.
+    The direction has the shape of one input; ``gap`` bounds the margin's relative error.
 
-    Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i."""
-    cp = _cvxpy()
+    Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i, and
+    :class:`MaxMarginSolverError` when no solver's answer passes the checks of the module
+    docstring. Multipliers scale like 1/γ², so beyond data scales of about 1e±150 they
+    leave float64's range (a warning says so; direction and margin are unaffected)."""
     X = _as_numpy(X)
     norm = _as_norm(norm, X.shape[1:])
     Z, shape = _signed_inputs(X, y, norm)
-    w = cp.Variable(Z.shape[1])
-    objective = norm.max_margin_objective(w, [shape])
-    constraint = Z @ w >= 1
-    problem = cp.Problem(cp.Minimize(objective), [constraint])
-    _solved(problem, w)
-    wv = np.asarray(w.value).reshape(shape)
-    size = norm_value(wv, norm)
-    direction = wv / size
-    margins = Z @ direction.reshape(-1)
-    dual = np.asarray(constraint.dual_value).reshape(-1)
-    if not objective.is_quadratic():
-        # ‖w‖ was minimized (½‖w‖² is a quadratic form, a norm never is): the multipliers
-        # of min ½‖w‖² are ‖w*‖ times its multipliers.
-        dual = dual * size
+    Zs, e = _rescaled(Z)
+    failures = []
+    for solver in (s for s in SOLVERS if s in _installed_solvers()):
+        answer = _solve(Zs, shape, norm, solver)
+        checked = answer if isinstance(answer, str) else _failed_check(Zs, *answer, shape, norm)
+        if not isinstance(checked, str):
+            break
+        failures.append(f"{solver}: {checked}")
+        if len(failures) == 1:
+            _check_separable(Zs)  # a checked answer proves separability; a failure needs the LP
+    else:
+        raise MaxMarginSolverError(
+            f"No solver's max-margin solution passed the checks: {'; '.join(failures)}. The data "
+            "may be nearly non-separable or badly conditioned; check them, or report the case.")
+    if failures:
+        warnings.warn(f"max_margin: {'; '.join(failures)}; the answer of {solver} passed the "
+                      "checks and is returned.", RuntimeWarning, stacklevel=2)
+    direction, gap = checked
+    dual = np.ldexp(answer[1], -2 * e)  # the multipliers of Z = 2^e Zs (see _rescaled)
+    if not np.isfinite(dual).all() or np.any((dual == 0) & (answer[1] > 0)):
+        warnings.warn("max_margin: the multipliers (∝ 1/margin²) leave float64's range at this "
+                      "scale of the data; rescale X to use `dual`.", RuntimeWarning, stacklevel=2)
+    margins = Z @ direction  # in the data's own units
     gamma = float(margins.min())
-    support = np.flatnonzero(margins <= gamma * (1 + 1e-6) + 1e-9)
-    return MaxMarginSolution(direction, gamma, norm.name, dual, support)
+    support = np.flatnonzero(margins <= gamma * (1 + 1e-6))
+    return MaxMarginSolution(direction.reshape(shape), gamma, norm.name, dual, support, gap, solver)
 
 
 def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
@@ -129,17 +286,20 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
         return 0.0
     best = max_margin(X, y, norm)
     Z, shape = _signed_inputs(X, y, norm)
-    w = cp.Variable(Z.shape[1])
-    feasible = [norm.value_expr(w, [shape]) <= 1, Z @ w >= best.margin * (1 - tol)]
-    spread = 0.0
-    for j in range(Z.shape[1]):
-        hi = cp.Problem(cp.Maximize(w[j]), feasible)
-        hi.solve()
-        top = w.value[j]
-        lo = cp.Problem(cp.Minimize(w[j]), feasible)
-        lo.solve()
-        spread = max(spread, float(top - w.value[j]))
-    return spread
+    Zs, _ = _rescaled(Z)  # directions do not depend on the data's scale
+    w = cp.Variable(Zs.shape[1])
+    gamma = float((Zs @ best.direction.reshape(-1)).min())
+    feasible = [norm.value_expr(w, [shape]) <= 1, Zs @ w >= gamma * (1 - tol)]
+    ends = []
+    for j in range(Zs.shape[1]):
+        for sense in (cp.Maximize, cp.Minimize):
+            problem = cp.Problem(sense(w[j]), feasible)
+            problem.solve(solver="CLARABEL")
+            if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
+                raise MaxMarginSolverError(f"solution_spread: Clarabel ended with status "
+                                           f"{problem.status!r} on coordinate {j}.")
+            ends.append(float(w.value[j]))
+    return max(hi - lo for hi, lo in zip(ends[::2], ends[1::2]))
 
 
 class FixedPointError(RuntimeError):

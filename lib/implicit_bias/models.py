@@ -8,6 +8,7 @@ initialization so runs are reproducible on the CPU.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -49,8 +50,8 @@ class ReLUPower(Activation):
 
     def __init__(self, q: float = 2.0):
         super().__init__()
-        if not q >= 1:
-            raise ValueError(f"ReLUPower needs q ≥ 1 to be homogeneous and monotone, got {q}.")
+        if not (_is_real(q) and math.isfinite(q) and q >= 1):
+            raise ValueError(f"ReLUPower needs a finite q ≥ 1 to be homogeneous and monotone, got {q!r}.")
         self.degree, self.smooth = float(q), q > 1
 
     def forward(self, z):
@@ -60,7 +61,8 @@ class ReLUPower(Activation):
         r = torch.relu(z)
         if self.degree == 2.0:  # the default: two products instead of two powers
             return r * r, 2.0 * r
-        return r**self.degree, self.degree * r ** (self.degree - 1.0)
+        # (r > 0): at q = 1, r^0 would be 1 where z ≤ 0
+        return r**self.degree, self.degree * r ** (self.degree - 1.0) * (r > 0)
 
     def extra_repr(self):
         return f"q={self.degree:g}"
@@ -98,6 +100,7 @@ def make_activation(spec) -> Activation:
     """An activation from a name (``relu``, ``relu2``/``squared_relu``, ``quadratic``,
     ``linear``), from ``('relu_power', q)``, or an :class:`Activation` instance."""
     if isinstance(spec, Activation):
+        check_activation(spec)
         return spec
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "relu_power":
         return ReLUPower(spec[1])
@@ -108,6 +111,62 @@ def make_activation(spec) -> Activation:
         f"Use one of {sorted(ACTIVATIONS)} or ('relu_power', q); activations such as tanh, "
         "sigmoid or GELU make the model non-homogeneous, so its normalized margin is undefined."
     )
+
+
+#: Where an activation instance is checked: ``σ(cz) = c^q σ(z)`` for these z and c.
+_CHECK_Z = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+_CHECK_C = (0.5, 2.0, 3.0)
+
+
+def check_activation(act: Activation) -> None:
+    """Raise unless ``act`` is positively homogeneous of its declared ``degree`` q on a grid
+    of inputs, and its ``value_and_slope`` (if its own) agrees with ``forward``: a subclass
+    wrapping tanh, or an overwritten ``degree``, would otherwise give a model whose
+    margins, certificates and batched training are silently wrong."""
+    name, q = type(act).__name__, act.degree
+    if not (_is_real(q) and math.isfinite(q) and q > 0):
+        raise ValueError(f"{name}.degree must be a finite number q > 0 (σ(cz) = c^q σ(z)), got {q!r}.")
+    dtype = next((p.dtype for p in act.parameters()), torch.float64)
+    z = _CHECK_Z.to(dtype)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    with torch.no_grad():
+        f = act(z)
+        for c in _CHECK_C:
+            fc = act(c * z)
+            if not torch.allclose(fc, c**q * f, rtol=tol, atol=tol * float(f.abs().max())):
+                raise ValueError(
+                    f"{name} declares degree {q:g} but σ({c:g}z) ≠ {c:g}^{q:g} σ(z) (largest error "
+                    f"{float((fc - c**q * f).abs().max()):.3g} on z in [-3, 3]): it is not positively "
+                    "homogeneous of that degree. Declare the degree it has, or use a homogeneous "
+                    "activation (ReLU and its powers; tanh, sigmoid or GELU make the model "
+                    "non-homogeneous, so its normalized margin is undefined).")
+        if type(act).value_and_slope is not Activation.value_and_slope:  # the batched engine's backward
+            value, slope = act.value_and_slope(z)
+            _, auto = Activation.value_and_slope(act, z)
+            if not (torch.allclose(value, f, rtol=tol, atol=tol) and torch.allclose(slope, auto, rtol=tol, atol=tol)):
+                raise ValueError(f"{name}.value_and_slope(z) disagrees with its forward and autograd's "
+                                 "slope on z in [-3, 3]: fix it, or delete it to inherit the autograd one.")
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _size(name: str, value) -> int:
+    """A dimension or width: a positive integer."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_init(seed, init_scale, dtype) -> None:
+    """The arguments every model shares."""
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        raise TypeError(f"seed must be an integer, got {seed!r}.")
+    if not (_is_real(init_scale) and math.isfinite(init_scale) and init_scale >= 0):
+        raise ValueError(f"init_scale must be a finite number ≥ 0, got {init_scale!r}.")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}.")
 
 
 def _init(shape, fan_in, generator, scale, dtype):
@@ -148,7 +207,13 @@ class Linear(HomogeneousModel):
 
     def __init__(self, d, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
-        shape = (d,) if isinstance(d, int) else tuple(d)
+        _check_init(seed, init_scale, dtype)
+        if isinstance(d, numbers.Integral):
+            shape = (_size("d", d),)
+        elif isinstance(d, (tuple, list, torch.Size)) and len(d) > 0:
+            shape = tuple(_size("each dimension of d", k) for k in d)
+        else:
+            raise ValueError(f"d must be a positive integer or a shape such as (a, b), got {d!r}.")
         self.w = _init(shape, math.prod(shape), _generator(seed), init_scale, dtype)
         self.degree = 1.0
 
@@ -161,8 +226,8 @@ class DiagonalLinear(HomogeneousModel):
 
     def __init__(self, d: int, depth: int = 2, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be ≥ 1, got {depth}.")
+        _check_init(seed, init_scale, dtype)
+        d, depth = _size("d", d), _size("depth", depth)
         g = _generator(seed)
         self.layers = nn.ParameterList(
             [_init((d,), 1, g, init_scale, dtype) for _ in range(depth)])
@@ -193,6 +258,8 @@ class TwoLayer(HomogeneousModel):
     def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
                  init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
+        _check_init(seed, init_scale, dtype)
+        d, width = _size("d", d), _size("width", width)
         self.act = make_activation(activation)
         g = _generator(seed)
         self.W = _init((width, d), d, g, init_scale, dtype)
@@ -225,6 +292,8 @@ class TwoLayerWithVectorUnit(HomogeneousModel):
     def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
                  init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
+        _check_init(seed, init_scale, dtype)
+        d, width = _size("d", d), _size("width", width)
         self.act = make_activation(activation)
         g = _generator(seed)
         self.W = _init((width, d), d, g, init_scale, dtype)
@@ -261,9 +330,11 @@ class MLP(HomogeneousModel):
     def __init__(self, widths, activation="relu2", seed: int = 0, init_scale: float = 1.0,
                  dtype=DTYPE):
         super().__init__()
+        _check_init(seed, init_scale, dtype)
         widths = list(widths)
         if len(widths) < 2 or widths[-1] != 1:
             raise ValueError(f"widths must be [d, h_1, ..., 1] ending in 1, got {widths}.")
+        widths = [_size("every width", w) for w in widths]
         self.act = make_activation(activation)
         g = _generator(seed)
         self.weights = nn.ParameterList(

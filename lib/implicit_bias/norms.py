@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -428,6 +429,12 @@ class Spectral(Norm):
     def __init__(self, polar: str = "svd", ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
         if polar not in ("svd", "newton_schulz"):
             raise ValueError(f"Spectral: polar must be 'svd' or 'newton_schulz', got {polar!r}.")
+        if not (isinstance(ns_steps, numbers.Integral) and not isinstance(ns_steps, bool) and ns_steps >= 1):
+            raise ValueError(f"Spectral: ns_steps (Newton–Schulz iterations) must be a positive integer, "
+                             f"got {ns_steps!r}.")
+        if not (ns_dtype is None or (isinstance(ns_dtype, torch.dtype) and ns_dtype.is_floating_point)):
+            raise TypeError(f"Spectral: ns_dtype must be None or a floating torch dtype such as "
+                            f"torch.bfloat16, got {ns_dtype!r}.")
         self.polar, self.ns_steps, self.ns_dtype = polar, ns_steps, ns_dtype
 
     def __repr__(self):

@@ -46,7 +46,8 @@ def _is_number(x) -> bool:
 
 def _check_lr(lr):
     if not (_is_number(lr) and lr >= 0):
-        raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}.")
+        hint = ": pass float(lr)" if torch.is_tensor(lr) else ""
+        raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}{hint}.")
 
 
 def _check_beta(name, beta):
@@ -57,6 +58,18 @@ def _check_beta(name, beta):
 def _check_nonnegative(name, x):
     if not (_is_number(x) and x >= 0):
         raise ValueError(f"{name} must be ≥ 0 (0 is allowed) and finite, got {x!r}.")
+
+
+def _check_flag(name, x):
+    if not isinstance(x, bool):
+        raise TypeError(f"{name} must be True or False, got {x!r}.")
+
+
+def _pair(betas) -> tuple:
+    """``betas`` as the tuple a group stores; the numbers are checked by :func:`check_group`."""
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}.")
+    return tuple(betas)
 
 
 def check_group(group: dict) -> None:
@@ -72,13 +85,13 @@ def check_group(group: dict) -> None:
         _check_beta("beta2", group["beta2"])
     if "betas" in group:
         betas = group["betas"]
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
-        for name, b in zip(("beta1", "beta2"), betas):
+        for name, b in zip(("beta1", "beta2"), _pair(betas)):
             _check_beta(name, b)
     for key in ("eps", "weight_decay"):
         if key in group:
             _check_nonnegative(key, group[key])
+    if "normalized" in group:
+        _check_flag("normalized", group["normalized"])
     if "norm" in rule.options:
         if not isinstance(group["norm"], Norm):
             raise TypeError(f"norm must be an implicit_bias.norms.Norm, got {group['norm']!r}.")
@@ -112,10 +125,10 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         """As torch's, and the group joins the optimizer's loss frame and is validated."""
-        scale = self.param_groups[0]["grad_scale"] if self.param_groups else 1.0
+        frame = self.param_groups[0]["frame"] if self.param_groups else 0.0
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group.setdefault("grad_scale", scale)
+        group.setdefault("frame", frame)
         try:
             check_group(group)
         except (ValueError, TypeError):
@@ -136,20 +149,20 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _step_group(self, group, params):
         rule = rules.get(group["rule"])
+        grads = [p.grad for p in params]
+        _check_finite(grads, group, params)
         states = [self.state[p] for p in params]
         steps = [s.get("step", 0) + 1 for s in states]
-        state = {name: _one([s[name] if name in s else torch.zeros_like(p) for s, p in zip(states, params)])
-                 for name in rule.state if any(name in s for s in states)}
+        state = {name: _entry(states, params, name) for name in rule.state if any(name in s for s in states)}
         hyper = {key: group[key] for key in rule.numbers + rule.options}
-        hyper["grad_scale"] = group["grad_scale"]
+        hyper["frame"] = group["frame"]
         if rule.per_sample:
             hyper["grad_samples"] = _one(_grad_samples(params))
-        update = rule.update(_one([p.grad for p in params]), state, hyper, steps, _one(params))
+        update = rule.update(_one(grads), state, hyper, steps, _one(params))
         for s, t in zip(states, steps):
             s["step"] = t
-        for name, tensors in update.state.items():
-            for s, x in zip(states, tensors):
-                s[name] = x[0]
+        for name, e in update.state.items():
+            store_entry(states, name, e)
         torch._foreach_add_(params, [d[0] for d in update.directions], alpha=-group["lr"])
         if update.dead and not self._warned_dead:
             self._warned_dead = True
@@ -159,10 +172,10 @@ class RuleOptimizer(torch.optim.Optimizer):
     def root_second_moments(self) -> list[torch.Tensor]:
         """The denominators' ``√v̂`` before ε, one tensor per parameter of the adaptive
         groups (Adam: bias-corrected ``√v̂``; RMSProp: ``√v``; AdaGrad: ``√G``), in the
-        units of the gradients the optimizer receives (scaled by ``grad_scale`` under a
-        framed loss). A coordinate is in the sign-like regime while ``√v̂ ≫ ε`` and
-        GD-like once ``√v̂ ≪ ε`` (Wang et al. 2021). Empty for steepest-descent groups and
-        before the first step."""
+        units of the gradients the optimizer receives (those of ``e^F L`` under a framed
+        loss; inf where that overflows). A coordinate is in the sign-like regime while
+        ``√v̂ ≫ ε`` and GD-like once ``√v̂ ≪ ε`` (Wang et al. 2021). Empty for
+        steepest-descent groups and before the first step."""
         out = []
         for group in self.param_groups:
             rule = rules.get(group["rule"])
@@ -171,28 +184,34 @@ class RuleOptimizer(torch.optim.Optimizer):
                 state = self.state.get(p, {})
                 for name in second:
                     if name in state:
-                        v = state[name]
+                        v = state_value(state, name)
                         if "betas" in group:
                             v = v / (1.0 - group["betas"][1] ** state["step"])
                         out.append(v.sqrt())
         return out
 
     @torch.no_grad()
-    def rescale_gradients(self, ratio: float) -> None:
-        """From now on the gradients are ``ratio`` times larger (the loss was multiplied
-        by ``ratio``); each state entry is rescaled to its order in the gradient so the
-        trajectory does not change. Raises ``FloatingPointError`` if the rescaled state
-        overflows (the loss fell faster than the state's memory decays)."""
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
+    def reframe(self, delta: float) -> None:
+        """The loss's frame moved by ``delta``: from now on the gradients are ``e^delta``
+        times larger (those of ``e^{F + delta} L``). Each state entry's factor follows its
+        order in the gradient (:func:`rules.rescale`): one operation for any ``delta``, and
+        the trajectory does not change."""
+        if not math.isfinite(delta):
+            raise ValueError(f"the frame must move by a finite amount, got {delta}.")
         for group in self.param_groups:
-            group["grad_scale"] *= ratio
+            group["frame"] += delta
             rule = rules.get(group["rule"])
             for p in group["params"]:
                 state = self.state.get(p, {})
-                entries = {name: _one([state[name]]) for name in rule.state if name in state}
-                for name, (x,) in rules.rescale(rule, entries, ratio).items():
-                    state[name] = x[0]
+                entries = {name: _entry([state], [p], name) for name in rule.state if name in state}
+                for name, e in rules.rescale(rule, entries, delta).items():
+                    store_entry([state], name, e)
+
+    def rescale_gradients(self, ratio: float) -> None:
+        """:meth:`reframe` by ``log ratio`` (the loss was multiplied by ``ratio``)."""
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
+        self.reframe(math.log(ratio))
 
     def state_dict(self):
         """torch's, with each group's norm stored by its ``repr`` (a plain string), so the
@@ -215,6 +234,47 @@ class RuleOptimizer(torch.optim.Optimizer):
         for group, norm in zip(self.param_groups, norms_):
             if norm is not None:
                 group["norm"] = norm
+
+
+def _log_key(name: str) -> str:
+    return f"{name}_log_factor"
+
+
+def _entry(states, params, name) -> rules.Entry:
+    """A rule's state entry from per-parameter states (torch's layout): tensors under
+    ``name`` and, where a factor e^ℓ is kept, its log under ``<name>_log_factor``."""
+    tensors = _one([s[name] if name in s else torch.zeros_like(p) for s, p in zip(states, params)])
+    if not any(_log_key(name) in s for s in states):
+        return rules.Entry(tensors)
+    zero = torch.zeros(1, dtype=tensors[0].dtype, device=tensors[0].device)
+    return rules.Entry(tensors, [s.get(_log_key(name), zero) for s in states])
+
+
+def store_entry(states, name, e: rules.Entry) -> None:
+    """Write a rule's state entry into per-parameter states (the inverse of :func:`_entry`)."""
+    for i, s in enumerate(states):
+        s[name] = e.tensors[i][0]
+        if e.logs is None:
+            s.pop(_log_key(name), None)
+        else:
+            s[_log_key(name)] = e.logs[i]
+
+
+def state_value(state: dict, name: str) -> torch.Tensor:
+    """A state entry of one parameter in the gradients' units (its tensor times its factor;
+    inf where that overflows float64)."""
+    x = state[name]
+    return x * torch.exp(state[_log_key(name)]) if _log_key(name) in state else x
+
+
+def _check_finite(grads, group, params) -> None:
+    norms_ = torch._foreach_norm(grads)
+    if not bool(torch.stack(norms_).isfinite().all()):
+        i = next(i for i, n in enumerate(norms_) if not bool(n.isfinite()))
+        raise FloatingPointError(
+            f"The gradient of parameter {i} (shape {tuple(params[i].shape)}) of a '{group['rule']}' "
+            "group has NaN or inf entries: the step would be silently wrong (a sign of NaN is 0). "
+            "Check the data and the loss for non-finite values, or lower the learning rate.")
 
 
 def _grad_samples(params):
@@ -253,7 +313,7 @@ class SteepestDescent(RuleOptimizer):
             params = _params_list(params)
             norm = as_norm(norm, params)
         super().__init__(params, dict(rule="steepest", norm=norm, lr=lr, momentum=momentum,
-                                      normalized=bool(normalized)))
+                                      normalized=normalized))
 
 
 class NormalizedGD(SteepestDescent):
@@ -326,6 +386,10 @@ class TorchMuon(torch.optim.Muon):
                  weight_decay: float = 0.0, ns_steps: int = 5):
         _check_lr(lr)
         _check_beta("momentum", momentum)
+        _check_nonnegative("weight_decay", weight_decay)
+        _check_flag("nesterov", nesterov)
+        if not (isinstance(ns_steps, numbers.Integral) and not isinstance(ns_steps, bool) and ns_steps >= 1):
+            raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, got {ns_steps!r}.")
         self._originals = _params_list(params)
         self._shadows = [torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
         groups = [dict(params=[s], lr=lr / math.sqrt(max(1.0, s.shape[0] / s.shape[1])))
@@ -367,23 +431,31 @@ class TorchMuon(torch.optim.Muon):
         super().load_state_dict(state_dict)
 
     @torch.no_grad()
-    def rescale_gradients(self, ratio: float) -> None:
-        """The gradients are now ``ratio`` times larger (framed loss). torch casts the
+    def reframe(self, delta: float) -> None:
+        """The gradients are now ``e^delta`` times larger (framed loss). torch casts the
         momentum to bfloat16, where scaling by anything but a power of two changes the
-        rounding; so only the power-of-two part of the accumulated ratio goes into the
-        momentum buffers (exactly), and the rest, kept in [1/√2, √2], divides the incoming
-        gradients. The trajectory is then the same as without the frame."""
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
-        self._residual *= ratio
-        k = round(math.log2(self._residual))
-        self._residual /= 2.0**k
+        rounding; so only the power-of-two part of the accumulated factor goes into the
+        momentum buffers (exactly, by ``ldexp``), and the rest, kept in [1/√2, √2], divides
+        the incoming gradients. The trajectory is then the same as without the frame. (This
+        is torch's own Muon: its buffers hold the momentum itself and can overflow.)"""
+        if not math.isfinite(delta):
+            raise ValueError(f"the frame must move by a finite amount, got {delta}.")
+        log2 = math.log2(self._residual) + delta / math.log(2.0)
+        k = round(log2)
+        self._residual = 2.0 ** (log2 - k)
         for state in self.state.values():
             if "momentum_buffer" in state:
-                state["momentum_buffer"].mul_(2.0**k)
-                if not state["momentum_buffer"].isfinite().all():
+                buf = state["momentum_buffer"]
+                buf.copy_(torch.ldexp(buf, torch.tensor(k, dtype=torch.int64)))
+                if not buf.isfinite().all():
                     raise FloatingPointError(
                         f"Rescaling the momentum by 2^{k} overflowed; lower the learning rate.")
+
+    def rescale_gradients(self, ratio: float) -> None:
+        """:meth:`reframe` by ``log ratio``."""
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
+        self.reframe(math.log(ratio))
 
 
 # --- adaptive family -----------------------------------------------------------
@@ -401,7 +473,7 @@ class Adam(RuleOptimizer):
     Vardi 2026, Thm 3.6). With ``eps > 0`` it matches ``torch.optim.Adam``."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.99), eps: float = 0.0):
-        super().__init__(params, dict(rule="adam", lr=lr, betas=tuple(betas), eps=eps))
+        super().__init__(params, dict(rule="adam", lr=lr, betas=_pair(betas), eps=eps))
         _warn_if_beta1_above_beta2(betas)
 
 
@@ -411,7 +483,7 @@ class AdamW(RuleOptimizer):
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2):
-        super().__init__(params, dict(rule="adamw", lr=lr, betas=tuple(betas), eps=eps,
+        super().__init__(params, dict(rule="adamw", lr=lr, betas=_pair(betas), eps=eps,
                                       weight_decay=weight_decay))
 
 
@@ -421,7 +493,7 @@ class Lion(RuleOptimizer):
     an interpolated momentum."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.99), weight_decay: float = 0.0):
-        super().__init__(params, dict(rule="lion", lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+        super().__init__(params, dict(rule="lion", lr=lr, betas=_pair(betas), weight_decay=weight_decay))
 
 
 class AdamProxy(RuleOptimizer):
@@ -506,7 +578,7 @@ class MuonAdam(Hybrid):
         super().__init__(
             params,
             dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True),
-            dict(rule="adam", lr=lr_adam, betas=tuple(betas), eps=eps))
+            dict(rule="adam", lr=lr_adam, betas=_pair(betas), eps=eps))
         _warn_if_beta1_above_beta2(betas)
 
 

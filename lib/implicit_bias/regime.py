@@ -105,10 +105,13 @@ def live_step_ratios(model, optimizer) -> dict:
             t = state["step"]
             m = state["exp_avg"] / (1 - b1**t)
             v = state["exp_avg_sq"] / (1 - b2**t)
+            # the entries' log-factors, where the state outgrew float64 (see implicit_bias.rules)
+            factor = math.exp(float(state.get("exp_avg_log_factor", 0.0))
+                              - float(state.get("exp_avg_sq_log_factor", 0.0)) / 2)
             live = v > 0
             if p.grad is not None:
                 live &= p.grad != 0
-            out[names.get(id(p), "?")] = ((m[live].abs() / v[live].sqrt()).reshape(-1), p.numel())
+            out[names.get(id(p), "?")] = ((m[live].abs() / v[live].sqrt() * factor).reshape(-1), p.numel())
     return out
 
 

@@ -5,13 +5,18 @@ run dimension ``(K, …)`` and every number (β, ε, a weight decay) is a plain 
 by the runs or a ``(K,)`` tensor with one value per run. It reads its state and returns a
 new state; it never touches its inputs. The caller moves the parameters,
 ``θ ← θ − η_t · direction``. The ``torch.optim`` classes of :mod:`implicit_bias.optim` are
-the K = 1 case; the batched engine (:mod:`implicit_bias.engine`) steps K runs at once.
+the K = 1 case; the batched engine (:mod:`implicit_bias.batched`) steps K runs at once.
 
 Each rule declares its state entries under torch's names (``momentum_buffer``,
-``exp_avg``, ``exp_avg_sq``, …) with their *order* in the gradient: under a rescaled
-("framed") loss the gradients grow by a factor c, and an entry of order k is multiplied
-by c^k (:func:`rescale`), so the trajectory does not change. A new rule is one function
-registered here with :func:`register`, plus its optimizer class or table row.
+``exp_avg``, ``exp_avg_sq``, …) with their *order* in the gradient. The gradients come in
+the units of a framed loss ``e^F L`` (:mod:`implicit_bias.frame`); when F moves by Δ an
+entry of order k grows by ``e^{kΔ}``. An entry is an :class:`Entry`, tensors times a
+per-run factor ``e^ℓ`` kept as its logarithm: :func:`rescale` adds ``kΔ`` to ℓ, one
+operation however far F moved, and folds the factor into the tensors whenever that is
+representable. So a state whose memory outlasts the loss (momentum, second moments while
+the loss falls faster than they forget) never overflows; it is just far larger than the
+current gradients, as it truly is. A new rule is one function registered here with
+:func:`register`, plus its optimizer class or table row.
 
 The pieces the rules share are here too: the moving average, the bias correction, the
 division by a root with 0/0 := 0, ε in the units of the framed gradients.
@@ -30,10 +35,30 @@ from .norms import column
 
 Tensors = list[torch.Tensor]
 
+#: A factor ``e^ℓ`` is folded into an entry's tensors when its largest value times it stays
+#: below ``e^FOLD`` (float64 overflows near e^709).
+FOLD = 600.0
+
+
+class Entry(NamedTuple):
+    """A state entry: ``tensors[i] · e^{logs[i]}`` with ``logs[i]`` a ``(K,)`` tensor of
+    per-run log-factors, or ``logs = None`` when every factor is 1 (the common case, and
+    exactly the plain tensors)."""
+
+    tensors: Tensors
+    logs: list | None = None
+
+    def values(self) -> Tensors:
+        """The entry in the gradients' units (may overflow to inf: for reading only)."""
+        if self.logs is None:
+            return list(self.tensors)
+        return [x * column(torch.exp(lg), x) for x, lg in zip(self.tensors, self.logs, strict=True)]
+
 
 class Update(NamedTuple):
-    """What a rule returns: the step directions, the new state entries, and whether an
-    ε = 0 division met 0/0 (a coordinate whose gradient has always been zero)."""
+    """What a rule returns: the step directions, the new state entries (:class:`Entry`),
+    and whether an ε = 0 division met 0/0 (a coordinate whose gradient has always been
+    zero)."""
 
     directions: Tensors
     state: dict
@@ -48,8 +73,8 @@ class Rule:
     parameter-group entries that may differ from run to run (stacked as ``(K,)`` vectors,
     a tuple such as ``betas`` element by element); ``options`` are entries that must be
     equal for runs to share one batched update (a norm, ``normalized``). ``hyper`` holds
-    both, plus ``grad_scale`` (the framed loss's factor) and, for rules that ask for it,
-    ``grad_samples`` (per-sample gradients, ``(K, batch, …)`` each)."""
+    both, plus ``frame`` (F: the gradients are those of ``e^F L``) and, for rules that ask
+    for it, ``grad_samples`` (per-sample gradients, ``(K, batch, …)`` each)."""
 
     name: str
     update: Callable
@@ -84,24 +109,74 @@ def get(name: str) -> Rule:
 # --- shared pieces --------------------------------------------------------------------
 
 
-def buffer(state: dict, name: str, like: Tensors) -> Tensors:
+def entry(state: dict, name: str, like: Tensors) -> Entry:
     """State entry ``name``, zeros on the first step."""
-    return state.get(name) or [torch.zeros_like(x) for x in like]
+    return state.get(name) or Entry([torch.zeros_like(x) for x in like])
 
 
-def ema(avg: Tensors, xs: Tensors, beta, squared: bool = False) -> Tensors:
-    """Exponential moving average ``β·avg + (1 − β)·x`` (momentum, Adam's moments), of
-    ``x²`` with ``squared``. One β for every run (the optimizers' K = 1 case) takes two
-    passes over memory, as ``torch.optim`` does."""
-    out = []
-    for a, x in zip(avg, xs, strict=True):
-        if not torch.is_tensor(beta):
+def _exp(x):
+    """``e^x`` of a number (inf past float64's range, as torch's) or of a tensor."""
+    if torch.is_tensor(x):
+        return torch.exp(x)
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+def ema(avg: Entry, xs: Tensors, beta, squared: bool = False, weight=None) -> Entry:
+    """Exponential moving average ``β·avg + w·x`` with ``w = 1 − β`` (momentum, Adam's
+    moments; AdaGrad's sum is ``β = w = 1``), of ``|x|²`` with ``squared``. The new entry's
+    factor is the larger of the old one and 1 (the gradients' units), so neither term can
+    overflow; the smaller one may underflow, which is what it amounts to. One β for every
+    run (the optimizers' K = 1 case) takes two passes over memory, as ``torch.optim``."""
+    w = 1.0 - beta if weight is None else weight
+    if avg.logs is None:
+        out = []
+        for a, x in zip(avg.tensors, xs, strict=True):
+            if torch.is_tensor(beta) or torch.is_tensor(w):
+                out.append(a * column(beta, x) + (x * x.conj() if squared else x) * column(w, x))
+                continue
             new = a * beta
-            out.append(new.addcmul_(x, x, value=1.0 - beta) if squared else new.add_(x, alpha=1.0 - beta))
-            continue
-        b = column(beta, x)
-        out.append(a * b + (x * x if squared else x) * (1.0 - b))
-    return out
+            out.append(new.addcmul_(x, x.conj(), value=w) if squared else new.add_(x, alpha=w))
+        return Entry(out)
+    tensors, logs = [], []
+    for a, x, lg in zip(avg.tensors, xs, avg.logs, strict=True):
+        top = lg.clamp(min=0.0)
+        tensors.append(a * column(beta * torch.exp(lg - top), a)
+                       + (x * x.conj() if squared else x) * column(w * torch.exp(-top), x))
+        logs.append(top)
+    return settled(Entry(tensors, logs))
+
+
+def settled(e: Entry) -> Entry:
+    """The same entry with every factor folded into its tensor where the result stays below
+    ``e^FOLD``, and the tensor scaled to largest value 1 where it does not."""
+    if e.logs is None:
+        return e
+    tensors, logs = [], []
+    for x, lg in zip(e.tensors, e.logs, strict=True):
+        top = x.reshape(x.shape[0], -1).abs().amax(dim=1)
+        top = torch.where(top > 0, top, torch.ones_like(top))
+        log = lg + torch.log(top)  # the factor of x / top
+        fold = log < FOLD
+        unit = x / column(top, x)  # first: e^log / top itself may overflow
+        tensors.append(unit * column(torch.where(fold, torch.exp(torch.where(fold, log, 0.0)), 1.0), x))
+        logs.append(torch.where(fold, torch.zeros_like(log), log))
+    if all(not bool(lg.any()) for lg in logs):
+        return Entry(tensors)
+    return Entry(tensors, logs)
+
+
+def aligned(e: Entry):
+    """The entry's tensors at one factor per run, and its log (None when 1): what a rule
+    that couples tensors (a norm over all of them) needs."""
+    if e.logs is None:
+        return list(e.tensors), None
+    top = torch.stack(e.logs).amax(dim=0)
+    return [x * column(torch.exp(lg - top), x) for x, lg in zip(e.tensors, e.logs, strict=True)], top
+
+
+def log_factors(e: Entry, like: Tensors) -> list:
+    """Each tensor's per-run log-factor (0 when the entry has none)."""
+    return e.logs if e.logs is not None else [0.0] * len(like)
 
 
 def bias_correction(beta, steps) -> list:
@@ -114,30 +189,36 @@ def _power(beta, t: int):
     return beta**t if torch.is_tensor(beta) else math.pow(beta, t)
 
 
-def eps_in_gradient_units(eps, grad_scale):
-    """ε in the units of the framed gradients, ``ε · e^F``. The scale e^F overflows to inf
-    once the loss is below ~1e−308; ε = 0 must then stay 0 (0·inf would be NaN)."""
-    if torch.is_tensor(eps) or torch.is_tensor(grad_scale):
-        eps, grad_scale = torch.as_tensor(eps), torch.as_tensor(grad_scale)
-        return torch.where(eps > 0, eps * grad_scale, torch.zeros_like(eps * 1.0))
-    return eps * grad_scale if eps > 0 else 0.0
+def eps_in_gradient_units(eps, log_scale):
+    """ε in units of ``e^{log_scale}`` (the framed gradients: ``log_scale = F``), ``ε e^F``;
+    inf past float64's range. ε = 0 stays 0 (0·inf would be NaN)."""
+    if torch.is_tensor(eps) or torch.is_tensor(log_scale):
+        eps, log_scale = torch.as_tensor(eps), torch.as_tensor(log_scale)
+        return torch.where(eps > 0, eps * torch.exp(log_scale), torch.zeros_like(eps * 1.0))
+    return eps * _exp(log_scale) if eps > 0 else 0.0
 
 
-def scaled_by_root(xs: Tensors, accs: Tensors, eps, x_scales=None, acc_scales=None) -> tuple[Tensors, bool]:
-    """``(x / c_x) / (√(acc / c_acc) + ε)`` with 0/0 := 0 (RMSProp, AdaGrad and Adam's
-    shared shape; ``c_x``, ``c_acc``: per-tensor factors such as Adam's bias corrections,
-    folded into the denominator so that each tensor takes few passes over memory).
+def scaled_by_root(xs: Tensors, accs: Tensors, eps, x_scales=None, acc_scales=None,
+                   root_factors=None) -> tuple[Tensors, bool]:
+    """``(x / c_x) / (r·√(acc / c_acc) + ε)`` with 0/0 := 0, tensor by tensor (RMSProp,
+    AdaGrad and Adam's shared shape). ``c_x``, ``c_acc`` (Adam's bias corrections) and ``r``
+    (the ratio of the two entries' factors) are per-tensor numbers or ``(K,)`` tensors,
+    folded into the denominator so that each tensor takes few passes over memory; ``eps``
+    is one value or a list of per-tensor values.
 
     Returns the directions and whether any 0/0 occurred."""
     out, dead_any = [], False
     for i, (x, acc) in enumerate(zip(xs, accs, strict=True)):
+        e = eps[i] if isinstance(eps, list) else eps
         denom = acc.sqrt()
+        if root_factors is not None:
+            denom.mul_(column(root_factors[i], acc))
         if acc_scales is not None:
             denom.div_(column(acc_scales[i], acc) ** 0.5)
-        denom.add_(column(eps, acc))
+        denom.add_(column(e, acc))
         if x_scales is not None:
             denom.mul_(column(x_scales[i], acc))
-        if not torch.is_tensor(eps) and eps > 0:  # nothing can be 0/0
+        if not torch.is_tensor(e) and e > 0:  # nothing can be 0/0
             out.append(x / denom)
             continue
         dead = denom == 0
@@ -161,37 +242,20 @@ def _any_positive(x) -> bool:
     return bool((x > 0).any()) if torch.is_tensor(x) else x > 0
 
 
-class StateOverflow(FloatingPointError):
-    """Rescaling a state entry overflowed; ``runs`` are the positions (along the run
-    dimension) of the runs whose entry is no longer finite."""
-
-    def __init__(self, entry: str, runs: list[int]):
-        super().__init__(
-            f"rescaling the optimizer state ({entry}) to the new loss frame overflowed: the loss "
-            "fell faster than the optimizer's memory decays, beyond float64's range. Lower the "
-            "learning rate or use a decaying schedule.")
-        self.entry, self.runs = entry, runs
-
-
-def rescale(rule: Rule, state: dict, ratio) -> dict:
-    """The state under a loss multiplied by ``ratio`` (a number or one per run): each entry
-    times ``ratio^order``. Raises :class:`StateOverflow` if an entry overflows."""
+def rescale(rule: Rule, state: dict, delta) -> dict:
+    """The state after the frame F moved by ``delta`` (a number, or a ``(K,)`` tensor with one
+    per run): each entry's log-factor grows by its order times ``delta``, one operation
+    however large ``delta`` is, and then settles (:func:`settled`). It cannot overflow."""
     out = {}
-    for name, tensors in state.items():
+    for name, e in state.items():
         order = rule.state.get(name)
         if order is None:
-            out[name] = tensors
+            out[name] = e
             continue
-        scaled = []
-        for x in tensors:
-            c = column(ratio, x)
-            for _ in range(order):  # one product per order: ratio**2 overflows above 1e154
-                x = x * c
-            bad = ~x.reshape(x.shape[0], -1).isfinite().all(dim=1)
-            if bool(bad.any()):
-                raise StateOverflow(name, bad.nonzero()[:, 0].tolist())
-            scaled.append(x)
-        out[name] = scaled
+        K = e.tensors[0].shape[0]
+        step = torch.as_tensor(delta, dtype=e.tensors[0].dtype, device=e.tensors[0].device).expand(K) * order
+        logs = [lg + step for lg in e.logs] if e.logs is not None else [step.clone() for _ in e.tensors]
+        out[name] = settled(Entry(e.tensors, logs))
     return out
 
 
@@ -202,16 +266,17 @@ def rescale(rule: Rule, state: dict, ratio) -> dict:
           options=("norm", "normalized"))
 def steepest(grads, state, hyper, steps, params) -> Update:
     """(Momentum) steepest descent for ``hyper['norm']``: ``m ← β m + (1−β) g``, then the
-    unit-norm ``u`` with ``<u, m> = ‖m‖_*`` (normalized) or ``‖m‖_* · u``, the gradient
-    scale of a framed loss divided out (for ℓ2: plain gradient descent)."""
-    new = {}
+    unit-norm ``u`` with ``<u, m> = ‖m‖_*`` (normalized) or ``‖m‖_* · u``, in the units of
+    the plain loss (for ℓ2: plain gradient descent)."""
+    new, log = {}, None
     if _any_positive(hyper["momentum"]):
-        grads = new["momentum_buffer"] = ema(buffer(state, "momentum_buffer", grads), grads,
-                                             hyper["momentum"])
+        m = new["momentum_buffer"] = ema(entry(state, "momentum_buffer", grads), grads, hyper["momentum"])
+        grads, log = aligned(m)
     norm = hyper["norm"]
     u = norm.steepest_stacked(grads)
     if not hyper["normalized"]:
-        scale = norm.dual_stacked(grads) / hyper["grad_scale"]
+        frame = hyper["frame"]
+        scale = norm.dual_stacked(grads) * _exp(-frame if log is None else log - frame)
         u = [x * column(scale, x) for x in u]
     return Update(u, new)
 
@@ -223,10 +288,17 @@ ADAM_STATE = {"exp_avg": 1, "exp_avg_sq": 2}
 def adam(grads, state, hyper, steps, params) -> Update:
     """Adam (Kingma & Ba 2015): ``m̂ / (√v̂ + ε)`` with bias correction; ε may be 0."""
     b1, b2 = hyper["betas"]
-    m = ema(buffer(state, "exp_avg", grads), grads, b1)
-    v = ema(buffer(state, "exp_avg_sq", grads), grads, b2, squared=True)
-    eps = eps_in_gradient_units(hyper["eps"], hyper["grad_scale"])
-    u, dead = scaled_by_root(m, v, eps, bias_correction(b1, steps), bias_correction(b2, steps))
+    m = ema(entry(state, "exp_avg", grads), grads, b1)
+    v = ema(entry(state, "exp_avg_sq", grads), grads, b2, squared=True)
+    frame = hyper["frame"]
+    if m.logs is None and v.logs is None:
+        eps, roots = eps_in_gradient_units(hyper["eps"], frame), None
+    else:  # m = M e^{ℓ1}, v = V e^{ℓ2}: m̂/(√v̂ + ε) = M̂ / (e^{ℓ2/2 − ℓ1} √V̂ + ε e^{F − ℓ1})
+        l1, l2 = log_factors(m, grads), log_factors(v, grads)
+        eps = [eps_in_gradient_units(hyper["eps"], frame - a) for a in l1]
+        roots = [_exp(b / 2 - a) for a, b in zip(l1, l2, strict=True)]
+    c1, c2 = bias_correction(b1, steps), bias_correction(b2, steps)
+    u, dead = scaled_by_root(m.tensors, v.tensors, eps, c1, c2, roots)
     return Update(u, {"exp_avg": m, "exp_avg_sq": v}, dead)
 
 
@@ -243,24 +315,31 @@ def lion(grads, state, hyper, steps, params) -> Update:
     plus the decoupled weight decay. Without decay it is steepest descent for ℓ∞ on an
     interpolated momentum."""
     b1, b2 = hyper["betas"]
-    m = buffer(state, "exp_avg", grads)
-    u = [torch.sign(x) for x in ema(m, grads, b1)]
+    m = entry(state, "exp_avg", grads)
+    u = [torch.sign(x) for x in ema(m, grads, b1).tensors]  # a positive factor keeps the sign
     return Update(decoupled_decay(u, params, hyper["weight_decay"]), {"exp_avg": ema(m, grads, b2)})
+
+
+def _by_root(grads, acc: Entry, hyper):
+    """``g / (√acc + ε)`` for an entry ``acc`` with a factor: ``g / (e^{ℓ/2}√A + ε e^F)``."""
+    eps = eps_in_gradient_units(hyper["eps"], hyper["frame"])
+    roots = None if acc.logs is None else [torch.exp(lg / 2) for lg in acc.logs]
+    return scaled_by_root(grads, acc.tensors, eps, root_factors=roots)
 
 
 @register("rmsprop", state={"square_avg": 2}, numbers=("beta2", "eps"))
 def rmsprop(grads, state, hyper, steps, params) -> Update:
     """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``."""
-    v = ema(buffer(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
-    u, dead = scaled_by_root(grads, v, eps_in_gradient_units(hyper["eps"], hyper["grad_scale"]))
+    v = ema(entry(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
+    u, dead = _by_root(grads, v, hyper)
     return Update(u, {"square_avg": v}, dead)
 
 
 @register("adagrad", state={"sum": 2}, numbers=("eps",))
 def adagrad(grads, state, hyper, steps, params) -> Update:
     """AdaGrad: ``G ← G + g²``, direction ``g / (√G + ε)``."""
-    acc = [a + g * g for a, g in zip(buffer(state, "sum", grads), grads, strict=True)]
-    u, dead = scaled_by_root(grads, acc, eps_in_gradient_units(hyper["eps"], hyper["grad_scale"]))
+    acc = ema(entry(state, "sum", grads), grads, 1.0, squared=True, weight=1.0)
+    u, dead = _by_root(grads, acc, hyper)
     return Update(u, {"sum": acc}, dead)
 
 
@@ -269,10 +348,10 @@ def adam_proxy(grads, state, hyper, steps, params) -> Update:
     """AdamProxy (Baek, Song & Yun 2025), the β2 → 1 limit of per-sample Adam:
     ``∇L / sqrt(Σ_i ∇L_i²)`` coordinate-wise over the batch's per-sample gradients. The
     direction does not depend on the loss's scale, so it needs no state."""
-    sums = [(s * s).sum(dim=1) for s in hyper["grad_samples"]]
+    sums = [(s * s.conj()).sum(dim=1) for s in hyper["grad_samples"]]
     u, dead = scaled_by_root(grads, sums, 0.0)
     return Update(u, {}, dead)
 
 
-__all__ = ["RULES", "Rule", "Update", "StateOverflow", "register", "get", "rescale", "ema", "bias_correction",
-           "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "buffer"]
+__all__ = ["RULES", "Rule", "Entry", "Update", "register", "get", "rescale", "ema", "settled", "aligned",
+           "entry", "bias_correction", "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "FOLD"]

@@ -184,13 +184,15 @@ def batches(scheme: str, n: int, size: int, seed: int = 0):
 
 
 class RunFailed(FloatingPointError):
-    """A run left the float range (its loss, or its optimizer's state under a new frame).
-    ``run`` is the :class:`Run`; ``train(..., failures='return')`` returns this error in
-    the run's place instead of raising it."""
+    """A run left the float range or met a non-finite value (its loss, its gradient): the
+    message names the run, the step and the quantity. ``run`` is the :class:`Run` and
+    ``history`` what it logged before it failed (a :class:`History` on the logged steps so
+    far, or None); ``train(..., failures='return')`` returns this error in the run's place
+    instead of raising it."""
 
-    def __init__(self, run, message: str):
+    def __init__(self, run, message: str, history=None):
         super().__init__(message)
-        self.run = run
+        self.run, self.history = run, history
 
 
 def history(run, grid, rec, model, seconds, engine, observed=None) -> History:
@@ -230,10 +232,20 @@ def margin_norms(norms, params) -> dict:
     return out
 
 
+class ObserveError(RuntimeError):
+    """``train(observe=...)`` raised: names the run and the step (the cause is chained)."""
+
+
 @torch.no_grad()
-def observe_point(observed: dict, observe, model, optimizer, frame: float) -> None:
+def observe_point(observed: dict, observe, model, optimizer, frame: float, run=None, step=None) -> None:
     """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
-    for name, value in observe(model, optimizer, frame).items():
+    try:
+        values = observe(model, optimizer, frame)
+    except Exception as err:
+        label = getattr(run, "label", "?")
+        raise ObserveError(f"observe({getattr(observe, '__name__', observe)!r}) failed on run {label!r} "
+                           f"at step {step}: {type(err).__name__}: {err}") from err
+    for name, value in values.items():
         observed.setdefault(name, []).append(np.asarray(value, dtype=float))
 
 
@@ -249,5 +261,5 @@ def summary(histories, norms=None) -> list[dict]:
     return rows
 
 
-__all__ = ["Run", "History", "RunFailed", "log_grid", "batches", "history", "record", "summary",
-           "DTYPES", "BATCH_SCHEMES"]
+__all__ = ["Run", "History", "RunFailed", "ObserveError", "log_grid", "batches", "history", "record",
+           "summary", "DTYPES", "BATCH_SCHEMES"]

@@ -22,7 +22,7 @@ from .config import DTYPE
 from .config import device as default_device
 from .data import check_labels
 from .frame import SLACK as FRAME_SLACK
-from .frame import recentre, warn_underflow
+from .frame import in_pieces, recentre, warn_underflow
 from .homogeneity import check_homogeneous
 from .runs import (
     BATCH_SCHEMES,
@@ -74,6 +74,9 @@ def _datasets(data, runs, dev):
         if run.data not in out:
             X, y = (torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a) for a in data[run.data])
             check_labels(y)
+            if not bool(torch.isfinite(X).all()):
+                raise ValueError(f"Data {run.data!r}: X has NaN or inf entries; training on them would "
+                                 "give silently wrong steps. Drop or impute those samples first.")
             if X.shape[0] != y.shape[0]:
                 raise ValueError(f"Data {run.data!r}: X has {X.shape[0]} samples but y has "
                                  f"{y.shape[0]} labels.")
@@ -213,9 +216,12 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
     params = list(model.parameters())
     opt = run.make_optimizer(params)
     schedule = optim.power_schedule(opt, run.schedule)
-    if frame and not hasattr(opt, "rescale_gradients"):
-        warnings.warn(f"Run {run.label!r}: {type(opt).__name__} has no rescale_gradients, so it is "
-                      "trained on the plain loss, which underflows below about 1e-308.",
+    reframe = getattr(opt, "reframe", None)
+    if reframe is None and hasattr(opt, "rescale_gradients"):
+        reframe = in_pieces(opt.rescale_gradients)
+    if frame and reframe is None:
+        warnings.warn(f"Run {run.label!r}: {type(opt).__name__} has no reframe or rescale_gradients, "
+                      "so it is trained on the plain loss, which underflows below about 1e-308.",
                       RuntimeWarning, stacklevel=3)
         frame = False
     grid = log_grid(run.steps, log_points)
@@ -227,45 +233,56 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
     n = X.shape[0]
     sampler = None if run.batch == "full" else batches(run.batch, n, run.batch_size, run.seed)
     per_sample = getattr(opt, "needs_per_sample_gradients", False)
-    for t in range(1, run.steps + 1):
-        opt.zero_grad(set_to_none=True)
-        if sampler is None:
-            q = y * model(X)
-            terms = losses.log_terms(q, run.loss)
-            log_l = float(losses.logsumexp(terms.detach()))
-        else:
-            # The frame follows the full-data loss L, the objective whose scale the whole
-            # state shares: a batch loss (n/b) Σ_B ℓ(q_i) is at most (n/b) L, so it never
-            # overflows the frame, and steps of different batches stay on one scale.
-            with torch.no_grad():
-                log_l = float(losses.log_loss(y * model(X), run.loss))
-        if not math.isfinite(log_l):
-            raise RunFailed(run, f"{run.label}: the loss became {log_l} at step {t}; "
-                                 "lower the learning rate.")
-        if frame:
-            try:
-                F = float(recentre(np.array([log_l]), np.array([F]),
-                                   lambda ratios: opt.rescale_gradients(float(ratios[0])))[0])
-            except FloatingPointError as err:
-                raise RunFailed(run, f"{run.label}: {err}") from err
-        if sampler is None and not per_sample:
-            torch.exp(terms + F).sum().backward()
-        else:
-            idx = slice(None) if sampler is None else next(sampler)
-            _backward_batch(model, X[idx], y[idx], run.loss, F, n / len(y[idx]), per_sample)
-        opt.step()
-        schedule.step()
-        if bar is not None:
-            bar.update(1)
-        if t == grid[next_log]:
-            with torch.no_grad():
-                record(rec, [p.detach() for p in model.parameters()], y * model(X), model.degree,
-                       run.loss, norm_objs)
-            if observe is not None:
-                observe_point(observed, observe, model, opt, F)
-            next_log += 1
+    try:
+        for t in range(1, run.steps + 1):
+            F = _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
+            schedule.step()
+            if bar is not None:
+                bar.update(1)
+            if t == grid[next_log]:
+                with torch.no_grad():
+                    record(rec, [p.detach() for p in model.parameters()], y * model(X), model.degree,
+                           run.loss, norm_objs)
+                if observe is not None:
+                    observe_point(observed, observe, model, opt, F, run, t)
+                next_log += 1
+    except RunFailed as err:  # hand back what the run logged before it failed
+        err.history = history(run, grid[:next_log], rec, model, time.perf_counter() - start,
+                              {"name": "loop", "failed": True}, observed)
+        raise
     engine = {"name": "loop"} if reason is None else {"name": "loop", "reason": reason}
     return history(run, grid, rec, model, time.perf_counter() - start, engine, observed)
+
+
+def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample) -> float:
+    """One step of the reference loop; returns the frame F after it."""
+    n = X.shape[0]
+    opt.zero_grad(set_to_none=True)
+    if sampler is None:
+        q = y * model(X)
+        terms = losses.log_terms(q, run.loss)
+        log_l = float(losses.logsumexp(terms.detach()))
+    else:
+        # The frame follows the full-data loss L, the objective whose scale the whole
+        # state shares: a batch loss (n/b) Σ_B ℓ(q_i) is at most (n/b) L, so it never
+        # overflows the frame, and steps of different batches stay on one scale.
+        with torch.no_grad():
+            log_l = float(losses.log_loss(y * model(X), run.loss))
+    if not math.isfinite(log_l):
+        raise RunFailed(run, f"{run.label}: the loss became {log_l} at step {t} (the parameters left "
+                             "the float range); lower the learning rate.")
+    if frame:
+        F = float(recentre(np.array([log_l]), np.array([F]), lambda d: reframe(float(d[0])))[0])
+    if sampler is None and not per_sample:
+        torch.exp(terms + F).sum().backward()
+    else:
+        idx = slice(None) if sampler is None else next(sampler)
+        _backward_batch(model, X[idx], y[idx], run.loss, F, n / len(y[idx]), per_sample)
+    try:
+        opt.step()
+    except FloatingPointError as err:
+        raise RunFailed(run, f"{run.label}, step {t}: {err}") from err
+    return F
 
 
 def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):

@@ -4,6 +4,7 @@ it to a solver and report the result at a feasible point (see the package docstr
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -66,10 +67,16 @@ class Program:
 def _check_arguments(method, active_tol, max_points) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'auto', 'cvxpy', 'ipm' or 'nnls', got {method!r}.")
-    if not active_tol >= 0:
-        raise ValueError(f"active_tol must be ≥ 0, got {active_tol}.")
-    if max_points is not None and max_points < 1:
-        raise ValueError(f"max_points must be ≥ 1, got {max_points}.")
+    if not (isinstance(active_tol, numbers.Real) and not isinstance(active_tol, bool) and active_tol > 0):
+        # 0 is refused: margins that are equal in exact arithmetic differ by rounding (and by
+        # a solver's tolerance), so "exactly active" would keep one point of the support.
+        raise ValueError(
+            f"active_tol must be a number > 0, got {active_tol!r}: the candidates are the points "
+            "with q_i ≤ 1 + active_tol, and at 0 rounding leaves only the smallest margin. Use about "
+            "1e-6 for an exact max-margin solution and 0.1–1 for a trained network.")
+    if max_points is not None and not (isinstance(max_points, numbers.Integral)
+                                       and not isinstance(max_points, bool) and max_points >= 1):
+        raise ValueError(f"max_points must be None or a positive integer, got {max_points!r}.")
 
 
 def _check_route(norm: Norm, method: str) -> None:
@@ -172,7 +179,8 @@ def kkt_certificate(model, X, y, norm="l2", active_tol: float = 0.5, max_points:
        gradients span the parameter space (few parameters, many candidates) any θ gets a
        small ε by leaning on points that are not active — δ then shows it. Use a small
        ``active_tol`` (e.g. 1e-6) for exact solutions, and 0.1–1 for trained networks,
-       whose margins on the eventual support have not equalized yet.
+       whose margins on the eventual support have not equalized yet. 0 is refused: equal
+       margins differ by rounding, so it would keep only the smallest one.
     3. The margin gradients of those points are computed with ``torch.func``.
     4. The convex program of the package docstring is solved for λ ≥ 0 and v.
        ``method='auto'``: ℓ2 by the exact (k+1)-dimensional reduction (and NNLS, keeping
