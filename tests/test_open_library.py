@@ -310,7 +310,8 @@ def scaled_signum():
     @rules.register("scaled_sign_test", state={"exp_avg": 1}, numbers=("beta", "scale"))
     def scaled_sign(grads, state, hyper, steps, params):
         m = rules.ema(rules.entry(state, "exp_avg", grads), grads, hyper["beta"])
-        return rules.Update([norms.column(hyper["scale"], x) * torch.sign(x) for x in m.tensors], {"exp_avg": m})
+        u = [norms.column(hyper["scale"], x) * torch.sign(x) for x in m.tensors]
+        return rules.Update(u, {"exp_avg": m})
 
     class ScaledSignum(optim.RuleOptimizer):
         def __init__(self, params, lr, beta=0.9, scale=1.0):

@@ -389,14 +389,15 @@ class TorchMuon(torch.optim.Muon):
         _check_nonnegative("weight_decay", weight_decay)
         _check_flag("nesterov", nesterov)
         if not (isinstance(ns_steps, numbers.Integral) and not isinstance(ns_steps, bool) and ns_steps >= 1):
-            raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, got {ns_steps!r}.")
+            raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, "
+                             f"got {ns_steps!r}.")
         self._originals = _params_list(params)
         self._shadows = [torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
         groups = [dict(params=[s], lr=lr / math.sqrt(max(1.0, s.shape[0] / s.shape[1])))
                   for s in self._shadows]
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, ns_steps=ns_steps)
-        self._residual = 1.0  # the part of the frame's scale not yet moved into the buffers
+        self._log2 = 0.0  # log2 of the part of the frame's factor not yet in the buffers
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=set_to_none)
@@ -413,43 +414,57 @@ class TorchMuon(torch.optim.Muon):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._settle()
+        whole = round(self._log2)
+        residual = 2.0 ** (self._log2 - whole)  # in [1/√2, √2]
+        shift = torch.tensor(-whole, dtype=torch.int64)
         for p, s in zip(self._originals, self._shadows):
             s.copy_(as_matrix(p))
-            s.grad = None if p.grad is None else as_matrix(p.grad) / self._residual
+            s.grad = None if p.grad is None else torch.ldexp(as_matrix(p.grad) / residual, shift)
         super().step()
         for p, s in zip(self._originals, self._shadows):
             p.copy_(s.reshape(p.shape))
         return loss
 
     def state_dict(self):
-        """torch's, plus the part of the frame's scale not yet in the momentum buffers."""
-        return {**super().state_dict(), "grad_residual": self._residual}
+        """torch's, plus (log2 of) the part of the frame's factor not yet in the buffers."""
+        return {**super().state_dict(), "grad_log2_residual": self._log2}
 
     def load_state_dict(self, state_dict) -> None:
         state_dict = dict(state_dict)
-        self._residual = float(state_dict.pop("grad_residual", 1.0))
+        self._log2 = float(state_dict.pop("grad_log2_residual", 0.0))
         super().load_state_dict(state_dict)
 
     @torch.no_grad()
     def reframe(self, delta: float) -> None:
         """The gradients are now ``e^delta`` times larger (framed loss). torch casts the
         momentum to bfloat16, where scaling by anything but a power of two changes the
-        rounding; so only the power-of-two part of the accumulated factor goes into the
-        momentum buffers (exactly, by ``ldexp``), and the rest, kept in [1/√2, √2], divides
-        the incoming gradients. The trajectory is then the same as without the frame. (This
-        is torch's own Muon: its buffers hold the momentum itself and can overflow.)"""
+        rounding; so only whole powers of two go into the momentum buffers (exactly, by
+        ``ldexp``), as far as they stay below 2^60 (torch takes their norm in bfloat16), and the
+        rest divides the incoming
+        gradients (which underflow to 0 when the buffers outweigh them beyond float64's
+        range, as they do). The trajectory is then the same as without the frame."""
         if not math.isfinite(delta):
             raise ValueError(f"the frame must move by a finite amount, got {delta}.")
-        log2 = math.log2(self._residual) + delta / math.log(2.0)
-        k = round(log2)
-        self._residual = 2.0 ** (log2 - k)
-        for state in self.state.values():
-            if "momentum_buffer" in state:
-                buf = state["momentum_buffer"]
-                buf.copy_(torch.ldexp(buf, torch.tensor(k, dtype=torch.int64)))
-                if not buf.isfinite().all():
-                    raise FloatingPointError(
-                        f"Rescaling the momentum by 2^{k} overflowed; lower the learning rate.")
+        self._log2 += delta / math.log(2.0)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Move the whole powers of two of the residual factor into the buffers, as far as
+        they stay below 2^60 (and above 2^-60): torch squares them in bfloat16."""
+        k = round(self._log2)
+        bufs = [state["momentum_buffer"] for state in self.state.values() if "momentum_buffer" in state]
+        tops = [float(b.abs().max()) for b in bufs]
+        top = max([t for t in tops if t > 0], default=0.0)
+        if top > 0:
+            room = math.floor(60 - math.log2(top)) if k > 0 else math.ceil(-60 - math.log2(top))
+            k = min(k, room) if k > 0 else max(k, room)
+        if k == 0:
+            return
+        shift = torch.tensor(k, dtype=torch.int64)
+        for b in bufs:
+            b.copy_(torch.ldexp(b, shift))
+        self._log2 -= k
 
     def rescale_gradients(self, ratio: float) -> None:
         """:meth:`reframe` by ``log ratio``."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -96,6 +98,26 @@ class Run:
                 raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         if self.label is None:
             self.label = getattr(self.optimizer, "__name__", self.optimizer)
+        if not (isinstance(self.schedule, numbers.Real) and not isinstance(self.schedule, bool)
+                and math.isfinite(self.schedule) and self.schedule >= 0):
+            raise ValueError(f"Run {self.label!r}: schedule (the exponent a of η_t = η_0 t^-a) must be a "
+                             f"finite number ≥ 0, got {self.schedule!r}.")
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        """Build the library's own optimizer once on two small tensors (a matrix and a vector,
+        so a hybrid has both halves), so that a bad rate or option is refused here, before a
+        sweep trains anything. A user's class is checked when its run starts."""
+        cls = self.optimizer if isinstance(self.optimizer, type) else optim.OPTIMIZERS[self.optimizer]
+        if cls.__module__ != optim.__name__:
+            return
+        params = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # warnings come again when the run trains
+                cls(params, self.lr, **self.options)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"Run {self.label!r}: {err}") from None
 
     def config(self) -> dict:
         return asdict(self)
