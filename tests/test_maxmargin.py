@@ -49,6 +49,7 @@ def check_solution(sol, X, y, norm, rtol=1e-7):
     q = Z @ sol.direction.reshape(-1)
     assert norm_value(sol.direction, norm) == pytest.approx(1.0, rel=1e-9)
     assert sol.margin > 0
+    assert 0 <= sol.gap <= maxmargin.GAP_RTOL and sol.solver == "CLARABEL"
     assert sol.margin == pytest.approx(q.min(), rel=1e-12)
     assert np.all(q >= sol.margin * (1 - 1e-12))
     assert len(sol.support) >= 1
@@ -173,7 +174,7 @@ def test_bad_input(gauss):
     X, y = gauss
     with pytest.raises(ValueError, match="Labels must be -1 or \\+1"):
         max_margin(X, (y + 1) / 2)
-    with pytest.raises(ValueError, match="X must be"):
+    with pytest.raises(ValueError, match="one label per row of X"):
         max_margin(X[:-1], y)
     with pytest.raises(ValueError, match="X must be"):
         max_margin(X[:, :, None], y, "l2")
@@ -187,6 +188,112 @@ def test_bad_input(gauss):
         max_margin(X, y, np.diag([1.0, 1, 1, 1, 1, 0]))
     with pytest.raises(ValueError, match="matrix inputs"):
         max_margin(X, y, "spectral")
+    with pytest.raises(ValueError, match="flatten it"):
+        max_margin(X, y[:, None])
+    with pytest.raises(ValueError, match="empty"):
+        max_margin(X[:0], y[:0])
+    with pytest.raises(ValueError, match="d ≥ 1"):
+        max_margin(X[:, :0], y)
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb[3, 2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            max_margin(Xb, y)
+
+
+# --- every answer is checked before it is returned ----------------------------------------
+
+
+def _mutant(monkeypatch, change):
+    """Make the solver's answer ``(w, λ)`` wrong by ``change``."""
+    solve = maxmargin._solve
+
+    def wrong(*args):
+        answer = solve(*args)
+        return answer if isinstance(answer, str) else change(*answer)
+
+    monkeypatch.setattr(maxmargin, "_solve", wrong)
+
+
+def _turned(w, lam):
+    """w turned in the plane of its two largest coordinates, then scaled so that its
+    smallest constraint is 1 again: feasible and tight, but not the optimum."""
+    i, j = np.argsort(-np.abs(w))[:2]
+    v = w.copy()
+    v[i], v[j] = w[i] - 0.02 * w[j], w[j] + 0.02 * w[i]
+    return v, lam
+
+
+@pytest.mark.parametrize("change,check", [
+    (lambda w, lam: (1.05 * w, lam), "not the shortest w"),
+    (lambda w, lam: (0.95 * w, lam), "infeasible"),
+    (lambda w, lam: (w, np.ones_like(lam)), "duality gap"),
+    (lambda w, lam: (w, lam + 0.1 * lam.max()), "duality gap"),
+    (lambda w, lam: (w * np.nan, lam), "not finite"),
+], ids=["long", "short", "uniform-multipliers", "shifted-multipliers", "nan"])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_a_wrong_answer_is_refused(gauss, monkeypatch, change, check, norm):
+    """Each check refuses an answer broken its way, and the error names the check (for
+    every solver tried)."""
+    X, y = gauss
+    _mutant(monkeypatch, change)
+    with pytest.raises(maxmargin.MaxMarginSolverError, match=f"CLARABEL: .*{check}.*SCS: .*{check}"):
+        max_margin(X, y, norm)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf", "l1", "identity"])
+def test_a_turned_direction_fails_its_certificates(gauss, monkeypatch, norm):
+    """A feasible, tight but suboptimal w fails the duality gap and, with the gap check
+    switched off, its KKT certificate."""
+    X, y = gauss
+    norm = np.eye(X.shape[1]) if norm == "identity" else norm
+
+    def turned(w, lam):
+        v, lam = _turned(w, lam)
+        return v / (maxmargin._rescaled(y[:, None] * X)[0] @ v).min(), lam
+
+    _mutant(monkeypatch, turned)
+    with pytest.raises(maxmargin.MaxMarginSolverError, match="duality gap"):
+        max_margin(X, y, norm)
+    monkeypatch.setattr(maxmargin, "GAP_RTOL", np.inf)
+    with pytest.raises(maxmargin.MaxMarginSolverError, match="KKT certificate has ε"):
+        max_margin(X, y, norm)
+
+
+@pytest.mark.parametrize("solver", ["OSQP", "CLARABEL"])
+def test_unscaled_answers_are_refused(gauss, solver, monkeypatch):
+    """Without the rescaling, on X × 1e6 OSQP's answer (reported optimal; its margin was
+    27% low) and Clarabel's (objective ~1e-12, at its absolute tolerance) are both too long;
+    the checks refuse them and name the failure."""
+    X, y = gauss
+    monkeypatch.setattr(maxmargin, "_rescaled", lambda Z: (Z, 0))
+    monkeypatch.setattr(maxmargin, "SOLVERS", {solver: maxmargin.SOLVERS.get(solver, {})})
+    with pytest.raises(maxmargin.MaxMarginSolverError, match=f"{solver}: its w has smallest constraint"):
+        max_margin(1e6 * X, y, "l2")
+    monkeypatch.undo()
+    assert max_margin(1e6 * X, y, "l2").margin == pytest.approx(1e6 * max_margin(X, y, "l2").margin, rel=1e-7)
+
+
+def test_scs_answers_when_clarabel_fails(gauss, monkeypatch):
+    X, y = gauss
+    solve = maxmargin._solve
+    monkeypatch.setattr(maxmargin, "_solve", lambda Zs, shape, norm, solver: "CLARABEL failed (mocked)"
+                        if solver == "CLARABEL" else solve(Zs, shape, norm, solver))
+    with pytest.warns(RuntimeWarning, match=r"CLARABEL: CLARABEL failed \(mocked\); the answer of SCS"):
+        sol = max_margin(X, y, "linf")
+    assert sol.solver == "SCS"
+    monkeypatch.undo()
+    assert sol.margin == pytest.approx(max_margin(X, y, "linf").margin, rel=1e-6)
+
+
+def test_separability_is_decided_by_the_lp_not_the_solver(monkeypatch):
+    """When every solver fails, separable data give MaxMarginSolverError (not
+    NotSeparableError), and non-separable data NotSeparableError."""
+    monkeypatch.setattr(maxmargin, "_solve", lambda *args: "mocked failure")
+    with pytest.raises(maxmargin.MaxMarginSolverError, match="mocked failure"):
+        max_margin(np.array([[1.0, 2.0], [-1.0, 0.5]]), np.array([1.0, -1.0]))
+    with pytest.raises(NotSeparableError, match=r"margin .* × max\|x\|"):
+        max_margin(np.array([[1.0, 2.0], [-1.0, -2.0]]), np.array([1.0, 1.0]))
 
 
 def test_torch_inputs_and_repr(gauss):

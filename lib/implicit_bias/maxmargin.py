@@ -11,8 +11,9 @@ Nothing is returned unchecked, at any scale of the data:
 
 * the data are divided by a power of two so that ``max |y_i x_i| ∈ [½, 1)`` (exact, see
   :func:`_rescaled`), and the margin and multipliers are scaled back;
-* separability is decided by a scale-free LP (:func:`_check_separable`), so
-  :class:`NotSeparableError` means the data are not separable, never that a solver failed;
+* a checked answer proves the data separable; when an answer fails, a scale-free LP
+  (:func:`_check_separable`) decides, so :class:`NotSeparableError` means the data are not
+  separable, never that a solver failed;
 * the problem goes to Clarabel, an interior-point solver (first-order solvers such as OSQP
   stop far from the optimum on badly scaled data); SCS is tried, with a warning, only when
   Clarabel's answer fails the checks;
@@ -31,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 
 from . import models
 from . import norms as _norms
-from .data import check_labels
+from .data import check_data
 from .kkt import kkt_certificate
 from .norms import _cvxpy
 
@@ -51,8 +53,12 @@ KKT_ACTIVE_TOL = 1e-6
 #: Data count as separable when some ``w`` with ``‖w‖∞ ≤ 1`` has margin above this times
 #: ``max |x|`` (rounding in ``x·w`` is about 1e-16 of that).
 SEPARABLE_TOL = 1e-9
-#: Solvers tried in turn, with their options: interior point first.
-SOLVERS = {"CLARABEL": {}, "SCS": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iters": 100_000}}
+#: Solvers tried in turn, with their options: interior point first. Clarabel runs to 1e-12
+#: (default 1e-8): where a constraint is active with a zero multiplier (a point exactly on
+#: the margin that is not a support vector) interior-point iterates approach the solution
+#: like the square root of the tolerance, so 1e-8 left directions 1e-4 off.
+SOLVERS = {"CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
+           "SCS": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iters": 100_000}}
 
 
 class NotSeparableError(ValueError):
@@ -70,8 +76,8 @@ class MaxMarginSolution:
     norm: str
     dual: np.ndarray  # KKT multipliers λ of min ½‖w‖² s.t. y_i x_i·w ≥ 1 (any norm)
     support: np.ndarray  # indices of the active constraints
-    gap: float = 0.0  # certified: the maximum margin is at most margin · (1 + gap)
-    solver: str = "CLARABEL"
+    gap: float  # certified: the maximum margin is at most margin · (1 + gap)
+    solver: str  # the solver whose answer passed the checks
 
     def __repr__(self):
         return (f"MaxMarginSolution(norm={self.norm!r}, margin={self.margin:.6g}, "
@@ -104,16 +110,12 @@ def norm_value(w, norm) -> float:
 def _signed_inputs(X, y, norm: _norms.Norm):
     """``Z = y_i x_i`` flattened to (n, size), and the weight's shape."""
     X, y = _as_numpy(X), _as_numpy(y)
-    check_labels(y)
+    check_data(X, y)
     ndim = norm.max_margin_ndim
     if ndim == 2 and X.ndim != 3:
         raise ValueError(f"The {norm.name} max margin needs matrix inputs (n, a, b); got {X.shape}.")
-    if X.ndim != ndim + 1 or y.ndim != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"X must be (n, d) with n = len(y) and y a vector; got {X.shape} and {y.shape}.")
-    if X.shape[0] == 0 or X[0].size == 0:
-        raise ValueError(f"X is empty (shape {X.shape}): a max-margin problem needs samples and features.")
-    if not np.isfinite(X).all():
-        raise ValueError("X has NaN or infinite entries; a max-margin problem needs finite data.")
+    if X.ndim != ndim + 1 or X[0].size == 0:
+        raise ValueError(f"X must be (n, d) with d ≥ 1 for the {norm.name} max margin; got {X.shape}.")
     return y[:, None] * X.reshape(X.shape[0], -1), X.shape[1:]
 
 
@@ -200,6 +202,11 @@ def _kkt_epsilon(Zs, direction, shape, norm: _norms.Norm) -> float | None:
     None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
     if type(norm).dual_expr is _norms.Norm.dual_expr:
         return None
+    if isinstance(norm, _norms.Mahalanobis):
+        # The same conditions in v = Lᵀw (M = LLᵀ): ‖w‖_M = ‖v‖₂ and z·w = (L⁻¹z)·v, so the
+        # fast ℓ2 certificate of v on the inputs L⁻¹z.
+        L = norm.chol.numpy()
+        Zs, direction, norm = solve_triangular(L, Zs.T, lower=True).T, L.T @ direction, _norms.L2()
     model = models.Linear(shape)
     with torch.no_grad():
         model.w.copy_(torch.as_tensor(direction.reshape(shape)))
@@ -263,8 +270,10 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
         warnings.warn(f"max_margin: {'; '.join(failures)}; the answer of {solver} passed the "
                       "checks and is returned.", RuntimeWarning, stacklevel=2)
     direction, gap = checked
-    dual = np.ldexp(answer[1], -2 * e)  # the multipliers of Z = 2^e Zs (see _rescaled)
-    if not np.isfinite(dual).all() or np.any((dual == 0) & (answer[1] > 0)):
+    with np.errstate(over="ignore", under="ignore"):  # checked below
+        dual = np.ldexp(answer[1], -2 * e)  # the multipliers of Z = 2^e Zs (see _rescaled)
+    weighty = answer[1] > 1e-9 * answer[1].max()
+    if not (np.isfinite(dual).all() and (dual[weighty] >= np.finfo(float).tiny).all()):
         warnings.warn("max_margin: the multipliers (∝ 1/margin²) leave float64's range at this "
                       "scale of the data; rescale X to use `dual`.", RuntimeWarning, stacklevel=2)
     margins = Z @ direction  # in the data's own units
@@ -349,9 +358,9 @@ def adaptive_mahalanobis(X, y, damping: float = 0.5, tol: float = 1e-9,
     if not (isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}.")
     X, y = _as_numpy(X), _as_numpy(y)
-    check_labels(y)
-    if X.ndim != 2 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"X must be (n, d) with n = len(y); got {X.shape} and {y.shape}.")
+    check_data(X, y)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (n, d); got {X.shape}.")
     Z = y[:, None] * X
     alpha = np.full(len(y), 1.0 / len(y))
     residuals = []
