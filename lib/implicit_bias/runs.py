@@ -20,7 +20,7 @@ import torch
 
 from . import losses, models, optim
 from .homogeneity import declared_degree
-from .norms import Norm, by_name
+from .norms import L2, Norm, by_name
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -79,8 +79,10 @@ class Run:
         if not (isinstance(self.model, dict) or callable(self.model)):
             raise TypeError("model must be a config dict for implicit_bias.models.build or a factory "
                             f"model(input_dim) -> nn.Module, got {self.model!r}.")
-        if not (isinstance(self.steps, int) and self.steps >= 1):
+        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1):
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
+        if not (isinstance(self.seed, numbers.Integral) and not isinstance(self.seed, bool)):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}.")
         if self.loss not in losses.LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
         if self.dtype not in DTYPES:
@@ -103,6 +105,11 @@ class Run:
             raise ValueError(f"Run {self.label!r}: schedule (the exponent a of η_t = η_0 t^-a) must be a "
                              f"finite number ≥ 0, got {self.schedule!r}.")
         self._check_optimizer()
+        if isinstance(self.model, dict):
+            try:  # a bad kind or width is refused here, before a sweep trains anything
+                models.build(self.model, 2, seed=0)
+            except (ValueError, TypeError, KeyError) as err:
+                raise type(err)(f"Run {self.label!r}: {err}") from None
 
     def _check_optimizer(self) -> None:
         """Build the library's own optimizer once on two small tensors (a matrix and a vector,
@@ -237,8 +244,9 @@ def record(rec, params, q, degree, loss, norm_objs):
     ``params`` whose margins are ``q``."""
     rec["log_loss"].append(float(losses.log_loss(q, loss)))
     flat = torch.cat([p.reshape(-1) for p in params])
-    rec["param_norm"].append(float(flat.norm()))
-    rec["directions"].append((flat / flat.norm()).cpu().numpy())
+    size = L2()([flat])  # scale-safe: flat.norm() overflows past about 1e154
+    rec["param_norm"].append(float(size))
+    rec["directions"].append((flat / size).cpu().numpy())
     q_min = q.min()
     for name, norm in norm_objs.items():
         rec[name].append(float(q_min / norm(params) ** degree))

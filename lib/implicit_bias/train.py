@@ -20,10 +20,11 @@ import torch
 from . import losses, models, optim, regime
 from .config import DTYPE
 from .config import device as default_device
-from .data import check_labels
+from .data import check_data
 from .frame import SLACK as FRAME_SLACK
 from .frame import in_pieces, recentre, warn_underflow
 from .homogeneity import check_homogeneous
+from .norms import Norm
 from .runs import (
     BATCH_SCHEMES,
     DTYPES,
@@ -73,13 +74,10 @@ def _datasets(data, runs, dev):
             raise KeyError(f"Run {run.label!r} asks for data {run.data!r}; got only {sorted(data)}.")
         if run.data not in out:
             X, y = (torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a) for a in data[run.data])
-            check_labels(y)
-            if not bool(torch.isfinite(X).all()):
-                raise ValueError(f"Data {run.data!r}: X has NaN or inf entries; training on them would "
-                                 "give silently wrong steps. Drop or impute those samples first.")
-            if X.shape[0] != y.shape[0]:
-                raise ValueError(f"Data {run.data!r}: X has {X.shape[0]} samples but y has "
-                                 f"{y.shape[0]} labels.")
+            try:
+                check_data(X, y)  # shapes, labels ±1, finite rows: before any training
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"Data {run.data!r}: {err}") from None
             out[run.data] = (X.to(dev, DTYPE), y.to(dev, DTYPE))
     return out
 
@@ -141,6 +139,9 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     from . import batched
 
     runs = [runs] if isinstance(runs, Run) else list(runs)
+    norms = (norms,) if isinstance(norms, (str, Norm)) else tuple(norms)
+    if not (isinstance(log_points, int) and not isinstance(log_points, bool) and log_points >= 1):
+        raise ValueError(f"log_points must be a positive integer, got {log_points!r}.")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
     if max_batch is not None and not (isinstance(max_batch, int) and max_batch >= 1):
