@@ -23,7 +23,7 @@ _SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
 _SHORTCUTS = {
     "device": "config", "profile": "config", "sized": "config",
     "direction_cosine": "margins", "normalized_margin": "margins", "smoothed_margin": "margins",
-    "NotSeparableError": "maxmargin", "max_margin": "maxmargin",
+    "NotSeparableError": "maxmargin", "MaxMarginSolverError": "maxmargin", "max_margin": "maxmargin",
     "History": "train", "Run": "train",
 }
 
