@@ -219,3 +219,13 @@ def table(rows, columns=None, digits: int = 4) -> str:
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def caption(fig, text: str, cell: str = "the cell above"):
+    """Write a figure's caption under it, saying what made it: ``text``, then which cell
+    and which run size drew it (a reader comparing a page with a rerun needs both)."""
+    from .config import profile
+
+    note = f"{text}  [Drawn by {cell} at run size {profile()}.]"
+    fig.text(0.01, -0.02, note, ha="left", va="top", fontsize=8.5, wrap=True)
+    return fig
