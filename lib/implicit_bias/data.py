@@ -1,8 +1,10 @@
 """Data sets: separable Gaussians, generalized Rademacher data, a 2-D toy set, digits
 even-vs-odd, and MNIST from IDX files.
 
-Every loader returns ``(X, y)`` as float64 tensors with labels in {−1, +1}. Nothing is
-downloaded: the digits ship with scikit-learn, MNIST is read from a local path.
+Every binary loader returns ``(X, y)`` as float64 tensors with labels in {−1, +1}; the
+multiclass ones (``digits_classes``, ``mnist_classes``, ``images``) return int64 class
+labels, which :func:`class_pairs` turns into binary pairs. Nothing is downloaded: the
+digits ship with scikit-learn, MNIST is read from a local path.
 """
 
 from __future__ import annotations
@@ -184,6 +186,67 @@ def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0
     return multiclass_pairs(X, labels, num_classes, dtype)
 
 
+def check_class_labels(labels, num_classes: int, n: int | None = None) -> np.ndarray:
+    """Class labels as an int array: one integer in ``[0, num_classes)`` per sample."""
+    arr = _numpy(labels)
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        raise ValueError(f"Class labels must be a vector of {n if n is not None else 'n'} integers, got "
+                         f"shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError("The data set is empty: no class labels.")
+    numeric = np.issubdtype(arr.dtype, np.number)
+    integral = numeric and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+    if not integral:
+        raise ValueError(f"Class labels must be integers in [0, {num_classes}), got values "
+                         f"{np.unique(arr)[:10]}.")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= num_classes:
+        raise ValueError(f"Class labels must lie in [0, {num_classes}), got values {np.unique(arr)[:10]}: "
+                         "map them to 0 … k − 1 first.")
+    return arr
+
+
+def class_pairs(X, labels, num_classes: int, dtype=DTYPE):
+    """The ``n(k − 1)`` (sample, other class) pairs of a k-class problem, for
+    :class:`implicit_bias.models.Pairwise`: row ``[x_i, e_{y_i} − e_j]`` for every ``j ≠ y_i``,
+    the ``k − 1`` rows of a sample next to each other (sample i's are rows
+    ``i(k−1) … i(k−1) + k − 2``), all labelled +1. ``X`` is ``(n, …)``, flattened to rows.
+
+    The multiclass margin of a sample is the smallest margin among its rows, and the
+    exponential loss summed over the rows is ``Σ_i Σ_{j≠y_i} e^{−(f_{y_i} − f_j)}``, whose
+    tail is that of the cross-entropy ``Σ_i log(1 + Σ_{j≠y_i} e^{−(f_{y_i} − f_j)})`` (Lyu & Li
+    2020's multiclass loss). Returns ``(Z, y)``: ``Z`` of shape ``(n(k − 1), d + k)``,
+    ``y = 1``. For linear models :func:`multiclass_pairs` writes the same pairs as matrices."""
+    X = _numpy(X).astype(np.float64)
+    n, k = X.shape[0], int(num_classes)
+    if k < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes!r}.")
+    labels = check_class_labels(labels, k, n)
+    X = X.reshape(n, -1)
+    others = np.array([[j for j in range(k) if j != c] for c in range(k)])[labels]  # (n, k−1)
+    coef = np.zeros((n, k - 1, k))
+    rows, cols = np.arange(n)[:, None], np.arange(k - 1)[None, :]
+    coef[rows, cols, labels[:, None]] = 1.0
+    coef[rows, cols, others] = -1.0
+    Z = np.concatenate([np.repeat(X[:, None, :], k - 1, axis=1), coef], axis=2)
+    return _tensors(Z.reshape(n * (k - 1), -1), np.ones(n * (k - 1)), dtype)
+
+
+def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+    """scikit-learn's 8×8 digits of the classes ``0 … num_classes − 1`` as ``(X, labels)``:
+    ``X`` of shape (n, 64) with pixels in [0, 1], ``labels`` int64 in ``[0, num_classes)``;
+    ``n`` takes a random subset."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < num_classes
+    X, labels = digits.data[keep] / 16.0, digits.target[keep]
+    if n is not None and n < len(labels):
+        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
+        X, labels = X[idx], labels[idx]
+    return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
+
+
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (MNIST's format), optionally gzip-compressed."""
     path = Path(path)
@@ -203,9 +266,8 @@ def read_idx(path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
-    """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
-    ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
+def _mnist_raw(root, split: str = "train"):
+    """MNIST's images (as rows of 784 pixels in [0, 1]) and digit labels from local IDX files."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     prefix = {"train": "train", "test": "t10k"}[split]
@@ -221,11 +283,50 @@ def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int =
     labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels in {root}.")
-    X = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return images.reshape(len(images), -1).astype(np.float64) / 255.0, labels.astype(np.int64)
+
+
+def _subset(X, labels, n, seed):
     if n is not None and n < len(labels):
         idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
         X, labels = X[idx], labels[idx]
+    return X, labels
+
+
+def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
+    """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
+    ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
+    X, labels = _subset(*_mnist_raw(root, split), n, seed)
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
+
+
+def mnist_classes(root, split: str = "train", n: int | None = None, num_classes: int = 10, seed: int = 0,
+                  dtype=DTYPE):
+    """MNIST's classes ``0 … num_classes − 1`` from local IDX files as ``(X, labels)``
+    (rows of 784 pixels in [0, 1], int64 labels), like :func:`digits_classes`."""
+    X, labels = _mnist_raw(root, split)
+    keep = labels < num_classes
+    X, labels = _subset(X[keep], labels[keep], n, seed)
+    return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
+
+
+#: The environment variable naming a folder of MNIST IDX files (see :func:`images`).
+MNIST_ENV = "IMPLICIT_BIAS_MNIST"
+
+
+def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+    """Grey images for the multiclass experiments: MNIST (28×28) when the environment
+    variable ``IMPLICIT_BIAS_MNIST`` names a folder holding its IDX files, scikit-learn's
+    8×8 digits otherwise. Returns ``(X, labels, source)``, ``source`` naming which, e.g.
+    ``'MNIST (28×28)'``; the image side is ``int(sqrt(X.shape[1]))``."""
+    import os
+
+    root = os.environ.get(MNIST_ENV)
+    if root:
+        X, labels = mnist_classes(root, n=n, num_classes=num_classes, seed=seed, dtype=dtype)
+        return X, labels, f"MNIST (28×28) from {root}"
+    X, labels = digits_classes(n=n, num_classes=num_classes, seed=seed, dtype=dtype)
+    return X, labels, "scikit-learn digits (8×8)"
 
 
 LOADERS = {"gaussian": gaussian, "small_gaussian": small_gaussian,

@@ -6,6 +6,8 @@ per sample. A wrong ``degree``, a bias, a tanh or an ``(n, 1)`` output all still
 plausible number; the checks here turn each into an error that says what to change.
 Homogeneity is a property of the architecture, so a model is measured once and the result
 cached until its parameter tensors are replaced (training updates them in place).
+A multi-output model (``num_classes = k``) has ``(n, k)`` scores: ``multi_output=True``
+measures it as it is; margins score it through its pairs (:func:`margins.as_pairs`).
 """
 
 from __future__ import annotations
@@ -51,13 +53,27 @@ def declared_degree(model) -> float:
     return _as_degree(degree, name)
 
 
-def check_output(model, X, out: torch.Tensor) -> None:
-    """Raise unless ``out = model(X)`` holds one score per sample: shape ``(n,)``."""
-    n = X.shape[0]
-    if tuple(out.shape) == (n,):
+def num_classes(model) -> int | None:
+    """The number of outputs ``k ≥ 2`` a multi-output model declares (``num_classes``), or None."""
+    k = getattr(model, "num_classes", None)
+    return int(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else None
+
+
+def check_output(model, X, out: torch.Tensor, multi_output: bool = False) -> None:
+    """Raise unless ``out = model(X)`` holds one score per sample, shape ``(n,)``, or (with
+    ``multi_output``, for a model declaring ``num_classes = k``) ``k`` scores, ``(n, k)``.
+    An ``(n, 1)`` output is always refused."""
+    n, k = X.shape[0], num_classes(model)
+    if tuple(out.shape) == (n,) or (multi_output and k is not None and tuple(out.shape) == (n, k)):
         return
-    fix = ("make `forward` return `out.squeeze(-1)`" if tuple(out.shape) == (n, 1)
-           else "make `forward` return one score per row of X")
+    if k is not None and tuple(out.shape) == (n, k):
+        fix = ("it has k scores per sample: score it with class labels (margins.multiclass_margins, or "
+               "any margin given integer labels), or train `models.Pairwise(model)` on "
+               "`data.class_pairs(X, labels, k)`")
+    elif tuple(out.shape) == (n, 1):
+        fix = "make `forward` return `out.squeeze(-1)`"
+    else:
+        fix = "make `forward` return one score per row of X"
     raise ValueError(
         f"{type(model).__name__} returns outputs of shape {tuple(out.shape)} for {n} samples; the "
         f"output must be shape ({n},), one score per sample (y * f would otherwise broadcast): {fix}.")
@@ -74,7 +90,8 @@ def _rel_err(fc: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6) -> float:
+def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6,
+                      multi_output: bool = False) -> float:
     """Measure the homogeneity degree of ``model`` on the data ``X`` and return it.
 
     ``f(X; cθ)`` is evaluated with every parameter scaled by ``c`` (``torch.func.functional_call``:
@@ -84,9 +101,13 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6) 
     mean over ``scales`` of ``log(‖f(cθ)‖ / ‖f(θ)‖) / log c``; if every output is zero nothing
     can be measured and the declared degree is returned.
 
+    ``multi_output=True`` accepts the ``(n, k)`` scores of a model declaring ``num_classes =
+    k`` (never ``(n, 1)``); by default one score per sample is required.
+
     Raises TypeError if no degree is declared; ValueError if the output is not of shape
-    ``(n,)``, is not finite, or does not scale as ``c^L``. A passing check is cached per model,
-    parameter tensors and data, so calling this before every margin costs one check per model.
+    ``(n,)`` (or ``(n, k)``), is not finite, or does not scale as ``c^L``. A passing check is
+    cached per model, parameter tensors and data, so calling this before every margin costs
+    one check per model.
     """
     name = type(model).__name__
     L = declared_degree(model) if degree is None else _as_degree(degree, name)
@@ -95,14 +116,14 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6) 
     if X.shape[0] == 0:
         raise ValueError("X has no samples: the degree is measured on the data.")
     params = dict(model.named_parameters())
-    key = (L, tuple(scales), rtol, id(X), tuple(X.shape),
+    key = (L, tuple(scales), rtol, multi_output, id(X), tuple(X.shape),
            tuple((id(p), tuple(p.shape), p.dtype, p.device) for p in params.values()))
     seen = _CHECKED.get(model, {})
     if key in seen:
         return seen[key]
 
     f = model(X)
-    check_output(model, X, f)
+    check_output(model, X, f, multi_output)
     _check_finite(model, f, "θ")
     tol = max(rtol, 100 * torch.finfo(f.dtype).eps)  # float32 rounds at ~1e-7 per operation
     scaled = []
@@ -137,4 +158,4 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6) 
         f"for any single L (log(‖f(cθ)‖ / ‖f(θ)‖) / log c = {shown}). " + _HOW_TO_FIX)
 
 
-__all__ = ["check_homogeneous", "check_output", "declared_degree", "SCALES"]
+__all__ = ["check_homogeneous", "check_output", "declared_degree", "num_classes", "SCALES"]

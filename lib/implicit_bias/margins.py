@@ -7,6 +7,13 @@ in different norms are not comparable with each other: compare optimizers within
 Every margin here first checks its input (:func:`checked_margins`): finite data, labels ±1 of shape
 ``(n,)``, one output per sample, and the declared degree measured on the data once per
 model (:mod:`implicit_bias.homogeneity`) — a wrong one would give a number, not an error.
+
+Multiclass. A model declaring ``num_classes = k`` returns ``(n, k)`` scores; given integer
+class labels, the margin of a sample is Lyu & Li's ``q_i = f_{y_i}(x_i) − max_{j≠y_i} f_j(x_i)``
+(:func:`multiclass_margins`), homogeneous of the model's degree. Every function here (and
+:mod:`implicit_bias.symmetry`, :mod:`implicit_bias.kkt`) accepts such a model with its
+labels and scores it through :func:`as_pairs`: the binary model :class:`models.Pairwise` on the
+``n(k − 1)`` pairs (sample, other class), whose smallest margin is ``min_i q_i``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,14 @@ from __future__ import annotations
 import torch
 
 from . import losses
-from .data import check_data
-from .homogeneity import check_homogeneous, check_output, declared_degree
+from .data import check_class_labels, check_data, class_pairs
+from .homogeneity import check_homogeneous, check_output, declared_degree, num_classes
 from .norms import Norm, as_norm
+
+#: The pairs of the last few (X, labels) seen, with references that keep their ids valid,
+#: so that repeated margins of one data set reuse one pair tensor (and one homogeneity check).
+_PAIRS_CACHE: dict = {}
+_PAIRS_CACHE_SIZE = 8
 
 
 def _norm(norm, params) -> Norm:
@@ -45,11 +57,62 @@ def _check_dtype(model, X) -> None:
                         f"use `X.to({dtype})`.")
 
 
+def as_pairs(model, X, y):
+    """``(model, X, y)`` as they are for a binary model; for a model with ``num_classes = k``
+    and integer labels ``y`` in ``[0, k)``: ``(Pairwise(model), Z, 1)`` with ``Z`` the
+    ``n(k − 1)`` pairs of :func:`~implicit_bias.data.class_pairs`. The wrapper shares the
+    model's parameters, so norms, rescalings and gradients are the model's own."""
+    from .models import Pairwise
+
+    k = num_classes(model)
+    if k is None or isinstance(model, Pairwise):
+        return model, X, y
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("X and the class labels must be torch tensors.")
+    if y.is_floating_point() and X.shape[0] == y.shape[0] and set(torch.unique(y).tolist()) <= {-1.0, 1.0} \
+            and (y < 0).any():
+        raise ValueError(f"{type(model).__name__} has {k} outputs: give class labels in [0, {k}) "
+                         "(int64), not ±1.")
+    key = (id(X), id(y), tuple(X.shape), X.dtype, X.device)
+    hit = _PAIRS_CACHE.get(key)
+    if hit is None or hit[0] is not X or hit[1] is not y:
+        check_class_labels(y, k, X.shape[0])
+        Z, ones = class_pairs(X, y, k, dtype=X.dtype)
+        hit = (X, y, Z.to(X.device), ones.to(X.device))
+        if len(_PAIRS_CACHE) >= _PAIRS_CACHE_SIZE:
+            _PAIRS_CACHE.pop(next(iter(_PAIRS_CACHE)))
+        _PAIRS_CACHE[key] = hit
+    wrapper = model.__dict__.get("_pairwise")
+    if wrapper is None:  # one wrapper per model (outside the module tree), so its check is cached
+        wrapper = Pairwise(model)
+        object.__setattr__(model, "_pairwise", wrapper)
+    return wrapper, hit[2], hit[3]
+
+
+@torch.no_grad()
+def multiclass_margins(model, X, labels) -> torch.Tensor:
+    """Lyu & Li's multiclass margins ``q_i = f_{y_i}(x_i) − max_{j≠y_i} f_j(x_i)`` of a model
+    with ``num_classes = k`` (scores of shape ``(n, k)``), after the checks of
+    :func:`checked_margins` (degree, finite data, labels in ``[0, k)``)."""
+    k = num_classes(model)
+    if k is None:
+        raise TypeError(f"{type(model).__name__} declares no `num_classes` ≥ 2: it is not a "
+                        "multi-output model.")
+    checked_margins(model, X, labels)
+    labels = torch.as_tensor(check_class_labels(labels, k, X.shape[0]), device=X.device)
+    f = model(X)
+    own = f.gather(1, labels[:, None]).squeeze(1)
+    others = f.scatter(1, labels[:, None], -torch.inf)
+    return own - others.amax(1)
+
+
 def checked_margins(model, X, y) -> tuple[torch.Tensor, float]:
     """The per-sample margins ``q_i = y_i f(x_i; θ)`` and the degree ``L``, after checking the
     data (finite rows, labels ±1 of shape ``(n,)``, X in the model's dtype), the output shape
     and (once per model: :func:`~implicit_bias.homogeneity.check_homogeneous`) the declared
-    degree."""
+    degree. A multi-output model with class labels gives the margins of its ``n(k − 1)``
+    pairs (:func:`as_pairs`): their minimum is the smallest multiclass margin."""
+    model, X, y = as_pairs(model, X, y)
     degree = declared_degree(model)
     check_targets(X, y)
     _check_dtype(model, X)

@@ -1,8 +1,13 @@
 """Bias-free homogeneous models: ``f(x; cθ) = c^L f(x; θ)`` with ``L = model.degree``.
 
-Every model maps inputs of shape ``(n, d)`` to outputs of shape ``(n,)``, has no biases
-(a bias breaks homogeneity), and is built in float64 by default with a seeded
-initialization so runs are reproducible on the CPU.
+Every binary model maps inputs of shape ``(n, d)`` to outputs of shape ``(n,)``, has no
+biases (a bias breaks homogeneity), and is built in float64 by default with a seeded
+initialization so runs are reproducible on the CPU. A multi-output model (``num_classes =
+k``: :class:`TwoLayerMulticlass`, :class:`ConvNet`) maps to ``(n, k)`` scores; its multiclass
+margin ``q_i = f_{y_i}(x_i) − max_{j≠y_i} f_j(x_i)`` (Lyu & Li 2020) is the smallest of
+``k − 1`` pairwise margins, each homogeneous of the same degree, and :class:`Pairwise`
+turns it into a binary model on those pairs, so every margin, certificate and training
+loop of the library applies unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import DTYPE
@@ -374,6 +380,153 @@ class MLP(HomogeneousModel):
         return (h @ self.weights[last].T).squeeze(-1)
 
 
+class TwoLayerMulticlass(HomogeneousModel):
+    """``f(x) = A σ(W x)`` with ``k = num_classes`` outputs, bias-free: the two-layer net with
+    an output matrix ``A`` (k × width) in place of the vector ``a``. Degree ``1 + q``. Hidden
+    unit j rescales as ``(w_j, A[:, j]) → (c w_j, A[:, j] / c^q)``."""
+
+    def __init__(self, d: int, width: int, num_classes: int = 10, activation="relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        _check_init(seed, init_scale, dtype)
+        d, width, k = _size("d", d), _size("width", width), _size("num_classes", num_classes)
+        if k < 2:
+            raise ValueError(f"num_classes must be at least 2, got {k}.")
+        self.act = make_activation(activation)
+        g = _generator(seed)
+        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.A = _init((k, width), width, g, init_scale, dtype)
+        self.num_classes, self.degree = k, 1.0 + self.act.degree
+
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        return self.W.shape[0] if group == "neuron" else 1
+
+    def rescaled(self, params, s, group="neuron"):
+        W, A = params
+        return [W * torch.exp(s)[:, None], A * torch.exp(-self.act.degree * s)[None, :]]
+
+    def forward(self, X):
+        return self.act(X.reshape(X.shape[0], -1) @ self.W.T) @ self.A.T
+
+
+class ConvNet(HomogeneousModel):
+    """A small bias-free convolutional net for ``side × side`` grey images given as rows of
+    ``side²`` pixels: conv 3×3 (``channels[0]`` maps, stride 1) → σ → conv 3×3
+    (``channels[1]`` maps, stride 2) → linear head to ``num_classes`` scores. Both
+    convolutions are zero-padded and bias-free, so the net is homogeneous of degree
+    ``q + 2`` (4 for the squared ReLU, 3 for ReLU).
+
+    Symmetries: a map of the first convolution times c, the matching input channel of the
+    second divided by c^q; a map of the second convolution times c, the head's columns
+    reading it divided by c (nothing nonlinear sits between them)."""
+
+    def __init__(self, side: int = 8, channels=(8, 8), num_classes: int = 10, activation="relu2",
+                 seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        _check_init(seed, init_scale, dtype)
+        side, k = _size("side", side), _size("num_classes", num_classes)
+        c1, c2 = (_size("channels", c) for c in channels)
+        if k < 2:
+            raise ValueError(f"num_classes must be at least 2, got {k}.")
+        self.act = make_activation(activation)
+        g = _generator(seed)
+        self.side, self.out_side = side, (side + 1) // 2
+        self.conv1 = _init((c1, 1, 3, 3), 9, g, init_scale, dtype)
+        self.conv2 = _init((c2, c1, 3, 3), 9 * c1, g, init_scale, dtype)
+        self.head = _init((k, c2 * self.out_side**2), c2 * self.out_side**2, g, init_scale, dtype)
+        self.num_classes, self.degree = k, self.act.degree + 2.0
+
+    def symmetry_size(self, group="neuron"):
+        _check_group(group)
+        return self.conv1.shape[0] + self.conv2.shape[0] if group == "neuron" else 2
+
+    def rescaled(self, params, s, group="neuron"):
+        c1, c2 = self.conv1.shape[0], self.conv2.shape[0]
+        if group == "layer":
+            s = torch.cat([s[0].expand(c1), s[1].expand(c2)])
+        s1, s2 = s[:c1], s[c1:]
+        k1, k2, head = params
+        q = self.act.degree
+        k1 = k1 * torch.exp(s1)[:, None, None, None]
+        k2 = k2 * torch.exp(s2)[:, None, None, None] * torch.exp(-q * s1)[None, :, None, None]
+        per_map = torch.exp(-s2).repeat_interleave(self.out_side**2)  # the head reads maps channel-major
+        return [k1, k2, head * per_map[None, :]]
+
+    def forward(self, X):
+        h = X.reshape(X.shape[0], 1, self.side, self.side)
+        h = self.act(F.conv2d(h, self.conv1, padding=1))
+        h = F.conv2d(h, self.conv2, stride=2, padding=1)
+        return h.reshape(h.shape[0], -1) @ self.head.T
+
+
+class Pairwise(HomogeneousModel):
+    """A ``k``-output model as a binary one on (sample, other class) pairs.
+
+    Its input is a row ``[x, e_y − e_j]`` (:func:`implicit_bias.data.class_pairs`) and its
+    output the pairwise margin ``f_y(x) − f_j(x)``, homogeneous of the inner model's degree;
+    with every label +1, ``min`` over the pairs of a sample is its multiclass margin
+    ``q_i = f_{y_i}(x_i) − max_{j≠y_i} f_j(x_i)`` (Lyu & Li 2020), so normalized margins,
+    function-level rebalancing (the inner model's symmetries), KKT certificates (one
+    multiplier per pair) and training (the exponential or logistic loss summed over the
+    n(k − 1) pairs) all work unchanged. The parameters are the inner model's.
+
+    When the rows come as :func:`~implicit_bias.data.class_pairs` lays them out (the
+    ``k − 1`` pairs of a sample next to each other), the inner model is evaluated once per
+    sample, not once per pair."""
+
+    def __init__(self, model):
+        super().__init__()
+        k = getattr(model, "num_classes", None)
+        if not (isinstance(k, numbers.Integral) and k >= 2):
+            raise ValueError(f"Pairwise needs a model with `num_classes` ≥ 2 outputs, got "
+                             f"{type(model).__name__} with num_classes = {k!r}.")
+        self.model, self.num_pairs = model, int(k) - 1
+        self.degree = model.degree
+
+    def symmetry_size(self, group="neuron"):
+        return self.model.symmetry_size(group)
+
+    def rescaled(self, params, s, group="neuron"):
+        return self.model.rescaled(params, s, group)
+
+    def scores(self, X):
+        """The inner model's ``(n, k)`` scores."""
+        return self.model(X)
+
+    def forward(self, Z):
+        k = self.num_pairs + 1
+        x, coef = Z[:, :-k], Z[:, -k:]
+        g, m = self.num_pairs, Z.shape[0]
+        if g > 1 and m > g and m % g == 0 and not _is_batched(Z):
+            xs = x.reshape(m // g, g, -1)
+            if torch.equal(xs, xs[:, :1].expand_as(xs)):  # each sample's pairs share x
+                f = self.model(xs[:, 0]).repeat_interleave(g, dim=0)
+                return (f * coef).sum(-1)
+        return (self.model(x) * coef).sum(-1)
+
+
+def _is_batched(t) -> bool:
+    """Inside ``torch.func.vmap`` a tensor's values cannot steer Python control flow."""
+    return bool(torch._C._functorch.is_batchedtensor(t))
+
+
+def pairwise_factory(cls, **options):
+    """A ``Run(model=...)`` factory for a multi-output model class (:class:`TwoLayerMulticlass`,
+    :class:`ConvNet`, …) trained on :func:`~implicit_bias.data.class_pairs`: it returns
+    ``Pairwise(cls(**options, seed=s))`` with ``s`` drawn from torch's generator, which
+    :meth:`Run.build_model` seeds with the run's seed — so every seed gets its own
+    initialization, reproducibly. ``options`` may hold ``d`` (for :class:`TwoLayerMulticlass`);
+    the factory's ``input_dim`` argument (``d + k``, pairs included) is not used."""
+    def factory(input_dim):
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        return Pairwise(cls(**options, seed=seed))
+
+    # names the batched engine's group (a factory's key is its str)
+    factory.__qualname__ = f"pairwise_factory({cls.__name__}, {options})"
+    return factory
+
+
 GROUPS = ("neuron", "layer")
 
 
@@ -385,7 +538,8 @@ def _check_group(group) -> None:
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
     'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``,
-    ``two_layer_vector_unit``."""
+    ``two_layer_vector_unit`` (the multi-output models are built directly and trained
+    through a factory returning :class:`Pairwise` of them)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
     kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,

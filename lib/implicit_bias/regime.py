@@ -130,6 +130,42 @@ def step_ratio(model, optimizer, frame: float) -> dict:
     return out
 
 
+@torch.no_grad()
+def gradient_direction(model, optimizer, frame: float) -> dict:
+    """An observer for ``train(observe=...)``: the loss gradient's unit ℓ2 direction
+    ``g / ‖g‖₂`` (one flat vector; the frame cancels). For a ReLU network this is the
+    normalized (sub)gradient autograd picks at the kinks: the non-smooth theory assumes
+    that it converges along the trajectory (:func:`direction_settling` measures that)."""
+    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
+    g = torch.cat(grads) if grads else torch.zeros(1)
+    size = g.norm()
+    return {"gradient direction": (g / size if size > 0 else g).cpu().numpy()}
+
+
+def direction_settling(directions, steps, last: float = 0.5) -> dict:
+    """How far unit vectors logged over training (rows of ``directions``, e.g. the
+    ``'gradient direction'`` of :func:`gradient_direction` or ``History.directions``) still
+    move over the last ``last`` fraction of the run's logged steps on a log scale:
+    ``1 − cos`` with the final vector at the window's start (``'start gap'``) and at its
+    middle (``'mid gap'``), and the smallest cosine between consecutive logged vectors in the
+    window (``'min consecutive cos'``). A converging sequence has shrinking gaps."""
+    d = np.asarray(directions, dtype=float)
+    steps = np.asarray(steps, dtype=float)
+    logs = np.log(steps)
+    start = int(np.searchsorted(logs, logs[-1] - last * (logs[-1] - logs[0])))
+    mid = (start + len(steps) - 1) // 2
+    window = d[start:]
+    consecutive = (window[1:] * window[:-1]).sum(1) if len(window) > 1 else np.array([1.0])
+    return {"start step": int(steps[start]), "start gap": float(1 - d[start] @ d[-1]),
+            "mid gap": float(1 - d[mid] @ d[-1]), "min consecutive cos": float(consecutive.min())}
+
+
+def steps_to_reach(steps, values, level: float) -> float:
+    """The first logged step at which ``values`` reach ``level`` (inf if never)."""
+    hit = np.flatnonzero(np.asarray(values, dtype=float) >= level)
+    return float(np.asarray(steps)[hit[0]]) if len(hit) else math.inf
+
+
 __all__ = ["forget_rate", "loss_drop_per_step", "ratio_deficit", "check", "warn", "step_ratio",
-           "live_step_ratios",
+           "live_step_ratios", "gradient_direction", "direction_settling", "steps_to_reach",
            "adam_beta2", "DEFICIT_LIMIT"]

@@ -13,6 +13,10 @@ and the *rebalancing gain* ``γ_fn / γ`` is ≥ 1, with equality at every KKT p
 margin problem (no rescaling can shorten a KKT point: a cheap necessary check). Compare
 optimizers on ``γ_fn``; report the raw γ beside it.
 
+Multi-output models (``num_classes = k``) are scored on Lyu & Li's multiclass margin
+``f_y − max_{j≠y} f_j`` when given class labels (:func:`implicit_bias.margins.as_pairs`); their
+symmetries are those of the inner network.
+
 The models of :mod:`implicit_bias.models` describe their symmetries by log-scales ``s``
 (``symmetry_size``, ``rescaled``); a user's model that defines the same two methods works
 here too. ``log ‖T_s θ‖`` is convex in ``s`` for the book's norms (each is a max or a
@@ -120,15 +124,26 @@ def _layer_shift(model, params, norm, group):
 
 
 def _closed_form(model, params, norm, group):
-    """The best per-neuron log-scales of a :class:`models.TwoLayer` in closed form for ℓ2,
-    ℓ∞ and the hybrid norm (papers.md §7); None elsewhere. With ``A_j = ‖w_j‖``, ``B_j = |a_j|``:
-    ℓ2 balances ``c_j^{2+2q} = q B_j²/A_j²``; ℓ∞ ``c_j^{1+q} = B_j/A_j``; the hybrid
-    ``max{r‖DW‖₂, max_j |a_j| d_j^{−q}}`` is smallest at ``d_j = (|a_j|/t)^{1/q}`` with
-    ``t = (r K)^{q/(1+q)}``, ``K = ‖diag(|a|^{1/q}) W‖₂``."""
-    if type(model) is not models.TwoLayer or group != "neuron":
+    """The best per-neuron log-scales of a :class:`models.TwoLayer` (or of the multi-output
+    :class:`models.TwoLayerMulticlass`, with ``B_j`` the ℓ2 or ℓ∞ norm of the output column
+    ``A[:, j]``) in closed form for ℓ2, ℓ∞ and the hybrid norm (papers.md §7); None
+    elsewhere. With ``A_j = ‖w_j‖``, ``B_j = |a_j|``: ℓ2 balances ``c_j^{2+2q} = q B_j²/A_j²``; ℓ∞
+    ``c_j^{1+q} = B_j/A_j``; the hybrid ``max{r‖DW‖₂, max_j |a_j| d_j^{−q}}`` is smallest at
+    ``d_j = (|a_j|/t)^{1/q}`` with ``t = (r K)^{q/(1+q)}``, ``K = ‖diag(|a|^{1/q}) W‖₂``."""
+    if isinstance(model, models.Pairwise):
+        model = model.model
+    multi = type(model) is models.TwoLayerMulticlass
+    if not (type(model) is models.TwoLayer or multi) or group != "neuron":
         return None
     W, a = params
     q = model.act.degree
+    if multi:
+        if isinstance(norm, _norms.L2):
+            a = a.norm(dim=0)
+        elif isinstance(norm, _norms.Linf):
+            a = a.abs().amax(0)
+        else:
+            return None
     if not (W.norm(dim=1) > 0).all() or not (a != 0).all():
         return None
     if isinstance(norm, _norms.L2):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..margins import checked_margins
+from ..margins import as_pairs, checked_margins
 from ..norms import Norm, _unflat, as_norm
 from .jacobian import margin_jacobian
 from .solve_cvxpy import solve_cvxpy
@@ -34,7 +34,7 @@ class KKTCertificate:
     subgradient_gap: float  # 1 − ⟨v, θ⟩/‖θ‖ ≥ 0
     delta: float  # Σ λ_i (q_i − 1)
     delta_relative: float  # L·δ / ‖θ‖² (= δ / Σλ at a KKT point)
-    multipliers: np.ndarray  # λ over all n samples, zero outside `active`
+    multipliers: np.ndarray  # λ over all n samples (multiclass: n(k−1) pairs), zero outside `active`
     support: np.ndarray  # indices with λ_i > 1e-6 · max λ
     active: np.ndarray  # the candidate (near-active) indices
     norm: str
@@ -196,9 +196,16 @@ def kkt_certificate(model, X, y, norm="l2", active_tol: float = 0.5, max_points:
     ``delta`` and the scale-free ``delta_relative = L·δ/‖θ‖²`` (at a KKT point
     ``Σλ_i = ‖θ‖²/L`` by Euler's identity ``⟨∇q_i, θ⟩ = L q_i``, so this is δ/Σλ there),
     the multipliers over all samples, their support and the candidate set.
+
+    A multi-output model (``num_classes = k``) with integer class labels is certified for
+    Lyu & Li's multiclass margin problem, ``min ½‖θ‖² s.t. f_{y_i}(x_i) − f_j(x_i) ≥ 1`` for
+    every ``j ≠ y_i``: one constraint, and one multiplier, per pair (``i``, ``j``), indexed
+    as the rows of :func:`~implicit_bias.data.class_pairs` (sample i's ``k − 1`` pairs at
+    ``i(k−1) …``).
     """
     start = time.perf_counter()
     _check_arguments(method, active_tol, max_points)
+    model, X, y = as_pairs(model, X, y)  # a multi-output model: one constraint per (sample, other class)
     _, degree = checked_margins(model, X, y)  # the labels, the output's shape, the declared degree
     params = [p.detach() for p in model.parameters()]
     norm = as_norm(norm, params)
