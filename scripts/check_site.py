@@ -1,19 +1,35 @@
-"""Open every page of the built site in headless Chromium and check what a reader sees.
+"""Open every page of the built site in headless Chromium, offline, and check what a reader sees.
 
-Usage: ``.venv/bin/python scripts/check_site.py [_build/html]`` after a build. Needs the
+Usage: ``.venv/bin/python scripts/check_site.py [BUILD_DIR] [--book DIR] [--screenshots DIR]``
+after a build (BUILD_DIR defaults to DIR/_build/html, DIR to this repository). Needs the
 Debian packages ``chromium`` and ``chromium-driver`` and ``pip install selenium``.
 
-For every page in _toc.yml it checks: the page loads with no severe browser-console
-errors; every image has loaded (non-zero natural width); no empty output box (a widget
-or an output area with nothing in it); chapters have their Colab launch button; and pages
-with theorems or definitions show them numbered. Files a CDN serves (MathJax) are reported,
-not failed, when the machine is offline. Prints one line per page; exits 1 if any page fails.
+The site is served from 127.0.0.1 by a local HTTP server, and the browser is cut off from
+every other host: ``--proxy-server=127.0.0.1:9`` sends all non-loopback requests to a closed
+port and ``--host-resolver-rules`` resolves no name but localhost. The check first proves
+the block (a fetch of the MathJax CDN must fail), so a page that only works online fails.
+
+For every page in _toc.yml it checks: no severe browser-console errors; every image has
+loaded; no empty output box or widget area; chapters have their Colab launch button;
+theorems and definitions are numbered; MathJax (served by the site itself) has typeset
+every formula, with no MathJax error (``mjx-merror``, "Math input error"); no unrendered
+maths left in the page text (``$…$``, ``\\(…\\)``, ``\\[…\\]``, ``\\begin{…}`` or a bare
+TeX macro, outside code); and no control character in the page text or in a formula's TeX.
+It saves full-page screenshots of the landing page and of the main-result page
+(chapters/08_hybrid) into the screenshots folder (default: BUILD_DIR/../site-check).
+Prints one line per page; exits 1 if any page fails.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import functools
+import http.server
 import pathlib
+import re
 import sys
+import threading
 
 import yaml
 from selenium import webdriver
@@ -26,6 +42,37 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: sphinx-thebe configuration script is emitted twice on every page, and the pydata theme
 #: logs its reset of an unset light/dark mode on a first visit.
 KNOWN = ("Identifier 'THEBE_JS_URL' has already been declared", "Got invalid theme mode", "favicon")
+#: Pages whose screenshots are saved, by file name.
+SCREENSHOTS = {"landing": None, "main-result": "chapters/08_hybrid"}  # None: the toc's root
+OFFLINE_PROBE = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
+BLOCK_FLAGS = (
+    "--proxy-server=127.0.0.1:9",  # every request that is not to loopback goes to a closed port
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",  # no name resolves
+    "--disable-background-networking", "--no-first-run", "--no-default-browser-check",
+)
+
+#: Waits for MathJax's first typesetting (if the page has maths) and reports what it did.
+MATHJAX_JS = """
+const done = arguments[arguments.length - 1];
+const spans = document.querySelectorAll('span.math, div.math').length;
+const scripts = [...document.scripts].map(s => s.src).filter(s => /mathjax/i.test(s));
+if (!spans) { done({spans: 0}); return; }
+const start = Date.now();
+(function poll() {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) {
+    mj.startup.promise
+      .then(() => done({spans: spans, loaded: true, version: mj.version, src: scripts,
+                        tex: Array.from(mj.startup.document.math, (item) => item.math),
+                        containers: document.querySelectorAll('mjx-container').length}))
+      .catch((e) => done({spans: spans, loaded: true, src: scripts, error: String(e)}));
+  } else if (Date.now() - start > 30000) {
+    done({spans: spans, loaded: false, src: scripts});
+  } else {
+    setTimeout(poll, 100);
+  }
+})();
+"""
 
 CHECKS_JS = """
 const imgs = [...document.querySelectorAll('article img, main img')];
@@ -37,62 +84,154 @@ const launch = [...document.querySelectorAll('a')]
     .some(a => (a.href || '').includes('colab.research.google.com'));
 const proofs = [...document.querySelectorAll('.proof .admonition-title, div.proof p.admonition-title')]
     .map(t => t.innerText.trim());
+const merrors = [...document.querySelectorAll('mjx-merror')]
+    .map(e => e.getAttribute('data-mjx-error') || e.textContent);
+// The text a reader reads, without code, outputs printed as code, and typeset maths.
+const main = (document.querySelector('main') || document.body).cloneNode(true);
+main.querySelectorAll('pre, code, script, style, mjx-container, .highlight, .MathJax_Preview')
+    .forEach(e => e.remove());
 return {images: imgs.length, broken: broken, empty: empty, widgets: widgets, launch: launch,
-        proofs: proofs, title: document.title};
+        proofs: proofs, merrors: merrors, prose: main.textContent,
+        text: document.body.textContent, title: document.title};
 """
 
-
-def pages():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    yield toc["root"]
-    for part in toc["parts"]:
-        for chapter in part["chapters"]:
-            yield chapter["file"]
+#: Maths a reader would see as TeX source: delimiters, environments and macros left in prose.
+UNRENDERED = re.compile(r"\$[^$\n]+\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\[A-Za-z]{2,}")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # \t \n \r are layout in HTML text
 
 
-def main(build: pathlib.Path) -> int:
+def pages(book: pathlib.Path) -> list[str]:
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    return [toc["root"], *(c["file"] for part in toc.get("parts", []) for c in part["chapters"])]
+
+
+def serve(build: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve the built site on 127.0.0.1 (a free port) from a background thread."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(build)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def browser() -> webdriver.Chrome:
     options = Options()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1600", *BLOCK_FLAGS):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def network_blocked(driver: webdriver.Chrome, base: str) -> str:
+    """Fail unless the browser cannot reach the outside (returns how the probe failed)."""
+    driver.get(f"{base}/")
+    outcome = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {mode: 'no-cors'}).then(() => done('reached'), e => done(String(e)));",
+        OFFLINE_PROBE)
+    driver.get_log("browser")  # drop the probe's own console error
+    if outcome == "reached":
+        raise SystemExit(f"the browser reached {OFFLINE_PROBE}: the network is not blocked")
+    return outcome
+
+
+def screenshot(driver: webdriver.Chrome, path: pathlib.Path) -> None:
+    """The whole page (up to 16,000 px tall), as a reader scrolling through it sees it."""
+    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), 16000)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def check_page(driver: webdriver.Chrome, base: str, page: str) -> tuple[list[str], str]:
+    url = f"{base}/{page}.html"
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.current_url == url and d.execute_script(
+        "return document.readyState") == "complete")
+    driver.set_script_timeout(60)
+    math = driver.execute_async_script(MATHJAX_JS)
+    info = driver.execute_script(CHECKS_JS)
+    logs = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    # a file from another host: the page needs the network (blocked here, as for a reader offline)
+    external = [m for m in logs if re.match(r"(https?:)?//", m) and not m.startswith(base)]
+    severe = [m for m in logs if m not in external and not any(k in m for k in KNOWN)]
+    problems = []
+    if severe:
+        problems.append(f"console errors {severe[:2]}")
+    if external:
+        problems.append(f"needs the network: {[m.split(' ')[0] for m in external][:3]}")
+    if info["broken"]:
+        problems.append(f"broken images {info['broken'][:2]}")
+    if info["empty"] or info["widgets"]:
+        problems.append(f"{info['empty']} empty outputs, {info['widgets']} widget boxes")
+    if page.startswith("chapters/") and not info["launch"]:
+        problems.append("no Colab launch button")
+    if any(not any(ch.isdigit() for ch in title) for title in info["proofs"]):
+        problems.append(f"unnumbered theorem/definition {info['proofs']}")
+    if math["spans"] and not math.get("loaded"):
+        problems.append(f"MathJax did not load (scripts {math.get('src')}): "
+                        f"{math['spans']} formulas shown as TeX")
+    elif math.get("error"):
+        problems.append(f"MathJax failed: {math['error']}")
+    elif math["spans"] and any(not s.startswith(base) for s in math.get("src", [])):
+        problems.append(f"MathJax not served by the site: {math['src']}")
+    if info["merrors"] or "Math input error" in info["text"]:
+        problems.append(f"MathJax errors {info['merrors'][:3] or ['Math input error']}")
+    if leftovers := UNRENDERED.findall(info["prose"]):
+        problems.append(f"unrendered maths in the text {sorted(set(leftovers))[:4]}")
+    bad = sorted({repr(c) for c in CONTROL.findall(info["text"] + "".join(math.get("tex", [])))})
+    if bad:
+        where = [t for t in math.get("tex", []) if CONTROL.search(t)]
+        problems.append(f"control characters {bad} in the page"
+                        + (f" (in the TeX of {where[:2]})" if where else ""))
+    summary = (f"{info['images']} figures, {len(info['proofs'])} numbered statements, "
+               f"{math.get('containers', 0)}/{math['spans']} formulas typeset")
+    return problems, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("build", nargs="?", type=pathlib.Path,
+                        help="the built site (default BOOK/_build/html)")
+    parser.add_argument("--book", type=pathlib.Path, default=ROOT, help="the book's folder (its _toc.yml)")
+    parser.add_argument("--screenshots", type=pathlib.Path, help="default: BUILD/../site-check")
+    args = parser.parse_args(argv)
+    book = args.book.resolve()
+    build = (args.build or book / "_build" / "html").resolve()
+    shots = (args.screenshots or build.parent / "site-check").resolve()
+    shots.mkdir(parents=True, exist_ok=True)
+    toc = pages(book)
+    wanted = {name: page or toc[0] for name, page in SCREENSHOTS.items()}
+
+    server, base = serve(build)
+    driver = browser()
     failures = 0
     try:
-        for page in pages():
-            path = build / f"{page}.html"
-            if not path.exists():
+        print(f"serving {build} at {base}; browser offline: fetch({OFFLINE_PROBE}) -> "
+              f"{network_blocked(driver, base)}")
+        for page in toc:
+            if not (build / f"{page}.html").exists():
                 print(f"FAIL {page}: not built")
                 failures += 1
                 continue
-            uri = path.as_uri()
-            driver.get(uri)
-            WebDriverWait(driver, 60).until(lambda d, uri=uri: d.current_url == uri and d.execute_script(
-                "return document.readyState") == "complete")
-            info = driver.execute_script(CHECKS_JS)
-            logs = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-            offline = [m for m in logs if "ERR_NAME_NOT_RESOLVED" in m or "ERR_INTERNET_DISCONNECTED" in m]
-            severe = [m for m in logs if m not in offline and not any(k in m for k in KNOWN)]
-            problems = []
-            if severe:
-                problems.append(f"console errors {severe[:2]}")
-            if info["broken"]:
-                problems.append(f"broken images {info['broken'][:2]}")
-            if info["empty"] or info["widgets"]:
-                problems.append(f"{info['empty']} empty outputs, {info['widgets']} widget boxes")
-            if page.startswith("chapters/") and not info["launch"]:
-                problems.append("no Colab launch button")
-            if any(not any(ch.isdigit() for ch in title) for title in info["proofs"]):
-                problems.append(f"unnumbered theorem/definition {info['proofs']}")
-            status = "FAIL" if problems else "ok  "
+            problems, summary = check_page(driver, base, page)
+            for name, wanted_page in wanted.items():
+                if page == wanted_page:
+                    screenshot(driver, shots / f"{name}.png")
+                    summary += f", screenshot {shots / name}.png"
             failures += bool(problems)
-            print(f"{status} {page}: {info['images']} figures, {len(info['proofs'])} numbered statements"
-                  + (f", {len(offline)} CDN files unreachable (offline)" if offline else "")
+            print(f"{'FAIL' if problems else 'ok  '} {page}: {summary}"
                   + (f" — {'; '.join(problems)}" if problems else ""))
     finally:
         driver.quit()
+        server.shutdown()
+    print(f"{failures} of {len(toc)} pages fail")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "_build" / "html").resolve()))
+    sys.exit(main())

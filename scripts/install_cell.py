@@ -1,14 +1,17 @@
 """Put (or refresh) the install cell at the top of every chapter in _toc.yml.
 
-The cell installs the library from the repository named in _config.yml when it is
-missing (a fresh Colab runtime); everywhere else it does nothing. Run it after changing the
-repository URL: ``.venv/bin/python scripts/install_cell.py``. tests/test_book.py checks
-that every chapter carries the current cell.
+The cell installs the library when it is missing (a fresh Colab runtime) from the
+repository named in _config.yml, at the release tag ``v<version>`` of the version in
+pyproject.toml, so a reader gets the library the book was built with; everywhere else it
+does nothing. Run it after changing the repository URL or the version:
+``.venv/bin/python scripts/install_cell.py``. tests/test_book.py checks that every chapter
+carries the current cell; tests/test_release.py that the tag, the versions and the URL agree.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 import nbformat
@@ -22,13 +25,25 @@ def repository_url() -> str:
     return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
 
 
+def version() -> str:
+    """The library's version, from pyproject.toml (the one source the release tag follows)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    return re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
+
+
+def release_tag() -> str:
+    return f"v{version()}"
+
+
 def chapters() -> list[pathlib.Path]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
 
 
-def cell_source(url: str) -> str:
+def cell_source(url: str, tag: str | None = None) -> str:
+    tag = tag or release_tag()
     return "\n".join([
         MARKER,
         "import importlib.util",
@@ -37,7 +52,7 @@ def cell_source(url: str) -> str:
         "",
         'if importlib.util.find_spec("implicit_bias") is None:',
         # the extras: the chapters draw figures (plots) and solve max-margin problems (solvers)
-        f'    package = "implicit-bias[solvers,plots] @ git+{url}"',
+        f'    package = "implicit-bias[solvers,plots] @ git+{url}@{tag}"',
         '    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", package])',
     ])
 

@@ -1,11 +1,14 @@
-"""The book's structure: every chapter in the table of contents exists, installs the
-library in Colab from the repository named in _config.yml, says which run size is active,
-and is stored without outputs."""
+"""The book's structure: every chapter in the table of contents exists, comes in the order
+of its number, installs the library's release in Colab from the repository named in
+_config.yml, says which run size is active, and is stored without outputs. (Control
+characters and TeX are checked in tests/test_sources.py, the release tag in
+tests/test_release.py.)"""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 
 import nbformat
 import pytest
@@ -28,6 +31,11 @@ def test_every_toc_entry_exists():
     assert on_disk == set(NOTEBOOKS), "every chapter notebook must be in _toc.yml"
 
 
+def test_toc_follows_chapter_numbers():
+    numbers = [int(re.match(r"chapters/(\d+)_", f).group(1)) for f in NOTEBOOKS]
+    assert numbers == sorted(numbers), f"_toc.yml lists chapters out of order: {NOTEBOOKS}"
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_chapter_installs_reports_its_size_and_has_no_outputs(name):
     nb = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
@@ -38,14 +46,3 @@ def test_chapter_installs_reports_its_size_and_has_no_outputs(name):
     assert any("ib.profile()" in c.source for c in code[1:3]), f"{name} must print its run size early"
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
     assert nb.metadata["kernelspec"]["name"] == "python3"
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_chapter_markdown_has_no_control_characters(name):
-    """A lost backslash in generated JSON turns ``\\rVert`` into a carriage return and
-    ``\\approx`` into a BEL: broken maths that no build warning catches."""
-    nb = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown":
-            bad = sorted({repr(ch) for ch in cell.source if ord(ch) < 32 and ch not in "\n\t"})
-            assert not bad, f"{name} cell {i}: control characters {bad} (a lost backslash?)"
