@@ -475,6 +475,64 @@ class Spectral(Norm):
         return out
 
 
+class Nuclear(Norm):
+    """Sum over tensors of the nuclear norm (sum of singular values) of each tensor's matrix
+    view (:func:`as_matrix`); the dual of :class:`Spectral`: its dual is the max over
+    tensors of the spectral norm. Steepest: ``u₁v₁ᵀ`` (the top singular pair) of the tensor
+    with the largest top singular value, zero elsewhere — a rank-one step, as coordinate
+    descent is the ℓ1 step. On a vector (a 1×n matrix) it is the ℓ2 norm. For a linear
+    multiclass model ``W`` its max-margin solution is low-rank-seeking, where the spectral
+    one (Muon's) spreads the singular values out."""
+
+    name = "nuclear"
+    label = "nuclear"
+    max_margin_ndim = 2
+
+    def value_expr(self, expr, shapes):
+        return Spectral().dual_expr(expr, shapes)  # Σ ‖·‖_nuc (ℓ2 on vectors)
+
+    def dual_expr(self, expr, shapes):
+        return Spectral().value_expr(expr, shapes)  # max σ_max (ℓ2 on vectors)
+
+    def dual_is_sdp(self, shapes):
+        return any(min(_matrix_shape(s)) > 1 for s in shapes)
+
+    def dual_projections(self, shapes):
+        # P_U v P_V never increases a spectral norm either, so the reduction is exact here too.
+        return ["spectral"] * len(shapes)
+
+    def __call__(self, xs):
+        self.check(xs)
+        return sum(torch.linalg.matrix_norm(as_matrix(x), ord="nuc") for x in xs)
+
+    def dual(self, gs):
+        self.check(gs)
+        return _one_run(self.dual_stacked, gs)
+
+    def dual_stacked(self, gs):
+        return torch.stack([torch.linalg.matrix_norm(as_matrices(g), ord=2) for g in gs]).amax(dim=0)
+
+    def steepest(self, gs):
+        self.check(gs)
+        return _one_run(self.steepest_stacked, gs)
+
+    def steepest_stacked(self, gs):
+        # Per run: u₁v₁ᵀ of the tensor whose top singular value is largest (the first on ties).
+        tops, pairs = [], []
+        for g in gs:
+            u, s, vh = torch.linalg.svd(as_matrices(g), full_matrices=False)
+            tops.append(s[:, 0])
+            pairs.append((u[:, :, 0, None] * vh[:, None, 0, :]).reshape(g.shape))
+        winner = torch.stack(tops).argmax(dim=0)  # (K,)
+        return [torch.where(column(winner == i, pair) & (column(tops[i], pair) > 0), pair,
+                            torch.zeros_like(pair)) for i, pair in enumerate(pairs)]
+
+    def subgradient(self, xs):
+        # The polar factor U Vᵀ of every tensor: spectral norm 1, ⟨U Vᵀ, X⟩ = ‖X‖_nuc.
+        self.check(xs)
+        return [polar_factor(x) for x in xs]
+
+
 class MaxNorm(Norm):
     """Weighted max of norms over blocks of tensors: ``‖θ‖ = max_k w_k ‖θ_{B_k}‖_k``.
 
@@ -759,6 +817,7 @@ def _hybrid_by_name(params):
     return hybrid(params)
 
 
-for _name, _class in (("l2", L2), ("linf", Linf), ("l1", L1), ("spectral", Spectral), ("msp", Spectral)):
+for _name, _class in (("l2", L2), ("linf", Linf), ("l1", L1), ("spectral", Spectral), ("msp", Spectral),
+                     ("nuclear", Nuclear)):
     register(_name, _class)
 register("hybrid", _hybrid_by_name, label=_hybrid_label())
