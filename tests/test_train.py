@@ -289,3 +289,38 @@ def test_adaptive_scales_without_a_second_moment(small_data):
                     observe=train.adaptive_scales)[0]
     assert np.isfinite(h.observed["log10_grad_max"]).all()
     assert np.isnan(h.observed["log10_root_v_max"]).all() and np.isnan(h.observed["log10_root_v_min"]).all()
+
+
+# --- sweeps: chunks, directions kept, the store from the environment ------------------------
+
+
+def test_train_refuses_bad_sweep_options():
+    X, y = data.digits_even_odd(n=60)
+    run = train.Run("NormalizedGD", 0.1, 5, model=TWO)
+    for bad in (0, -1, 2.5, "all"):
+        with pytest.raises(ValueError, match="directions must be"):
+            train.train(run, (X, y), progress=False, directions=bad)
+    with pytest.raises(ValueError, match="progress must be"):
+        train.train(run, (X, y), progress="steps")
+
+
+def test_chunks_follow_max_batch_and_keep_the_run_order():
+    X, y = data.digits_even_odd(n=60)
+    runs = [train.Run(o, 0.1, 5, seed=s, model=m) for m in (TWO, LIN) for o in ("NormalizedGD", "Adam")
+            for s in range(3)]
+    chunks = train.chunks(runs, {"data": (X, y)}, max_batch=4)
+    assert [c for c, _ in chunks] == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]]
+    assert train.chunks(runs, {"data": (X, y)}, engine="loop")[0] == ([0], "engine='loop'")
+    out = train.train(runs[:4], (X, y), progress=False, max_batch=3, directions=False)
+    assert all(h.directions.shape[0] == 0 and h.engine["runs"] in (1, 3) for h in out)
+
+
+def test_the_store_can_come_from_the_environment(tmp_path, monkeypatch):
+    from implicit_bias import store
+
+    monkeypatch.setenv("IMPLICIT_BIAS_STORE", str(tmp_path))
+    X, y = data.digits_even_odd(n=60)
+    out = train.train(train.Run("NormalizedGD", 0.1, 5, model=TWO), (X, y), progress=False)
+    assert isinstance(out, list) and len(store.RunStore(tmp_path)) == 1
+    (key,) = store.RunStore(tmp_path).keys()
+    assert np.array_equal(out[0].log_loss, store.RunStore(tmp_path).load(key).log_loss)

@@ -158,26 +158,28 @@ class History:
     log_loss: np.ndarray  # natural log of the loss
     margins: dict  # norm name -> normalized margins
     param_norm: np.ndarray  # ℓ2 norm of θ
-    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step
+    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step (see direction_steps)
     model: torch.nn.Module  # the trained model
     seconds: float  # wall time; for batched runs the stack's time divided by its runs
     observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
     engine: dict = field(default_factory=lambda: {"name": "loop"})  # which engine trained it
+    # The steps of ``directions``' rows when train(directions=...) kept fewer (None: ``steps``).
+    direction_steps: np.ndarray | None = None
 
     def final(self, norm: str) -> float:
         """The normalized margin in ``norm`` at the last step."""
         return float(self.margins[norm][-1])
 
     def cosine_to_final(self) -> np.ndarray:
-        """``cos(θ_t, θ_final)`` at every logged step."""
+        """``cos(θ_t, θ_final)`` at every logged step (of ``direction_steps`` if thinned)."""
         return self.directions @ self.directions[-1]
 
     def direction(self) -> torch.Tensor:
         return torch.as_tensor(self.directions[-1])
 
     def model_at(self, index: int) -> torch.nn.Module:
-        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]``:
-        enough for anything scale-invariant (margins, KKT certificates)."""
+        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]`` (at
+        ``direction_steps[index]`` if thinned): enough for anything scale-invariant."""
         model = copy.deepcopy(self.model)
         params = list(model.parameters())
         vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)
@@ -222,6 +224,9 @@ class RunFailed(FloatingPointError):
     def __init__(self, run, message: str, history=None):
         super().__init__(message)
         self.run, self.history = run, history
+
+    def __reduce__(self):  # so that it crosses process boundaries (train(executor=...))
+        return type(self), (self.run, str(self), self.history)
 
 
 def history(run, grid, rec, model, seconds, engine, observed=None) -> History:

@@ -11,6 +11,7 @@ continues to losses far below float64's range.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 
@@ -103,10 +104,17 @@ def _check_models(runs, datasets, dev) -> None:
 ENGINES = ("auto", "batched", "loop")
 FAILURES = ("raise", "return")
 
+#: The version of what training computes. Stored results are keyed by it, not by the
+#: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
+#: history (an update rule, the loss frame, the log grid, the engines' arithmetic), and
+#: only then, so that a release that does not touch training keeps stored results found.
+TRAINING_VERSION = 1
+
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
           frame: bool = True, progress: bool = True, device=None, observe=None,
-          engine: str = "auto", max_batch: int | None = None, failures: str = "raise") -> list:
+          engine: str = "auto", max_batch: int | None = None, failures: str = "raise",
+          store=None, executor=None, directions=True):
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
@@ -135,9 +143,20 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     the log grid. In the batched engine it gets the run's own model and optimizer
     objects, given the run's parameters, gradients and state (in the loop's layout).
     ``frame`` is F: the gradients and the optimizer's state are those of ``e^F L``, so a
-    true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`)."""
-    from . import batched
+    true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`).
 
+    ``store`` (a folder or a :class:`store.RunStore`) writes each run to disk as its chunk
+    finishes and skips runs already there, so a sweep that was killed resumes where it
+    stopped; the sweep is then returned as a :class:`store.StoredHistories`, read from disk
+    one history at a time. ``IMPLICIT_BIAS_STORE`` sets a store for every call that names
+    none (``scripts/paper_results.py`` uses it), which then returns a plain list.
+    ``executor``: anything with ``submit(fn, *args)`` returning a future with ``result()``
+    (a ``concurrent.futures`` pool, ``dask.distributed.Client(...).get_executor()``, a
+    submitit executor; default from ``IMPLICIT_BIAS_EXECUTOR``, see :func:`sweep.executor`)
+    gets one task per chunk of compatible runs (:func:`chunks`, each :func:`train_chunk`).
+    ``directions``: keep θ_t/‖θ_t‖ at every log point (True), at none (False) or at about
+    that many (an int, always the first and the last); ``History.direction_steps`` says
+    which. ``progress``: a bar over steps (True), over runs (``'runs'``) or none."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     norms = (norms,) if isinstance(norms, (str, Norm)) else tuple(norms)
     if not (isinstance(log_points, int) and not isinstance(log_points, bool) and log_points >= 1):
@@ -151,7 +170,88 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
     _check_models(runs, datasets, dev)
-    groups, alone, reasons = {}, [], {}
+    if not (directions is True or directions is False
+            or (isinstance(directions, int) and directions >= 1)):
+        raise ValueError(f"directions must be True, False or a positive integer, got {directions!r}.")
+    if progress not in (True, False, "runs"):
+        raise ValueError(f"progress must be True, False or 'runs', got {progress!r}.")
+    todo = chunks(runs, datasets, engine, max_batch, dev)
+    from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
+    store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else store
+    if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
+        from .sweep import executor as from_spec
+
+        executor = from_spec(os.environ["IMPLICIT_BIAS_EXECUTOR"])
+    keys, done = None, set()
+    if store is not None:
+        from . import store as stores
+
+        store = stores.RunStore.of(store)
+        prints = {name: stores.data_fingerprint(*xy) for name, xy in datasets.items()}
+        settings = {"norms": [n if isinstance(n, str) else f"{n.name}:{n!r}" for n in norms],
+                    "log_points": log_points, "frame": bool(frame), "directions": directions,
+                    "engine": engine, "observe": None if observe is None else
+                    f"{getattr(observe, '__module__', '')}:{getattr(observe, '__qualname__', observe)}"}
+        keys = [stores.run_key(stores.run_config(r), prints[r.data], settings) for r in runs]
+        # A chunk is trained again whole unless all its runs are stored: a stack's size can
+        # change its runs' last bits, and a resumed sweep must equal an uninterrupted one.
+        stored = {i for i, k in enumerate(keys) if store.has(k)}
+        todo = [(c, why) for c, why in todo if not stored.issuperset(c)]
+        done = set(range(len(runs))).difference(*(c for c, _ in todo))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        per_run = progress is True
+        bar = tqdm(total=sum(r.steps if per_run else 1 for r in runs), unit="step" if per_run else "run",
+                   initial=sum(runs[i].steps if per_run else 1 for i in done), mininterval=1.0)
+
+    def task(c, why):
+        X, y = datasets[runs[c[0]].data]
+        if executor is not None:  # the worker moves them to its own device
+            X, y = X.cpu(), y.cpu()
+        return ([runs[i] for i in c], X, y, norms, log_points, frame,
+                device if executor is not None else dev, observe, failures, why, directions)
+
+    out, failed = [None] * len(runs), {}
+    try:
+        if executor is None:
+            finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
+                        for c, why in todo)
+        else:
+            finished = _dispatch(executor, todo, task)
+        for c, hists in finished:
+            regime.warn(hists)
+            for i, h in zip(c, hists, strict=True):
+                if isinstance(h, RunFailed):
+                    out[i] = failed[i] = h
+                elif store is not None and not store.has(keys[i]):  # each file atomic
+                    X = datasets[runs[i].data][0]
+                    store.save(keys[i], h, prints[runs[i].data], settings, _input_dim(X),
+                               device=str(dev) if executor is None else "executor")
+                else:
+                    out[i] = h
+            if bar is not None and (executor is not None or progress == "runs"):
+                bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
+    finally:
+        if bar is not None:
+            bar.close()
+    if store is not None:
+        stored = stores.StoredHistories(store, keys, failed)
+        # A store set by the environment makes existing code resumable: it gets its list.
+        return list(stored) if from_env else stored
+    return out
+
+
+def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, dev=None) -> list:
+    """The units a sweep trains in, as ``(indices into runs, reason)``: each group of
+    compatible runs (:func:`batched.group_key`) cut into stacks of at most ``max_batch``
+    runs or what fits (:func:`batched.chunk_size`), reason None; and every run the batched
+    engine cannot take alone, with the reason it goes to the reference loop."""
+    from . import batched
+
+    dev = dev if dev is not None else default_device()
+    groups, alone = {}, []
     for i, run in enumerate(runs):
         reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
         if reason is None:
@@ -159,49 +259,90 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         elif engine == "batched":
             raise ValueError(f"Run {run.label!r} cannot be batched: {reason}. Use engine='auto'.")
         else:
-            alone.append(i)
-            reasons[i] = reason
-    bar = None
-    if progress:
-        from tqdm import tqdm
+            alone.append(([i], reason))
+    out = []
+    for members in groups.values():
+        first = runs[members[0]]
+        X, _ = datasets[first.data]
+        n_params = sum(p.numel() for p in first.build_model(_input_dim(X), DTYPE).parameters())
+        size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
+        out += [(members[at:at + size], None) for at in range(0, len(members), size)]
+    return out + alone
 
-        bar = tqdm(total=sum(r.steps for r in runs), unit="step", mininterval=1.0)
+
+def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 60, frame: bool = True,
+                device=None, observe=None, failures: str = "raise", reason: str | None = None,
+                directions=True, bar=None) -> list:
+    """Train one chunk of :func:`chunks` (what an executor runs): compatible ``runs`` as
+    one stack in the batched engine, or (``reason`` given) one run in the reference loop.
+    Returns their histories, or with ``failures='return'`` a :class:`RunFailed` in a failed
+    run's place (a stack with a failed run is trained again without it: runs in a stack
+    do not affect each other)."""
+    from . import batched
+
+    dev = torch.device(device) if device is not None else default_device()
+    X, y = torch.as_tensor(X).to(dev, DTYPE), torch.as_tensor(y).to(dev, DTYPE)
     out = [None] * len(runs)
-    try:
-        for members in groups.values():
-            first = runs[members[0]]
-            X, y = datasets[first.data]
-            n_params = sum(p.numel() for p in first.build_model(_input_dim(X), DTYPE).parameters())
-            size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
-            for at in range(0, len(members), size):
-                chunk = members[at:at + size]
-                while chunk:
-                    try:
-                        hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points,
-                                                    frame, dev, bar, observe)
-                    except RunFailed as err:
-                        if failures == "raise":
-                            raise
-                        failed = next(i for i in chunk if runs[i] is err.run)
-                        out[failed] = err
-                        chunk = [i for i in chunk if i != failed]
-                        continue
-                    for i, h in zip(chunk, hists):
-                        out[i] = h
-                    chunk = []
-        for i in alone:
-            try:
-                out[i] = _train_one(runs[i], *datasets[runs[i].data], norms, log_points, frame, dev,
-                                    bar, observe, reasons[i])
-            except RunFailed as err:
-                if failures == "raise":
-                    raise
-                out[i] = err
-    finally:
-        if bar is not None:
-            bar.close()
-    regime.warn(out)
+    chunk = list(range(len(runs)))
+    while chunk:
+        try:
+            if reason is not None:
+                hists = [_train_one(runs[i], X, y, norms, log_points, frame, dev, bar, observe, reason)
+                         for i in chunk]
+            else:
+                hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points, frame,
+                                            dev, bar, observe)
+        except RunFailed as err:
+            if failures == "raise":
+                raise
+            failed = next(i for i in chunk if runs[i] is err.run)
+            out[failed] = err
+            chunk = [i for i in chunk if i != failed]
+            continue
+        for i, h in zip(chunk, hists):
+            out[i] = _thin(h, directions)
+        chunk = []
     return out
+
+
+def _thin(h: History, directions) -> History:
+    """Keep ``directions`` of ``h``'s direction rows (True: all; False: none; an int:
+    about that many, evenly spread over the log points, the first and the last kept)."""
+    if directions is True:
+        return h
+    n = len(h.steps)
+    keep = (np.zeros(0, dtype=int) if directions is False
+            else np.unique(np.linspace(0, n - 1, min(directions, n)).round().astype(int)))
+    h.directions = np.ascontiguousarray(h.directions.reshape(n, -1)[keep])
+    h.direction_steps = np.asarray(h.steps)[keep]
+    return h
+
+
+def _dispatch(executor, todo, task):
+    """Submit every chunk to ``executor`` and yield ``(chunk, histories)`` as each
+    finishes: ``concurrent.futures`` futures through ``as_completed``, others (dask's,
+    submitit's jobs) by polling ``done()``. Pending chunks are cancelled on an error."""
+    import concurrent.futures as cf
+
+    pending = [executor.submit(train_chunk, *task(c, why)) for c, why in todo]
+    chunk_of = {id(f): c for f, (c, _) in zip(pending, todo)}
+    try:  # only `pending` holds futures: a finished chunk's histories are freed once stored
+        if all(isinstance(f, cf.Future) for f in pending):
+            for f in cf.as_completed(list(pending)):
+                pending.remove(f)
+                yield chunk_of[id(f)], f.result()
+            return
+        while pending:
+            ready = [f for f in pending if not hasattr(f, "done") or f.done()]
+            if not ready:
+                time.sleep(0.05)
+            for f in ready:
+                pending.remove(f)
+                yield chunk_of[id(f)], f.result()
+    finally:
+        for f in pending:
+            if hasattr(f, "cancel"):
+                f.cancel()
 
 
 def _input_dim(X):
@@ -329,5 +470,6 @@ def adaptive_scales(model, optimizer, frame: float) -> dict:
     return out
 
 
-__all__ = ["Run", "History", "train", "RunFailed", "log_grid", "summary", "adaptive_scales", "batches",
-           "per_sample_gradients", "BATCH_SCHEMES", "DTYPES", "FRAME_SLACK"]
+__all__ = ["Run", "History", "train", "train_chunk", "chunks", "TRAINING_VERSION", "RunFailed", "log_grid",
+           "summary", "adaptive_scales", "batches", "per_sample_gradients", "BATCH_SCHEMES", "DTYPES",
+           "FRAME_SLACK"]

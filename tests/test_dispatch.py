@@ -1,0 +1,87 @@
+"""Dispatch: train(..., executor=...) sends chunks of compatible runs (the batched engine's
+stacks) to any Executor-like object; a process pool, a dask LocalCluster (2 worker
+processes) and submitit's local executor all give results bit-identical to the local
+engine on the CPU."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import implicit_bias as ib
+import numpy as np
+import pytest
+import torch
+from implicit_bias import store
+from implicit_bias import train as training
+from implicit_bias.train import Run, RunFailed
+
+NET = {"kind": "two_layer", "width": 8, "activation": "relu2"}
+OPTIONS = dict(norms=("l2", "linf"), max_batch=3, progress=False, device="cpu")
+
+
+def sweep():
+    data = ib.data.digits_even_odd(n=150)
+    runs = [Run(o, lr, 80, schedule=0.5, seed=s, model=NET)
+            for o, lr in [("NormalizedGD", 0.5), ("Signum", 0.01), ("Adam", 0.01)] for s in range(2)]
+    runs.append(Run("TorchMuon", 0.05, 80, model=NET))  # a run for the reference loop: its own chunk
+    return runs, data
+
+
+@functools.cache
+def local():
+    with torch.random.fork_rng():
+        runs, data = sweep()
+        return training.train(runs, data, **OPTIONS)
+
+
+def identical(a, b):
+    for h, g in zip(a, b, strict=True):
+        assert h.run == g.run and h.engine["name"] == g.engine["name"]
+        for name in ("steps", "log_loss", "param_norm", "directions"):
+            assert np.array_equal(getattr(h, name), getattr(g, name)), (h.run.label, name)
+        assert all(np.array_equal(h.margins[n], g.margins[n]) for n in h.margins)
+        assert all(torch.equal(p, q) for p, q in zip(h.model.parameters(), g.model.parameters()))
+
+
+def test_chunks_are_the_engines_stacks():
+    runs, data = sweep()
+    chunks = training.chunks(runs, {"data": data}, max_batch=3)
+    assert [c for c, _ in chunks] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert chunks[0][1] is None and "TorchMuon" in chunks[-1][1]
+
+
+def test_a_process_pool_gives_the_local_results(tmp_path):
+    runs, data = sweep()
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        identical(local(), training.train(runs, data, executor=pool, **OPTIONS))
+        stored = training.train(runs, data, executor=pool, store=tmp_path, **OPTIONS)
+    identical(local(), stored)
+    assert len(store.RunStore(tmp_path)) == len(runs)
+
+
+def test_a_dask_local_cluster_gives_the_local_results():
+    distributed = pytest.importorskip("distributed")
+    runs, data = sweep()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        identical(local(), training.train(runs, data, executor=client.get_executor(), **OPTIONS))
+        identical(local(), training.train(runs, data, executor=client, **OPTIONS))  # dask's own futures
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_submitit_local_executor_gives_the_local_results(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    runs, data = sweep()
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=5)
+    identical(local(), training.train(runs[:3], data, executor=executor, **OPTIONS)[:3] + local()[3:])
+
+
+def test_a_failed_run_crosses_processes():
+    run = Run("NormalizedGD", 0.1, 5)
+    err = pickle.loads(pickle.dumps(RunFailed(run, "boom at step 3")))
+    assert isinstance(err, RunFailed) and str(err) == "boom at step 3" and err.run == run
