@@ -221,11 +221,60 @@ def table(rows, columns=None, digits: int = 4) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def caption(fig, text: str, cell: str = "the cell above"):
-    """Write a figure's caption under it, saying what made it: ``text``, then which cell
-    and which run size drew it (a reader comparing a page with a rerun needs both)."""
+def _wrap(fig, text: str, size: float) -> list:
+    """``text`` wrapped into lines that fit the figure's width at font ``size``, measured with the
+    figure's own renderer (an estimate of half an em per character where there is none)."""
+    import textwrap
+
+    chars = max(20, int(fig.get_size_inches()[0] * 72 / (0.5 * size)))
+    lines = textwrap.wrap(text, chars)
+    renderer = getattr(fig.canvas, "get_renderer", lambda: None)()
+    if renderer is None:
+        return lines
+    probe = fig.text(0, 0, "", fontsize=size)
+    while chars > 20:
+        probe.set_text("\n".join(lines))
+        if probe.get_window_extent(renderer).width <= 0.97 * fig.bbox.width:
+            break
+        chars = int(chars * 0.9)
+        lines = textwrap.wrap(text, chars)
+    probe.remove()
+    return lines
+
+
+def _this_cell() -> str:
+    """The cell being run, as a notebook shows it (``In [n]``), or "the cell above" outside one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return "the cell above"
+    count = getattr(get_ipython(), "execution_count", None)
+    return f"the cell above (In [{count}])" if count else "the cell above"
+
+
+def caption(fig, text: str, cell: str | None = None):
+    """Write a figure's caption under it, inside the image: ``text``, then which cell and
+    which run size drew it (a reader comparing a page with a rerun needs both).
+
+    The figure grows by the caption's height and its axes keep their size, so the caption
+    is part of every saved image (``savefig`` with or without ``bbox_inches="tight"``).
+    Call it last, after ``tight_layout``."""
     from .config import profile
 
-    note = f"{text}  [Drawn by {cell} at run size {profile()}.]"
-    fig.text(0.01, -0.02, note, ha="left", va="top", fontsize=8.5, wrap=True)
+    note = f"{text}  [Drawn by {cell or _this_cell()} at run size {profile()}.]"
+    width, height = fig.get_size_inches()
+    size = 8.5  # points
+    lines = _wrap(fig, note, size)
+    extra = (len(lines) * 1.35 * size + 10) / 72  # inches
+    fig.set_layout_engine("none")  # keep the positions set here
+    fig.set_size_inches(width, height + extra, forward=True)
+    scale, shift = height / (height + extra), extra / (height + extra)
+    for ax in fig.axes:  # the old figure now sits on top of the caption strip
+        box = ax.get_position()
+        ax.set_position([box.x0, shift + box.y0 * scale, box.width, box.height * scale])
+    for artist in [*fig.texts, *([fig._suptitle] if fig._suptitle else [])]:
+        x, y = artist.get_position()
+        artist.set_position((x, shift + y * scale))
+    fig.text(0.01, (4 / 72) / (height + extra), "\n".join(lines), ha="left", va="bottom", fontsize=size,
+             color="0.25")
     return fig
