@@ -14,7 +14,7 @@ is quick and pulls in neither cvxpy nor matplotlib until a solver or a figure ne
 import pkgutil
 from importlib import import_module
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: Every submodule, found on disk so that a new module needs no entry here.
 _SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))

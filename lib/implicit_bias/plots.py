@@ -258,7 +258,8 @@ def caption(fig, text: str, cell: str | None = None):
 
     The figure grows by the caption's height and its axes keep their size, so the caption
     is part of every saved image (``savefig`` with or without ``bbox_inches="tight"``).
-    Call it last, after ``tight_layout``."""
+    Call it last, after ``tight_layout``. It returns nothing, so that a cell ending with it
+    shows its figure once."""
     from .config import profile
 
     note = f"{text}  [Drawn by {cell or _this_cell()} at run size {profile()}.]"
@@ -277,4 +278,3 @@ def caption(fig, text: str, cell: str | None = None):
         artist.set_position((x, shift + y * scale))
     fig.text(0.01, (4 / 72) / (height + extra), "\n".join(lines), ha="left", va="bottom", fontsize=size,
              color="0.25")
-    return fig
