@@ -13,6 +13,8 @@ The loop's throughput does not depend on K (it trains one run after another), so
 timed on ``--loop-runs`` of the K runs (default 4) to keep the script short. Both engines
 log 60 points per run, as the book does. Timings are only comparable within one run of
 this script: they depend on the machine's load, so each is the best of ``--repeats``.
+``benchmarks/peers.py`` times the engine against what a researcher would write instead (a
+plain PyTorch loop, a ``torch.func`` ensemble, a compiled one).
 """
 
 from __future__ import annotations

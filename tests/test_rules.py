@@ -79,3 +79,22 @@ def test_lion_follows_its_definition():
 def test_every_rule_declares_the_order_of_its_state():
     for rule in rules.RULES.values():
         assert all(order in (1, 2) for order in rule.state.values()), rule.name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_state_stays_finite_in_its_dtype_however_far_the_frame_moves(dtype):
+    """float32 overflows near e^88: a second moment rescaled by a frame move of 60 (a factor
+    e^120) keeps its factor as a log, and Adam's direction equals float64's to rounding."""
+    g = torch.tensor([[0.3, -2.0, 0.5]], dtype=torch.float64)
+    rule, hyper = rules.get("adam"), {"betas": (0.9, 0.99), "eps": 0.0, "frame": 0.0}
+    state = rule.update([g], {}, hyper, [1], [g]).state
+    state = {k: rules.Entry([x.to(dtype) for x in e.tensors]) for k, e in state.items()}
+    moved = rules.rescale(rule, state, 60.0)
+    assert all(torch.isfinite(x).all() for e in moved.values() for x in e.tensors)
+    assert rules.fold_limit(torch.float64) == rules.FOLD and rules.fold_limit(torch.float32) < 88
+    # the next gradient, in the new frame's units (of order 1 again)
+    u = rule.update([g.to(dtype)], moved, {**hyper, "frame": 60.0}, [2], [g.to(dtype)])
+    wide = {k: rules.Entry([x.double() for x in e.tensors]) for k, e in state.items()}
+    ref = rule.update([g], rules.rescale(rule, wide, 60.0), {**hyper, "frame": 60.0}, [2], [g])
+    assert torch.isfinite(u.directions[0]).all()
+    assert rel_err(u.directions[0].double(), ref.directions[0]) < (1e-5 if dtype == torch.float32 else 1e-12)

@@ -242,7 +242,8 @@ def test_eps_sweep_network_passes(net_case):
     assert v, v.failures
 
 
-@pytest.mark.parametrize("perm", [(1, 0, 2, 3), (0, 1, 3, 2), (3, 2, 1, 0)])
+# Not (1, 0, 2, 3): ε = 1e-8 stays far below √v̂ on these runs, so it is ε = 0 up to rounding.
+@pytest.mark.parametrize("perm", [(0, 2, 1, 3), (0, 1, 3, 2), (3, 2, 1, 0)])
 def test_eps_sweep_network_fails_with_shuffled_eps(net_case, perm):
     hs, _ = net_case
     sweep = [hs["Adam"], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]

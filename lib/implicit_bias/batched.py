@@ -101,17 +101,27 @@ class BatchedOptimizer:
         self.start, self.k, self.runs = start, len(opts), list(runs)
         dev, dtype = stack_params[0].device, stack_params[0].dtype
         self.groups = []
+        self.schedules = np.asarray(schedules, dtype=float)
         for gi, (group, idx) in enumerate(zip(opts[0].param_groups, positions, strict=True)):
             rule = rules.get(group["rule"])
             own = [o.param_groups[gi] for o in opts]
+            lr = np.array([float(g["lr"]) for g in own])
+            hyper = {**{key: _stack_numbers([g[key] for g in own], dev, dtype) for key in rule.numbers},
+                     **{key: group[key] for key in rule.options}}
+            # What the rule is handed: a number shared by every run as a plain number (as the
+            # optimizers hand it), which spares the rule tensor work and synchronizations at
+            # every step (a momentum of 0, Adam's bias corrections, ε > 0).
+            numbers = dict(hyper)
+            for key in rule.numbers:
+                values = [g[key] for g in own]
+                if all(v == values[0] for v in values):
+                    numbers[key] = values[0]
             self.groups.append(dict(
-                rule=rule, idx=list(idx), lr=np.array([float(g["lr"]) for g in own]),
-                hyper={**{key: _stack_numbers([g[key] for g in own], dev, dtype) for key in rule.numbers},
-                       **{key: group[key] for key in rule.options}},
+                rule=rule, idx=list(idx), lr=lr, hyper=hyper, numbers=numbers,
+                one_rate=bool((lr == lr[0]).all() and (self.schedules == self.schedules[0]).all()),
                 state={}))
-        self.schedules = np.asarray(schedules, dtype=float)
         self.frame = np.zeros(self.k)  # each run's F: the gradients are those of e^F L
-        self._frame = torch.zeros(self.k, device=dev, dtype=dtype)
+        self._frame = 0.0  # F as the rules get it: one number while every run shares it
         self._dev, self._dtype = dev, dtype
         self._warned_dead = False
 
@@ -123,12 +133,17 @@ class BatchedOptimizer:
         for group in self.groups:
             ps = [params[i][rows] for i in group["idx"]]
             gs = [grads[i][rows] for i in group["idx"]]
-            update = group["rule"].update(gs, group["state"], {**group["hyper"], "frame": self._frame},
+            update = group["rule"].update(gs, group["state"], {**group["numbers"], "frame": self._frame},
                                           [t] * len(gs), ps)
             group["state"].update(update.state)
             if update.dead and not self._warned_dead:
                 self._warned_dead = True
                 optim.warn_dead_coordinates(stacklevel=4)
+            if group["one_rate"]:  # one rate for every run: θ − η_t u in one pass, as the optimizers
+                lr = -float(group["lr"][0] * decay[0])
+                for p, u in zip(ps, update.directions):
+                    p.add_(u, alpha=lr)
+                continue
             lr = torch.as_tensor(group["lr"] * decay, device=self._dev, dtype=self._dtype)
             for p, u in zip(ps, update.directions):
                 p.sub_(column(lr, u) * u)
@@ -155,7 +170,9 @@ class BatchedOptimizer:
     def reframe(self, deltas: np.ndarray) -> None:
         """Per-run :meth:`optim.RuleOptimizer.reframe`: one operation for any move."""
         self.frame = self.frame + deltas
-        self._frame = torch.as_tensor(self.frame, device=self._dev, dtype=self._dtype)
+        shared = bool((self.frame == self.frame[0]).all())
+        self._frame = float(self.frame[0]) if shared else torch.as_tensor(self.frame, device=self._dev,
+                                                                           dtype=self._dtype)
         d = torch.as_tensor(deltas, device=self._dev, dtype=self._dtype)
         for group in self.groups:
             group["state"] = rules.rescale(group["rule"], group["state"], d)
@@ -216,6 +233,10 @@ def peak_memory(dev: torch.device) -> int:
 
 def _check_gradients(grads, K: int, run_at, t: int) -> None:
     """Raise :class:`RunFailed` for the first run whose gradient has a NaN or inf entry."""
+    # A NaN or inf entry makes the sum non-finite: one reduction per tensor and one
+    # synchronization in the common case; the runs are searched only when it is not finite.
+    if bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
+        return
     finite = torch.stack([g.reshape(K, -1).isfinite().all(dim=1) for g in grads]).all(dim=0)
     if not bool(finite.all()):
         run = run_at(int((~finite).nonzero()[0]))

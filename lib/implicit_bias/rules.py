@@ -36,8 +36,15 @@ from .norms import column
 Tensors = list[torch.Tensor]
 
 #: A factor ``e^ℓ`` is folded into an entry's tensors when its largest value times it stays
-#: below ``e^FOLD`` (float64 overflows near e^709).
+#: below ``e^FOLD`` (float64 overflows near e^709); :func:`fold_limit` scales it to other
+#: dtypes (float32 overflows near e^88).
 FOLD = 600.0
+
+
+def fold_limit(dtype: torch.dtype) -> float:
+    """:data:`FOLD` for ``dtype``: the same fraction of its exponent range as 600 of float64's
+    (about 75 for float32)."""
+    return FOLD * math.log(torch.finfo(dtype).max) / math.log(torch.finfo(torch.float64).max)
 
 
 class Entry(NamedTuple):
@@ -156,7 +163,7 @@ def settled(e: Entry) -> Entry:
         top = x.reshape(x.shape[0], -1).abs().amax(dim=1)
         top = torch.where(top > 0, top, torch.ones_like(top))
         log = lg + torch.log(top)  # the factor of x / top
-        fold = log < FOLD
+        fold = log < fold_limit(x.dtype)
         unit = x / column(top, x)  # first: e^log / top itself may overflow
         tensors.append(unit * column(torch.where(fold, torch.exp(torch.where(fold, log, 0.0)), 1.0), x))
         logs.append(torch.where(fold, torch.zeros_like(log), log))
@@ -354,4 +361,5 @@ def adam_proxy(grads, state, hyper, steps, params) -> Update:
 
 
 __all__ = ["RULES", "Rule", "Entry", "Update", "register", "get", "rescale", "ema", "settled", "aligned",
-           "entry", "bias_correction", "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "FOLD"]
+           "entry", "bias_correction", "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "FOLD",
+           "fold_limit"]

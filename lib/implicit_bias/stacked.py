@@ -152,7 +152,11 @@ class TwoLayerStack(Stack):
         W, a = self.params
         if slope is None:  # ReLU: σ' = sign(σ)
             slope = torch.sign(value, out=self._buffer("v", value.shape))
-        M = torch.bmm(slope.mT, df.unsqueeze(-1) * X)  # (K, h, d)
+        if X.dim() == 2:  # a shared X: df_k ⊙ X for every run, into a buffer kept from step to step
+            dfX = torch.mul(df.unsqueeze(-1), X, out=self._buffer("dfX", (*df.shape, X.shape[1])))
+        else:
+            dfX = df.unsqueeze(-1) * X
+        M = torch.bmm(slope.mT, dfX)  # (K, h, d)
         if factor != 1.0:
             M.mul_(factor)
         grad_W = a.unsqueeze(-1) * M

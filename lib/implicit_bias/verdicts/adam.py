@@ -257,6 +257,12 @@ def eps_sweep_linear(hs, eps_values, unit: dict, track: float = 0.999, slack: fl
     return _merge(v, regime(ref))
 
 
+#: Relative difference below which two runs' final margins count as equal. Adam on a network
+#: amplifies any perturbation: at the smoke size the ε = 1e-8 run (ε/√v̂ < 1e-6 at every step)
+#: ends 2e-5 away from the ε = 0 run, on either side depending on the engine's summation order.
+TIE = 1e-3
+
+
 def eps_sweep_network(hs, eps_values, late: int = 4) -> Verdict:
     """On the network: every run separated the data; the final ℓ∞ margin falls and the ℓ2
     margin rises strictly with ε; a run that handed over before the last ``late`` log
@@ -278,8 +284,12 @@ def eps_sweep_network(hs, eps_values, late: int = 4) -> Verdict:
                       f"ε={eps:g}: handed over, ℓ∞ margin still at its peak")
     ends_inf = [hs[i].final("linf") for i in order]
     ends_2 = [hs[i].final("l2") for i in order]
-    v.require(all(b < a for a, b in zip(ends_inf, ends_inf[1:])), "the final ℓ∞ margin does not fall with ε")
-    v.require(all(b > a for a, b in zip(ends_2, ends_2[1:])), "the final ℓ2 margin does not rise with ε")
+    # An ε far below √v̂ for the whole run (1e-8 at the smaller sizes) is ε = 0 up to the run's
+    # amplified rounding: such neighbours may tie to TIE; anything larger in the wrong direction fails.
+    falls = all(b < a * (1 + TIE) for a, b in zip(ends_inf, ends_inf[1:]))
+    rises = all(b > a * (1 - TIE) for a, b in zip(ends_2, ends_2[1:]))
+    v.require(falls and ends_inf[-1] < ends_inf[0] * (1 - TIE), "the final ℓ∞ margin does not fall with ε")
+    v.require(rises and ends_2[-1] > ends_2[0] * (1 + TIE), "the final ℓ2 margin does not rise with ε")
     return _merge(v, regime(hs[list(eps_values).index(0.0)]))
 
 
