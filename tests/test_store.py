@@ -181,6 +181,26 @@ def test_runs_with_a_lambda_model_cannot_be_stored(tmp_path, digits):
         train(run, digits, progress=False, store=tmp_path)
 
 
+def test_a_name_that_does_not_import_back_is_refused(tmp_path, digits):
+    # a generated factory (its qualname is not an attribute path) would store a run no load finds
+    run = Run("NormalizedGD", 0.1, 5, model=ib.models.pairwise_factory(ib.models.TwoLayerMulticlass, width=4))
+    with pytest.raises(TypeError, match="top level of an importable module"):
+        store.run_config(run)
+
+
+def test_a_store_from_the_environment_skips_a_call_it_cannot_key(tmp_path, digits, monkeypatch):
+    monkeypatch.setenv("IMPLICIT_BIAS_STORE", str(tmp_path))
+    run = Run("NormalizedGD", 0.1, 5, model=lambda d: ib.models.Linear(d))
+    with pytest.warns(UserWarning, match="IMPLICIT_BIAS_STORE ignored"):
+        (h,) = train(run, digits, progress=False)
+    assert len(h.steps) and not any(tmp_path.rglob("*.npz"))
+
+
+def test_norm_objects_are_keyed_by_their_whole_state():
+    a, b = torch.eye(3), torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    keys = {store.norm_key(ib.norms.Mahalanobis(m)) for m in (a.double(), b, b.clone())}
+    assert len(keys) == 2 and store.norm_key("l2") == "l2"
+
 # --- chapters' tables --------------------------------------------------------------------------
 
 

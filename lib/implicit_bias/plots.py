@@ -273,7 +273,7 @@ def caption(fig, text: str, cell: str | None = None):
     for ax in fig.axes:  # the old figure now sits on top of the caption strip
         box = ax.get_position()
         ax.set_position([box.x0, shift + box.y0 * scale, box.width, box.height * scale])
-    for artist in [*fig.texts, *([fig._suptitle] if fig._suptitle else [])]:
+    for artist in fig.texts:  # a suptitle is one of them
         x, y = artist.get_position()
         artist.set_position((x, shift + y * scale))
     fig.text(0.01, (4 / 72) / (height + extra), "\n".join(lines), ha="left", va="bottom", fontsize=size,

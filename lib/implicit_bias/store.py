@@ -97,11 +97,16 @@ def _encode(value):
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     if callable(value):
-        qualname = getattr(value, "__qualname__", "")
-        if "<" in qualname or not getattr(value, "__module__", None):
+        encoded = {"import": f"{getattr(value, '__module__', None)}:{getattr(value, '__qualname__', '')}"}
+        try:  # a name that does not import back to this very object would store a wrong run
+            found = _decode(encoded) is value
+        except Exception:
+            found = False
+        if not found:
             raise TypeError(f"{value!r} cannot be stored by name: define it at the top level of an "
-                            "importable module (not a lambda or a local function) to store its runs.")
-        return {"import": f"{value.__module__}:{qualname}"}
+                            "importable module (not a lambda, a local function or a generated "
+                            "class) to store its runs.")
+        return encoded
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return value
@@ -119,6 +124,20 @@ def _decode(value):
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
+
+
+def norm_key(norm) -> str:
+    """A norm in a store key: its name, or its class and a hash of all its attributes (a
+    Mahalanobis matrix, hybrid weights) — its ``repr`` abbreviates them."""
+    if isinstance(norm, str):
+        return norm
+    digest = hashlib.sha256()
+    for name, value in sorted(vars(norm).items()):
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        data = value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode()
+        digest.update(name.encode() + data)
+    return f"{type(norm).__module__}:{type(norm).__qualname__}:{digest.hexdigest()[:16]}"
 
 
 def run_config(run) -> dict:

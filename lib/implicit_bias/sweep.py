@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def executor(spec: str):
     if kind == "processes":
         from concurrent.futures import ProcessPoolExecutor
 
-        ex = ProcessPoolExecutor(int(arg) if arg else None)
+        # spawn, not fork: the parent may hold CUDA state, which a forked worker cannot use
+        ex = ProcessPoolExecutor(int(arg) if arg else None, mp_context=multiprocessing.get_context("spawn"))
     elif kind in ("dask", "dask-local"):
         from distributed import Client, LocalCluster
 

@@ -108,7 +108,7 @@ FAILURES = ("raise", "return")
 #: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
 #: history (an update rule, the loss frame, the log grid, the engines' arithmetic), and
 #: only then, so that a release that does not touch training keeps stored results found.
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
@@ -145,7 +145,8 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     ``frame`` is F: the gradients and the optimizer's state are those of ``e^F L``, so a
     true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`).
 
-    ``store`` (a folder or a :class:`store.RunStore`) writes each run to disk as its chunk
+    ``store`` (a folder or a :class:`store.RunStore`; ``False``: none, whatever the
+    environment says) writes each run to disk as its chunk
     finishes and skips runs already there, so a sweep that was killed resumes where it
     stopped; the sweep is then returned as a :class:`store.StoredHistories`, read from disk
     one history at a time. ``IMPLICIT_BIAS_STORE`` sets a store for every call that names
@@ -177,7 +178,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"progress must be True, False or 'runs', got {progress!r}.")
     todo = chunks(runs, datasets, engine, max_batch, dev)
     from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
-    store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else store
+    store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else (None if store is False else store)
     if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
         from .sweep import executor as from_spec
 
@@ -186,13 +187,20 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     if store is not None:
         from . import store as stores
 
-        store = stores.RunStore.of(store)
         prints = {name: stores.data_fingerprint(*xy) for name, xy in datasets.items()}
-        settings = {"norms": [n if isinstance(n, str) else f"{n.name}:{n!r}" for n in norms],
-                    "log_points": log_points, "frame": bool(frame), "directions": directions,
-                    "engine": engine, "observe": None if observe is None else
-                    f"{getattr(observe, '__module__', '')}:{getattr(observe, '__qualname__', observe)}"}
-        keys = [stores.run_key(stores.run_config(r), prints[r.data], settings) for r in runs]
+        try:
+            settings = {"norms": [stores.norm_key(n) for n in norms], "log_points": log_points,
+                        "frame": bool(frame), "directions": directions, "engine": engine,
+                        "observe": None if observe is None else stores._encode(observe)}
+            keys = [stores.run_key(stores.run_config(r), prints[r.data], settings) for r in runs]
+        except TypeError as error:
+            if not from_env:
+                raise
+            # IMPLICIT_BIAS_STORE covers every call; one that cannot be keyed trains unstored
+            warnings.warn(f"IMPLICIT_BIAS_STORE ignored for this call: {error}", stacklevel=2)
+            store = None
+    if store is not None:
+        store = stores.RunStore.of(store)
         # A chunk is trained again whole unless all its runs are stored: a stack's size can
         # change its runs' last bits, and a resumed sweep must equal an uninterrupted one.
         stored = {i for i, k in enumerate(keys) if store.has(k)}
