@@ -227,3 +227,10 @@ def test_small_gaussian(n, d):
     assert max_margin(X, y, "l2").margin > 0
     assert set(data.LOADERS) >= {"small_gaussian", "generalized_rademacher"}
     assert torch.equal(data.load("small_gaussian", n=n, d=d)[0], X)
+
+
+def test_multiclass_pairs_refuses_labels_that_are_not_integers():
+    X = np.random.default_rng(0).random((4, 3))
+    assert data.multiclass_pairs(X, [0, 1, 2, 1])[0].shape == (8, 3, 3)
+    with pytest.raises(ValueError, match="integers"):
+        data.multiclass_pairs(X, [0, 1.7, 2, 1])  # not read as class 1

@@ -155,12 +155,13 @@ def multiclass_pairs(X, labels, num_classes: int | None = None, dtype=DTYPE):
 
     Returns ``Z`` of shape (n(k − 1), k, d) and ``y = 1``."""
     X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
-    labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
-    if X.ndim != 2 or len(labels) != len(X):
-        raise ValueError(f"X must be (n, d) with one label per row; got {X.shape} and {labels.shape}.")
-    k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
-    if labels.min() < 0 or labels.max() >= k or k < 2:
-        raise ValueError(f"labels must be integers in [0, {k}) with k ≥ 2; got {np.unique(labels)[:10]}.")
+    raw = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    if X.ndim != 2 or len(raw) != len(X):
+        raise ValueError(f"X must be (n, d) with one label per row; got {X.shape} and {raw.shape}.")
+    k = int(np.max(raw)) + 1 if num_classes is None else int(num_classes)
+    if k < 2:
+        raise ValueError(f"A multiclass problem needs k ≥ 2 classes; got k = {k}.")
+    labels = check_class_labels(raw, k)  # refuses 1.7 rather than reading it as class 1
     n, d = X.shape
     others = np.array([[c2 for c2 in range(k) if c2 != c] for c in range(k)])[labels]  # (n, k−1)
     Z = np.zeros((n, k - 1, k, d))
