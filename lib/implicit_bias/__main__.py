@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+os.environ.setdefault("MPLBACKEND", "Agg")  # the command line saves figures, it shows none
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m implicit_bias", description=__doc__.split("\n")[0])

@@ -522,7 +522,7 @@ def pairwise_factory(cls, **options):
         seed = int(torch.randint(0, 2**31 - 1, ()))
         return Pairwise(cls(**options, seed=seed))
 
-    # names the batched engine's group (a factory's key is its str)
+    # a readable name in labels and messages (a store refuses it: it does not import back)
     factory.__qualname__ = f"pairwise_factory({cls.__name__}, {options})"
     return factory
 

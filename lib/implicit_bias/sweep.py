@@ -255,9 +255,8 @@ def report(store, out=None, level: float = 0.95, figures: bool = True):
 
 
 def _figures(groups, norms, out: Path, level: float) -> list:
-    import matplotlib
+    import matplotlib.colors
 
-    matplotlib.use("Agg")
     from .plots import _pyplot, color, norm_label
     from .stats import mean_interval
 
