@@ -176,14 +176,7 @@ def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0
     """scikit-learn's 8×8 digits with the classes ``0 … num_classes − 1`` (pixels in [0, 1]),
     as the matrix-input binary problem of :func:`multiclass_pairs`; ``n`` takes a random
     subset of the images before the expansion (n·(k − 1) inputs come out)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    keep = digits.target < num_classes
-    X, labels = digits.data[keep] / 16.0, digits.target[keep]
-    if n is not None and n < len(labels):
-        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
-        X, labels = X[idx], labels[idx]
+    X, labels = digits_classes(n, num_classes, seed)
     return multiclass_pairs(X, labels, num_classes, dtype)
 
 
@@ -241,10 +234,7 @@ def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0, d
 
     digits = load_digits()
     keep = digits.target < num_classes
-    X, labels = digits.data[keep] / 16.0, digits.target[keep]
-    if n is not None and n < len(labels):
-        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
-        X, labels = X[idx], labels[idx]
+    X, labels = _subset(digits.data[keep] / 16.0, digits.target[keep], n, seed)
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
 
 
