@@ -90,33 +90,73 @@ def _as_numpy(a):
     return np.asarray(a, dtype=float)
 
 
-def _as_norm(norm, shape=None) -> _norms.Norm:
+def _as_norm(norm, shapes=None) -> _norms.Norm:
     """A :class:`~implicit_bias.norms.Norm`, a registered name, or a symmetric
     positive-definite matrix M (or a positive vector, ``diag(M)``) for the Mahalanobis norm
-    ``sqrt(wᵀMw)``. ``shape``, one weight's shape, builds norms that depend on it (hybrid)."""
+    ``sqrt(wᵀMw)``. ``shapes``, the weight's blocks, builds norms that depend on them (hybrid)."""
     if isinstance(norm, (str, _norms.Norm)):
-        params = None if shape is None else [torch.zeros(shape, dtype=torch.float64)]
+        params = None if shapes is None else [torch.zeros(s, dtype=torch.float64) for s in shapes]
         return _norms.as_norm(norm, params)
     return _norms.Mahalanobis(_as_numpy(norm))
+
+
+def _blocks(ws, shapes) -> list[torch.Tensor]:
+    """The flat weight ``ws`` as one tensor per block."""
+    return _norms._unflat(torch.as_tensor(np.asarray(ws, dtype=float).reshape(-1)),
+                          [torch.empty(s, device="meta") for s in shapes])
+
+
+def _value(ws, shapes, norm: _norms.Norm) -> float:
+    return float(norm(_blocks(ws, shapes)))
 
 
 def norm_value(w, norm) -> float:
     """Value of ``w`` (one weight, numpy or torch) in ``norm``: a Norm, a registered name or a
     PSD matrix M."""
-    w = torch.as_tensor(_as_numpy(w))
-    return float(_as_norm(norm, tuple(w.shape))([w]))
+    w = _as_numpy(w)
+    return _value(w, [w.shape], _as_norm(norm, [w.shape]))
 
 
-def _signed_inputs(X, y, norm: _norms.Norm):
-    """``Z = y_i x_i`` flattened to (n, size), and the weight's shape."""
+def _weight_shapes(X, blocks) -> tuple[list[tuple], dict | None]:
+    """The weight's block shapes and names: one block shaped like an input, or ``blocks``
+    (a dict ``{name: shape}``, or a model whose parameters name them, which must then be the
+    linear model ``f(x) = Σ_k ⟨θ_k, x_k⟩`` on these inputs)."""
+    if blocks is None:
+        return [X.shape[1:]], None
+    if isinstance(blocks, torch.nn.Module):
+        _check_block_linear(blocks, X)
+        blocks = {name: tuple(p.shape) for name, p in blocks.named_parameters()}
+    named = models.block_shapes(blocks)
+    total = sum(int(np.prod(s)) for s in named.values())
+    if X.ndim != 2 or X.shape[1] != total:
+        raise ValueError(f"With blocks {named}, X must be (n, {total}): each input the blocks' inputs "
+                         f"flattened and concatenated in that order; got {X.shape}.")
+    return list(named.values()), named
+
+
+def _check_block_linear(model, X) -> None:
+    """Refuse a model that is not ``⟨θ, x⟩`` on X (its max-margin problem is not this one)."""
+    with torch.no_grad():
+        theta = torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters()])
+        Xt = torch.as_tensor(X, dtype=torch.float64)
+        f = model(Xt.to(next(model.parameters()).dtype)).double().cpu().reshape(-1)
+    if Xt.ndim != 2 or Xt.shape[1] != theta.numel() or not torch.allclose(f, Xt @ theta, rtol=1e-9, atol=1e-12):
+        raise ValueError(f"max_margin(blocks={type(model).__name__}(...)): the exact solver is for a linear "
+                         "model f(x) = Σ_k ⟨θ_k, x_k⟩ whose inputs are its blocks' inputs concatenated "
+                         "in parameter order; this model's outputs on X are not. Pass blocks as a dict "
+                         "{name: shape} for a linear model, or certify a network with kkt_certificate.")
+
+
+def _signed_inputs(X, y, norm: _norms.Norm, shapes):
+    """``Z = y_i x_i`` flattened to (n, size)."""
     X, y = _as_numpy(X), _as_numpy(y)
     check_data(X, y)
     ndim = norm.max_margin_ndim
-    if ndim == 2 and X.ndim != 3:
+    if len(shapes) == 1 and ndim == 2 and X.ndim != 3:
         raise ValueError(f"The {norm.name} max margin needs matrix inputs (n, a, b); got {X.shape}.")
-    if X.ndim != ndim + 1 or X[0].size == 0:
+    if len(shapes) == 1 and (X.ndim != ndim + 1 or X[0].size == 0):
         raise ValueError(f"X must be (n, d) with d ≥ 1 for the {norm.name} max margin; got {X.shape}.")
-    return y[:, None] * X.reshape(X.shape[0], -1), X.shape[1:]
+    return y[:, None] * X.reshape(X.shape[0], -1)
 
 
 def _rescaled(Z):
@@ -161,12 +201,12 @@ def _installed_solvers() -> frozenset[str]:
     return frozenset(_cvxpy().installed_solvers())
 
 
-def _solve(Zs, shape, norm: _norms.Norm, solver: str):
+def _solve(Zs, shapes, norm: _norms.Norm, solver: str):
     """``min ‖w‖ s.t. Zs w ≥ 1`` with one solver: ``(w, λ)``, λ the multipliers of
     ``min ½‖w‖²``, or the reason it failed (a string)."""
     cp = _cvxpy()
     w = cp.Variable(Zs.shape[1])
-    objective = norm.max_margin_objective(w, [shape])
+    objective = norm.max_margin_objective(w, shapes)
     constraint = Zs @ w >= 1
     problem = cp.Problem(cp.Minimize(objective), [constraint])
     try:
@@ -182,22 +222,22 @@ def _solve(Zs, shape, norm: _norms.Norm, solver: str):
     if not objective.is_quadratic():
         # ‖w‖ was minimized (½‖w‖² is a quadratic form, a norm never is): the multipliers
         # of min ½‖w‖² are ‖w*‖ times its multipliers.
-        dual = dual * norm_value(ws.reshape(shape), norm)
+        dual = dual * _value(ws, shapes, norm)
     return ws, dual
 
 
-def _gap(Zs, direction, dual, shape, norm: _norms.Norm) -> float:
+def _gap(Zs, direction, dual, shapes, norm: _norms.Norm) -> float:
     """Relative duality gap ``‖Zsᵀλ̂‖_* / γ − 1``, λ̂ = λ⁺/Σλ⁺ on the simplex: every unit
     ``w`` has ``min_i z_i·w ≤ ⟨Zsᵀλ̂, w⟩ ≤ ‖Zsᵀλ̂‖_*``, so the maximum margin lies between
     γ = min_i z_i·direction and ``‖Zsᵀλ̂‖_*``, equal at the optimum (minimax)."""
     lam = np.clip(dual, 0.0, None)
     if not lam.sum() > 0:
         return np.inf
-    combination = torch.as_tensor((Zs.T @ (lam / lam.sum())).reshape(shape))
-    return float(norm.dual([combination])) / float((Zs @ direction).min()) - 1.0
+    combination = _blocks(Zs.T @ (lam / lam.sum()), shapes)
+    return float(norm.dual(combination)) / float((Zs @ direction).min()) - 1.0
 
 
-def _kkt_epsilon(Zs, direction, shape, norm: _norms.Norm) -> float | None:
+def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
     """The certificate ε of the direction on the rescaled data (labels folded into Zs);
     None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
     if type(norm).dual_expr is _norms.Norm.dual_expr:
@@ -207,17 +247,18 @@ def _kkt_epsilon(Zs, direction, shape, norm: _norms.Norm) -> float | None:
         # fast ℓ2 certificate of v on the inputs L⁻¹z.
         L = norm.chol.numpy()
         Zs, direction, norm = solve_triangular(L, Zs.T, lower=True).T, L.T @ direction, _norms.L2()
-    model = models.Linear(shape)
+    model = models.BlockLinear(Zs.shape[1], {f"block{k}": s for k, s in enumerate(shapes)})
     with torch.no_grad():
-        model.w.copy_(torch.as_tensor(direction.reshape(shape)))
-    X = torch.as_tensor(Zs.reshape(-1, *shape))
+        for p, part in zip(model.parameters(), _blocks(direction, shapes)):
+            p.copy_(part)
+    X = torch.as_tensor(Zs)
     # ℓ2: NNLS, no cvxpy (its ε, sin φ, bounds the relaxed one); others: Clarabel (~1e-8).
     method, solver = ("nnls", None) if norm.lp == 2 else ("cvxpy", "CLARABEL")
     return kkt_certificate(model, X, torch.ones(len(X), dtype=torch.float64), norm,
                            active_tol=KKT_ACTIVE_TOL, method=method, solver=solver).epsilon
 
 
-def _failed_check(Zs, ws, dual, shape, norm: _norms.Norm):
+def _failed_check(Zs, ws, dual, shapes, norm: _norms.Norm):
     """The checked ``(direction, gap)`` of a solver's answer, or what failed (a string)."""
     if not (np.isfinite(ws).all() and np.isfinite(dual).all()):
         return "its answer is not finite"
@@ -226,17 +267,17 @@ def _failed_check(Zs, ws, dual, shape, norm: _norms.Norm):
         kind = "infeasible" if smallest < 1 else "not the shortest w"
         return (f"its w has smallest constraint y_i x_i·w = {smallest:.9g}, not 1 ± "
                 f"{CONSTRAINT_RTOL:g} ({kind})")
-    direction = ws / norm_value(ws.reshape(shape), norm)
-    gap = _gap(Zs, direction, dual, shape, norm)
+    direction = ws / _value(ws, shapes, norm)
+    gap = _gap(Zs, direction, dual, shapes, norm)
     if not gap <= GAP_RTOL:
         return f"the duality gap of its direction and multipliers is {gap:.2g} > {GAP_RTOL:g}"
-    epsilon = _kkt_epsilon(Zs, direction, shape, norm)
+    epsilon = _kkt_epsilon(Zs, direction, shapes, norm)
     if epsilon is not None and not epsilon <= KKT_EPS:
         return f"its KKT certificate has ε = {epsilon:.2g} > {KKT_EPS:g}"
     return direction, max(gap, 0.0)
 
 
-def max_margin(X, y, norm="l2") -> MaxMarginSolution:
+def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
     """Max-margin direction of a linear model without bias in ``norm``: a
     :class:`~implicit_bias.norms.Norm` or its name (``'l2'``, ``'linf'``, ``'l1'``,
     ``'spectral'``, a registered one), or a symmetric positive-definite matrix ``M`` (or a
@@ -245,18 +286,27 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
     (the predictor is ``⟨W, x⟩`` and the norm is ``W``'s largest singular value, an SDP).
     The direction has the shape of one input; ``gap`` bounds the margin's relative error.
 
+    ``blocks`` solves the problem of a linear model over named parameter blocks,
+    ``f(x) = Σ_k ⟨θ_k, x_k⟩`` (:class:`~implicit_bias.models.BlockLinear`): a dict
+    ``{name: shape}`` or such a model; each row of X is the blocks' inputs flattened and
+    concatenated in that order, ``norm`` is one over the list of blocks (e.g. the hybrid
+    ``norms.hybrid(list(model.parameters()), r)``, any :class:`~implicit_bias.norms.MaxNorm`
+    of block norms, or a name such as ``'hybrid'`` or ``'l2'``), and the direction is a dict
+    ``{name: array}``.
+
     Raises :class:`NotSeparableError` when no ``w`` has ``y_i x_i·w > 0`` for all i, and
     :class:`MaxMarginSolverError` when no solver's answer passes the checks of the module
     docstring. Multipliers scale like 1/γ², so beyond data scales of about 1e±150 they
     leave float64's range (a warning says so; direction and margin are unaffected)."""
     X = _as_numpy(X)
-    norm = _as_norm(norm, X.shape[1:])
-    Z, shape = _signed_inputs(X, y, norm)
+    shapes, names = _weight_shapes(X, blocks)
+    norm = _as_norm(norm, shapes)
+    Z = _signed_inputs(X, y, norm, shapes)
     Zs, e = _rescaled(Z)
     failures = []
     for solver in (s for s in SOLVERS if s in _installed_solvers()):
-        answer = _solve(Zs, shape, norm, solver)
-        checked = answer if isinstance(answer, str) else _failed_check(Zs, *answer, shape, norm)
+        answer = _solve(Zs, shapes, norm, solver)
+        checked = answer if isinstance(answer, str) else _failed_check(Zs, *answer, shapes, norm)
         if not isinstance(checked, str):
             break
         failures.append(f"{solver}: {checked}")
@@ -279,10 +329,14 @@ def max_margin(X, y, norm="l2") -> MaxMarginSolution:
     margins = Z @ direction  # in the data's own units
     gamma = float(margins.min())
     support = np.flatnonzero(margins <= gamma * (1 + 1e-6))
-    return MaxMarginSolution(direction.reshape(shape), gamma, norm.name, dual, support, gap, solver)
+    if names is not None:
+        direction = {name: part.numpy() for name, part in zip(names, _blocks(direction, shapes))}
+    else:
+        direction = direction.reshape(shapes[0])
+    return MaxMarginSolution(direction, gamma, norm.name, dual, support, gap, solver)
 
 
-def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
+def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     """How far apart two max-margin solutions can be: the largest coordinate range over
     the set of unit-norm directions whose margin is within ``tol`` (relative) of the
     maximum. About 0 when the solution is unique; ℓ∞ and ℓ1 solutions often are not, and
@@ -290,15 +344,16 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
     Strictly convex norms (ℓ2, Mahalanobis) have a unique solution: 0 without solving."""
     cp = _cvxpy()
     X = _as_numpy(X)
-    norm = _as_norm(norm, X.shape[1:])
+    shapes, _ = _weight_shapes(X, blocks)
+    norm = _as_norm(norm, shapes)
     if norm.strictly_convex:
         return 0.0
-    best = max_margin(X, y, norm)
-    Z, shape = _signed_inputs(X, y, norm)
+    best = max_margin(X, y, norm, blocks)
+    Z = _signed_inputs(X, y, norm, shapes)
     Zs, _ = _rescaled(Z)  # directions do not depend on the data's scale
     w = cp.Variable(Zs.shape[1])
-    gamma = float((Zs @ best.direction.reshape(-1)).min())
-    feasible = [norm.value_expr(w, [shape]) <= 1, Zs @ w >= gamma * (1 - tol)]
+    gamma = float((Zs @ flat_direction(best.direction)).min())
+    feasible = [norm.value_expr(w, shapes) <= 1, Zs @ w >= gamma * (1 - tol)]
     ends = []
     for j in range(Zs.shape[1]):
         for sense in (cp.Maximize, cp.Minimize):
@@ -309,6 +364,28 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9) -> float:
                                            f"{problem.status!r} on coordinate {j}.")
             ends.append(float(w.value[j]))
     return max(hi - lo for hi, lo in zip(ends[::2], ends[1::2]))
+
+
+def flat_direction(direction) -> np.ndarray:
+    """A solution's direction as one flat vector (its blocks concatenated in order)."""
+    if isinstance(direction, dict):
+        return np.concatenate([np.asarray(v).reshape(-1) for v in direction.values()])
+    return np.asarray(direction).reshape(-1)
+
+
+def nearness(model, X, y, solutions: dict) -> dict:
+    """How near a trained linear model ends to exact solutions. ``solutions``:
+    ``{name: (norm, MaxMarginSolution)}``. Returns ``{"cos": {name: cosine of θ with the
+    solution}, "margin": {name: θ's normalized margin in that norm ÷ the maximum}}``."""
+    from .margins import normalized_margin
+
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().cpu().numpy()
+    out = {"cos": {}, "margin": {}}
+    for name, (norm, solution) in solutions.items():
+        w = flat_direction(solution.direction)
+        out["cos"][name] = float(theta @ w / (np.linalg.norm(theta) * np.linalg.norm(w)))
+        out["margin"][name] = normalized_margin(model, X, y, norm) / solution.margin
+    return out
 
 
 class FixedPointError(RuntimeError):

@@ -228,6 +228,51 @@ class Linear(HomogeneousModel):
         return X.reshape(X.shape[0], -1) @ self.w.reshape(-1)
 
 
+class BlockLinear(HomogeneousModel):
+    """``f(x) = Σ_k ⟨θ_k, x_k⟩`` over named parameter blocks (degree 1), e.g. a matrix and a
+    vector: ``BlockLinear(26, blocks={"W": (4, 5), "u": (6,)})`` is
+    ``f(x) = ⟨W, X_W⟩ + ⟨u, x_u⟩``. An input ``x`` of size ``d = Σ_k |θ_k|`` is the blocks'
+    inputs flattened (C order) and concatenated in the order of ``blocks``, the order of
+    ``named_parameters()``.
+
+    The model of the hybrid theorem where it can be tested exactly (papers.md §7): smooth,
+    homogeneous, and linear, so its margin problem in any norm is convex and the KKT point of
+    Gronich & Vardi's Cor 3.5 and Thm 3.7 *is* the max-margin solution
+    (:func:`implicit_bias.maxmargin.max_margin` with ``blocks=``). Muon moves the matrix
+    ``W``; Signum or Adam the vector ``u``; the hybrid norm ``max{r‖W‖_op, ‖u‖_∞}`` prices
+    one against the other, so ``r`` changes the predictor, not a split of it."""
+
+    def __init__(self, d: int, blocks: dict, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+        super().__init__()
+        _check_init(seed, init_scale, dtype)
+        self.shapes = block_shapes(blocks)
+        total = sum(math.prod(s) for s in self.shapes.values())
+        if _size("d", d) != total:
+            raise ValueError(f"BlockLinear: the blocks {dict(self.shapes)} hold {total} weights, "
+                             f"but the inputs have {d} features; they must match.")
+        g = _generator(seed)
+        for name, shape in self.shapes.items():
+            self.register_parameter(name, _init(shape, total, g, init_scale, dtype))
+        self.degree = 1.0
+
+    def forward(self, X):
+        return X.reshape(X.shape[0], -1) @ torch.cat([p.reshape(-1) for p in self.parameters()])
+
+
+def block_shapes(blocks) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` checked: names that can name a parameter, shapes of positive sizes
+    (an integer is a vector's length)."""
+    if not isinstance(blocks, dict) or not blocks:
+        raise ValueError(f"blocks must be a non-empty dict {{name: shape}}, got {blocks!r}.")
+    out = {}
+    for name, shape in blocks.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ValueError(f"a block's name must be a Python identifier, got {name!r}.")
+        shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+        out[name] = tuple(_size(f"each dimension of block {name!r}", k) for k in shape)
+    return out
+
+
 class DiagonalLinear(HomogeneousModel):
     """Depth-D diagonal linear network ``f(x) = Σ_j Π_l w_l[j] x[j]`` (degree D)."""
 
@@ -535,15 +580,22 @@ def _check_group(group) -> None:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}.")
 
 
+def example_input_dim(spec: dict) -> int:
+    """An input size a model config accepts (to check the config before any data is seen):
+    a block model's total size, else 2."""
+    blocks = spec.get("blocks") if isinstance(spec, dict) else None
+    return sum(math.prod(s) for s in block_shapes(blocks).values()) if blocks is not None else 2
+
+
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
     'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``,
-    ``two_layer_vector_unit`` (the multi-output models are built directly and trained
+    ``two_layer_vector_unit``, ``block_linear`` (with ``blocks``; the multi-output models are built directly and trained
     through a factory returning :class:`Pairwise` of them)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
     kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
-             "two_layer_vector_unit": TwoLayerWithVectorUnit}
+             "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear}
     if kind not in kinds:
         raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(kinds)}.")
     if kind == "mlp":

@@ -599,6 +599,22 @@ class MaxNorm(Norm):
         if name:
             self.name = name
 
+    @classmethod
+    def named(cls, names, blocks, name: str | None = None) -> MaxNorm:
+        """The same norm over *named* parameter blocks: ``names`` is the parameter list's
+        names in order (a model, whose ``named_parameters()`` give them, or a list or dict of
+        names) and ``blocks`` a list of ``(norm, [names], weight)``. For the block model
+        ``f = ⟨W, X_W⟩ + ⟨u, x_u⟩``, ``MaxNorm.named(model, [(Spectral(), ["W"], r),
+        (L2(), ["u"], 1)])`` is ``max{r‖W‖_op, ‖u‖₂}``."""
+        if isinstance(names, torch.nn.Module):
+            names = [n for n, _ in names.named_parameters()]
+        names = list(names)
+        position = {n: i for i, n in enumerate(names)}
+        unknown = [b for _, part, _ in blocks for b in part if b not in position]
+        if unknown:
+            raise ValueError(f"MaxNorm.named: no parameter named {unknown}; the parameters are {names}.")
+        return cls([(norm, [position[b] for b in part], w) for norm, part, w in blocks], name=name)
+
     def check(self, xs):
         super().check(xs)
         if len(xs) != self.size:

@@ -107,7 +107,7 @@ class Run:
         self._check_optimizer()
         if isinstance(self.model, dict):
             try:  # a bad kind or width is refused here, before a sweep trains anything
-                models.build(self.model, 2, seed=0)
+                models.build(self.model, models.example_input_dim(self.model), seed=0)
             except (ValueError, TypeError, KeyError) as err:
                 raise type(err)(f"Run {self.label!r}: {err}") from None
 
@@ -170,16 +170,36 @@ class History:
         """The normalized margin in ``norm`` at the last step."""
         return float(self.margins[norm][-1])
 
+    @property
+    def direction_grid(self) -> np.ndarray:
+        """The step of each row of ``directions``: ``steps``, or ``direction_steps`` when
+        ``train(directions=k)`` kept fewer rows. Read a direction's step here, never in ``steps``."""
+        return np.asarray(self.steps if self.direction_steps is None else self.direction_steps)
+
+    def direction_row(self, step) -> int:
+        """The first row of ``directions`` logged at or after ``step`` (the row of ``step``
+        itself when its direction was kept)."""
+        row = int(np.searchsorted(self.direction_grid, step))
+        if row == len(self.direction_grid):
+            raise ValueError(f"Run {self.run.label!r}: no direction kept at or after step {step} "
+                             f"(kept: {self.direction_grid.tolist()}).")
+        return row
+
+    def on_direction_grid(self, series) -> np.ndarray:
+        """``series`` (one value per logged step, as ``log_loss``, a margin or an observed
+        array) at the steps of the rows of ``directions``."""
+        return np.asarray(series)[np.searchsorted(self.steps, self.direction_grid)]
+
     def cosine_to_final(self) -> np.ndarray:
-        """``cos(θ_t, θ_final)`` at every logged step (of ``direction_steps`` if thinned)."""
+        """``cos(θ_t, θ_final)`` at every row of ``directions`` (steps: :attr:`direction_grid`)."""
         return self.directions @ self.directions[-1]
 
     def direction(self) -> torch.Tensor:
         return torch.as_tensor(self.directions[-1])
 
     def model_at(self, index: int) -> torch.nn.Module:
-        """A copy of the model with the (unit-ℓ2) direction logged at ``steps[index]`` (at
-        ``direction_steps[index]`` if thinned): enough for anything scale-invariant."""
+        """A copy of the model with the (unit-ℓ2) direction of row ``index`` of ``directions``,
+        logged at step ``direction_grid[index]``: enough for anything scale-invariant."""
         model = copy.deepcopy(self.model)
         params = list(model.parameters())
         vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)

@@ -64,14 +64,23 @@ class Stack:
 
 
 class LinearStack(Stack):
-    """``f_k(x) = ⟨w_k, x⟩``: the outputs and the gradients are one matrix product each."""
+    """``f_k(x) = ⟨θ_k, x⟩`` (:class:`~implicit_bias.models.Linear`, and
+    :class:`~implicit_bias.models.BlockLinear` with its blocks concatenated): the outputs and
+    the gradients are one matrix product each."""
 
     def __init__(self, runs):
         super().__init__(runs)
-        self.input_dim = 1 + runs[0].w.dim()
+        self.input_dim = 1 + runs[0].w.dim() if type(runs[0]) is models.Linear else 2
+        self._sizes = [p[0].numel() for p in self.params]
+
+    def _weights(self):
+        """``θ_k`` flat, a row per run (a view for one block, a copy for several)."""
+        if len(self.params) == 1:
+            return self.params[0].reshape(self.size, -1)
+        return torch.cat([p.reshape(self.size, -1) for p in self.params], dim=1)
 
     def outputs(self, X):
-        w = self.params[0].reshape(self.size, -1)
+        w = self._weights()
         if X.dim() == self.input_dim:
             return (X.reshape(X.shape[0], -1) @ w.T).T
         return torch.bmm(X.reshape(*X.shape[:2], -1), w.unsqueeze(-1)).squeeze(-1)
@@ -82,12 +91,11 @@ class LinearStack(Stack):
 
     def backward(self, df):
         X, self._X = self._X, None
-        w = self.params[0]
         if X.dim() == self.input_dim:
             g = df @ X.reshape(X.shape[0], -1)
         else:
             g = torch.bmm(df.unsqueeze(1), X.reshape(*X.shape[:2], -1)).squeeze(1)
-        return [g.reshape(w.shape)]
+        return [part.reshape(p.shape) for part, p in zip(g.split(self._sizes, dim=1), self.params)]
 
 
 class TwoLayerStack(Stack):
@@ -172,7 +180,7 @@ def stack(runs: list[models.HomogeneousModel]) -> Stack:
     first = runs[0]
     if any(type(m) is not type(first) for m in runs):
         raise TypeError("stack: every model must be of one class.")
-    if type(first) is models.Linear:
+    if type(first) in (models.Linear, models.BlockLinear):
         return LinearStack(runs)
     if type(first) is models.TwoLayer:
         return TwoLayerStack(runs)
