@@ -13,6 +13,37 @@ from ..stats import by_label
 from . import Verdict
 
 
+def exact_solutions(rows, own: dict, cos_min: float = 0.99, margin_min: float = 0.99,
+                    min_draws: int = 3) -> Verdict:
+    """The hybrid theorem tested exactly, on a model whose margin problem is convex (the block
+    linear model ``⟨W, X_W⟩ + ⟨u, x_u⟩``), so that its KKT point *is* the exact max-margin
+    solution of each geometry. ``rows``: one per run and data draw with ``label``, ``draw``,
+    ``cos`` (``{geometry: cosine of the final θ with that geometry's exact solution}``) and
+    ``margin`` (``{geometry: normalized margin in that geometry ÷ its maximum}``); ``own``:
+    ``{label: geometry}``. On each of ≥ ``min_draws`` draws, every labelled run ends nearest
+    its own geometry's solution (largest cosine among all the solutions compared), with
+    cosine ≥ ``cos_min`` and margin ≥ ``margin_min`` of the maximum."""
+    v = Verdict(f"on every data draw each run ends nearest the exact max-margin solution of its own norm "
+                f"(cos ≥ {cos_min}, margin ≥ {margin_min} of the maximum)")
+    draws = sorted({r["draw"] for r in rows})
+    v.require(len(draws) >= min_draws, f"{len(draws)} data draws, fewer than {min_draws}")
+    for label, geometry in own.items():
+        found = [r for r in rows if r["label"] == label]
+        if not v.require({r["draw"] for r in found} == set(draws), f"{label}: not run on every draw"):
+            continue
+        cos, margin = (np.array([r[key][geometry] for r in found]) for key in ("cos", "margin"))
+        nearest = [max(r["cos"], key=r["cos"].get) for r in found]
+        v.note(f"{label} → {geometry}: cos {cos.min():.4f}–{cos.max():.4f} (≥ {cos_min}), margin "
+               f"{margin.min():.4f}–{margin.max():.4f} of the maximum (≥ {margin_min})")
+        for r, near in zip(found, nearest):
+            v.require(near == geometry, f"{label}, draw {r['draw']}: nearest the {near} solution "
+                                        f"(cos {r['cos'][near]:.4f}), not {geometry} ({r['cos'][geometry]:.4f})")
+        v.require(cos.min() >= cos_min, f"{label}: cos with the {geometry} solution {cos.min():.4f} < {cos_min}")
+        v.require(margin.min() >= margin_min,
+                  f"{label}: {geometry} margin {margin.min():.4f} of the maximum < {margin_min}")
+    return v
+
+
 def column_winners(rows, named: dict, columns) -> Verdict:
     """In every column, the optimizer with the largest mean (over seeds) is one that
     ``named[column]`` names, or ties the best named one within the 95% intervals (the two
@@ -58,7 +89,7 @@ def ratio_sets_the_norm(rows, ratios, share_gap: float = 0.05) -> Verdict:
     return v
 
 
-__all__ = ["column_winners", "ratio_sets_the_norm", "gains_fall", "adam_in_regime"]
+__all__ = ["exact_solutions", "column_winners", "ratio_sets_the_norm", "gains_fall", "adam_in_regime"]
 
 
 def gains_fall(gains, own: dict, fraction: float = 0.1) -> Verdict:
