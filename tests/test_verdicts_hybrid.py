@@ -39,23 +39,6 @@ def test_column_winners_fails_when_a_wrong_optimizer_stands_in(sweep):
     assert not v and "linf" in v.failures[0]
 
 
-def test_gains_fall_fails_in_a_wrong_norm(sweep, digits):
-    hs, _ = sweep
-    X, y = digits
-
-    def gains(norm):
-        out = {}
-        for h in hs:
-            mid = np.flatnonzero((h.steps >= h.run.steps / 2) & (h.margins["l2"] > 0))[0]
-            out[h.run.label, 0] = tuple(symmetry.rebalancing_gain(h.model_at(i), X, y, norm)
-                                        for i in (mid, -1))
-        return out
-
-    # mutant: spectral descent's and Muon's gains measured in ℓ∞, a norm they do not maximize
-    v = hybrid.gains_fall(gains("linf"), {"SpectralDescent": "linf", "Muon": "linf"})
-    assert not v, v
-
-
 def test_adam_in_regime_fails_for_muon_adam_at_the_old_betas(digits):
     runs = [Run("MuonAdam", 0.5, 1500, schedule=0.8, model=NET, label="MuonAdam",
                 options={"lr_adam": 0.5, "betas": betas, "eps": 0.0}) for betas in ((0.5, 0.5), (0.9, 0.95))]
@@ -178,3 +161,71 @@ def test_exact_solutions_fails_with_the_ratio_labels_permuted(exact_rows):
 def test_exact_solutions_needs_three_draws(exact_rows):
     v = hybrid.exact_solutions([r for r in exact_rows if r["draw"] < 2], OWN_EXACT, margin_min=0.95)
     assert not v and "fewer than 3" in v.failures[0]
+
+
+# --- certificates in the hybrid norm on the network, and directional convergence ------------
+
+CERT_NET = {"kind": "two_layer", "width": 16, "activation": "relu2"}
+CERT_RATES = {"MuonSignum": (0.15, {}), "MuonAdam": (0.15, {"lr_adam": 0.15, "betas": (0.5, 0.5), "eps": 0.0}),
+              "Muon": (0.2, {}), "MomentumGD": (0.5, {})}
+CERT_OWN = {"MuonSignum": "hybrid", "MuonAdam": "hybrid", "Muon": "spectral", "MomentumGD": "l2"}
+
+
+@pytest.fixture(scope="module")
+def cert_data():
+    X, y = data.digits_even_odd(n=300)
+    return X[:, X.abs().sum(0) > 0], y
+
+
+@pytest.fixture(scope="module")
+def cert_sweep(cert_data):
+    """Chapter 8's certificate sweep (300 digits, width 16, 4,000 steps, t^-0.7) for the two
+    hybrids, Muon and momentum GD (the non-hybrid with the smallest hybrid ε there), 3 seeds."""
+    runs = [Run(name, lr, 4000, schedule=0.7, seed=seed, model=CERT_NET, options=options)
+            for seed in range(3) for name, (lr, options) in CERT_RATES.items()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(runs, cert_data, norms=("l2",), progress=False)
+
+
+@pytest.fixture(scope="module")
+def cert_rows(cert_sweep, cert_data):
+    from implicit_bias import kkt, norms
+
+    X, y = cert_data
+    rows = []
+    for h in cert_sweep:
+        first = np.flatnonzero(h.margins["l2"] > 0)[0]
+        points = np.unique(np.geomspace(max(first, 1), len(h.steps) - 1, 4).round().astype(int))
+        for k, i in enumerate(points):
+            if h.run.label == "MomentumGD" and k < len(points) - 1:
+                continue
+            model = h.model_at(i)
+            eps = kkt.kkt_certificate(model, X, y, norms.hybrid(list(model.parameters())), active_tol=0.5,
+                                      solver_options={"eps_abs": 1e-4, "eps_rel": 1e-4}).epsilon
+            rows.append({"label": h.run.label, "seed": h.run.seed, "checkpoint": k, "step": int(h.steps[i]),
+                         "hybrid": eps})
+    return rows
+
+
+def test_certified_in_norm_passes_for_the_hybrids_and_fails_for_muon(cert_rows):
+    v = hybrid.certified_in_norm(cert_rows, "hybrid", ["MuonSignum", "MuonAdam"], factor=1.0)
+    assert v, v.failures
+    # mutant: Muon named as if its theorem were about the hybrid norm
+    v = hybrid.certified_in_norm(cert_rows, "hybrid", ["MuonSignum", "Muon"], factor=1.0)
+    assert not v and any("not above" in f and "Muon's" in f for f in v.failures), v
+    # and two seeds are not enough
+    assert not hybrid.certified_in_norm([r for r in cert_rows if r["seed"] < 2], "hybrid", ["MuonSignum"])
+
+
+def test_directional_passes_on_the_sweep_and_fails_on_runs_cut_short(cert_sweep, cert_data):
+    from implicit_bias.verdicts import certificates
+
+    v = certificates.directional(cert_sweep, CERT_OWN)
+    assert v, v.failures
+    short = [Run(h.run.optimizer, h.run.lr, 400, schedule=0.7, seed=h.run.seed, model=CERT_NET,
+                 options=h.run.options) for h in cert_sweep if h.run.seed == 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cut = certificates.directional(train(short, cert_data, norms=("l2",), progress=False), CERT_OWN)
+    assert not cut and any("turned" in f or "min cos" in f for f in cut.failures), cut

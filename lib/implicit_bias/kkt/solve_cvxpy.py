@@ -36,7 +36,9 @@ def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
     reduction. The columns of A are scaled to unit length first (μ is scaled back):
     first-order solvers (SCS) need far fewer iterations on the equilibrated problem.
     Semidefinite programs go to SCS at :data:`SDP_DEFAULTS`, or to Clarabel when small
-    (:data:`SMALL_SDP`), unless ``solver`` is given. Returns ``(μ, v, status)``."""
+    (:data:`SMALL_SDP`), unless ``solver`` is given; with no ``solver`` named,
+    ``solver_options`` adjust SCS's defaults and the small programs keep Clarabel's own (one
+    call can then mix both without passing SCS options to Clarabel). Returns ``(μ, v, status)``."""
     cp = _cvxpy()
     import scipy.sparse as sp
 
@@ -53,7 +55,7 @@ def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
     if solver is None and norm.dual_is_sdp(shapes) and p * k > SMALL_SDP:
         status = solve_problem(problem, None, {**SDP_DEFAULTS, **(solver_options or {})})
     elif solver is None and norm.dual_is_sdp(shapes):
-        status = solve_problem(problem, "CLARABEL", solver_options)
+        status = solve_problem(problem, "CLARABEL", None)
     else:
         status = solve_problem(problem, solver, solver_options)
     if mu.value is None or v.value is None:

@@ -44,6 +44,51 @@ def exact_solutions(rows, own: dict, cos_min: float = 0.99, margin_min: float = 
     return v
 
 
+def slope(steps, eps) -> float:
+    """The fitted slope of log ε against log step (negative: the certificate falls)."""
+    return float(np.polyfit(np.log(steps), np.log(np.maximum(eps, 1e-12)), 1)[0])
+
+
+def certified_in_norm(rows, norm: str, named, factor: float = 2.0, min_seeds: int = 3) -> Verdict:
+    """KKT certificates on a network, in one norm: the runs whose theorem names ``norm`` are
+    the ones heading for its KKT points. ``rows``: one per run, seed and checkpoint with
+    ``label``, ``seed``, ``checkpoint`` (its index: the same index at every seed), ``step``
+    and ``norm`` (the certificate ε in that norm). Over ≥
+    ``min_seeds`` seeds, on the median over seeds at each checkpoint: every ``named`` run's ε
+    falls (negative fitted slope of log ε against log step, and lower at the end than at the
+    first checkpoint), and at the end every other run's is more than ``factor`` times it."""
+    below = "below" if factor == 1 else f"at least {factor:g}× below"
+    v = Verdict(f"in the {norm} norm, the certificates of {', '.join(named)} fall and end {below} every "
+                "other optimizer's (median over seeds)")
+    seeds = {r["seed"] for r in rows}
+    v.require(len(seeds) >= min_seeds, f"{len(seeds)} seeds, fewer than {min_seeds}")
+    curves = {}  # label: (median step, median ε) at each checkpoint
+    for label in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == label]
+        points = [[r for r in mine if r["checkpoint"] == k] for k in sorted({r["checkpoint"] for r in mine})]
+        curves[label] = (np.array([np.median([r["step"] for r in at]) for at in points]),
+                         np.array([np.median([r[norm] for r in at]) for at in points]))
+    for label in named:
+        if not v.require(label in curves, f"{label}: no certificates"):
+            continue
+        steps, eps = curves[label]
+        fit = slope(steps, eps)
+        v.note(f"{label}: ε {eps[0]:.3f} → {eps[-1]:.3f} over steps {steps[0]:.0f}–{steps[-1]:.0f}, "
+               f"slope {fit:.2f} (< 0)")
+        v.require(fit < 0 and eps[-1] < eps[0], f"{label}: ε does not fall ({eps[0]:.3f} → {eps[-1]:.3f}, "
+                                                f"slope {fit:.2f})")
+    others = {k: c[1][-1] for k, c in curves.items() if k not in named}
+    if named and others and all(k in curves for k in named):
+        worst = max(named, key=lambda k: curves[k][1][-1])
+        best = min(others, key=others.get)
+        ratio = others[best] / curves[worst][1][-1]
+        v.note(f"at the end: largest of them {worst} {curves[worst][1][-1]:.3f}; smallest of the others "
+               f"{best} {others[best]:.3f} (ratio {ratio:.2f}, required > {factor:g})")
+        v.require(ratio > factor, f"{best} ends at ε {others[best]:.3f}, not above {factor:g}× "
+                                   f"{worst}'s {curves[worst][1][-1]:.3f}")
+    return v
+
+
 def column_winners(rows, named: dict, columns) -> Verdict:
     """In every column, the optimizer with the largest mean (over seeds) is one that
     ``named[column]`` names, or ties the best named one within the 95% intervals (the two
@@ -89,26 +134,7 @@ def ratio_sets_the_norm(rows, ratios, share_gap: float = 0.05) -> Verdict:
     return v
 
 
-__all__ = ["exact_solutions", "column_winners", "ratio_sets_the_norm", "gains_fall", "adam_in_regime"]
-
-
-def gains_fall(gains, own: dict, fraction: float = 0.1) -> Verdict:
-    """Convergence toward a KKT point, measured by the symmetry: over the second half of
-    training each optimizer's excess rebalancing gain ``g − 1`` in its own norm falls by at
-    least ``fraction`` (median over seeds). ``gains``: ``{(label, seed): (g at T/2, g at T)}``
-    in the norm ``own[label]``. The gain is 1 at a KKT point; a run heading for a point of
-    another norm's problem need not shrink it."""
-    v = Verdict(f"each optimizer's excess rebalancing gain in its own norm falls by ≥ {fraction:.0%} "
-                "over the second half of training (median over seeds)")
-    for label, norm in own.items():
-        drops = [1 - (end - 1) / (mid - 1) for (name, _), (mid, end) in gains.items()
-                 if name == label and mid > 1]
-        if not v.require(drops, f"{label}: no gains measured"):
-            continue
-        drop = float(np.median(drops))
-        v.note(f"{label} in {norm}: excess gain fell by {drop:.0%} (median of {len(drops)})")
-        v.require(drop >= fraction, f"{label}: excess gain in {norm} fell by only {drop:.1%}")
-    return v
+__all__ = ["exact_solutions", "certified_in_norm", "slope", "column_winners", "ratio_sets_the_norm", "adam_in_regime"]
 
 
 def adam_in_regime(histories, q90_floor: float = 0.1) -> Verdict:
