@@ -52,43 +52,52 @@ def test_adam_in_regime_fails_for_muon_adam_at_the_old_betas(digits):
                                             progress=False)[0]])  # mutant: no observer, no evidence
 
 
-def _ratio_rows(models_by_label, X, y, ratios):
-    from implicit_bias import norms
+RATIO_NET = {"kind": "two_layer_vector_unit", "width": 16, "activation": "relu2"}
+RATIOS_NET = (0.1, 0.3, 1)
 
+
+def _vector_block_ngd():
+    """The mutant optimizer: Muon on W, normalized GD (an ℓ2 step, not Adam's sign-like one) on
+    a, v, b, at Adam's ℓ2 step length (η^A times the square root of their size)."""
+    from implicit_bias import norms, optim
+
+    class MuonNormalizedGD(optim.Hybrid):
+        def __init__(self, params, lr, lr_rest):
+            step = dict(rule="steepest", momentum=0.9, normalized=True)
+            super().__init__(params, dict(step, norm=norms.Spectral(), lr=lr), dict(step, norm=norms.L2(), lr=lr_rest))
+
+    return MuonNormalizedGD
+
+
+def _ratio_rows(runs, X, y):
+    from implicit_bias import kkt, norms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hs = train(runs, (X, y), norms=(), progress=False)
     rows = []
-    for label, model in models_by_label:
-        params, (matrix, vector) = [p.detach() for p in model.parameters()], model.branches(X)
-        share = float((vector.norm() / (matrix + vector).norm()).detach())
-        rows.append({"run": label, "seed": 0, "share": share,
-                     **{f"margin in r={r:g}": symmetry.function_margin(model, X, y, norms.hybrid(params, r))
-                        for r in ratios}})
+    for h in hs:
+        params = list(h.model.parameters())
+        rows.append({"run": h.run.label, "seed": h.run.seed, **{
+            f"ε in r={r:g}": kkt.kkt_certificate(h.model, X, y, norms.hybrid(params, r), active_tol=0.5,
+                                                 solver_options={"eps_abs": 1e-4, "eps_rel": 1e-4}).epsilon
+            for r in RATIOS_NET}})
     return rows
 
 
-def test_ratio_verdict_fails_when_normalized_gd_replaces_adam(digits):
-    import torch
-    from implicit_bias import losses, models, norms, optim
-
-    X, y = digits
-    ratios = (0.03, 0.1)
-    fitted = []
-    for r in ratios:  # mutant: spectral descent on W, normalized GD (not Adam) on a, v, b
-        torch.manual_seed(0)
-        model = models.TwoLayerWithVectorUnit(X.shape[1], 8, seed=0)
-        W, a, v, b = model.parameters()
-        step = dict(rule="steepest", momentum=0.0, normalized=True)
-        opt = optim.RuleOptimizer([dict(step, params=[W], norm=norms.Spectral(), lr=0.5),
-                                   dict(step, params=[a, v, b], norm=norms.L2(), lr=0.5 * r)], {})
-        schedule = optim.power_schedule(opt, 0.8)
-        for _ in range(600):
-            opt.zero_grad()
-            log_l = losses.log_loss(y * model(X))
-            (log_l - log_l.detach()).exp().backward()  # a frame: normalized steps do not see it
-            opt.step()
-            schedule.step()
-        fitted.append((f"r={r:g}", model))
-    v = hybrid.ratio_sets_the_norm(_ratio_rows(fitted, X, y, ratios), ratios)
-    assert not v, v
+def test_ratio_certified_passes_for_muon_adam_and_fails_for_normalized_gd_on_the_vector_block(cert_data):
+    """Chapter 8's ratio sweep at its smoke size (300 digits, width 16, 4,000 steps, 5 seeds)."""
+    X, y = cert_data
+    adam = [Run("MuonAdam", 0.15, 4000, schedule=0.7, seed=seed, model=RATIO_NET, label=f"r={r:g}",
+                options={"lr_adam": 0.15 * r, "betas": (0.5, 0.5), "eps": 0.0})
+            for seed in range(5) for r in RATIOS_NET]
+    v = hybrid.ratio_certified(_ratio_rows(adam, X, y), RATIOS_NET)
+    assert v, v.failures
+    p_rest = 16 + X.shape[1] + 1  # a, v and b
+    mutant = [Run(_vector_block_ngd(), 0.15, 4000, schedule=0.7, seed=seed, model=RATIO_NET, label=f"r={r:g}",
+                  options={"lr_rest": 0.15 * r * p_rest**0.5}) for seed in range(5) for r in RATIOS_NET]
+    v = hybrid.ratio_certified(_ratio_rows(mutant, X, y), RATIOS_NET)
+    assert not v and any("r=0.3" in f for f in v.failures), v
 
 
 # --- the exact test on the block linear model ------------------------------------------------

@@ -53,7 +53,11 @@ def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
     objective = norm.dual_expr(A_op @ mu - v, shapes) + 1 - theta_hat @ v
     problem = cp.Problem(cp.Minimize(objective), [norm.dual_expr(v, shapes) <= 1])
     if solver is None and norm.dual_is_sdp(shapes) and p * k > SMALL_SDP:
-        status = solve_problem(problem, None, {**SDP_DEFAULTS, **(solver_options or {})})
+        options = {**SDP_DEFAULTS, **(solver_options or {})}
+        try:
+            status = solve_problem(problem, None, options)
+        except cp.error.SolverError:  # seen on 2 of 90 network SDPs: a smaller scale solved them
+            status = solve_problem(problem, None, {**options, "scale": 0.3 * options.get("scale", 1.0)})
     elif solver is None and norm.dual_is_sdp(shapes):
         status = solve_problem(problem, "CLARABEL", None)
     else:
