@@ -14,9 +14,13 @@ loaded; no empty output box or widget area; chapters have their Colab launch but
 theorems and definitions are numbered; MathJax (served by the site itself) has typeset
 every formula, with no MathJax error (``mjx-merror``, "Math input error"); no unrendered
 maths left in the page text (``$…$``, ``\\(…\\)``, ``\\[…\\]``, ``\\begin{…}`` or a bare
-TeX macro, outside code); and no control character in the page text or in a formula's TeX.
-It saves full-page screenshots of the landing page and of the main-result page
-(chapters/08_hybrid) into the screenshots folder (default: BUILD_DIR/../site-check).
+TeX macro, outside code); no control character in the page text or in a formula's TeX; no
+output area, output ``pre`` or table wider than its box (clipped on the right, or scrolling
+sideways), and no page wider than its text column; no output line longer than
+``MAX_LINE`` (100) characters; and every figure (``img`` in the article) has real alt text,
+not an empty one, a file name or a hash.
+It saves full-page screenshots of the landing page, the main-result page (chapters/08_hybrid)
+and the status page into the screenshots folder (default: BUILD_DIR/../site-check).
 Prints one line per page; exits 1 if any page fails.
 """
 
@@ -42,8 +46,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: sphinx-thebe configuration script is emitted twice on every page, and the pydata theme
 #: logs its reset of an unset light/dark mode on a first visit.
 KNOWN = ("Identifier 'THEBE_JS_URL' has already been declared", "Got invalid theme mode", "favicon")
-#: Pages whose screenshots are saved, by file name.
-SCREENSHOTS = {"landing": None, "main-result": "chapters/08_hybrid"}  # None: the toc's root
+#: Pages whose screenshots are saved, by file name (None: the toc's root).
+SCREENSHOTS = {"landing": None, "main-result": "chapters/08_hybrid", "status": "status"}
 OFFLINE_PROBE = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
 BLOCK_FLAGS = (
     "--proxy-server=127.0.0.1:9",  # every request that is not to loopback goes to a closed port
@@ -98,6 +102,51 @@ return {images: imgs.length, broken: broken, empty: empty, widgets: widgets, lau
 #: Maths a reader would see as TeX source: delimiters, environments and macros left in prose.
 UNRENDERED = re.compile(r"\$[^$\n]+\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\[A-Za-z]{2,}")
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # \t \n \r are layout in HTML text
+#: The longest output line a page may show (what fits an output box without scrolling).
+MAX_LINE = 100
+#: Alt text that is no description: a file name (as myst-nb names an output, by its hash) or a hash.
+NO_ALT = re.compile(r"\s*|.*\.(png|jpe?g|gif|svg|pdf|webp)|[0-9a-f]{12,}", re.IGNORECASE)
+
+#: What a reader sees of outputs, tables and figures: each box that can be too narrow for its
+#: content (its scrollWidth against its clientWidth), the text of every output ``pre``, and
+#: every figure's alt text.
+LAYOUT_JS = """
+const describe = (e) => e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).trim()
+    .split(/\\s+/).join('.') : '') + ' "' + e.textContent.trim().replace(/\\s+/g, ' ').slice(0, 50) + '"';
+const article = document.querySelector('article') || document.querySelector('main') || document.body;
+const boxes = [article, ...article.querySelectorAll(
+    '.cell_output, .cell_output .output, .cell_output pre, .cell_output table, ' +
+    '.pst-scrollable-table-container, .table-wrapper, table')]
+  .filter((e) => e.offsetParent !== null)
+  .map((e) => ({what: describe(e), scroll: e.scrollWidth, client: e.clientWidth}));
+const outputs = [...article.querySelectorAll('.cell_output pre')].map((p) => p.textContent);
+const images = [...article.querySelectorAll('img')].map((i) => ({
+  src: i.getAttribute('src') || '', alt: i.hasAttribute('alt') ? i.getAttribute('alt') : null}));
+return {boxes: boxes, outputs: outputs, images: images};
+"""
+
+
+def clipped(boxes: list[dict], slack: int = 1) -> list[str]:
+    """The boxes whose content is wider than they are (``scroll`` > ``client``): a table or an
+    output cut off on the right, or one the reader must scroll sideways."""
+    return [f"{b['what']} ({b['scroll']} > {b['client']} px)" for b in boxes
+            if b["client"] > 0 and b["scroll"] > b["client"] + slack]
+
+
+def long_lines(outputs: list[str], limit: int = MAX_LINE) -> list[str]:
+    """Output lines longer than ``limit`` characters (each shortened, with its length)."""
+    return [f"{len(line)} chars: {line[:60]}…" for text in outputs for line in text.splitlines()
+            if len(line.rstrip()) > limit]
+
+
+def missing_alt(images: list[dict]) -> list[str]:
+    """Images without real alt text: none, an empty one, a file name or a hash."""
+    bad = []
+    for image in images:
+        alt, name = image.get("alt"), image["src"].rsplit("/", 1)[-1]
+        if alt is None or NO_ALT.fullmatch(alt) or alt.strip() == name:
+            bad.append(f"{name or image['src']} (alt {alt!r})")
+    return bad
 
 
 def pages(book: pathlib.Path) -> list[str]:
@@ -155,6 +204,7 @@ def check_page(driver: webdriver.Chrome, base: str, page: str) -> tuple[list[str
     driver.set_script_timeout(60)
     math = driver.execute_async_script(MATHJAX_JS)
     info = driver.execute_script(CHECKS_JS)
+    layout = driver.execute_script(LAYOUT_JS)
     logs = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     # a file from another host: the page needs the network (blocked here, as for a reader offline)
     external = [m for m in logs if re.match(r"(https?:)?//", m) and not m.startswith(base)]
@@ -188,6 +238,12 @@ def check_page(driver: webdriver.Chrome, base: str, page: str) -> tuple[list[str
         where = [t for t in math.get("tex", []) if CONTROL.search(t)]
         problems.append(f"control characters {bad} in the page"
                         + (f" (in the TeX of {where[:2]})" if where else ""))
+    if wide := clipped(layout["boxes"]):
+        problems.append(f"{len(wide)} boxes wider than the page shows {wide[:3]}")
+    if lines := long_lines(layout["outputs"]):
+        problems.append(f"{len(lines)} output lines over {MAX_LINE} characters {lines[:2]}")
+    if alts := missing_alt(layout["images"]):
+        problems.append(f"{len(alts)} figures without alt text {alts[:2]}")
     summary = (f"{info['images']} figures, {len(info['proofs'])} numbered statements, "
                f"{math.get('containers', 0)}/{math['spans']} formulas typeset")
     return problems, summary

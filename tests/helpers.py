@@ -26,3 +26,13 @@ def rel_err(a, b) -> float:
 def logistic_loss(model, X, y, scale: float = 1.0) -> torch.Tensor:
     """``scale · Σ_i log(1 + e^{−y_i f(x_i)})``: the (optionally rescaled) training loss."""
     return scale * losses.loss(y * model(X), "logistic")
+
+
+def thinned(history, keep: int):
+    """``history`` as ``train(..., directions=keep)`` returns it: ``train``'s own thinning,
+    applied to a copy (``test_train.py`` checks that the two agree)."""
+    import copy
+
+    from implicit_bias.train import _thin
+
+    return _thin(copy.copy(history), keep)

@@ -12,6 +12,7 @@ chapter tests at the smoke size), and a ``{solution-end}`` markdown cell.
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 
@@ -24,7 +25,11 @@ MAX_LINES = 15
 EXEMPT = {"hide-input", "remove-input", "remove-cell"}
 MIN_EXERCISES = 2
 # a cell that draws a figure (the book's figure helpers return it) must caption it
-DRAWS = re.compile(r"plt\.subplots\(|plt\.figure\(|plots\.(margins|margin_bands|training)\(|\.figure\(\)")
+DRAWS = re.compile(r"plt\.subplots\(|plt\.figure\(|plots\.(margins|margin_bands|training|heatmap)\("
+                   r"|\.figure\(\)")
+#: Chapters whose figures may still carry their caption inside the image (plots.caption);
+#: chapter 8 is converted by its owner, then remove it here.
+IMAGE_CAPTIONS = {"08_hybrid"}
 
 
 def _read(path):
@@ -78,11 +83,42 @@ def test_chapter_has_exercises_with_solutions(path):
         assert cells, f"{path.stem}: exercise {label} has no solution with a code cell"
 
 
+def defines_only(source: str) -> bool:
+    """A cell that only defines functions or classes (or imports): it draws nothing when run."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return bool(body) and all(isinstance(s, (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
+                              for s in body)
+
+
+def figure_options(cell) -> tuple[dict, dict]:
+    """The myst-nb figure options (caption, name) and image options (alt) of a cell."""
+    meta = cell.metadata.get("mystnb", {})
+    return meta.get("figure", {}), meta.get("image", {})
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_every_figure_has_a_caption(path):
-    missing = [i for i, c in enumerate(_read(path).cells)
-               if c.cell_type == "code" and DRAWS.search(c.source) and "caption(" not in c.source]
-    assert not missing, f"{path.stem}: cells {missing} draw a figure without ib.plots.caption(fig, ...)"
+    """A cell that draws a figure carries a real caption, a name and alt text in its metadata
+    (``{"mystnb": {"figure": {"caption", "name"}, "image": {"alt"}}}``): myst-nb makes its
+    output a numbered figure with that caption, and the alt text describes the image."""
+    cells = [(i, c) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"]
+    names = []
+    for i, c in cells:
+        figure, image = figure_options(c)
+        if not figure and (not DRAWS.search(c.source) or defines_only(c.source)):
+            continue
+        if not figure and path.stem in IMAGE_CAPTIONS and "caption(" in c.source:
+            continue  # the old way, until the chapter is converted
+        assert len(figure.get("caption", "")) > 20 and figure.get("name", "").startswith("fig-"), (
+            f"{path.stem} cell {i}: a figure needs metadata mystnb.figure.caption and a name fig-…")
+        assert len(image.get("alt", "")) > 20, f"{path.stem} cell {i}: a figure needs mystnb.image.alt text"
+        assert "plots.caption(" not in c.source, (
+            f"{path.stem} cell {i}: the caption is in the metadata; do not draw it into the image too")
+        names.append(figure["name"])
+    assert len(names) == len(set(names)), f"{path.stem}: figure names repeat {names}"
 
 
 @pytest.mark.parametrize("size", [(12, 3.2), (4.6, 4.0)])
@@ -120,4 +156,5 @@ def test_the_checks_catch_what_they_should():
                 nbformat.v4.new_code_cell("assert True"),
                 nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
     assert [n for _, n in visible_code_cells(nb)] == [16, 1]
+    assert defines_only("def f():\n    return plt.subplots()") and not defines_only("fig, ax = plt.subplots()")
     assert exercises(nb) == {"ex-a": [5], "ex-b": None}

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import flat, rel_err
+from helpers import flat, rel_err, thinned
 from implicit_bias import data, losses, margins, maxmargin, optim, train
 
 LIN = {"kind": "linear"}
@@ -313,6 +313,27 @@ def test_chunks_follow_max_batch_and_keep_the_run_order():
     assert train.chunks(runs, {"data": (X, y)}, engine="loop")[0] == ([0], "engine='loop'")
     out = train.train(runs[:4], (X, y), progress=False, max_batch=3, directions=False)
     assert all(h.directions.shape[0] == 0 and h.engine["runs"] in (1, 3) for h in out)
+
+
+def test_a_thinned_history_finds_each_direction_by_its_step(small_data):
+    """``train(directions=k)`` keeps k rows: every reader finds a row through its step
+    (``direction_grid``, ``direction_row``, ``on_direction_grid``), never through ``steps``."""
+    run = train.Run("NormalizedGD", 0.5, 200, schedule=0.5, model=LIN)
+    full, thin = (train.train(run, small_data, progress=False, engine="loop", directions=d)[0]
+                  for d in (True, 5))
+    np.testing.assert_array_equal(thin.directions, thinned(full, 5).directions)
+    np.testing.assert_array_equal(thin.direction_grid, thinned(full, 5).direction_steps)
+    np.testing.assert_array_equal(full.direction_grid, full.steps)
+    assert len(thin.direction_grid) == len(thin.directions) == 5 < len(thin.steps)
+    for row, step in enumerate(thin.direction_grid):
+        assert thin.direction_row(step) == row
+        np.testing.assert_array_equal(thin.directions[row], full.directions[full.direction_row(step)])
+    assert thin.direction_row(thin.direction_grid[1] + 1) == 2  # the first kept row at or after a step
+    np.testing.assert_array_equal(thin.on_direction_grid(thin.log_loss),
+                                  full.log_loss[np.isin(full.steps, thin.direction_grid)])
+    assert thin.cosine_to_final().shape == (5,)
+    with pytest.raises(ValueError, match="no direction kept"):
+        thin.direction_row(thin.steps[-1] + 1)
 
 
 def test_the_store_can_come_from_the_environment(tmp_path, monkeypatch):

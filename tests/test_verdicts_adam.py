@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import thinned
 from implicit_bias import data, max_margin, maxmargin, models, symmetry
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import adam
@@ -61,17 +62,56 @@ def linear_case():
             "sweep": hs[:len(EPS)], **{h.run.label: h for h in hs[len(EPS):]}}
 
 
+def linear_verdict(c, adam_run):
+    """``adam.linear`` with ``adam_run`` in the ε = 0 Adam run's place."""
+    return adam.linear(adam_run, c["NormalizedGD"], c["unit"], c["spread"])
+
+
 def test_linear_passes_for_adam_with_eps_zero(linear_case):
-    c = linear_case
-    v = adam.linear(c["sweep"][0], c["NormalizedGD"], c["unit"], c["spread"])
+    v = linear_verdict(linear_case, linear_case["sweep"][0])
     assert v, v.failures
 
 
-def test_linear_fails_with_normalized_gd_in_place_of_adam(linear_case):
+@pytest.mark.parametrize("mutant", ["NormalizedGD", "Adam ε=0.01"])
+def test_linear_fails_with_an_l2_method_in_place_of_adam(linear_case, mutant):
+    """Normalized GD, and Adam with ε = 1e-2, which hands over to gradient descent (chapter
+    5's sweep) and ends nearer the ℓ2 solution: both in Adam's place."""
     c = linear_case
-    v = adam.linear(c["NormalizedGD"], c["NormalizedGD"], c["unit"], c["spread"])
+    assert linear_verdict(c, c["sweep"][0])
+    h = c["NormalizedGD"] if mutant == "NormalizedGD" else c["sweep"][EPS.index(1e-2)]
+    v = linear_verdict(c, h)
     assert not v
-    assert any("cosine" in f and "linf" in f for f in v.failures)
+    assert any("cosine" in f and "linf" in f or "closer to the l2" in f for f in v.failures)
+
+
+@pytest.fixture(scope="module")
+def linear_seeds(linear_case):
+    """The chapter's form: Adam (ε = 0) and normalized GD on training seeds 0, 1, 2 (seed 0
+    from ``linear_case``; seeds 1 and 2 in one batched call)."""
+    c = linear_case
+    runs = [Run("Adam", 1.0, 1500, schedule=0.5, seed=s, model=LIN, options={"betas": BETAS, "eps": 0.0},
+                label="Adam ε=0") for s in (1, 2)]
+    runs += [Run("NormalizedGD", 10.0, 1500, schedule=0.7, seed=s, model=LIN) for s in (1, 2)]
+    hs = train1(runs, (c["X"], c["y"]), norms=("l2", "linf"), observe=adam.scales)
+    return [c["sweep"][0], *hs[:2]], [c["NormalizedGD"], *hs[2:]]
+
+
+def test_linear_passes_on_three_seeds(linear_case, linear_seeds):
+    adams, ngds = linear_seeds
+    assert [h.run.seed for h in adams] == [0, 1, 2] == [h.run.seed for h in ngds]
+    v = adam.linear(adams, ngds, linear_case["unit"], linear_case["spread"])
+    assert v, v.failures
+
+
+def test_linear_fails_when_one_seed_is_an_l2_method(linear_case, linear_seeds):
+    """Mutant: Adam with ε = 1e-2 (which hands over to gradient descent) in place of one of the
+    three Adam seeds: the verdict requires the claim on every seed, not on most."""
+    c = linear_case
+    adams, ngds = linear_seeds
+    assert adam.linear(adams, ngds, c["unit"], c["spread"])
+    v = adam.linear([*adams[:2], c["sweep"][EPS.index(1e-2)]], ngds, c["unit"], c["spread"])
+    assert not v
+    assert any("cosine" in f and "linf" in f or "closer to the l2" in f for f in v.failures)
 
 
 @pytest.mark.parametrize("mutant", ["Adam β2=0.999", "Adam η0=10"])
@@ -80,14 +120,16 @@ def test_linear_fails_outside_adams_regime(linear_case, mutant):
     the loss fall at the forget rate itself. Either way √v̂ cannot forget, the step ratio
     collapses, and the run ends near the ℓ2 direction instead."""
     c = linear_case
+    assert adam.regime(c["sweep"][0]) and linear_verdict(c, c["sweep"][0])
     h = c[mutant]
     assert not adam.regime(h)
-    v = adam.linear(h, c["NormalizedGD"], c["unit"], c["spread"])
+    v = linear_verdict(c, h)
     assert not v
     assert any("step ratio" in f for f in v.failures)
 
 
 def test_regime_needs_an_adam_run(linear_case):
+    assert adam.regime(linear_case["sweep"][0])
     v = adam.regime(linear_case["NormalizedGD"])
     assert not v and "no Adam step ratio" in v.failures[0]
 
@@ -98,12 +140,14 @@ def test_eps_sweep_linear_passes(linear_case):
 
 
 def test_eps_sweep_linear_fails_with_shuffled_eps(linear_case):
+    assert adam.eps_sweep_linear(linear_case["sweep"], EPS, linear_case["unit"])
     perm = np.random.default_rng(0).permutation(len(EPS))
     v = adam.eps_sweep_linear(linear_case["sweep"], [EPS[i] for i in perm], linear_case["unit"])
     assert not v
 
 
 def test_eps_sweep_linear_fails_with_the_two_largest_eps_swapped(linear_case):
+    assert adam.eps_sweep_linear(linear_case["sweep"], EPS, linear_case["unit"])
     eps = (*EPS[:-2], EPS[-1], EPS[-2])
     assert not adam.eps_sweep_linear(linear_case["sweep"], eps, linear_case["unit"])
 
@@ -112,6 +156,22 @@ def test_eps_sweep_linear_fails_when_its_eps_zero_run_leaves_the_regime(linear_c
     sweep = [linear_case["Adam β2=0.999"], *linear_case["sweep"][1:]]
     v = adam.eps_sweep_linear(sweep, EPS, linear_case["unit"])
     assert not v
+
+
+def test_eps_sweep_linear_on_thinned_histories(linear_case):
+    """``train(directions=20)`` keeps 20 of the ~60 logged directions: the hand-over's
+    cosine is read at the first kept direction at or after it, and the verdict still holds."""
+    c = linear_case
+    thin = [thinned(h, 20) for h in c["sweep"]]
+    for h, t, row in zip(c["sweep"], thin, adam.linear_sweep_rows(thin, EPS, c["unit"], c["sol"])):
+        k = adam.handover(h, row["ε"])
+        if k is None:
+            continue
+        kept = t.direction_grid[t.direction_grid >= h.steps[k]][0]
+        want = h.directions[h.direction_row(kept)] @ c["unit"]["l2"]
+        assert row["cos ℓ2 at hand-over"] == pytest.approx(want, rel=1e-12)
+    v = adam.eps_sweep_linear(thin, EPS, c["unit"])
+    assert v, v.failures
 
 
 # --- RMSProp, AdaGrad --------------------------------------------------------------
@@ -136,14 +196,16 @@ def test_preconditioned_passes(preconditioned_case):
 
 
 def test_preconditioned_fails_with_adam_eps_zero_in_place_of_rmsprop(preconditioned_case):
-    X, y, _, ada, adam0 = preconditioned_case
+    X, y, rms, ada, adam0 = preconditioned_case
+    assert adam.preconditioned(rms, ada, X, y, floor=0.9)
     v = adam.preconditioned(adam0, ada, X, y, floor=0.9)
     assert not v
     assert any(f.startswith("Adam") for f in v.failures)
 
 
 def test_preconditioned_fails_with_rmsprop_in_place_of_adagrad(preconditioned_case):
-    X, y, rms, _, _ = preconditioned_case
+    X, y, rms, ada, _ = preconditioned_case
+    assert adam.preconditioned(rms, ada, X, y, floor=0.9)
     v = adam.preconditioned(rms, rms, X, y, floor=0.9)
     assert not v
     assert any("M-norm" in f for f in v.failures)
@@ -172,7 +234,8 @@ def test_beta_cases_pass(beta_case):
 
 
 def test_beta_cases_fail_with_beta1_squared_below_beta2_in_place_of_the_bad_case(beta_case):
-    (ok, mild, _, tame), unit, messages = beta_case
+    (ok, mild, bad, tame), unit, messages = beta_case
+    assert adam.beta_cases(ok, mild, bad, unit, messages)
     v = adam.beta_cases(ok, mild, tame, unit, messages)
     assert not v
     assert any("not unbounded" in f for f in v.failures)
@@ -180,6 +243,7 @@ def test_beta_cases_fail_with_beta1_squared_below_beta2_in_place_of_the_bad_case
 
 def test_beta_cases_fail_when_the_bad_run_is_called_ok(beta_case):
     (ok, mild, bad, _), unit, messages = beta_case
+    assert adam.beta_cases(ok, mild, bad, unit, messages)
     assert not adam.beta_cases(bad, mild, ok, unit, messages)
 
 
@@ -211,48 +275,59 @@ def _with_adam(rows, label):
     return [dict(r, label="Adam") if r["label"] == label else r for r in rows if r["label"] != "Adam"]
 
 
+def network_verdict(net_case, margins, label="Adam"):
+    """``adam.network`` on the chapter's rows with the run ``label`` in Adam's place."""
+    hs, rows = net_case
+    return adam.network(_with_adam(rows, label) if label != "Adam" else rows, [hs[label]], key=RAW[margins])
+
+
 @pytest.mark.parametrize("margins", RAW)
 def test_network_passes(net_case, margins):
-    hs, rows = net_case
-    v = adam.network(rows, [hs["Adam"]], key=RAW[margins])
+    v = network_verdict(net_case, margins)
     assert v, v.failures
 
 
 @pytest.mark.parametrize("margins", RAW)
 @pytest.mark.parametrize("mutant", ["NGD at sign length", "NormalizedGD"])
 def test_network_fails_with_normalized_gd_in_place_of_adam(net_case, mutant, margins):
-    hs, rows = net_case
-    v = adam.network(_with_adam(rows, mutant), [hs[mutant]], key=RAW[margins])
+    """Normalized GD at its rate, or at the ℓ2 length of a sign step. (Adam with ε = 1e-2 is
+    no mutant here: in 1,000 steps its √v̂ stays above ε, it never hands over, and it ranks
+    as ε = 0 Adam does; on the linear data it hands over and is the ℓ2 mutant there.)"""
+    assert network_verdict(net_case, margins)
+    v = network_verdict(net_case, margins, mutant)
     assert not v
     assert any("Signum" in f or "NormalizedGD" in f for f in v.failures)  # the margins, not only the regime
 
 
 @pytest.mark.parametrize("margins", RAW)
 def test_network_fails_outside_adams_regime(net_case, margins):
+    assert network_verdict(net_case, margins)
     hs, rows = net_case
     v = adam.network(_with_adam(rows, "Adam β2=0.999"), [hs["Adam β2=0.999"]], key=RAW[margins])
     assert not v
     assert any("forgets" in f for f in v.failures)
 
 
-def test_eps_sweep_network_passes(net_case):
+def net_sweep(net_case, eps_zero="Adam"):
     hs, _ = net_case
-    sweep = [hs["Adam"], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]
-    v = adam.eps_sweep_network(sweep, EPS_NET)
+    return [hs[eps_zero], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]
+
+
+def test_eps_sweep_network_passes(net_case):
+    v = adam.eps_sweep_network(net_sweep(net_case), EPS_NET)
     assert v, v.failures
 
 
 # Not (1, 0, 2, 3): ε = 1e-8 stays far below √v̂ on these runs, so it is ε = 0 up to rounding.
 @pytest.mark.parametrize("perm", [(0, 2, 1, 3), (0, 1, 3, 2), (3, 2, 1, 0)])
 def test_eps_sweep_network_fails_with_shuffled_eps(net_case, perm):
-    hs, _ = net_case
-    sweep = [hs["Adam"], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]
-    assert not adam.eps_sweep_network(sweep, [EPS_NET[i] for i in perm])
+    assert adam.eps_sweep_network(net_sweep(net_case), EPS_NET)
+    assert not adam.eps_sweep_network(net_sweep(net_case), [EPS_NET[i] for i in perm])
 
 
 def test_eps_sweep_network_fails_when_its_eps_zero_run_leaves_the_regime(net_case):
-    hs, _ = net_case
-    sweep = [hs["Adam β2=0.999"], *(hs[f"Adam ε={e:g}"] for e in EPS_NET[1:])]
+    assert adam.eps_sweep_network(net_sweep(net_case), EPS_NET)
+    sweep = net_sweep(net_case, "Adam β2=0.999")
     v = adam.eps_sweep_network(sweep, EPS_NET)
     assert not v
     assert any("forgets" in f for f in v.failures)
@@ -285,15 +360,20 @@ def _trained(dead_case, make_optimizer):
     return start, model, [str(w.message) for w in caught]
 
 
-def test_dead_coordinates_pass_with_the_library_adam(dead_case):
+def library_adam_verdict(dead_case):
     from implicit_bias.optim import Adam
 
     start, end, messages = _trained(dead_case, lambda p: Adam(p, 0.05, betas=BETAS, eps=0.0))
-    v = adam.dead_coordinates(start, end, dead_case[0], messages)
+    return adam.dead_coordinates(start, end, dead_case[0], messages)
+
+
+def test_dead_coordinates_pass_with_the_library_adam(dead_case):
+    v = library_adam_verdict(dead_case)
     assert v, v.failures
 
 
 def test_dead_coordinates_fail_with_torch_adam_eps_zero(dead_case):
+    assert library_adam_verdict(dead_case)
     start, end, messages = _trained(dead_case, lambda p: torch.optim.Adam(p, 0.05, betas=BETAS, eps=0.0))
     v = adam.dead_coordinates(start, end, dead_case[0], messages)
     assert not v
@@ -303,6 +383,7 @@ def test_dead_coordinates_fail_with_torch_adam_eps_zero(dead_case):
 def test_dead_coordinates_fail_when_eps_hides_the_warning(dead_case):
     from implicit_bias.optim import Adam
 
+    assert library_adam_verdict(dead_case)
     start, end, messages = _trained(dead_case, lambda p: Adam(p, 0.05, betas=BETAS, eps=1e-8))
     v = adam.dead_coordinates(start, end, dead_case[0], messages)
     assert not v and any("warning" in f for f in v.failures)

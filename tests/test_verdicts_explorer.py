@@ -28,9 +28,13 @@ def four():
     return _case("four points")
 
 
-def test_passes_on_the_four_points(four):
+def four_points_verdict(four):
     e, X, y = four
-    v = vx.own_norm_direction(vx.rows(e.histories, X, y, e.exact()), OWN)
+    return vx.own_norm_direction(vx.rows(e.histories, X, y, e.exact()), OWN)
+
+
+def test_passes_on_the_four_points(four):
+    v = four_points_verdict(four)
     assert v, v.failures
 
 
@@ -53,6 +57,7 @@ def test_four_points_is_not_a_one_direction_case(four):
 
 
 def test_fails_when_signgd_is_scored_against_the_l2_solution(four):
+    assert four_points_verdict(four)
     e, X, y = four
     v = vx.own_norm_direction(vx.rows(e.histories, X, y, e.exact()), dict(OWN, SignGD="l2"))
     assert not v
@@ -60,6 +65,7 @@ def test_fails_when_signgd_is_scored_against_the_l2_solution(four):
 
 
 def test_fails_when_normalized_gd_runs_under_signgd_label(four):
+    assert four_points_verdict(four)
     e, X, y = four
     runs = [Run("NormalizedGD", RATES["NormalizedGD"], STEPS, schedule=0.5, model={"kind": "linear"},
                 label="SignGD"),
@@ -72,9 +78,10 @@ def test_fails_when_normalized_gd_runs_under_signgd_label(four):
     assert all(f.startswith("SignGD") for f in v.failures)
 
 
-def test_fails_on_one_point_data_where_every_step_is_the_same_vector():
+def test_fails_on_one_point_data_where_every_step_is_the_same_vector(four):
     """The old verdict's data: the angles pass (the direction map alone gets them right),
     only the turn check fails, for every optimizer."""
+    assert four_points_verdict(four)
     e, X, y = _case("one point (2, 1) and its mirror")
     rows = vx.rows(e.histories, X, y, e.exact())
     v = vx.own_norm_direction(rows, OWN)

@@ -28,6 +28,7 @@ def test_named_on_cards():
 
 
 def test_named_with_nothing_applicable_fails():
+    assert verdicts.named(_card(), "linf")
     p = ProblemPrint("binary", {}, {}, {}, None, False, False, True, math.nan, math.nan, math.nan, False, [],
                      error="ValueError: 2-D parameters only")
     assert not verdicts.named(Fingerprint("x", {"binary": p}, None, False, 0.0, 0, 10), "spectral")

@@ -53,21 +53,29 @@ class GroupDescent(optim.SteepestDescent):
 
 
 @pytest.fixture(scope="module")
-def rows():
-    X, y = data.generalized_rademacher(n=10, d=20)
-    runs = [Run(opt, 1.0, 1000, schedule=0.5, model={"kind": "linear"})
-            for opt in (GroupDescent, "NormalizedGD")]
-    histories = train(runs, (X, y), norms=[GroupL21()], progress=False)
-    assert histories[0].engine["name"] == "batched"  # a user's norm in the batched engine
-    return library.rows(histories, X, y, GroupL21(), max_margin(X, y, GroupL21()))
+def draws():
+    """The chapter's three data draws (generalized Rademacher, seeds 0, 1, 2), one rows dict each."""
+    out = []
+    for seed in range(3):
+        X, y = data.generalized_rademacher(n=10, d=20, seed=seed)
+        runs = [Run(opt, 1.0, 1000, schedule=0.5, model={"kind": "linear"})
+                for opt in (GroupDescent, "NormalizedGD")]
+        histories = train(runs, (X, y), norms=[GroupL21()], progress=False)
+        assert histories[0].engine["name"] == "batched"  # a user's norm in the batched engine
+        out.append(library.rows(histories, X, y, GroupL21(), max_margin(X, y, GroupL21())))
+    return out
 
 
-def test_steepest_descent_in_the_users_norm_passes(rows):
-    v = library.user_norm(rows, own="GroupDescent")
+def test_steepest_descent_in_the_users_norm_passes(draws):
+    v = library.user_norm(draws[0], own="GroupDescent")
+    assert v, v.failures
+    v = library.user_norm(draws, own="GroupDescent")
     assert v, v.failures
 
 
-def test_normalized_gd_as_the_users_optimizer_fails(rows):
-    v = library.user_norm(rows, own="NormalizedGD")
+def test_normalized_gd_as_the_users_optimizer_fails(draws):
+    assert library.user_norm(draws, own="GroupDescent")
+    v = library.user_norm(draws, own="NormalizedGD")
     assert not v
     assert any("certificate" in f for f in v.failures) and any("larger margin" in f for f in v.failures)
+    assert {f.split(":")[0] for f in v.failures} == {"draw 0", "draw 1", "draw 2"}

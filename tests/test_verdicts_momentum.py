@@ -8,8 +8,10 @@ rates and schedules are the chapter's."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from helpers import thinned
 from implicit_bias import data, max_margin
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import momentum as vm
@@ -18,6 +20,7 @@ OWN = {"MomentumGD": "l2", "Signum": "linf", "Muon": "spectral"}
 RATE = {"MomentumGD": 1.0, "Signum": 0.05, "Muon": 0.5, "NormalizedGD": 1.0}
 NET = {"kind": "two_layer", "width": 32, "activation": "relu2"}
 STEPS = 1500
+TOO_SLOW = 1e-3  # MomentumGD's rate in the schedule mutant: Σ η_t ≈ 0.08, it never separates
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,10 +48,12 @@ def _run(opt, a=0.8, lr=None):
 def runs(digits):
     """At t^-0.8: the three momentum methods, normalized GD, and the mutant MomentumGD at
     Signum's rate. At t^-0.5 (outside the momentum condition a > 1 − 1/L = 2/3):
-    MomentumGD, normalized GD and Signum, in a call of their own (``failures='return'``: a
-    momentum run whose loss outruns its memory comes back as the error)."""
+    MomentumGD, normalized GD and Signum, and the mutant MomentumGD at a rate too small to
+    separate the data, in a call of their own (``failures='return'``: a momentum run whose
+    loss outruns its memory comes back as the error)."""
     inside = [_run(o) for o in RATE] + [_run("MomentumGD", lr=RATE["Signum"])]
     outside = [_run(o, 0.5) for o in ("MomentumGD", "NormalizedGD", "Signum")]
+    outside.append(_run("MomentumGD", 0.5, lr=TOO_SLOW))
     hists = train(inside, digits, norms=("l2", "linf", "spectral"), progress=False)
     hists += train(outside, digits, norms=("l2", "linf", "spectral"), progress=False, failures="return")
     return {(r.optimizer, r.schedule, r.lr): h for r, h in zip(inside + outside, hists)}
@@ -72,6 +77,7 @@ def test_margins_verdict_passes_on_the_momentum_methods(runs):
 
 
 def test_margins_verdict_fails_with_momentum_gd_at_sign_rates_for_signum(runs):
+    assert vm.margins(rows_of({o: get(runs, o) for o in OWN}), OWN)
     mutant = {"MomentumGD": get(runs, "MomentumGD"), "Signum": get(runs, "MomentumGD", lr=RATE["Signum"]),
               "Muon": get(runs, "Muon")}
     assert not vm.margins(rows_of(mutant), OWN)
@@ -110,6 +116,7 @@ def test_certificates_verdict_passes_on_the_trained_methods(final_eps, random_ep
 def test_certificates_verdict_fails_with_a_random_direction_for_a_trained_model(runs, digits, final_eps,
                                                                                  random_eps):
     X, y = digits
+    assert vm.certificates(final_eps, OWN, random_eps)
     fake, _ = vm.random_separating(get(runs, "MomentumGD").model, X, y, seed=1)
     eps = dict(final_eps) | {("MomentumGD", n): vm.certify(fake, X, y, n).epsilon for n in OWN.values()}
     assert not vm.certificates(eps, OWN, random_eps)
@@ -123,29 +130,63 @@ def test_falling_verdict_passes_inside_and_fails_outside_the_schedule_condition(
     inside = {o: vm.certificate_path(get(runs, o), X, y, OWN[o], points=4) for o in ("MomentumGD", "Signum")}
     v = vm.falling(inside)
     assert v, v.failures
-    # Mutant: Signum at t^-0.5, outside a > 1 − 1/L: it moves, but not towards a KKT direction.
-    outside = {"Signum": vm.certificate_path(get(runs, "Signum", 0.5), X, y, "linf", points=4)}
-    assert not vm.falling(outside)
+    # Mutants: Signum and MomentumGD at t^-0.5, outside a > 1 − 1/L: they move, but not towards a
+    # KKT direction (Signum's ε rises; MomentumGD's hovers near 0.9, with a slope of about −0.04).
+    for o in ("Signum", "MomentumGD"):
+        outside = {o: vm.certificate_path(get(runs, o, 0.5), X, y, OWN[o], points=4)}
+        v = vm.falling(outside)
+        assert not v and any("slope" in f for f in v.failures), o
+
+
+def test_certificate_path_on_a_thinned_history_certifies_kept_directions(runs, digits):
+    """``train(directions=6)`` keeps 6 of the ~60 logged directions: the checkpoints are
+    kept rows, and each ε is the full history's ε at that step."""
+    X, y = digits
+    full = get(runs, "MomentumGD")
+    thin = thinned(full, 6)
+    rows = vm.checkpoints(thin, points=4)
+    assert len(rows) >= 2 and rows.max() == len(thin.directions) - 1
+    steps, eps = vm.certificate_path(thin, X, y, "l2", points=4)
+    np.testing.assert_array_equal(steps, thin.direction_grid[rows])
+    for step, e in zip(steps, eps):
+        assert e == vm.certify(full.model_at(full.direction_row(step)), X, y, "l2").epsilon
 
 
 # --- the schedule condition ----------------------------------------------------------------------
 
 
-def sweep_eps(runs, digits, method):
+def schedule_case(runs, digits, momentum_below=None, method="MomentumGD"):
+    """The sweep's runs and ε (MomentumGD and NormalizedGD at a = 0.5 and 0.8), with
+    ``method``'s runs under MomentumGD's label and ``momentum_below`` its run at a = 0.5."""
     X, y = digits
-    return {(label, a): vm.epsilon(get(runs, opt, a), X, y, "l2")
-            for label, opt in (("MomentumGD", method), ("NormalizedGD", "NormalizedGD")) for a in (0.5, 0.8)}
+    sweep = {(label, a): get(runs, opt, a) for label, opt in (("MomentumGD", method),
+                                                              ("NormalizedGD", "NormalizedGD"))
+             for a in (0.5, 0.8)}
+    if momentum_below is not None:
+        sweep["MomentumGD", 0.5] = momentum_below
+    return sweep, {k: vm.epsilon(h, X, y, "l2") for k, h in sweep.items()}
 
 
 def test_schedule_verdict_passes_with_momentum(runs, digits):
-    v = vm.schedule_sweep(sweep_eps(runs, digits, "MomentumGD"), ["MomentumGD"], below=(0.5,))
+    v = vm.schedule_sweep(*schedule_case(runs, digits), ["MomentumGD"], below=(0.5,))
     assert v, v.failures
 
 
 def test_schedule_verdict_fails_with_momentum_switched_off(runs, digits):
+    assert vm.schedule_sweep(*schedule_case(runs, digits), ["MomentumGD"], below=(0.5,))
     # MomentumGD with β = 0 is normalized GD, step for step: its runs stand for the mutant.
-    eps = sweep_eps(runs, digits, "NormalizedGD")
-    assert not vm.schedule_sweep(eps, ["MomentumGD"], below=(0.5,))
+    assert not vm.schedule_sweep(*schedule_case(runs, digits, method="NormalizedGD"), ["MomentumGD"],
+                                 below=(0.5,))
+
+
+def test_schedule_verdict_fails_when_the_run_below_never_separates(runs, digits):
+    """Mutant: MomentumGD below the boundary at a rate too small to separate the data. Its ε
+    is 1 by convention, above ε at a = 0.8, but that is no evidence of a lost bias."""
+    assert vm.schedule_sweep(*schedule_case(runs, digits), ["MomentumGD"], below=(0.5,))
+    slow = get(runs, "MomentumGD", 0.5, lr=TOO_SLOW)
+    assert vm.outcome(slow) == "not separated"
+    v = vm.schedule_sweep(*schedule_case(runs, digits, momentum_below=slow), ["MomentumGD"], below=(0.5,))
+    assert not v and any("never separated the data" in f for f in v.failures)
 
 
 # --- a unique limit, and the polar factor (linear models) ----------------------------------------
@@ -178,6 +219,7 @@ def test_same_limit_verdict_passes_for_momentum_and_normalized_gd(linear):
 def test_same_limit_verdict_fails_with_signum_for_momentum_gd(linear):
     hists, exact = linear
     w = {k: h.model.w.detach() for k, h in hists.items()}
+    assert vm.same_limit(w["MomentumGD"], w["NormalizedGD"], torch.as_tensor(exact["l2"].direction))
     assert not vm.same_limit(w["Signum"], w["NormalizedGD"], torch.as_tensor(exact["l2"].direction))
 
 

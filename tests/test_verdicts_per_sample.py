@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import thinned
 from implicit_bias import data, max_margin, maxmargin, regime
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import per_sample
@@ -21,8 +22,11 @@ LIN = {"kind": "linear"}
 N = 10
 # The chapter's smoke size and tolerances (Signum at 3,000 steps rather than 2,000, so that
 # its runs share the batched engine's stacks with the Adam runs of the same batch scheme).
+# Each tolerance is twice as far from what the chapter measures at this size as that is from
+# a perfect score: per-sample Adam's cosine 0.973, full-batch Adam's ℓ∞ margin 0.925 of the
+# maximum, AdamProxy's cosine 0.997, a rise of 0.011 in cosine from b = 1 to b = 2.
 GR_STEPS, STEPS = 2000, 3000
-COS, MARGIN, PROXY, B_TOL = 0.97, 0.9, 0.99, 0.015
+COS, MARGIN, PROXY, B_TOL = 0.94, 0.85, 0.99, 0.025
 BETA2 = (0.9, 0.99, 0.999, 0.9999)
 
 
@@ -82,19 +86,25 @@ def gauss():
 # --- generalized Rademacher ----------------------------------------------------------
 
 
+def _gr(gr, inc="inc", full="full"):
+    return per_sample.generalized_rademacher(gr[inc], gr[full], gr["l2"], gr["linf"], COS, MARGIN)
+
+
 def test_gr_passes(gr):
-    v = per_sample.generalized_rademacher(gr["inc"], gr["full"], gr["l2"], gr["linf"], COS, MARGIN)
+    v = _gr(gr)
     assert v, v.failures
 
 
 def test_gr_fails_with_full_batch_adam_in_place_of_per_sample(gr):
-    v = per_sample.generalized_rademacher(gr["full"], gr["full"], gr["l2"], gr["linf"], COS, MARGIN)
+    assert _gr(gr)
+    v = _gr(gr, inc="full")
     assert not v
     assert any("cosine" in f and "with the ℓ2 solution <" in f for f in v.failures)
 
 
 def test_gr_fails_with_per_sample_adam_in_place_of_full_batch(gr):
-    v = per_sample.generalized_rademacher(gr["inc"], gr["inc"], gr["l2"], gr["linf"], COS, MARGIN)
+    assert _gr(gr)
+    v = _gr(gr, full="inc")
     assert not v
     assert any("ℓ∞ margin" in f and "of the maximum <" in f for f in v.failures)
 
@@ -102,20 +112,26 @@ def test_gr_fails_with_per_sample_adam_in_place_of_full_batch(gr):
 # --- Gaussian: the fixed point --------------------------------------------------------
 
 
+def _gaussian(g, inc="β2=0.99", proxy="AdamProxy"):
+    return per_sample.gaussian(g[inc], g[proxy], g["full"], g["dirs"], COS, PROXY)
+
+
 def test_gaussian_passes(gauss):
-    v = per_sample.gaussian(gauss["β2=0.99"], gauss["AdamProxy"], gauss["full"], gauss["dirs"], COS, PROXY)
+    v = _gaussian(gauss)
     assert v, v.failures
 
 
 @pytest.mark.parametrize("mutant", ["SignGD", "NormalizedGD"])
 def test_gaussian_fails_with_a_steepest_descent_in_place_of_adam_proxy(gauss, mutant):
-    v = per_sample.gaussian(gauss["β2=0.99"], gauss[mutant], gauss["full"], gauss["dirs"], COS, PROXY)
+    assert _gaussian(gauss)
+    v = _gaussian(gauss, proxy=mutant)
     assert not v
     assert all(f.startswith(mutant) for f in v.failures)
 
 
 def test_gaussian_fails_with_full_batch_adam_in_place_of_per_sample(gauss):
-    v = per_sample.gaussian(gauss["full"], gauss["AdamProxy"], gauss["full"], gauss["dirs"], COS, PROXY)
+    assert _gaussian(gauss)
+    v = _gaussian(gauss, inc="full")
     assert not v
 
 
@@ -137,11 +153,13 @@ def test_batch_schemes_pass(gauss):
 
 
 def test_batch_schemes_fail_when_every_scheme_ran_on_the_full_batch(gauss):
+    assert _schemes(gauss, ADAM_PER_SAMPLE, ADAM_BY_B)
     v = _schemes(gauss, ("full",) * 3, {b: "full" for b in ADAM_BY_B})
     assert not v
 
 
 def test_batch_schemes_fail_with_signum_in_place_of_adam(gauss):
+    assert _schemes(gauss, ADAM_PER_SAMPLE, ADAM_BY_B)
     signum_by_b = {1: "Signum β=0.99 b=1", 2: "Signum β=0.99 b=2", 5: "Signum β=0.99 b=5",
                    10: "Signum β=0.99 b=None"}
     v = _schemes(gauss, ("Signum β=0.99 b=1",) * 3, signum_by_b)
@@ -165,18 +183,21 @@ def test_signum_passes(gauss):
 
 
 def test_signum_fails_with_beta_half_in_place_of_beta_0_99(gauss):
+    assert _signum(gauss, LONG, SHORT)
     v = _signum(gauss, ("Signum β=0.5 b=1", *LONG[1:]), SHORT)
     assert not v
     assert any(f.startswith("Signum β=0.5 b=1: cosine") for f in v.failures)
 
 
 def test_signum_fails_with_momentum_gd_in_place_of_signum(gauss):
+    assert _signum(gauss, LONG, SHORT)
     v = _signum(gauss, ("MomentumGD β=0.99 b=1", *LONG[1:]), SHORT)
     assert not v
     assert any(f.startswith("MomentumGD") for f in v.failures)
 
 
 def test_signum_fails_when_the_short_momentum_was_not_applied(gauss):
+    assert _signum(gauss, LONG, SHORT)
     v = _signum(gauss, LONG, (LONG[0],))
     assert not v
 
@@ -194,31 +215,50 @@ def test_beta2_passes(gauss):
 
 
 def test_beta2_fails_on_runs_in_the_wrong_order(gauss):
+    assert _beta2(gauss, [f"β2={b}" for b in BETA2])
     v = _beta2(gauss, [f"β2={b}" for b in reversed(BETA2)])
     assert not v
 
 
 def test_beta2_fails_when_every_run_used_one_beta2(gauss):
+    assert _beta2(gauss, [f"β2={b}" for b in BETA2])
     v = _beta2(gauss, ["β2=0.99"] * len(BETA2))
     assert not v
     assert any("not 0.005 below" in f for f in v.failures)
 
 
+def test_first_reach_on_a_thinned_history_reads_the_step_of_the_kept_direction(gauss):
+    """``train(directions=6)`` keeps 6 of the ~60 logged directions: the first kept one
+    that reaches the level is the answer, not the logged step of the same row number."""
+    full, fixed = gauss["β2=0.99"], gauss["dirs"]["fixed point"]
+    thin = thinned(full, 6)
+    kept = [s for s in thin.direction_grid if full.directions[full.direction_row(s)] @ fixed >= COS]
+    assert per_sample.first_reach(thin, fixed, COS) == kept[0] >= per_sample.first_reach(full, fixed, COS)
+    v = _beta2({k: thinned(h, 6) if isinstance(h, type(full)) else h for k, h in gauss.items()},
+               [f"β2={b}" for b in BETA2])
+    assert v, v.failures
+
+
 # --- Adam's regime ---------------------------------------------------------------------------
 
 
-def test_regime_passes_on_the_runs_the_theorems_are_asserted_on(gr, gauss):
-    runs = [gr["inc"], gr["full"], *(gauss[k] for k in ("β2=0.99", "full", "replacement b=1", "reshuffle b=1",
+def _regime_runs(gr, gauss):
+    return [gr["inc"], gr["full"], *(gauss[k] for k in ("β2=0.99", "full", "replacement b=1", "reshuffle b=1",
                                                          "reshuffle b=2", "reshuffle b=5"))]
-    v = per_sample.regime(runs, N)
+
+
+def test_regime_passes_on_the_runs_the_theorems_are_asserted_on(gr, gauss):
+    v = per_sample.regime(_regime_runs(gr, gauss), N)
     assert v, v.failures
 
 
 def test_regime_fails_on_a_run_whose_loss_outruns_its_second_moment(gauss):
+    assert per_sample.regime([gauss["β2=0.99"]], N)
     v = per_sample.regime([gauss["β2=0.99"], gauss["β2=0.9999"]], N)
     assert not v
     assert all(f.startswith("β2=0.9999") for f in v.failures)
 
 
 def test_regime_fails_on_a_run_without_an_adam_step_ratio(gauss):
+    assert per_sample.regime([gauss["β2=0.99"]], N)
     assert not per_sample.regime([gauss["Signum β=0.99 b=1"]], N)

@@ -37,6 +37,7 @@ def test_homogeneity_passes_on_the_library_models(batch):
 
 def test_homogeneity_fails_on_a_wrong_declared_degree(batch):
     """Mutant: a squared-ReLU two-layer net (degree 3) that claims degree 2."""
+    assert setting.homogeneity(zoo(), batch[0])
     wrong = models.TwoLayer(4, 6, "relu2", seed=1)
     wrong.degree = 2.0
     v = setting.homogeneity({"TwoLayer(relu2), declared 2": wrong}, batch[0])
@@ -46,6 +47,7 @@ def test_homogeneity_fails_on_a_wrong_declared_degree(batch):
 
 def test_homogeneity_fails_on_a_network_with_biases(batch):
     """Mutant: a ReLU network with biases (not homogeneous at all), declared degree 2."""
+    assert setting.homogeneity(zoo(), batch[0])
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 1)).to(F64)
     net.degree = 2.0
@@ -67,6 +69,7 @@ def squared_norm_margin(model, X, y, norm):
 
 
 def test_margin_invariance_fails_with_the_wrong_power(batch):
+    assert setting.margin_invariance(zoo(), *batch)
     v = setting.margin_invariance(zoo(), *batch, margin=squared_norm_margin)
     assert not v
     # the degree-2 model alone is invariant under the mutant: the failure comes from L ≠ 2

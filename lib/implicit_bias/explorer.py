@@ -137,7 +137,7 @@ class Explorer:
         for h in self.histories:
             w = h.direction().numpy()
             ax_data.plot(line * -w[1], line * w[0], color=plots.color(h.run.label), lw=1.5, label=h.run.label)
-            ax_angle.plot(h.steps, angle(h.directions), color=plots.color(h.run.label), lw=1.3)
+            ax_angle.plot(h.direction_grid, angle(h.directions), color=plots.color(h.run.label), lw=1.3)
             ax_margin.plot(h.steps, h.margins["l2"] / exact["l2"].margin, color=plots.color(h.run.label),
                            lw=1.3, label=f"{h.run.label}: ℓ2")
             ax_margin.plot(h.steps, h.margins["linf"] / exact["linf"].margin, ls="--",

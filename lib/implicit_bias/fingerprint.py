@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -64,17 +65,25 @@ NAMES = {"l2": "ℓ2", "linf": "ℓ∞", "l1": "ℓ1", "spectral": "spectral", "
 
 #: A linear problem's answer is the geometry whose normalized margin is the largest fraction
 #: of its maximum (the theorems are about margins; a cosine is no test where the solution
-#: is not unique, as the entrywise ℓ∞ and ℓ1 ones of the multiclass problem are not). It is
-#: *confident* when that fraction is at least RATIO_MIN,
-RATIO_MIN = 0.90
-#: at least SEPARATION above the next geometry's,
-SEPARATION = 0.03
+#: is not unique, as the entrywise ℓ∞ and ℓ1 ones of the multiclass problem are not). Each
+#: threshold below sits at least twice as far on the passing side from what the calibrated
+#: optimizers of ``tests/test_fingerprint.py`` measure (4,000 steps, seed 0) as they are from
+#: a perfect score. The answer is *confident* when that fraction is at least RATIO_MIN
+#: (lowest measured: Adam's 0.905 on the multiclass problem, a shortfall of 0.095 against
+#: the 0.20 allowed; the weighted-sign mutant's best is 0.53),
+RATIO_MIN = 0.80
+#: at least SEPARATION above the next geometry's (smallest measured gap: normalized GD's
+#: 0.056 on the multiclass problem; the mutant's: 0.005),
+SEPARATION = 0.025
 #: the cosine to that solution is at least COS_MIN where the solution is unique
-#: (:data:`UNIQUE`; the battery's solutions are pairwise at cosine ≤ 0.91),
+#: (:data:`UNIQUE`; the battery's solutions are pairwise at cosine ≤ 0.91; lowest measured:
+#: 0.994, MomentumGD on the binary problem),
 COS_MIN = 0.98
-#: its direction moved by at most DRIFT_MAX (1 − cosine) over the last half of the steps,
+#: its direction moved by at most DRIFT_MAX (1 − cosine) over the last half of the steps
+#: (largest measured: Muon's 2.4e-3 on the multiclass problem),
 DRIFT_MAX = 5e-3
-#: and over that half its ℓ2 norm grew by at least GROWTH_MIN (relative) while the loss fell.
+#: and over that half its ℓ2 norm grew by at least GROWTH_MIN (relative) while the loss fell
+#: (smallest measured: 0.30).
 GROWTH_MIN = 1e-3
 #: Where the exact solution is unique (``maxmargin.solution_spread`` ≈ 0, checked by the
 #: tests; the Frobenius one is unique as ℓ2 is strictly convex).
@@ -86,6 +95,8 @@ SCHEDULE = 0.5
 #: Active tolerance of the certificates of trained directions (their margins have not
 #: equalized to rounding).
 ACTIVE_TOL = 0.05
+#: ``str(fingerprint)`` wraps its lines at this many characters (a page's output box shows 100).
+WIDTH = 100
 
 
 # --- the battery -------------------------------------------------------------------------
@@ -262,10 +273,11 @@ class Fingerprint:
                 f"{NAMES.get(self.geometry, 'no single geometry') if self.geometry else 'no single geometry'}"
                 f" ({'confident' if self.confident else 'NOT confident'}; seed {self.seed}, "
                 f"{self.steps} steps, {self.seconds:.1f} s)")
-        lines = [head]
+        lines = textwrap.wrap(head, WIDTH, subsequent_indent="    ")
         for p in self.problems.values():
             if p.error:
-                lines.append(f"  {p.problem:<10} no result (the optimizer failed here): {p.error}")
+                lines += textwrap.wrap(f"  {p.problem:<10} no result (the optimizer failed here): {p.error}",
+                                       WIDTH, subsequent_indent=" " * 6)
                 continue
             keys = p.cosine if p.cosine else p.margin_ratio
             cells = []
@@ -274,8 +286,15 @@ class Fingerprint:
                 cells.append(f"{NAMES[g]} [{c} {p.margin_ratio[g]:.3g} ε {p.epsilon[g]:.1e}]")
             nearest = NAMES.get(p.nearest, "?") if p.nearest else "?"
             flag = "confident" if p.confident else "not confident: " + "; ".join(p.reasons)
-            lines.append(f"  {p.problem:<10} → {nearest:<8} ({flag})")
-            lines.append("    " + "  ".join(cells))
+            lines += textwrap.wrap(f"  {p.problem:<10} → {nearest:<8} ({flag})", WIDTH,
+                                   subsequent_indent=" " * 6)
+            row = "  "
+            for cell in cells:  # as many geometries to a line as fit in WIDTH characters
+                if len(row) + 2 + len(cell) > WIDTH and row.strip():
+                    lines.append(row)
+                    row = "  "
+                row += "  " + cell
+            lines.append(row)
             lines.append(f"    drift {p.drift:.1e}, growth {p.growth:.2g}, log10 loss {p.log10_loss:.3g}"
                          f"{'' if p.framed else ', plain loss (no frame)'}")
         return "\n".join(lines)
@@ -315,13 +334,10 @@ class Fingerprint:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _half_index(h) -> int:
-    return int(np.searchsorted(h.steps, h.steps[-1] / 2))
-
-
 def _regime(h, framed: bool):
-    i = _half_index(h)
-    drift = float(1 - h.directions[-1] @ h.directions[i])
+    half = h.direction_row(h.steps[-1] / 2)  # the first logged direction of the last half
+    i = int(np.searchsorted(h.steps, h.direction_grid[half]))  # the same step on the log grid
+    drift = float(1 - h.directions[-1] @ h.directions[half])
     growth = float(h.param_norm[-1] / h.param_norm[i] - 1)
     reasons = []
     converged = drift <= DRIFT_MAX

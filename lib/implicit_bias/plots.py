@@ -154,7 +154,7 @@ def training(histories, title: str | None = None):
     for h in histories:
         c = color(h.run.label)
         a.plot(h.steps, h.log_loss / np.log(10), color=c, lw=1.2)
-        b.plot(h.steps, h.cosine_to_final(), color=c, lw=1.2)
+        b.plot(h.direction_grid, h.cosine_to_final(), color=c, lw=1.2)
     for ax in (a, b):
         ax.set_xscale("log")
         ax.set_xlabel("step")
@@ -206,19 +206,61 @@ def heatmap(values, rows, columns, title: str | None = None, annotations=None, a
     return ax
 
 
-def table(rows, columns=None, digits: int = 4) -> str:
-    """A plain-text table of dict rows (what a verdict cell prints and asserts on)."""
-    columns = list(columns or rows[0])
+class Table(str):
+    """A table of dict rows: its text is the aligned plain-text table (``print`` and tests read
+    it, and it is still a ``str``), and a notebook or the book's page shows it as an HTML table
+    (``_repr_html_``). End a cell with it, or ``display`` it, rather than printing it."""
 
-    def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.{digits}g}"
-        return str(v)
+    rows: list
+    columns: list
 
-    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, body)])
+    def __new__(cls, rows, columns=None, digits: int = 4):
+        rows = list(rows)
+        columns = list(columns or (rows[0] if rows else []))
+        body = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
+        widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
+        line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+        self = super().__new__(cls, "\n".join([line(columns), line(["-" * w for w in widths]),
+                                               *map(line, body)]))
+        self.rows, self.columns, self._body = rows, columns, body
+        return self
+
+    def __repr__(self) -> str:  # the text/plain form a notebook stores beside the HTML
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        numeric = [all(_is_number(r.get(c)) for r in self.rows) for c in self.columns]
+        align = lambda j: ' class="ib-num"' if numeric[j] else ""  # noqa: E731
+        head = "".join(f"<th{align(j)}>{escape(c)}</th>" for j, c in enumerate(self.columns))
+        body = "".join("<tr>" + "".join(f"<td{align(j)}>{escape(v)}</td>" for j, v in enumerate(row))
+                       + "</tr>" for row in self._body)
+        return (f'{_TABLE_STYLE}<table class="dataframe ib-table"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
+
+
+#: Compact and wrapping, so that a table fits the page's text column instead of scrolling.
+_TABLE_STYLE = ("<style>table.ib-table{font-size:0.8em;border-collapse:collapse;max-width:100%}"
+                "table.ib-table th,table.ib-table td{padding:0.2em 0.5em;white-space:normal;"
+                "overflow-wrap:anywhere;text-align:left;vertical-align:top}"
+                "table.ib-table .ib-num{text-align:right;font-variant-numeric:tabular-nums}</style>")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _cell(v, digits: int) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def table(rows, columns=None, digits: int = 4) -> Table:
+    """A table of dict rows (columns default to the first row's keys; floats to ``digits``
+    significant digits): shown as an HTML table in a notebook, aligned text when printed."""
+    return Table(rows, columns, digits)
 
 
 def _wrap(fig, text: str, size: float) -> list:

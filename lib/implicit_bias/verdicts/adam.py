@@ -37,7 +37,10 @@ from ..maxmargin import max_margin
 from ..train import adaptive_scales
 from . import Verdict
 
-#: The step ratio that counts as "of order one" (median over the live coordinates).
+#: The step ratio that counts as "of order one": a median over the live coordinates, then
+#: over the logged steps of the run's second half (:func:`regime`). Measured on chapter 5's
+#: runs: 0.22–0.28 on the linear data, 0.88–0.95 on the network; the out-of-regime mutants
+#: of its test (β2 = 0.999, ten times the rate): 0.019 and 0.052.
 RATIO_MIN = 0.1
 
 
@@ -89,6 +92,13 @@ def handover(h, eps: float):
     return int(below[0]) if len(below) else None
 
 
+def _cosines_where_both_kept(h, ref, steps) -> np.ndarray:
+    """``cos(θ_t of h, θ_t of ref)`` at those of ``steps`` where both kept a direction."""
+    shared = np.intersect1d(steps, np.intersect1d(h.direction_grid, ref.direction_grid))
+    return np.array([h.directions[h.direction_row(s)] @ ref.directions[ref.direction_row(s)]
+                     for s in shared])
+
+
 def _unit(w) -> np.ndarray:
     w = np.asarray(w, dtype=float).reshape(-1)
     return w / np.linalg.norm(w)
@@ -97,7 +107,7 @@ def _unit(w) -> np.ndarray:
 # --- verdicts --------------------------------------------------------------------
 
 
-def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN) -> Verdict:
+def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0.5) -> Verdict:
     """The run stays in the regime the ε = 0 theorem describes.
 
     Three checks. Over the last ``1 − tail`` of the run (intervals starting at step
@@ -105,11 +115,13 @@ def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN) -> Verdict:
     ``log L`` falls per step slower than ``½ log(1/β2)``, the rate at which ``√v̂`` forgets.
     The step ratio predicted from the loss alone (:func:`implicit_bias.regime.ratio_deficit`,
     the criterion behind ``train``'s warning) ends above 0.1. And the measured median step
-    ratio ``|m̂|/√v̂`` over the live coordinates (:func:`step_ratio`) is at least
-    ``ratio_min`` at the last logged step. When the loss falls faster than ``√v̂`` forgets,
-    ``√v̂`` remembers larger gradients than ``m̂`` does, the ratio collapses and Adam stops
-    being sign-like; the drop then settles at the forget rate while the ratio stays far
-    below one, which only the measured ratio sees."""
+    ratio ``|m̂|/√v̂`` over the live coordinates (:func:`step_ratio`), itself taken as a
+    median over the logged steps of the last ``window`` of the run, is at least
+    ``ratio_min``: one logged point of a chaotic network run can sit anywhere between 0.1
+    and 1. When the loss falls faster than ``√v̂`` forgets, ``√v̂`` remembers larger
+    gradients than ``m̂`` does, the ratio collapses and Adam stops being sign-like; the drop
+    then settles at the forget rate while the ratio stays far below one, which only the
+    measured ratio sees."""
     label = h.run.label
     v = Verdict(f"{label} stays in Adam's regime (loss drop per step < ½ log(1/β2), step ratio of order one)")
     ratio = h.observed.get("step_ratio_median")
@@ -122,36 +134,60 @@ def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN) -> Verdict:
     late = h.steps[:-1] >= tail * h.steps[-1]
     drop = float(drops[late].max())
     deficit = float(_regime.ratio_deficit(h, beta2)[1][-1])
-    v.note(f"{label}: max loss drop per step {drop:.4f} (steps ≥ {tail * h.steps[-1]:.0f}) vs ½ log(1/β2) "
-           f"= {rate:.4f}; predicted step ratio e^-{deficit:.2f}; median step ratio at the end "
-           f"{ratio[-1]:.3g} (need ≥ {ratio_min})")
+    last = np.asarray(ratio)[h.steps >= (1 - window) * h.steps[-1]]
+    median = float(np.nanmedian(last))
+    v.note(f"{label}: max loss drop per step {drop:.4f} (steps ≥ {tail * h.steps[-1]:.0f}; need < "
+           f"½ log(1/β2) = {rate:.4f}); predicted step ratio e^-{deficit:.2f} "
+           f"(need ≥ e^-{_regime.DEFICIT_LIMIT:.2f}); "
+           f"median step ratio over the {len(last)} logged steps ≥ {(1 - window) * h.steps[-1]:.0f}: "
+           f"{median:.3g} (need ≥ {ratio_min})")
     v.require(drop < rate, f"{label}: log L falls {drop:.4f} per step, faster than √v̂ forgets ({rate:.4f})")
     v.require(deficit <= _regime.DEFICIT_LIMIT,
               f"{label}: the loss predicts a step ratio e^-{deficit:.1f} < 0.1 (regime.ratio_deficit)")
-    v.require(ratio[-1] >= ratio_min, f"{label}: median step ratio {ratio[-1]:.3g} < {ratio_min} at the end")
+    v.require(median >= ratio_min, f"{label}: median step ratio {median:.3g} < {ratio_min} over the last "
+                                   f"{window:g} of the run")
     return v
 
 
-def linear(adam, ngd, unit: dict, spread: float, cos_min: float = 0.99) -> Verdict:
+def linear(adam, ngd, unit: dict, spread: float, cos_min: float = 0.98) -> Verdict:
     """Adam (ε = 0) ends with cosine ≥ ``cos_min`` with the ℓ∞ max-margin direction and
     closer to it than to the ℓ2 one; normalized GD the other way round; the ℓ∞ solution is
     unique (``spread < 1e-2``), so a cosine is a fair test; and Adam's run is in its
-    :func:`regime`. ``unit`` holds the unit ℓ2 and ℓ∞ solutions (``'l2'``, ``'linf'``)."""
-    v = Verdict("Adam with ε = 0 converges to the ℓ∞ max-margin direction, normalized GD to the ℓ2 one")
+    :func:`regime`. ``unit`` holds the unit ℓ2 and ℓ∞ solutions (``'l2'``, ``'linf'``).
+    (Measured at the chapter's smoke size: Adam 0.9944, normalized GD 0.9991; the ℓ2
+    mutants, normalized GD and Adam with ε = 1e-2, reach 0.927 and 0.954 with ℓ∞.)
+
+    ``adam`` and ``ngd`` may also be lists of histories, one per training seed: every check
+    must then hold on every seed (the failures are the union, each naming its seed)."""
+    adams = list(adam) if isinstance(adam, (list, tuple)) else [adam]
+    ngds = list(ngd) if isinstance(ngd, (list, tuple)) else [ngd]
+    many = len(adams) > 1 or len(ngds) > 1
+    v = Verdict("Adam with ε = 0 converges to the ℓ∞ max-margin direction, normalized GD to the ℓ2 one"
+                + (f" (on every seed: {len(adams)} of Adam, {len(ngds)} of normalized GD)" if many else ""))
     v.require(spread < 1e-2, f"the ℓ∞ solution is not unique (spread {spread:.2g}): a cosine tests nothing")
-    for h, own, other in ((adam, "linf", "l2"), (ngd, "l2", "linf")):
+    for h, own, other in [*((h, "linf", "l2") for h in adams), *((h, "l2", "linf") for h in ngds)]:
+        name = f"{h.run.label} seed {h.run.seed}" if many else h.run.label
         w = _unit(h.directions[-1])
         c_own, c_other = float(w @ unit[own]), float(w @ unit[other])
-        v.note(f"{h.run.label}: cos with the {own} solution {c_own:.4f}, with the {other} one {c_other:.4f}")
-        v.require(c_own >= cos_min, f"{h.run.label}: cosine {c_own:.4f} with the {own} solution < {cos_min}")
-        v.require(c_own > c_other, f"{h.run.label}: closer to the {other} solution than to the {own} one")
-    return _merge(v, regime(adam))
+        v.note(f"{name}: cos with the {own} solution {c_own:.4f} (need ≥ {cos_min}), with the "
+               f"{other} one {c_other:.4f}")
+        v.require(c_own >= cos_min, f"{name}: cosine {c_own:.4f} with the {own} solution < {cos_min}")
+        v.require(c_own > c_other, f"{name}: closer to the {other} solution than to the {own} one")
+    for h in adams:
+        r = regime(h)
+        if many:  # name the seed on the regime's lines too
+            r.lines = [f"seed {h.run.seed}: {line}" for line in r.lines]
+            r.failures = [f"seed {h.run.seed}: {f}" for f in r.failures]
+        _merge(v, r)
+    return v
 
 
-def network(rows, adam_runs=(), key=None, ratio_range=(0.5, 2.0)) -> Verdict:
+def network(rows, adam_runs=(), key=None, ratio_range=(0.25, 4.0)) -> Verdict:
     """On every seed: every run separated the data; Adam's ℓ∞ margin is within
     ``ratio_range`` of Signum's and above NormalizedGD's and Muon's; Adam's ℓ2 margin is
     below NormalizedGD's; and every Adam run in ``adam_runs`` is in its :func:`regime`.
+    (Adam/Signum measured: 0.80–1.31 at the book size, 1.30 and 1.51 at the smoke size; the
+    range leaves a factor of two on either side, and the rankings carry the contrast.)
 
     ``rows`` are :func:`implicit_bias.train.summary` rows (or
     :func:`implicit_bias.symmetry.summary` rows; ``key(norm)`` names the column, default the
@@ -169,9 +205,9 @@ def network(rows, adam_runs=(), key=None, ratio_range=(0.5, 2.0)) -> Verdict:
         v.require(all(row[l2] > 0 for row in r.values()), f"seed {seed}: a run did not separate the data")
         ratio = r["Adam"][linf] / r["Signum"][linf]
         rival = max(r["NormalizedGD"][linf], r["Muon"][linf])
-        v.note(f"seed {seed}: ℓ∞ Adam/Signum = {ratio:.2f}, "
-               f"Adam/max(NGD, Muon) = {r['Adam'][linf] / rival:.2f}, "
-               f"ℓ2 Adam/NGD = {r['Adam'][l2] / r['NormalizedGD'][l2]:.2f}")
+        v.note(f"seed {seed}: ℓ∞ Adam/Signum = {ratio:.2f} (need {lo}–{hi}), "
+               f"Adam/max(NGD, Muon) = {r['Adam'][linf] / rival:.2f} (need > 1), "
+               f"ℓ2 Adam/NGD = {r['Adam'][l2] / r['NormalizedGD'][l2]:.2f} (need < 1)")
         v.require(lo <= ratio <= hi,
                   f"seed {seed}: Adam's ℓ∞ margin is {ratio:.2f}× Signum's, not within {lo}–{hi}")
         v.require(r["Adam"][linf] > rival, f"seed {seed}: Adam's ℓ∞ margin is below NormalizedGD's or Muon's")
@@ -191,7 +227,8 @@ def linear_sweep_rows(hs, eps_values, unit: dict, solutions: dict) -> list[dict]
         c_inf, c_2 = h.directions @ unit["linf"], h.directions @ unit["l2"]
         rows.append({"ε": eps, "hand-over step": h.steps[k] if k is not None else "—",
                      "cos ℓ∞ peak": c_inf.max(), "cos ℓ∞ end": c_inf[-1],
-                     "cos ℓ2 at hand-over": c_2[k] if k is not None else np.nan, "cos ℓ2 end": c_2[-1],
+                     "cos ℓ2 at hand-over": c_2[h.direction_row(h.steps[k])] if k is not None else np.nan,
+                     "cos ℓ2 end": c_2[-1],
                      "ℓ∞ margin/max end": h.final("linf") / solutions["linf"].margin,
                      "ℓ2 margin/max end": h.final("l2") / solutions["l2"].margin,
                      "log10 max|g| end": h.observed["log10_grad_max"][-1],
@@ -225,9 +262,9 @@ def eps_sweep_linear(hs, eps_values, unit: dict, track: float = 0.999, slack: fl
         k = handover(h, eps)
         g = h.observed["log10_grad_max"]
         early = h.observed["log10_root_v_min"] >= np.log10(100 * eps)
-        agree = np.sum(h.directions[early] * ref.directions[early], axis=1)
-        v.note(f"ε={eps:g}: {int(early.sum())} log points with √v̂ ≥ 100ε, min cosine with ε = 0 "
-               f"{agree.min() if len(agree) else np.nan:.5f}; hand-over at "
+        agree = _cosines_where_both_kept(h, ref, h.steps[early])
+        v.note(f"ε={eps:g}: {len(agree)} logged directions with √v̂ ≥ 100ε, min cosine with ε = 0 "
+               f"{agree.min() if len(agree) else np.nan:.5f} (need ≥ {track}); hand-over at "
                f"{h.steps[k] if k is not None else '—'}")
         v.require((agree >= track).all(), f"ε={eps:g}: leaves the ε = 0 direction while √v̂ ≥ 100ε "
                                           f"(cosine {agree.min() if len(agree) else np.nan:.5f})")
@@ -240,16 +277,21 @@ def eps_sweep_linear(hs, eps_values, unit: dict, track: float = 0.999, slack: fl
                   f"(log10 range {g[k:].min():.2f}..{g[k:].max():.2f})")
         if k <= len(h.steps) - late:
             c_inf, c_2 = h.directions @ unit["linf"], h.directions @ unit["l2"]
+            at_handover = h.direction_row(h.steps[k])
             v.require(g[-1] > g_ref + 1, f"ε={eps:g}: final gradient not ten times the ε = 0 run's")
-            v.require(c_2[-1] > c_2[k], f"ε={eps:g}: the ℓ2 cosine does not rise after the hand-over")
+            if v.require(at_handover < len(c_2) - 1, f"ε={eps:g}: no direction kept between the "
+                                                      "hand-over and the end (thinned history)"):
+                v.require(c_2[-1] > c_2[at_handover],
+                          f"ε={eps:g}: the ℓ2 cosine does not rise after the hand-over")
             v.require(c_inf[-1] < c_inf.max(), f"ε={eps:g}: the ℓ∞ cosine ends at its peak")
-    v.note(f"{handed} of {len(hs) - 1} runs with ε > 0 handed over")
+    v.note(f"{handed} of {len(hs) - 1} runs with ε > 0 handed over (need ≥ 2; after it max|g| within "
+           f"[ε·1e-3, ε·10^0.5], and for an early one a final gradient ≥ 10× the ε = 0 run's)")
     v.require(handed >= 2, f"only {handed} run(s) handed over: the sweep must contain hand-overs")
     order = np.argsort(eps_values, kind="stable")
     ends_inf = [float(hs[i].directions[-1] @ unit["linf"]) for i in order]
     ends_2 = [float(hs[i].directions[-1] @ unit["l2"]) for i in order]
-    v.note("cos ℓ∞ end by ε: " + ", ".join(f"{c:.4f}" for c in ends_inf))
-    v.note("cos ℓ2 end by ε: " + ", ".join(f"{c:.4f}" for c in ends_2))
+    v.note("cos ℓ∞ end by ε: " + ", ".join(f"{c:.4f}" for c in ends_inf) + f" (need falling, to {slack})")
+    v.note("cos ℓ2 end by ε: " + ", ".join(f"{c:.4f}" for c in ends_2) + f" (need rising, to {slack})")
     v.require(all(b <= a + slack for a, b in zip(ends_inf, ends_inf[1:])),
               "the final ℓ∞ cosine does not fall with ε")
     v.require(all(b >= a - slack for a, b in zip(ends_2, ends_2[1:])),
@@ -270,6 +312,8 @@ def eps_sweep_network(hs, eps_values, late: int = 4) -> Verdict:
     :func:`regime`. Histories need margins in ``l2`` and ``linf`` and the :func:`scales`
     observer."""
     v = Verdict("on the network, a larger ε trades ℓ∞ margin for ℓ2 margin")
+    v.note(f"need: ℓ∞ end falling and ℓ2 end rising with ε (neighbours may tie to {TIE:g} relative, the ends "
+           f"may not)")
     if not v.require(0.0 in list(eps_values), "the sweep has no ε = 0 run"):
         return v
     order = np.argsort(eps_values, kind="stable")
@@ -300,13 +344,15 @@ def conditioner_solution(h, X, y):
     return M, max_margin(X, y, M)
 
 
-def preconditioned(rms, ada, X, y, floor: float, gap_rms: float = 0.02, gap_ada: float = 0.01) -> Verdict:
+def preconditioned(rms, ada, X, y, floor: float, gap_rms: float = 0.01, gap_ada: float = 0.005) -> Verdict:
     """RMSProp (ε > 0) ends closer to the ℓ2 solution than to the ℓ∞ one by ``gap_rms`` in
     cosine, with cosine ≥ ``floor``, and has handed over (``max √v < ε``). AdaGrad ends
     closer to the max-margin solution of its own final conditioner ``M`` than to either the
     ℓ2 or the ℓ∞ solution by ``gap_ada``, with cosine ≥ ``floor``, and its M-norm margin is
     a larger fraction of the M-norm maximum than its ℓ2 margin is of the ℓ2 maximum.
-    Both histories need the :func:`conditioner` observer; M comes from ``ada``'s."""
+    Both histories need the :func:`conditioner` observer; M comes from ``ada``'s. (Measured at
+    the chapter's smoke size: RMSProp leads by 0.026, AdaGrad by 0.014; their mutants, Adam
+    with ε = 0 and RMSProp in AdaGrad's place, by −0.078 and 0.0002.)"""
     v = Verdict("RMSProp with ε → ℓ2; AdaGrad → the max-margin direction of its own conditioner")
     sol = {n: max_margin(X, y, n) for n in ("l2", "linf")}
     M, sol["M"] = conditioner_solution(ada, X, y)
@@ -367,8 +413,9 @@ def beta_cases(ok, mild, bad, unit: dict, messages) -> Verdict:
         v.require(c_inf > c_2, f"β=({b1}, {b2}): closer to the ℓ2 solution than to the ℓ∞ one")
     b1, b2, r_max, r_end, c_inf, c_2 = summary(bad)
     drop = (ok.log_loss[-1] - bad.log_loss[-1]) / math.log(10)
-    v.note(f"β=({b1}, {b2}): step ratio max {r_max:.3g}, at the end {r_end:.3g}; cos ℓ∞ {c_inf:.4f}, "
-           f"cos ℓ2 {c_2:.4f}; log10 loss {drop:.1f} below β=({_betas(ok)[0]}, {_betas(ok)[1]})'s")
+    v.note(f"β=({b1}, {b2}): step ratio max {r_max:.3g}, at the end {r_end:.3g} (need > 10, at its max); "
+           f"cos ℓ∞ {c_inf:.4f}, cos ℓ2 {c_2:.4f}; log10 loss {drop:.1f} below β=({_betas(ok)[0]}, "
+           f"{_betas(ok)[1]})'s (need > 5)")
     v.require(r_end > 10 and r_end == r_max,
               f"β=({b1}, {b2}): the step ratio is not unbounded (end {r_end:.3g})")
     v.require(c_2 > c_inf, f"β=({b1}, {b2}): still heads for the ℓ∞ solution")

@@ -68,7 +68,8 @@ def smoothed_margin_rises(curves: dict, rtol: float = MONOTONE_RTOL, min_points:
         worst = int(np.argmin(drops))
         tol = rtol * np.abs(tail).max()
         v.note(f"{label}: threshold at step {int(steps[start])}, γ̃ {tail[0]:.4g} → {tail[-1]:.4g}, "
-               f"largest fall {max(-drops.min(), 0.0):.2e} over {len(tail)} points")
+               f"largest fall {max(-drops.min(), 0.0):.2e} over {len(tail)} logged steps "
+               f"(need ≤ {tol:.1e}, rounding)")
         v.require(drops.min() >= -tol, f"{label}: γ̃ falls by {-drops[worst]:.3g} between steps "
                                        f"{int(steps[start + worst])} and {int(steps[start + worst + 1])}")
         v.require(tail[-1] > tail[0], f"{label}: γ̃ does not rise ({tail[0]:.4g} → {tail[-1]:.4g})")
@@ -105,7 +106,8 @@ def rmsprop_regime(rows, uniform: float = 1.5, far: float = 10.0) -> Verdict:
                          f"seed {seed}: need an RMSProp and an AdaGrad run"):
             continue
         rms, ada = by["RMSProp"]["spread"], by["AdaGrad"]["spread"]
-        v.note(f"seed {seed}: spread RMSProp {rms:.3g}, AdaGrad {ada:.3g}")
+        v.note(f"seed {seed}: spread RMSProp {rms:.3g} (need < {uniform:g}), "
+               f"AdaGrad {ada:.3g} (need > {far:g})")
         v.require(rms < uniform, f"seed {seed}: RMSProp's conditioner spread {rms:.3g} ≥ {uniform:g} "
                                  "(not yet gradient descent: ε too small for the gradient scale, "
                                  "or too few steps)")

@@ -65,11 +65,13 @@ def rows(histories, X, y, solutions: dict) -> list[dict]:
     return out
 
 
-def own_norm_direction(rows, own: dict, max_angle: float = 3.0, min_turn: float = 15.0) -> Verdict:
+def own_norm_direction(rows, own: dict, max_angle: float = 4.5, min_turn: float = 13.0) -> Verdict:
     """Each optimizer named in ``own`` (label → norm name) ends within ``max_angle`` degrees
     of its own norm's exact solution and nearer to it than to every other solution in the
     rows, and its loss gradient turned by at least ``min_turn`` degrees during the run (so
-    the data are not a one-direction case, where every step is the same vector)."""
+    the data are not a one-direction case, where every step is the same vector). Measured on
+    the "four points" data at 200 steps: at most 2.1° (SignGD), the solutions ≥ 14° apart;
+    turns ≥ 26.9° (CoordinateDescent), 0° on one point and its mirror."""
     v = Verdict(f"each normalized steepest descent ends within {max_angle}° of its own norm's max-margin "
                 f"direction, nearer to it than to the others, while its gradient turns ≥ {min_turn}°")
     by_label = {r["optimizer"]: r for r in rows}
@@ -79,8 +81,9 @@ def own_norm_direction(rows, own: dict, max_angle: float = 3.0, min_turn: float 
         r = by_label[opt]
         angles = {k[len("° from "):]: a for k, a in r.items() if k.startswith("° from ")}
         nearest = min(angles, key=angles.get)
-        v.note(f"{opt}: {angles[norm]:.2f}° from the {norm} solution (nearest: {nearest}, "
-               f"{angles[nearest]:.2f}°); gradient turned {r['gradient turn °']:.1f}°")
+        v.note(f"{opt}: {angles[norm]:.2f}° from the {norm} solution (need ≤ {max_angle}°; nearest: "
+               f"{nearest}, {angles[nearest]:.2f}°); gradient turned {r['gradient turn °']:.1f}° "
+               f"(need ≥ {min_turn}°)")
         v.require(angles[norm] <= max_angle,
                   f"{opt}: {angles[norm]:.2f}° from the {norm} solution > {max_angle}°")
         v.require(nearest == norm, f"{opt}: nearer to the {nearest} solution than to its own norm's ({norm})")

@@ -15,6 +15,7 @@ states it, the chapter reports their fingerprints as measurements.
 
 from __future__ import annotations
 
+from ..fingerprint import COS_MIN, RATIO_MIN, SEPARATION
 from . import Verdict
 
 
@@ -26,7 +27,8 @@ def named(fp, want: str) -> Verdict:
     v.require(linear, f"{fp.name}: no linear problem of the battery could be run")
     for p in linear:
         ratio = p.margin_ratio.get(p.nearest, float("nan")) if p.nearest else float("nan")
-        v.note(f"{p.problem}: nearest {p.nearest} at {ratio:.3f} of its maximum, "
+        v.note(f"{p.problem}: nearest {p.nearest} at {ratio:.3f} of its maximum (confident needs "
+               f"≥ {RATIO_MIN}, {SEPARATION} above the next, cosine ≥ {COS_MIN} where unique): "
                f"{'confident' if p.confident else 'not confident (' + '; '.join(p.reasons) + ')'}")
         v.require(p.confident, f"{p.problem}: not confident ({'; '.join(p.reasons)})")
     v.require(fp.geometry == want, f"the fingerprint names {fp.geometry}, not {want}")

@@ -83,14 +83,23 @@ def relu_row(model, X, y, trials: int, v_global: float = 2.0, reference=None) ->
 
 def linear_network(w, X, y, best, cos_min: float = 0.99, ratio_min: float = 0.99) -> Verdict:
     """The end-to-end predictor ``w`` has cosine ≥ ``cos_min`` with the ℓ2 max-margin
-    direction ``best.direction`` and an ℓ2 margin ≥ ``ratio_min`` × ``best.margin``."""
-    v = Verdict("the deep linear network's KKT limit is the ℓ2 max-margin solution")
-    w = torch.as_tensor(w, dtype=X.dtype).reshape(-1)
-    cos = direction_cosine(w, torch.as_tensor(best.direction, dtype=X.dtype))
-    ratio = float((y * (X @ w)).min() / w.norm()) / best.margin
-    v.note(f"cos(end-to-end w, ℓ2 max-margin) = {cos:.6f}; ℓ2 margin / max = {ratio:.6f}")
-    v.require(cos >= cos_min, f"cos {cos:.4f} < {cos_min}")
-    v.require(ratio >= ratio_min, f"margin ratio {ratio:.4f} < {ratio_min}")
+    direction ``best.direction`` and an ℓ2 margin ≥ ``ratio_min`` × ``best.margin``.
+
+    ``w`` may also be a dict ``{seed: w}``, one predictor per training seed: the claim must
+    then hold on every seed (the failures are the union, each naming its seed)."""
+    ws = w if isinstance(w, dict) else {None: w}
+    v = Verdict("the deep linear network's KKT limit is the ℓ2 max-margin solution"
+                + ("" if None in ws else f" (on each of {len(ws)} seeds)"))
+    v.note(f"need: cos ≥ {cos_min}, ℓ2 margin / max ≥ {ratio_min}" + ("" if None in ws else " on every seed"))
+    for seed, wi in ws.items():
+        tag = "" if seed is None else f" (seed {seed})"
+        wi = torch.as_tensor(wi, dtype=X.dtype).reshape(-1)
+        cos = direction_cosine(wi, torch.as_tensor(best.direction, dtype=X.dtype))
+        ratio = float((y * (X @ wi)).min() / wi.norm()) / best.margin
+        v.note(f"{'seed ' + str(seed) + ': ' if seed is not None else ''}cos(end-to-end w, ℓ2 max-margin) = "
+               f"{cos:.6f}; ℓ2 margin / max = {ratio:.6f}")
+        v.require(cos >= cos_min, f"cos {cos:.4f} < {cos_min}{tag}")
+        v.require(ratio >= ratio_min, f"margin ratio {ratio:.4f} < {ratio_min}{tag}")
     return v
 
 
@@ -103,6 +112,9 @@ def diagonal(rows, eps_max: float = 1e-10, flat: float = 1e-9, improve_min: floa
     a shorter point is found near the balanced one (≥ ``improve_min``) and the sparse point's
     γ is ≥ ``gain`` × the balanced one's."""
     v = Verdict("depth 2: the balanced KKT point is global; depth ≥ 3: it is not even a local optimum")
+    v.note(f"need: ε ≤ {eps_max:g} at both points; improvement ≤ {flat:g} where the point is a local "
+           f"optimum, ≥ {improve_min:g} near the balanced point at depth ≥ 3; γ sparse / balanced "
+           f"≥ {gain} there")
     for r in rows:
         D = r["depth"]
         v.note(f"depth {D}: ε balanced {r['balanced ε']:.1e}, sparse {r['sparse ε']:.1e}; improvement near "
@@ -135,7 +147,9 @@ def relu(bad: dict, good: dict, fraction_bad: float, fraction_good: float,
     one (≥ ``improve_min``), and none next to the good one below the global optimum's norm."""
     v = Verdict("gradient descent can end at a KKT point that is not even a local optimum")
     v.note(f"grid: {fraction_bad:.3f} end at the one-neuron KKT point, "
-           f"{fraction_good:.3f} at the global optimum")
+           f"{fraction_good:.3f} at the global optimum (need both > 0)")
+    v.note(f"need: ε ≤ {eps_max:g}, γ within {tol:.0%} of its expected value, batch vs library ≤ {agree:g}, "
+           f"improvement next to the bad run ≥ {improve_min:g}")
     v.require(fraction_bad > 0 and fraction_good > 0, "the grid does not contain both outcomes")
     for name, row, target in (("bad", bad, gamma_bad), ("good", good, gamma_good)):
         v.note(f"{name} run: γ {row['γ']:.4f} (expected {target:.4f}), ε {row['ε']:.1e}, improvement nearby "

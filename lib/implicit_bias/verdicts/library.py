@@ -29,24 +29,38 @@ def rows(histories, X, y, norm, exact, active_tol: float = 0.1) -> dict:
     return out
 
 
-def user_norm(rows: dict, own: str, margin_min: float = 0.9, eps_max: float = 0.05) -> Verdict:
+def user_norm(rows, own: str, margin_min: float = 0.9, eps_max: float = 0.06) -> Verdict:
     """The run ``own`` (steepest descent in the user's norm) reaches ``margin_min`` of the
     exact max margin in that norm with a certificate ε ≤ ``eps_max``, and has the largest
-    margin and cosine to the exact direction of all ``rows``."""
-    v = Verdict(f"{own} converges to the max-margin direction of its own norm, ahead of the others")
-    if not v.require(own in rows, f"no run labelled {own!r}"):
-        return v
+    margin and cosine to the exact direction of all ``rows``. ``rows`` is one :func:`rows`
+    dict, or a list of them, one per data draw: then every draw must pass. (Measured at
+    1,000 steps on the first three draws: margin ≥ 0.954, ε ≤ 0.025; the mutant normalized
+    GD: ε ≥ 0.082.)"""
+    draws = rows if isinstance(rows, list) else [rows]
+    v = Verdict(f"{own} converges to the max-margin direction of its own norm, ahead of the others"
+                + (f", on each of {len(draws)} data draws" if len(draws) > 1 else ""))
+    for i, draw in enumerate(draws):
+        _check_draw(v, draw, own, margin_min, eps_max, f"draw {i}: " if len(draws) > 1 else "")
+    return v
+
+
+def _check_draw(v: Verdict, rows: dict, own: str, margin_min: float, eps_max: float, prefix: str) -> None:
+    if not v.require(own in rows, f"{prefix}no run labelled {own!r}"):
+        return
     for label, r in rows.items():
-        v.note(f"{label}: margin {r['margin']:.4f} of the maximum, cosine {r['cosine']:.5f}, "
-               f"certificate ε = {r['epsilon']:.3g}")
+        need = f" (need ≥ {margin_min} and ε ≤ {eps_max})" if label == own else ""
+        v.note(f"{prefix}{label}: margin {r['margin']:.4f} of the maximum, cosine {r['cosine']:.5f}, "
+               f"certificate ε = {r['epsilon']:.3g}{need}")
     mine = rows[own]
-    v.require(mine["margin"] >= margin_min, f"{own} reaches only {mine['margin']:.3f} of the max margin")
-    v.require(mine["epsilon"] <= eps_max, f"{own}'s certificate ε = {mine['epsilon']:.3g} > {eps_max}")
+    v.require(mine["margin"] >= margin_min,
+              f"{prefix}{own} reaches only {mine['margin']:.3f} of the max margin")
+    v.require(mine["epsilon"] <= eps_max,
+              f"{prefix}{own}'s certificate ε = {mine['epsilon']:.3g} > {eps_max}")
     for label, r in rows.items():
         if label != own:
-            v.require(mine["margin"] > r["margin"], f"{label} has a larger margin than {own}")
-            v.require(mine["cosine"] > r["cosine"], f"{label} is closer to the exact direction than {own}")
-    return v
+            v.require(mine["margin"] > r["margin"], f"{prefix}{label} has a larger margin than {own}")
+            v.require(mine["cosine"] > r["cosine"],
+                      f"{prefix}{label} is closer to the exact direction than {own}")
 
 
 __all__ = ["rows", "user_norm"]

@@ -64,10 +64,12 @@ def epsilon(model, X, y, norm: str, spectral_points: int | None = None) -> float
 
 
 def checkpoints(history, points: int = 5, start: float = 0.1) -> np.ndarray:
-    """Indices into ``history.steps`` of about ``points`` log-spaced checkpoints from step
-    ``start · T`` (or the first logged step where the data are separated, if later) to the
-    last step ``T``, keeping those where the data are separated."""
-    steps, separated = history.steps, history.margins["l2"] > 0
+    """Rows of ``history.directions`` of about ``points`` log-spaced checkpoints from step
+    ``start · T`` (or the first logged direction where the data are separated, if later) to
+    the last step ``T``, keeping those where the data are separated. Their steps are
+    ``history.direction_grid[rows]``."""
+    steps = history.direction_grid
+    separated = history.on_direction_grid(history.margins["l2"]) > 0
     if not separated.any():
         return np.array([], dtype=int)
     first = max(start * steps[-1], steps[int(np.argmax(separated))], 1.0)
@@ -81,10 +83,11 @@ def certificate_path(history, X, y, norm: str, points: int = 5, start: float = 0
     """ε in ``norm`` at the :func:`checkpoints` of ``history`` (from the logged directions:
     ε is scale-free). ``last``, if given, is the final model's ε, already computed. Returns
     ``(steps, eps)``."""
-    idx = checkpoints(history, points, start)
-    eps = [last if last is not None and i == len(history.steps) - 1
-           else certify(history.model_at(i).cpu(), X, y, norm, spectral_points).epsilon for i in idx]
-    return history.steps[idx], np.array(eps, dtype=float)
+    rows = checkpoints(history, points, start)
+    final = len(history.directions) - 1
+    eps = [last if last is not None and row == final
+           else certify(history.model_at(row).cpu(), X, y, norm, spectral_points).epsilon for row in rows]
+    return history.direction_grid[rows], np.array(eps, dtype=float)
 
 
 def drop_per_step(history, start: float = 0.1) -> float:
@@ -111,18 +114,29 @@ def matched_loss(h, g, norm: str) -> dict:
             "step (plain)": sg, "ratio": mh / mg if mg != 0 else math.nan}
 
 
+def outcome(h) -> str:
+    """``'overflow'`` for a run that failed (a :class:`~implicit_bias.train.RunFailed` from
+    ``train(failures='return')``), ``'not separated'`` if its final margin is ≤ 0, else
+    ``'separated'``."""
+    if isinstance(h, Exception):
+        return "overflow"
+    return "separated" if h.final("l2") > 0 else "not separated"
+
+
+_FAILED_RUN = {"overflow": "overflowed", "not separated": "never separated the data"}
+
+
 def sweep_rows(runs: dict, own: dict, eps: dict | None = None) -> list[dict]:
     """One row per run of a schedule sweep, ``runs[(label, a)]`` a History or a RunFailed:
-    outcome, own-norm margin (``own[label]``), final loss, the fall of log L per step over
-    the last decade, and the own-norm ε where ``eps[(label, a)]`` has it."""
+    :func:`outcome`, own-norm margin (``own[label]``), final loss, the fall of log L per step
+    over the last decade, and the own-norm ε where ``eps[(label, a)]`` has it."""
     rows = []
     for (label, a), h in runs.items():
-        row = {"optimizer": label, "a": a}
+        row = {"optimizer": label, "a": a, "outcome": outcome(h)}
         if isinstance(h, Exception):
-            rows.append(row | {"outcome": "overflow"})
+            rows.append(row)
             continue
-        row |= {"outcome": "separated" if h.final("l2") > 0 else "not separated",
-                "own margin": h.final(own[label]), "log10 loss": h.log_loss[-1] / math.log(10),
+        row |= {"own margin": h.final(own[label]), "log10 loss": h.log_loss[-1] / math.log(10),
                 "Δ per step": drop_per_step(h)}
         if eps is not None and (label, a) in eps:
             row["ε own"] = eps[label, a]
@@ -183,35 +197,43 @@ def certificates(eps: dict, own: dict, random_eps: dict) -> Verdict:
     return v
 
 
-def falling(paths: dict, drop: float = 0.9) -> Verdict:
+#: The fitted log–log slope of ε over the checkpoints that counts as falling. Measured (4
+#: checkpoints from 0.1·T, seed 0) inside the schedule condition: Signum −0.40 (smoke) and
+#: −0.23 (book), Muon −0.38 and −0.33, MomentumGD −0.96 and −0.73; outside it (a = 0.5, smoke
+#: size) MomentumGD −0.04 and Signum +0.05 (rising).
+FALLING_SLOPE = -0.1
+
+
+def falling(paths: dict, max_slope: float = FALLING_SLOPE) -> Verdict:
     """Each run's own-norm certificate is still falling at the end of the run: over its
-    checkpoints (``paths[label] = (steps, eps)``, at least 3) ε is lowest at the last one,
-    and over the second half of them it falls to at most ``drop`` times its value at the
-    middle checkpoint. A direction that has stopped moving (a summable schedule) or that
-    moves without approaching a KKT direction (momentum outside the schedule condition)
-    fails. The log-log slope over all checkpoints is noted."""
-    v = Verdict(f"every momentum method's certificate in its own norm ends at its lowest and falls "
-                f"to at most {drop:g}× its mid-run value over the second half of the checkpoints")
+    checkpoints (``paths[label] = (steps, eps)``, at least 3) the log–log slope of ε fitted
+    over all of them is at most ``max_slope``, and ε is lowest at the last one. A fit over
+    every checkpoint, not the ratio of two of them: one certificate can sit anywhere in a
+    band of ±10% around the trend. A direction that has stopped moving (a summable
+    schedule) or that moves without approaching a KKT direction (momentum outside the
+    schedule condition) fails."""
+    v = Verdict(f"every momentum method's certificate in its own norm falls over the run (log–log slope "
+                f"≤ {max_slope:g}) and ends at its lowest")
     for label, (steps, eps) in paths.items():
         eps = np.asarray(eps, float)
-        slope = fitted_slope(steps, eps, since=steps[0])
+        slope = fitted_slope(steps, eps, since=steps[0]) if len(eps) else math.nan
         v.note(f"{label}: ε " + " → ".join(f"{e:.3g}" for e in eps)
-               + f" at steps {', '.join(str(int(s)) for s in steps)}; log-log slope {slope:.3f}")
+               + f" at steps {', '.join(str(int(s)) for s in steps)}; log-log slope {slope:.3f} "
+               f"(need ≤ {max_slope:g})")
         if not v.require(len(eps) >= 3, f"{label}: {len(eps)} separated checkpoints; need at least 3"):
             continue
-        mid = len(eps) // 2
+        v.require(slope <= max_slope, f"{label}: ε falls with log-log slope {slope:.3f} > {max_slope:g}")
         v.require(eps[-1] < eps[:-1].min(),
                   f"{label}: ε ends at {eps[-1]:.3g}, above its earlier low {eps[:-1].min():.3g}")
-        v.require(eps[-1] <= drop * eps[mid], f"{label}: over the second half ε went from {eps[mid]:.3g} to "
-                                               f"{eps[-1]:.3g} (×{eps[-1] / eps[mid]:.3f})")
     return v
 
 
 def same_limit(first, second, exact, names=("MomentumGD", "NormalizedGD"),
-               threshold: float = 0.99) -> Verdict:
+               threshold: float = 0.98) -> Verdict:
     """Where the limit is unique (a linear model, ℓ2): both final directions (``first``,
     ``second``: tensors or arrays) have cosine ≥ ``threshold`` with the exact max-margin
-    direction ``exact`` and with each other."""
+    direction ``exact`` and with each other. (Lowest measured: MomentumGD's 0.992 at the
+    chapter's smoke size, 0.994 in the test; the mutant Signum's: 0.75.)"""
     from ..margins import direction_cosine
 
     v = Verdict(f"with a unique limit, {names[0]} and {names[1]} reach the same direction "
@@ -219,39 +241,55 @@ def same_limit(first, second, exact, names=("MomentumGD", "NormalizedGD"),
     cos = {names[0]: direction_cosine(first, exact), names[1]: direction_cosine(second, exact)}
     mutual = direction_cosine(first, second)
     for name, c in cos.items():
-        v.note(f"cos({name}, exact) = {c:.4f}")
+        v.note(f"cos({name}, exact) = {c:.4f} (need ≥ {threshold})")
         v.require(c >= threshold, f"{name} ends at cos {c:.4f} < {threshold} with the exact solution")
-    v.note(f"cos({names[0]}, {names[1]}) = {mutual:.4f}")
+    v.note(f"cos({names[0]}, {names[1]}) = {mutual:.4f} (need ≥ {threshold})")
     v.require(mutual >= threshold, f"the two final directions have cos {mutual:.4f} < {threshold}")
     return v
 
 
 def polar_factor(fractions: dict, exact: str = "Muon", approximations=("Muon (Newton–Schulz)", "TorchMuon"),
-                 gap: float = 0.02) -> Verdict:
+                 gap: float = 0.015) -> Verdict:
     """On a problem with a known max-spectral margin, the run labelled ``exact`` reaches a
     fraction of it (``fractions[label]``) at least ``gap`` above every Newton–Schulz
-    approximation's."""
+    approximation's. (Smallest lead measured: 0.036 at the chapter's smoke size, 0.049 in
+    the test; two Newton–Schulz variants differ by at most 0.006.)"""
     v = Verdict(f"exact Muon gets closer to the max-spectral margin than Newton–Schulz, by ≥ {gap}")
     v.note("fraction of the exact max-spectral margin: "
-           + ", ".join(f"{k} {fractions[k]:.4f}" for k in (exact, *approximations)))
+           + ", ".join(f"{k} {fractions[k]:.4f}" for k in (exact, *approximations))
+           + f" (need {exact} ≥ each other + {gap})")
     for k in approximations:
         v.require(fractions[exact] >= fractions[k] + gap,
                   f"{exact} {fractions[exact]:.4f} is not {gap} above {k} {fractions[k]:.4f}")
     return v
 
 
-def schedule_sweep(eps: dict, momentum, controls=("NormalizedGD",), inside: float = 0.8,
+def schedule_sweep(runs: dict, eps: dict, momentum, controls=("NormalizedGD",), inside: float = 0.8,
                    below=(0.5, 0.6)) -> Verdict:
-    """The schedule condition ``a > 1 − 1/L`` of ``η_t = η_0 t^{−a}``, read from final
-    own-norm certificates ``eps[(label, a)]`` (1.0 for a run that does not separate the
-    data): below the boundary (every ``a`` in ``below``) each method in ``momentum`` ends
-    with a larger ε than at ``inside`` (it loses the KKT evidence it has there), while each
-    momentum-free method in ``controls`` does not (its ε at every ``a`` in ``below`` is at
-    most its ε at ``inside``: normalized steepest descent needs only ``Σ η_t = ∞``)."""
+    """The schedule condition ``a > 1 − 1/L`` of ``η_t = η_0 t^{−a}``, read from the runs
+    ``runs[(label, a)]`` (Histories, or RunFailed for a run that overflowed) and their final
+    own-norm certificates ``eps[(label, a)]``: below the boundary (every ``a`` in ``below``)
+    each method in ``momentum`` ends with a larger ε than at ``inside`` (it loses the KKT
+    evidence it has there), while each momentum-free method in ``controls`` does not (its ε
+    at every ``a`` in ``below`` is at most its ε at ``inside``: normalized steepest descent
+    needs only ``Σ η_t = ∞``).
+
+    Only a run that separated the data is evidence: a run that overflowed or never
+    separated (too small a rate, too few steps) has no direction to certify, and counting
+    its conventional ε = 1 as a lost bias would pass the verdict on a broken experiment.
+    Every run read must have separated (:func:`outcome`)."""
     v = Verdict(f"below the boundary (a in {list(below)}) the momentum methods lose the KKT evidence "
-                f"they have at a = {inside}; momentum-free {', '.join(controls)} does not")
+                f"they have at a = {inside} although they separate the data; momentum-free "
+                f"{', '.join(controls)} does not")
     for label in [*momentum, *controls]:
-        v.note(f"{label}: ε " + ", ".join(f"{eps[label, a]:.3g} at a = {a}" for a in (*below, inside)))
+        outcomes = {a: outcome(runs[label, a]) for a in (*below, inside)}
+        v.note(f"{label}: ε " + ", ".join(f"{eps[label, a]:.3g} at a = {a} ({outcomes[a]})"
+                                          for a in (*below, inside)))
+        evidence = [v.require(o == "separated", f"{label}: the run at a = {a} {_FAILED_RUN.get(o)}: no "
+                                                 "evidence either way (fix its rate or steps)")
+                    for a, o in outcomes.items()]
+        if not all(evidence):
+            continue
         for a in below:
             if label in momentum:
                 v.require(eps[label, a] > eps[label, inside],
@@ -269,8 +307,8 @@ def _num(x) -> float:
     return x if math.isfinite(x) else math.inf
 
 
-__all__ = ["certify", "epsilon", "checkpoints", "certificate_path", "drop_per_step", "at_loss",
+__all__ = ["certify", "epsilon", "checkpoints", "certificate_path", "drop_per_step", "at_loss", "outcome",
            "matched_loss", "sweep_rows", "matched_rows", "margins", "certificates", "falling", "same_limit",
            "polar_factor", "schedule_sweep", "random_separating", "fitted_slope", "turn_and_bound",
            "unit_step_l2",
-           "ACTIVE_TOL", "SCS"]
+           "ACTIVE_TOL", "SCS", "FALLING_SLOPE"]

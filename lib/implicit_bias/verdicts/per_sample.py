@@ -92,17 +92,19 @@ def gaussian(inc, proxy, full, dirs: dict, cos_min: float = 0.99, proxy_min: flo
 
 
 def batch_schemes(per_sample: list, by_b: dict, dirs: dict, cos_min: float, b_tol: float,
-                  agree: float = 0.01, drop: float = 0.05) -> Verdict:
+                  agree: float = 0.01, drop: float = 0.03) -> Verdict:
     """The per-sample runs (``per_sample``: one sample per step, in different orders) each
     end with cosine ``≥ cos_min`` with the fixed point, within ``agree`` of each other; along
     the batch sizes of ``by_b`` (batch size → history, ascending, the last the full batch)
     the cosine with the ℓ∞ solution rises at every step, the cosine with the fixed point
     never rises by ``b_tol`` or more, and it falls by more than ``drop`` from the smallest
-    batch to the full one."""
+    batch to the full one (measured: 0.066 at the chapter's smoke size, 0.124 at the book
+    size; Signum in Adam's place: 0.002)."""
     v = Verdict("the per-sample schemes agree; a larger batch moves the limit from the fixed point to ℓ∞")
     fixed = [cosines(h, dirs)[FIXED] for h in per_sample]
     v.note("per-sample cos with the fixed point: " + ", ".join(f"{h.run.label} {c:.4f}"
-                                                               for h, c in zip(per_sample, fixed)))
+                                                               for h, c in zip(per_sample, fixed))
+           + f" (need ≥ {cos_min}, within {agree} of each other)")
     v.require(min(fixed) >= cos_min, f"a per-sample run ends at cosine {min(fixed):.4f} < {cos_min} with the "
                                      "fixed point")
     spread = max(fixed) - min(fixed)
@@ -111,7 +113,9 @@ def batch_schemes(per_sample: list, by_b: dict, dirs: dict, cos_min: float, b_to
     sizes = sorted(by_b)
     curve = {k: np.array([cosines(by_b[b], dirs)[k] for b in sizes]) for k in (FIXED, LINF)}
     v.note("b: " + ", ".join(f"{b} (cos fixed point {f:.4f}, cos ℓ∞ {i:.4f})"
-                             for b, f, i in zip(sizes, curve[FIXED], curve[LINF])))
+                             for b, f, i in zip(sizes, curve[FIXED], curve[LINF]))
+           + f" (need: cos ℓ∞ rising; cos fixed point never rising by ≥ {b_tol}, "
+             f"falling by > {drop} overall)")
     v.require((np.diff(curve[LINF]) > 0).all(), "the cosine with the ℓ∞ solution does not rise with every "
                                                 "larger batch")
     v.require((np.diff(curve[FIXED]) < b_tol).all(), f"the cosine with the fixed point rises by ≥ {b_tol} "
@@ -145,9 +149,10 @@ def signum(long: list, short: list, dirs: dict, cos_min: float, gap: float = 0.0
 
 
 def first_reach(h, direction, level: float):
-    """The first logged step at which the cosine with ``direction`` is ``≥ level``, or None."""
+    """The first step with a logged direction whose cosine with ``direction`` is ``≥ level``,
+    or None."""
     hit = np.flatnonzero(np.asarray(h.directions) @ np.asarray(direction) >= level)
-    return int(h.steps[hit[0]]) if len(hit) else None
+    return int(h.direction_grid[hit[0]]) if len(hit) else None
 
 
 def beta2_cost(histories, beta2s, fixed_direction, level: float, final_gap: float = 0.005) -> Verdict:
@@ -165,6 +170,8 @@ def beta2_cost(histories, beta2s, fixed_direction, level: float, final_gap: floa
     for b2, r, f in zip(beta2s, reached, final):
         v.note(f"β2 = {b2}: first step with cos ≥ {level}: {r if r is not None else 'not reached'}; "
                f"final cos {f:.4f}")
+    v.note(f"need: the first reached by β2 = {beta2s[0]}, no sooner with a larger β2, and the last ending "
+           f"≥ {final_gap} lower")
     v.require(reached[0] is not None, f"β2 = {beta2s[0]} never reaches cosine {level} with the fixed point")
     steps = [r if r is not None else math.inf for r in reached]
     v.require(all(a <= b for a, b in zip(steps, steps[1:])),

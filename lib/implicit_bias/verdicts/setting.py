@@ -59,7 +59,8 @@ def homogeneity(zoo: dict, X, scales=SCALES, rtol: float = 1e-10, tol: float = 1
                       f"{name}: f(cθ) ≠ c^L f(θ) at c = {c:g} (L = {L:g})")
             measured.append(measured_degree(model, X, c))
         worst = max(abs(m - L) for m in measured)
-        v.note(f"{name}: L declared {L:g}, measured " + ", ".join(f"{m:.12f}" for m in measured))
+        v.note(f"{name}: L declared {L:g}, measured " + ", ".join(f"{m:.12f}" for m in measured)
+               + f" (need within {tol:g}; f(cθ) = c^L f(θ) to {rtol:g})")
         v.require(worst < tol, f"{name}: measured degree differs from the declared {L:g} by {worst:.2e}")
     return v
 
@@ -79,7 +80,7 @@ def margin_invariance(zoo: dict, X, y, norms=NORMS, scales=MARGIN_SCALES, margin
                 if not change <= worst:  # NaN counts as the worst
                     worst, where = change, f"{name}, {norm}, c = {c:g}"
     v.note(f"largest relative change of γ(cθ) over {len(zoo)} models × {len(norms)} norms × "
-           f"{len(scales)} scales: {worst:.1e}" + (f" ({where})" if where else ""))
+           f"{len(scales)} scales: {worst:.1e}" + (f" ({where})" if where else "") + f" (need ≤ {tol:g})")
     v.require(worst <= tol, f"γ(cθ) ≠ γ(θ): relative change {worst:.2e} at {where}")
     return v
 
