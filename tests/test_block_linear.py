@@ -45,7 +45,8 @@ def _independent_hybrid(X, y, r: float, vector_norm):
     Z = (y[:, None] * X).numpy()
     W, u = cp.Variable((4, 5)), cp.Variable(6)
     margins = Z[:, :20] @ cp.reshape(W, 20, order="C") + Z[:, 20:] @ u
-    problem = cp.Problem(cp.Minimize(cp.maximum(r * cp.sigma_max(W), cp.norm(u, vector_norm))), [margins >= 1])
+    norm = cp.maximum(r * cp.sigma_max(W), cp.norm(u, vector_norm))
+    problem = cp.Problem(cp.Minimize(norm), [margins >= 1])
     problem.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
     direction = np.r_[W.value.reshape(-1), u.value] / problem.value
     return direction, 1 / problem.value
@@ -104,7 +105,8 @@ def test_block_linear_batched_engine_equals_the_reference_loop(draw):
     spec = {"kind": "block_linear", "blocks": BLOCKS}
     # 50 steps: Adam at ε = 0 and the polar factor amplify 1-ulp differences later on
     runs = [Run(name, 0.1, 50, schedule=0.5, model=spec, options=options) for name, options in
-            (("MuonSignum", {}), ("MuonAdam", {"lr_adam": 0.3, "betas": (0.5, 0.5), "eps": 0.0}), ("Signum", {}))]
+            (("MuonSignum", {}), ("MuonAdam", {"lr_adam": 0.3, "betas": (0.5, 0.5), "eps": 0.0}),
+             ("Signum", {}))]
     batched = train(runs, draw, norms=(), progress=False)
     loop = train(runs, draw, norms=(), progress=False, engine="loop")
     assert batched[0].engine["name"] == "batched"
@@ -122,5 +124,6 @@ def test_nearness_reads_cosines_and_margin_fractions(draw):
         model.W.copy_(3 * w[:20].reshape(4, 5))
         model.u.copy_(3 * w[20:])
     near = maxmargin.nearness(model, X, y, solutions)
-    assert near["cos"]["l2"] == pytest.approx(1.0, abs=1e-12) and near["margin"]["l2"] == pytest.approx(1.0, rel=1e-6)
+    assert near["cos"]["l2"] == pytest.approx(1.0, abs=1e-12)
+    assert near["margin"]["l2"] == pytest.approx(1.0, rel=1e-6)
     assert near["cos"]["linf"] < 0.99 and near["margin"]["linf"] < 1

@@ -64,7 +64,8 @@ def _vector_block_ngd():
     class MuonNormalizedGD(optim.Hybrid):
         def __init__(self, params, lr, lr_rest):
             step = dict(rule="steepest", momentum=0.9, normalized=True)
-            super().__init__(params, dict(step, norm=norms.Spectral(), lr=lr), dict(step, norm=norms.L2(), lr=lr_rest))
+            super().__init__(params, dict(step, norm=norms.Spectral(), lr=lr),
+                             dict(step, norm=norms.L2(), lr=lr_rest))
 
     return MuonNormalizedGD
 
@@ -131,7 +132,8 @@ def exact_rows():
         solutions = {g: (n, maxmargin.max_margin(X, y, n, blocks=BLOCKS)) for g, n in geometries.items()}
         hs = train([Run(name, lr, 3000, schedule=0.3, seed=draw, model=spec, label=label, options=options)
                     for label, (name, lr, options) in runs.items()], (X, y), norms=(), progress=False)
-        rows += [{"label": h.run.label, "draw": draw, **maxmargin.nearness(h.model, X, y, solutions)} for h in hs]
+        rows += [{"label": h.run.label, "draw": draw, **maxmargin.nearness(h.model, X, y, solutions)}
+                 for h in hs]
     return rows
 
 
@@ -162,7 +164,8 @@ def test_exact_solutions_fails_when_muon_adam_ignores_lr_adam(exact_rows):
 
 
 def test_exact_solutions_fails_with_the_ratio_labels_permuted(exact_rows):
-    permuted = {"MuonAdam r=0.3": "MuonAdam r=1", "MuonAdam r=1": "MuonAdam r=3", "MuonAdam r=3": "MuonAdam r=0.3"}
+    permuted = {"MuonAdam r=0.3": "MuonAdam r=1", "MuonAdam r=1": "MuonAdam r=3",
+                "MuonAdam r=3": "MuonAdam r=0.3"}
     v = hybrid.exact_solutions(_relabelled(exact_rows, permuted), OWN_EXACT, margin_min=0.95)
     assert not v and sum("nearest" in f for f in v.failures) >= 6, v
 
@@ -175,7 +178,8 @@ def test_exact_solutions_needs_three_draws(exact_rows):
 # --- certificates in the hybrid norm on the network, and directional convergence ------------
 
 CERT_NET = {"kind": "two_layer", "width": 16, "activation": "relu2"}
-CERT_RATES = {"MuonSignum": (0.15, {}), "MuonAdam": (0.15, {"lr_adam": 0.15, "betas": (0.5, 0.5), "eps": 0.0}),
+CERT_RATES = {"MuonSignum": (0.15, {}),
+              "MuonAdam": (0.15, {"lr_adam": 0.15, "betas": (0.5, 0.5), "eps": 0.0}),
               "Muon": (0.2, {}), "MomentumGD": (0.5, {})}
 CERT_OWN = {"MuonSignum": "hybrid", "MuonAdam": "hybrid", "Muon": "spectral", "MomentumGD": "l2"}
 

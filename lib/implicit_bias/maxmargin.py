@@ -140,7 +140,8 @@ def _check_block_linear(model, X) -> None:
         theta = torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters()])
         Xt = torch.as_tensor(X, dtype=torch.float64)
         f = model(Xt.to(next(model.parameters()).dtype)).double().cpu().reshape(-1)
-    if Xt.ndim != 2 or Xt.shape[1] != theta.numel() or not torch.allclose(f, Xt @ theta, rtol=1e-9, atol=1e-12):
+    linear = Xt.ndim == 2 and Xt.shape[1] == theta.numel()
+    if not (linear and torch.allclose(f, Xt @ theta, rtol=1e-9, atol=1e-12)):
         raise ValueError(f"max_margin(blocks={type(model).__name__}(...)): the exact solver is for a linear "
                          "model f(x) = Σ_k ⟨θ_k, x_k⟩ whose inputs are its blocks' inputs concatenated "
                          "in parameter order; this model's outputs on X are not. Pass blocks as a dict "

@@ -590,7 +590,8 @@ def example_input_dim(spec: dict) -> int:
 def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
     'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``,
-    ``two_layer_vector_unit``, ``block_linear`` (with ``blocks``; the multi-output models are built directly and trained
+    ``two_layer_vector_unit``, ``block_linear`` (with ``blocks``; the multi-output models are built
+    directly and trained
     through a factory returning :class:`Pairwise` of them)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)

@@ -36,9 +36,10 @@ def exact_solutions(rows, own: dict, cos_min: float = 0.99, margin_min: float = 
         v.note(f"{label} → {geometry}: cos {cos.min():.4f}–{cos.max():.4f} (≥ {cos_min}), margin "
                f"{margin.min():.4f}–{margin.max():.4f} of the maximum (≥ {margin_min})")
         for r, near in zip(found, nearest):
-            v.require(near == geometry, f"{label}, draw {r['draw']}: nearest the {near} solution "
-                                        f"(cos {r['cos'][near]:.4f}), not {geometry} ({r['cos'][geometry]:.4f})")
-        v.require(cos.min() >= cos_min, f"{label}: cos with the {geometry} solution {cos.min():.4f} < {cos_min}")
+            v.require(near == geometry, f"{label}, draw {r['draw']}: nearest the {near} solution (cos "
+                                        f"{r['cos'][near]:.4f}), not {geometry} ({r['cos'][geometry]:.4f})")
+        v.require(cos.min() >= cos_min,
+                  f"{label}: cos with the {geometry} solution {cos.min():.4f} < {cos_min}")
         v.require(margin.min() >= margin_min,
                   f"{label}: {geometry} margin {margin.min():.4f} of the maximum < {margin_min}")
     return v
@@ -133,7 +134,8 @@ def ratio_certified(rows, ratios, min_seeds: int = 5) -> Verdict:
     return v
 
 
-__all__ = ["exact_solutions", "certified_in_norm", "slope", "column_winners", "ratio_certified", "adam_in_regime"]
+__all__ = ["exact_solutions", "certified_in_norm", "slope", "column_winners", "ratio_certified",
+           "adam_in_regime"]
 
 
 def adam_in_regime(histories, q90_floor: float = 0.1) -> Verdict:
