@@ -205,38 +205,6 @@ def test_directional_fails_on_a_run_cut_short(runs):
     assert any("does not separate" in f for f in v.failures)
 
 
-@pytest.fixture(scope="module")
-def seeded(runs, digits):
-    """The chapter's form: both runs on training seeds 0, 1, 2 (seeds 1 and 2 in one batched
-    call), and the mutant: sign descent on seed 2 stopped at 300 steps, before it separates."""
-    batch = [Run(opt, lr, STEPS, schedule=0.8, seed=s, model=NET)
-             for s in (1, 2) for opt, lr in (("NormalizedGD", 1.0), ("SignGD", 0.05))]
-    hists = [runs[label] for label in OWN] + train(batch, digits, norms=("l2", "linf"), log_points=14,
-                                                  progress=False)
-    short = train(Run("SignGD", 0.05, 300, schedule=0.8, seed=2, model=NET), digits, norms=("l2", "linf"),
-                  log_points=14, progress=False)[0]
-    return hists, short
-
-
-def test_directional_passes_on_three_seeds(seeded):
-    hists, _ = seeded
-    assert sorted((h.run.label, h.run.seed) for h in hists) == sorted((o, s) for o in OWN for s in range(3))
-    v = C.directional(hists, OWN)
-    assert v, v.failures
-    assert sum("seed 2:" in line for line in v.lines) == 2
-
-
-def test_directional_fails_when_one_seed_is_cut_short(seeded):
-    """Mutant: seed 2's sign descent stopped at 300 steps in place of its full run: the verdict
-    requires every seed, and names the one that fails."""
-    hists, short = seeded
-    assert C.directional(hists, OWN)
-    mutant = [short if (h.run.label, h.run.seed) == ("SignGD", 2) else h for h in hists]
-    v = C.directional(mutant, OWN)
-    assert not v
-    assert v.failures and all(f.startswith("SignGD seed 2:") for f in v.failures)
-
-
 def test_path_length_bound_is_the_schedule_sum(runs):
     h = runs["NormalizedGD"]
     b = C.path_length_bound(h, "l2")

@@ -109,6 +109,42 @@ def test_gr_fails_with_per_sample_adam_in_place_of_full_batch(gr):
     assert any("ℓ∞ margin" in f and "of the maximum <" in f for f in v.failures)
 
 
+@pytest.fixture(scope="module")
+def gr_seeds(gr):
+    """The chapter's form: both runs on training seeds 0, 1, 2 (seed 0 from ``gr``; seeds 1
+    and 2 in one batched call)."""
+    X, y = data.generalized_rademacher(n=N, d=20, seed=0)
+    runs = [Run("Adam", 0.1, GR_STEPS, schedule=0.5, seed=s, model=LIN, options={"betas": (0.9, 0.95)},
+                batch=batch, label=label)
+            for s in (1, 2) for batch, label in (("cyclic", "inc"), ("full", "full"))]
+    hs = train1(runs, X, y)
+    return {0: (gr["inc"], gr["full"]), 1: tuple(hs[:2]), 2: tuple(hs[2:])}
+
+
+def _gr_seeds(gr, pairs):
+    return per_sample.on_every_seed({s: per_sample.generalized_rademacher(inc, full, gr["l2"], gr["linf"],
+                                                                          COS, MARGIN)
+                                     for s, (inc, full) in pairs.items()})
+
+
+def test_gr_passes_on_three_seeds(gr, gr_seeds):
+    assert [h.run.seed for pair in gr_seeds.values() for h in pair] == [0, 0, 1, 1, 2, 2]
+    v = _gr_seeds(gr, gr_seeds)
+    assert v, v.failures
+    assert "3 seeds" in v.claim and any(line.startswith("seed 2:") for line in v.lines)
+
+
+def test_gr_fails_when_one_seed_has_full_batch_adam_in_place_of_per_sample(gr, gr_seeds):
+    """Mutant: on seed 1 alone, full-batch Adam in place of per-sample Adam: the combined
+    verdict fails, and only on seed 1."""
+    assert _gr_seeds(gr, gr_seeds)
+    inc, full = gr_seeds[1]
+    v = _gr_seeds(gr, {**gr_seeds, 1: (full, full)})
+    assert not v
+    assert v.failures and all(f.startswith("seed 1:") for f in v.failures)
+    assert any("cosine" in f and "with the ℓ2 solution <" in f for f in v.failures)
+
+
 # --- Gaussian: the fixed point --------------------------------------------------------
 
 

@@ -208,18 +208,14 @@ def directional(histories, own: dict, threshold: float = 0.99, fraction: float =
     * the direction spends at most ``fraction`` of that allowance on turning. Measured: 0.17
       (sign descent, chapter 3's book size), 0.23 (its smoke size), 0.26 (its test), at most
       0.30 (chapter 8's test sweep, 12 runs); runs cut short, still turning, use 0.41–0.63,
-      too close to tell apart, so the separation and cosine checks are what fail them.
-
-    Several histories may share a label (one per training seed): each is named with its
-    seed, and every check must hold on every one."""
+      too close to tell apart, so the separation and cosine checks are what fail them."""
     limit = math.degrees(math.acos(threshold))
-    labels = [h.run.label for h in histories]
     v = Verdict(f"over the last {window:g} of training the run separates the data, cos(θ_t, θ_final) ≥ "
                 f"{threshold}, and the direction turns by at most {fraction:.2g} of what the remaining path "
                 f"length allows")
     for h in histories:
-        label = h.run.label if labels.count(h.run.label) == 1 else f"{h.run.label} seed {h.run.seed}"
-        turn, allowed, cos = turn_and_bound(h, own[h.run.label], window)
+        label = h.run.label
+        turn, allowed, cos = turn_and_bound(h, own[label], window)
         late = h.steps >= h.steps[-1] * (1 - window)
         separated = bool((h.margins["l2"][late] > 0).all())
         v.note(f"{label}: min cos {cos:.5f} (need ≥ {threshold}); separated throughout: {separated}; turned "
