@@ -38,10 +38,9 @@ prediction with a stated tolerance on the runs of that chapter, and each is also
 library's tests, on a deliberately wrong input — a **mutant**, such as one optimizer's run
 in place of another's — which must make it fail (a check that no mutant can fail checks
 nothing). This page collects every verdict of the book as it came out when this site was
-built, at run size **{glue:text}`SIZE_FROM.ipynb::run-size:s`**
-(`smoke` is a seconds-long size for tests, `book` the default, `paper` the paper-scale runs;
-see {doc}`intro`). Each row links to its chapter, where the verdict cell prints every number
-it compared.
+built, at run size **{glue:text}`SIZE_FROM.ipynb::run-size:s`** (of `smoke`, seconds long,
+for tests; `book`, the default; and `paper`, the paper-scale runs: see {doc}`intro`). Each row
+links to its chapter, where the verdict cell prints every number it compared.
 """.replace("SIZE_FROM", SIZE_FROM)
 
 VERDICTS = """## The verdicts

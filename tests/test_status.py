@@ -102,3 +102,6 @@ def test_table_is_text_and_html():
     assert "0.123" in t and repr(t) == str(t)
     html = t._repr_html_()
     assert html.count("<tr>") == 3 and "a&lt;b" in html and '<td class="ib-num">0.123</td>' in html
+    titled = plots.table(t.rows, title="final margins")
+    assert str(titled).splitlines()[0] == "final margins"
+    assert "<caption>final margins</caption>" in titled._repr_html_()

@@ -209,20 +209,23 @@ def heatmap(values, rows, columns, title: str | None = None, annotations=None, a
 class Table(str):
     """A table of dict rows: its text is the aligned plain-text table (``print`` and tests read
     it, and it is still a ``str``), and a notebook or the book's page shows it as an HTML table
-    (``_repr_html_``). End a cell with it, or ``display`` it, rather than printing it."""
+    (``_repr_html_``). End a cell with it, or ``display`` it, rather than printing it; give it a
+    ``title`` rather than printing one above it (the page gathers a cell's printed lines into
+    one box, above its tables)."""
 
     rows: list
     columns: list
+    title: str | None
 
-    def __new__(cls, rows, columns=None, digits: int = 4):
+    def __new__(cls, rows, columns=None, digits: int = 4, title: str | None = None):
         rows = list(rows)
         columns = list(columns or (rows[0] if rows else []))
         body = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
         widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
         line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-        self = super().__new__(cls, "\n".join([line(columns), line(["-" * w for w in widths]),
-                                               *map(line, body)]))
-        self.rows, self.columns, self._body = rows, columns, body
+        text = [line(columns), line(["-" * w for w in widths]), *map(line, body)]
+        self = super().__new__(cls, "\n".join([title, *text] if title else text))
+        self.rows, self.columns, self.title, self._body = rows, columns, title, body
         return self
 
     def __repr__(self) -> str:  # the text/plain form a notebook stores beside the HTML
@@ -236,15 +239,17 @@ class Table(str):
         head = "".join(f"<th{align(j)}>{escape(c)}</th>" for j, c in enumerate(self.columns))
         body = "".join("<tr>" + "".join(f"<td{align(j)}>{escape(v)}</td>" for j, v in enumerate(row))
                        + "</tr>" for row in self._body)
-        return (f'{_TABLE_STYLE}<table class="dataframe ib-table"><thead><tr>{head}</tr></thead>'
+        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
+        return (f'{_TABLE_STYLE}<table class="dataframe ib-table">{caption}<thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
 
 #: Compact and wrapping, so that a table fits the page's text column instead of scrolling.
 _TABLE_STYLE = ("<style>table.ib-table{font-size:0.8em;border-collapse:collapse;max-width:100%}"
                 "table.ib-table th,table.ib-table td{padding:0.2em 0.5em;white-space:normal;"
-                "overflow-wrap:anywhere;text-align:left;vertical-align:top}"
-                "table.ib-table .ib-num{text-align:right;font-variant-numeric:tabular-nums}</style>")
+                "overflow-wrap:break-word;text-align:left;vertical-align:top}"
+                "table.ib-table .ib-num{text-align:right;font-variant-numeric:tabular-nums}"
+                "table.ib-table caption{caption-side:top;text-align:left;padding:0.2em 0.5em}</style>")
 
 
 def _is_number(v) -> bool:
@@ -257,10 +262,11 @@ def _cell(v, digits: int) -> str:
     return str(v)
 
 
-def table(rows, columns=None, digits: int = 4) -> Table:
+def table(rows, columns=None, digits: int = 4, title: str | None = None) -> Table:
     """A table of dict rows (columns default to the first row's keys; floats to ``digits``
-    significant digits): shown as an HTML table in a notebook, aligned text when printed."""
-    return Table(rows, columns, digits)
+    significant digits; ``title`` above it): shown as an HTML table in a notebook, aligned text
+    when printed."""
+    return Table(rows, columns, digits, title)
 
 
 def _wrap(fig, text: str, size: float) -> list:

@@ -61,7 +61,7 @@ class Verdict:
     #: ``str(v)`` wraps its lines at this many characters (a page's output box shows 100).
     width = 100
     #: The status page's "numbers compared" cell shows about this many characters of them.
-    record_chars = 240
+    record_chars = 160
 
     def __str__(self) -> str:
         return self._text(f"verdict {'PASSED' if self else 'FAILED'}")
