@@ -156,5 +156,6 @@ def test_the_checks_catch_what_they_should():
                 nbformat.v4.new_code_cell("assert True"),
                 nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
     assert [n for _, n in visible_code_cells(nb)] == [16, 1]
-    assert defines_only("def f():\n    return plt.subplots()") and not defines_only("fig, ax = plt.subplots()")
+    assert defines_only("def f():\n    return plt.subplots()")
+    assert not defines_only("fig, ax = plt.subplots()")
     assert exercises(nb) == {"ex-a": [5], "ex-b": None}
