@@ -29,7 +29,7 @@ DRAWS = re.compile(r"plt\.subplots\(|plt\.figure\(|plots\.(margins|margin_bands|
                    r"|\.figure\(\)")
 #: Chapters whose figures may still carry their caption inside the image (plots.caption);
 #: chapter 8 is converted by its owner, then remove it here.
-IMAGE_CAPTIONS = {"08_hybrid"}
+IMAGE_CAPTIONS: set[str] = set()
 
 
 def _read(path):
