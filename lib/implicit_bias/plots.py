@@ -245,7 +245,10 @@ class Table(str):
 
 
 #: Compact and wrapping, so that a table fits the page's text column instead of scrolling.
-_TABLE_STYLE = ("<style>table.ib-table{font-size:0.8em;border-collapse:collapse;max-width:100%}"
+# fixed layout at the column's width (!important: the theme's table rules win otherwise), so a
+# wide table wraps its cells instead of running past the text column
+_TABLE_STYLE = ("<style>table.ib-table{font-size:0.8em;border-collapse:collapse;max-width:100%;"
+                "width:100% !important;table-layout:fixed !important}"
                 "table.ib-table th,table.ib-table td{padding:0.2em 0.5em;white-space:normal;"
                 "overflow-wrap:break-word;text-align:left;vertical-align:top}"
                 "table.ib-table .ib-num{text-align:right;font-variant-numeric:tabular-nums}"
