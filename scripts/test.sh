@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export IMPLICIT_BIAS_PROFILE=${IMPLICIT_BIAS_PROFILE:-smoke}
-.venv/bin/python -m pytest tests chapters --nbval-lax --nbval-current-env -q "$@"
+# Workers split the cores: one pytest worker per core (TEST_WORKERS overrides), each with
+# its share of the threads; --dist loadscope keeps a notebook's cells in order in one kernel.
+cores=$(nproc)
+workers=${TEST_WORKERS:-$cores}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
+.venv/bin/python -m pytest tests chapters --nbval-lax --nbval-current-env -q \
+  -n "$workers" --dist loadscope "$@"
