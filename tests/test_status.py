@@ -105,3 +105,21 @@ def test_table_is_text_and_html():
     titled = plots.table(t.rows, title="final margins")
     assert str(titled).splitlines()[0] == "final margins"
     assert "<caption>final margins</caption>" in titled._repr_html_()
+
+
+def test_on_every_seed_fails_when_one_seed_fails():
+    from implicit_bias.verdicts import on_every_seed
+
+    def seeded(ok):
+        v = Verdict("ε is smallest in the own norm")
+        v.note("ε 0.1")
+        v.require(ok, "ε is not smallest")
+        return v
+
+    passed = on_every_seed({0: seeded(True), 1: seeded(True), 2: seeded(True)})  # the positive control
+    assert passed and passed.claim == "on every seed (3): ε is smallest in the own norm"
+    assert passed.lines == ["seed 0: ε 0.1", "seed 1: ε 0.1", "seed 2: ε 0.1"]
+    failed = on_every_seed({0: seeded(True), 1: seeded(False), 2: seeded(True)})
+    assert not failed and failed.failures == ["seed 1: ε is not smallest"]
+    with pytest.raises(ValueError, match="one predicate"):
+        on_every_seed({0: seeded(True), 1: Verdict("another claim")})

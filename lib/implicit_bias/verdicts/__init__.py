@@ -187,9 +187,22 @@ def own_norm_wins(rows, own: dict, key=None) -> Verdict:
     return v
 
 
+def on_every_seed(per_seed: dict) -> Verdict:
+    """One verdict from the same predicate run on each seed (``{seed: Verdict}``): it passes
+    when it passes on every seed; its numbers and failures are each seed's, labelled."""
+    claims = {v.claim for v in per_seed.values()}
+    if len(claims) != 1:
+        raise ValueError(f"on_every_seed combines one predicate's verdicts, got claims {sorted(claims)}.")
+    v = Verdict(f"on every seed ({len(per_seed)}): {claims.pop()}")
+    for seed, one in per_seed.items():
+        v.lines += [f"seed {seed}: {line}" for line in one.lines]
+        v.failures += [f"seed {seed}: {f}" for f in one.failures]
+    return v
+
+
 def _num(x) -> float:
     x = float(x)
     return x if math.isfinite(x) else -math.inf
 
 
-__all__ = ["Verdict", "glue", "own_norm_wins"]
+__all__ = ["Verdict", "glue", "own_norm_wins", "on_every_seed"]
