@@ -239,8 +239,10 @@ def _check_gradients(grads, K: int, run_at, t: int) -> None:
         return
     finite = torch.stack([g.reshape(K, -1).isfinite().all(dim=1) for g in grads]).all(dim=0)
     if not bool(finite.all()):
+        from .train import describe
+
         run = run_at(int((~finite).nonzero()[0]))
-        raise RunFailed(run, f"{run.label}: the gradient has NaN or inf entries at step {t} (a step "
+        raise RunFailed(run, f"{describe(run)}: the gradient has NaN or inf entries at step {t} (a step "
                              "would be silently wrong: the sign of NaN is 0). Check the data and the "
                              "model for non-finite values, or lower the learning rate.")
 
@@ -329,8 +331,10 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
                 pending = False
             log_l = log_l.cpu().numpy()
             if not np.isfinite(log_l).all():
+                from .train import describe
+
                 k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
-                raise RunFailed(runs[k], f"{runs[k].label}: the loss became {log_l[position[k]]} at "
+                raise RunFailed(runs[k], f"{describe(runs[k])}: the loss became {log_l[position[k]]} at "
                                          f"step {t} (the parameters left the float range); lower the "
                                          "learning rate.")
             if frame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import numbers
 import struct
 from pathlib import Path
 
@@ -44,22 +45,20 @@ def check_data(X, y) -> None:
     """Raise a clear error unless ``X`` has one finite row per label of ``y`` (±1): what
     every entry point (training, margins, certificates, solvers) needs before any work.
     ``X`` and ``y`` are tensors (checked where they are, without a copy) or arrays."""
-    X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+    X = X if isinstance(X, torch.Tensor) else _array("X", X)
+    y = y if isinstance(y, torch.Tensor) else _array("y", y)
     if X.ndim < 2:
         raise ValueError(f"X must have one row per sample, shape (n, d); got shape {tuple(X.shape)}: "
                          "for a single feature use `X.reshape(-1, 1)`.")
     if X.shape[0] == 0:
         raise ValueError(f"The data set is empty: X has shape {tuple(X.shape)}, no samples. Give at "
                          "least one.")
-    n, shape = X.shape[0], tuple(y.shape) if hasattr(y, "shape") else np.shape(y)
+    n, shape = X.shape[0], tuple(y.shape)
     if shape != (n,):
         fix = ": flatten it with `y.reshape(-1)`" if math.prod(shape) == n else ""
         raise ValueError(f"y must have shape ({n},), one label per row of X; got {shape}{fix}.")
     check_labels(y)
-    real = (X.dtype != torch.bool and not X.is_complex()) if isinstance(X, torch.Tensor) else (
-        np.issubdtype(X.dtype, np.number) and not np.issubdtype(X.dtype, np.complexfloating))
-    if not real:
-        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}.")
+    _check_numbers(X)
     finite = X.reshape(n, -1).isfinite().all(1) if isinstance(X, torch.Tensor) else (
         np.isfinite(X.reshape(n, -1)).all(axis=1))
     if not bool(finite.all()):
@@ -68,13 +67,80 @@ def check_data(X, y) -> None:
                          f"{rows[0]}): the data must be finite. Drop or repair those rows.")
 
 
+def _array(name: str, a) -> np.ndarray:
+    """``a`` as an array, or a clear error for ragged rows."""
+    try:
+        return np.asarray(a)
+    except ValueError:
+        what = "one row per sample" if name == "X" else "one label per sample"
+        raise ValueError(f"{name} is a ragged list (rows of different lengths): give a rectangular "
+                         f"array of numbers, {what}.") from None
+
+
+#: Integers beyond this are not all exact in float64, the dtype training converts X to.
+EXACT_INTEGERS = 2**53
+
+
+def _check_numbers(X) -> None:
+    """Refuse an X that is not real numbers, or whose integers float64 cannot hold exactly
+    (training converts X to float64: an int64 beyond 2^53 would lose its last digits)."""
+    if isinstance(X, torch.Tensor):
+        real = X.dtype != torch.bool and not X.is_complex()
+        integer = real and not X.is_floating_point()
+    else:
+        real = np.issubdtype(X.dtype, np.number) and not np.issubdtype(X.dtype, np.complexfloating)
+        integer = real and np.issubdtype(X.dtype, np.integer)
+    if not real:
+        kind = {"U": "text", "S": "bytes", "O": "Python objects"}.get(getattr(X.dtype, "kind", ""), "")
+        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}{f' ({kind})' if kind else ''}: "
+                        "convert it with `np.asarray(X, dtype=float)` (after parsing any text).")
+    if integer and math.prod(X.shape) > 0:
+        # the largest entry itself, compared as an integer (no float rounding, no overflow of abs)
+        top = max(abs(int(X.max())), abs(int(X.min())))
+        if top > EXACT_INTEGERS:
+            raise ValueError(f"X holds integers up to {top:.3g} (dtype {X.dtype}), beyond 2^53 ≈ 9.0e15: "
+                             "float64, which training uses, cannot hold them exactly. Rescale X (divide it "
+                             "by a power of ten) and convert it to float64 yourself.")
+
+
 def _tensors(X, y, dtype=DTYPE):
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+
+
+def _count(name: str, value) -> int:
+    """A sample count or dimension: a positive integer (``1e3`` is refused, not truncated)."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _fits(n: int, d: int) -> None:
+    """Refuse an ``n × d`` float64 data set larger than the memory available, before drawing it."""
+    from .batched import free_memory
+
+    need, available = 8 * n * d, free_memory(torch.device("cpu"))
+    if need > available:
+        raise MemoryError(f"n = {n:,} samples of d = {d:,} features take {need / 1e9:.3g} GB, more than the "
+                          f"{available / 1e9:.3g} GB available: choose a smaller n or d.")
+
+
+def _subset_size(n, size: int, what: str) -> int | None:
+    """``n`` checked against the ``size`` samples of ``what``: None (all of them) or 1 … size."""
+    if n is None:
+        return None
+    n = _count("n", n)
+    if n > size:
+        raise ValueError(f"n = {n:,} asks for more samples than {what} has ({size:,}): choose n ≤ {size:,}, "
+                         "or leave n out for all of them.")
+    return n
 
 
 def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DTYPE):
     """Linearly separable Gaussian data: ``x ~ N(0, I_d)`` labelled by a random teacher
     ``w*``, keeping points with ``|w*·x| / ‖w*‖ ≥ gap`` so the margin is bounded below."""
+    n, d = _count("n", n), _count("d", d)
+    _fits(n, d)
+    _check_gap(gap, n)
     rng = np.random.default_rng(seed)
     teacher = rng.standard_normal(d)
     teacher /= np.linalg.norm(teacher)
@@ -85,6 +151,20 @@ def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DT
             rows.append(x)
     X = np.array(rows)
     return _tensors(X, np.sign(X @ teacher), dtype)
+
+
+#: Most draws :func:`gaussian` may need (about n / P(|z| ≥ gap)); beyond, a gap is refused.
+MAX_DRAWS = 10_000_000
+
+
+def _check_gap(gap, n: int) -> None:
+    """Refuse a gap that keeps so few Gaussian points that drawing n of them would hang."""
+    if not (isinstance(gap, numbers.Real) and math.isfinite(gap) and gap >= 0):
+        raise ValueError(f"gap must be a finite number ≥ 0, got {gap!r}.")
+    kept = math.erfc(gap / math.sqrt(2))  # P(|w*·x| ≥ gap) for a unit teacher
+    if n / max(kept, 1e-300) > MAX_DRAWS:
+        raise ValueError(f"gap = {gap:g} keeps a fraction {kept:.2g} of the Gaussian points: n = {n:,} of "
+                         f"them would take about {n / max(kept, 1e-300):.2g} draws. Choose gap ≤ 3.")
 
 
 def small_gaussian(n: int = 10, d: int = 20, seed: int = 0, dtype=DTYPE):
@@ -103,6 +183,8 @@ def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0, magnitudes=(
     uniform in ``magnitudes``; labels from a random teacher through the origin. On such
     data every per-sample squared gradient is a multiple of the all-ones vector, so
     per-sample Adam's preconditioner is isotropic and its limit is the ℓ2 max margin."""
+    n, d = _count("n", n), _count("d", d)
+    _fits(n, d)
     lo, hi = magnitudes
     if not (0 < lo <= hi < np.inf):
         raise ValueError(f"magnitudes must be a range 0 < lo ≤ hi, got {magnitudes!r}.")
@@ -117,7 +199,10 @@ def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0, magnitudes=(
 
 def toy_2d(n: int = 20, seed: int = 0, dtype=DTYPE):
     """A 2-D separable set where the ℓ2, ℓ∞ and ℓ1 max-margin directions differ: two
-    elongated clouds on either side of a line through the origin."""
+    elongated clouds on either side of a line through the origin (``n`` even: n/2 in each)."""
+    if _count("n", n) % 2:
+        raise ValueError(f"n must be even (two clouds of n/2 points), got {n!r}.")
+    _fits(n, 2)
     rng = np.random.default_rng(seed)
     half = n // 2
     t = rng.uniform(-1.0, 1.0, size=(half, 1))
@@ -135,6 +220,7 @@ def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
 
     digits = load_digits()
     X, labels = digits.data / 16.0, digits.target
+    n = _subset_size(n, len(labels), "scikit-learn's digits")
     if n is not None and n < len(labels):
         idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
         X, labels = X[idx], labels[idx]
@@ -233,7 +319,8 @@ def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0, d
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    keep = digits.target < num_classes
+    keep = digits.target < _count("num_classes", num_classes)
+    n = _subset_size(n, int(keep.sum()), f"scikit-learn's digits of classes 0 … {num_classes - 1}")
     X, labels = _subset(digits.data[keep] / 16.0, digits.target[keep], n, seed)
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
 
@@ -287,7 +374,8 @@ def _subset(X, labels, n, seed):
 def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
     """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
     ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
-    X, labels = _subset(*_mnist_raw(root, split), n, seed)
+    X, labels = _mnist_raw(root, split)
+    X, labels = _subset(X, labels, _subset_size(n, len(labels), f"MNIST's {split} split"), seed)
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
@@ -296,7 +384,8 @@ def mnist_classes(root, split: str = "train", n: int | None = None, num_classes:
     """MNIST's classes ``0 … num_classes − 1`` from local IDX files as ``(X, labels)``
     (rows of 784 pixels in [0, 1], int64 labels), like :func:`digits_classes`."""
     X, labels = _mnist_raw(root, split)
-    keep = labels < num_classes
+    keep = labels < _count("num_classes", num_classes)
+    n = _subset_size(n, int(keep.sum()), f"MNIST's {split} split of classes 0 … {num_classes - 1}")
     X, labels = _subset(X[keep], labels[keep], n, seed)
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
 

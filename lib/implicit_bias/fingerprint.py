@@ -421,6 +421,23 @@ def _optimizer_class(factory, name):
     return type(name, (torch.optim.Optimizer,), {"__new__": new})
 
 
+def _check_factory(factory) -> None:
+    """Refuse, before any training, what is not a callable ``params -> torch.optim.Optimizer``.
+    A factory that raises on this probe is left to the problems (each records its error:
+    ``torch.optim.Muon`` refuses vectors, not the matrix here)."""
+    if not callable(factory):
+        raise TypeError(f"fingerprint needs a callable params -> torch.optim.Optimizer (an optimizer class "
+                        f"or e.g. `lambda p: torch.optim.Adam(p, lr=1e-3)`), got {factory!r}.")
+    try:
+        opt = factory([torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)])
+    except Exception:  # noqa: BLE001 - judged on the problems' own parameters
+        return
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"fingerprint: {_label(factory)}(params) returned a {type(opt).__name__}, not a "
+                        "torch.optim.Optimizer: pass a callable that builds one, e.g. "
+                        "`lambda p: torch.optim.SGD(p, lr=0.1)`.")
+
+
 def _framed(cls) -> bool:
     """Whether the reference loop trains this optimizer on the framed loss: it can rescale its
     state (``reframe`` or ``rescale_gradients``, as the library's can; see train.py)."""
@@ -462,6 +479,7 @@ def fingerprint(optimizer, name: str | None = None, steps: int = STEPS, schedule
     from .train import train
 
     start = time.perf_counter()
+    _check_factory(optimizer)
     name = name or _label(optimizer)
     cls = _optimizer_class(optimizer, name)
     bat = battery()

@@ -158,4 +158,36 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6,
         f"for any single L (log(‖f(cθ)‖ / ‖f(θ)‖) / log c = {shown}). " + _HOW_TO_FIX)
 
 
-__all__ = ["check_homogeneous", "check_output", "declared_degree", "num_classes", "SCALES"]
+# --- a network that cannot move ------------------------------------------------------------
+
+#: Why a run whose output and gradient are both identically 0 stops (see :func:`dead_output`).
+DEAD = ("its output is 0 on every sample and so is every gradient (every unit dead, or all "
+        "parameters 0): no optimizer step can move it. Draw another seed, raise init_scale, "
+        "or lower the learning rate that killed the units")
+
+
+@torch.no_grad()
+def dead_runs(outputs: torch.Tensor, grads=()) -> list[int]:
+    """The runs of a stack that can no longer move: ``outputs`` ``(K, n, …)`` identically 0
+    on every sample, and every gradient in ``grads`` (tensors ``(K, …)``) too. A zero output
+    alone is no reason (a linear model at θ = 0 has a non-zero gradient). One reduction
+    and one synchronization in the common case, where some output is not 0."""
+    K = outputs.shape[0]
+    zero = outputs.reshape(K, -1).eq(0).all(dim=1)
+    if not bool(zero.any()):
+        return []
+    for g in grads:
+        zero &= g.reshape(K, -1).eq(0).all(dim=1)
+    return torch.nonzero(zero).reshape(-1).tolist()
+
+
+def dead_output(outputs: torch.Tensor, grads=()) -> str | None:
+    """Why one run cannot move (:data:`DEAD`) when its ``outputs`` on the data and all its
+    ``grads`` are identically 0, else None. The training loop raises ``RunFailed`` with it,
+    naming the run and the step."""
+    dead = dead_runs(outputs.unsqueeze(0), [g.unsqueeze(0) for g in grads])
+    return DEAD if dead else None
+
+
+__all__ = ["check_homogeneous", "check_output", "declared_degree", "num_classes", "dead_output", "dead_runs",
+           "DEAD", "SCALES"]

@@ -42,19 +42,29 @@ def params_of(model) -> list[torch.Tensor]:
 def check_targets(X, y) -> None:
     """Raise unless ``X`` is a tensor of finite rows and ``y`` holds one label in {−1, +1}
     per row (:func:`~implicit_bias.data.check_data`)."""
+    check_data(X, y)  # first: it refuses integers float64 cannot hold, so the advice below is lossless
     for name, a in (("X", X), ("y", y)):
         if not isinstance(a, torch.Tensor):
             raise TypeError(f"{name} must be a torch tensor, got {type(a).__name__}: use "
                             f"`torch.as_tensor({name}, dtype=torch.float64)`.")
-    check_data(X, y)
 
 
 def _check_dtype(model, X) -> None:
     dtypes = {p.dtype for p in model.parameters()}
     if len(dtypes) == 1 and X.dtype not in dtypes:
         (dtype,) = dtypes
-        raise TypeError(f"X has dtype {X.dtype} but {type(model).__name__}'s parameters are {dtype}: "
-                        f"use `X.to({dtype})`.")
+        fix = f"use `X.to({dtype})`"
+        if not X.is_floating_point() and dtype.is_floating_point and not _exact(X, dtype):
+            # never advise a cast that rounds integers: float64 holds them exactly (check_data)
+            fix = (f"{dtype} cannot hold X's integers exactly; use `X.to(torch.float64)` and "
+                   "`model.double()`")
+        raise TypeError(f"X has dtype {X.dtype} but {type(model).__name__}'s parameters are {dtype}: {fix}.")
+
+
+def _exact(X, dtype) -> bool:
+    """Whether every integer of ``X`` is exact in the floating ``dtype``."""
+    bits = {torch.float64: 53, torch.float32: 24, torch.float16: 11, torch.bfloat16: 8}.get(dtype, 8)
+    return X.numel() == 0 or max(abs(int(X.max())), abs(int(X.min()))) <= 2**bits
 
 
 def as_pairs(model, X, y):
@@ -125,8 +135,8 @@ def checked_margins(model, X, y) -> tuple[torch.Tensor, float]:
 @torch.no_grad()
 def normalized_margin(model, X, y, norm="l2") -> float:
     """``min_i y_i f(x_i; θ) / ‖θ‖^L`` for ``norm`` (a :class:`Norm` or a name)."""
+    params = _nonzero(params_of(model))
     q, degree = checked_margins(model, X, y)
-    params = params_of(model)
     return float(q.min() / _norm(norm, params)(params) ** degree)
 
 
@@ -135,10 +145,18 @@ def smoothed_margin(model, X, y, norm="l2", loss: str = "logistic") -> float:
     """Lyu & Li's smoothed margin ``ℓ^{-1}(L(θ)) / ‖θ‖^L``: smooth in θ and a lower bound on
     the normalized margin. For the exponential loss it is within ``log(n) / ‖θ‖^L`` of it;
     for the logistic loss that holds only once the loss is small."""
+    params = _nonzero(params_of(model))
     q, degree = checked_margins(model, X, y)
-    params = params_of(model)
     log_l = losses.log_loss(q, loss)
     return float(losses.inverse_loss_from_log(log_l, loss) / _norm(norm, params)(params) ** degree)
+
+
+def _nonzero(params: list) -> list:
+    """``params``, unless all are 0: then ``q / ‖θ‖^L`` is 0/0, a NaN, not a margin."""
+    if not any(bool(p.ne(0).any()) for p in params):
+        raise ValueError("the model's parameters are all zero: no direction, no margin. Train it (or "
+                         "initialize it with init_scale > 0) before measuring its margin.")
+    return params
 
 
 def _flat(x) -> torch.Tensor:

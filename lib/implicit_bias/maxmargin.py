@@ -27,6 +27,7 @@ Nothing is returned unchecked, at any scale of the data:
 from __future__ import annotations
 
 import functools
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -59,6 +60,16 @@ SEPARABLE_TOL = 1e-9
 #: like the square root of the tolerance, so 1e-8 left directions 1e-4 off.
 SOLVERS = {"CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
            "SCS": {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iters": 100_000}}
+#: Seconds one solve may take (each solver's own time limit): past it the solve ends and,
+#: if no answer passed the checks, :class:`MaxMarginSolverError` says so.
+TIME_LIMIT = 300.0
+_TIME_OPTION = {"CLARABEL": "time_limit", "SCS": "time_limit_secs", "HIGHS": "time_limit"}
+#: The largest problem, in entries ``n × p`` of the data, given to cvxpy's solvers (Clarabel
+#: took 3 s at 2·10⁵ entries, and grows faster than linearly). Beyond it ℓ∞ and ℓ1, linear
+#: programs, go to HiGHS; other norms are refused with the size.
+MAX_CVXPY_ENTRIES = 1_000_000
+#: The largest linear program given to HiGHS, in entries ``n × p``.
+MAX_LP_ENTRIES = 50_000_000
 
 
 class NotSeparableError(ValueError):
@@ -172,28 +183,51 @@ def _rescaled(Z):
     return np.ldexp(Z, -e), e
 
 
-def _check_separable(Zs) -> None:
+def _rows_rescaled(Z) -> np.ndarray:
+    """Each row ``z_i`` divided by the power of two that brings ``max |z_i|`` into [½, 1):
+    exact, and ``z_i·w > 0`` for the same ``w`` as before, so the separating directions are
+    unchanged, while rows of 1e-150 and 1e150 in one set no longer under- or overflow."""
+    exponents = np.frexp(np.abs(Z).max(axis=1))[1]  # 0 for a zero row, which stays zero
+    return np.ldexp(Z, -exponents[:, None])
+
+
+def _spread(Z) -> str:
+    """Words for a set whose samples' scales span more than float64 can solve together."""
+    sizes = np.abs(Z).max(axis=1)
+    low, high = sizes[sizes > 0].min(), sizes.max()
+    if high / low < 1e12:
+        return ""
+    return (f"their samples' scales span from {low:.2g} to {high:.2g} (max |x_i|), more than one "
+            "float64 problem can hold: rescale the samples or drop the outlying ones")
+
+
+def _check_separable(Z) -> None:
     """Raise :class:`NotSeparableError` unless some ``w`` has ``z_i·w > 0`` for all i.
 
     Gordan's alternative decided by the LP ``max t s.t. z_i·w ≥ t, ‖w‖∞ ≤ 1`` (HiGHS) on
-    the rescaled data: its value is 0 for non-separable data and the ℓ∞ max margin
-    otherwise. The decision rests on the LP's ``w`` itself, its margin recomputed here, so
-    an inaccurate LP solve cannot call separable data non-separable or the reverse beyond
-    :data:`SEPARABLE_TOL` (relative to ``max |x|``)."""
+    the data with every row at its own scale (:func:`_rows_rescaled`): its value is 0 for
+    non-separable data and positive otherwise. The decision rests on the LP's ``w``
+    itself, its margin recomputed here, so an inaccurate LP solve cannot call separable
+    data non-separable or the reverse beyond :data:`SEPARABLE_TOL` (relative to each
+    row's ``max |z_i|``)."""
     from scipy.optimize import linprog
 
-    n, p = Zs.shape
-    result = linprog(np.r_[np.zeros(p), -1.0], A_ub=np.c_[-Zs, np.ones(n)], b_ub=np.zeros(n),
+    Zr = _rows_rescaled(Z)
+    n, p = Zr.shape
+    result = linprog(np.r_[np.zeros(p), -1.0], A_ub=np.c_[-Zr, np.ones(n)], b_ub=np.zeros(n),
                      bounds=[(-1, 1)] * p + [(None, None)], method="highs",
-                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10,
+                              "time_limit": TIME_LIMIT})
     if result.x is None:
-        raise MaxMarginSolverError(f"The separability LP failed (HiGHS: {result.message}).")
-    t = float((Zs @ result.x[:p]).min())
+        raise MaxMarginSolverError(f"The separability LP of {n} samples × {p} features failed "
+                                   f"(HiGHS: {result.message}).")
+    t = float((Zr @ result.x[:p]).min())
     if not t > SEPARABLE_TOL:
         raise NotSeparableError(
             "The data are not linearly separable through the origin, so no max-margin "
-            f"solution exists (the best w with ‖w‖∞ ≤ 1 has margin {t:.2g} × max|x|, at most "
-            f"{SEPARABLE_TOL:g}). Check the labels, or add a feature for a bias term.")
+            f"solution exists (the best w with ‖w‖∞ ≤ 1 has margin {t:.2g} × max|x| on some sample, "
+            f"each at its own scale; at most {SEPARABLE_TOL:g}). Check the labels, or add a feature "
+            "for a bias term.")
 
 
 @functools.cache
@@ -205,18 +239,25 @@ def _installed_solvers() -> frozenset[str]:
 def _solve(Zs, shapes, norm: _norms.Norm, solver: str):
     """``min ‖w‖ s.t. Zs w ≥ 1`` with one solver: ``(w, λ)``, λ the multipliers of
     ``min ½‖w‖²``, or the reason it failed (a string)."""
+    if solver == "HIGHS":
+        return _solve_lp(Zs, norm)
     cp = _cvxpy()
     w = cp.Variable(Zs.shape[1])
     objective = norm.max_margin_objective(w, shapes)
     constraint = Zs @ w >= 1
     problem = cp.Problem(cp.Minimize(objective), [constraint])
+    limit = {_TIME_OPTION[solver]: TIME_LIMIT} if solver in _TIME_OPTION else {}
+    start = time.perf_counter()
     try:
         with warnings.catch_warnings():  # "may be inaccurate": the checks decide
             warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=solver, **SOLVERS[solver])
+            problem.solve(solver=solver, **SOLVERS[solver], **limit)
     except cp.error.SolverError as error:
         return f"{solver} failed ({error})"
     if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
+        if time.perf_counter() - start >= 0.95 * TIME_LIMIT:
+            return (f"{solver} stopped at its time limit of {TIME_LIMIT:g} s on {Zs.shape[0]} samples × "
+                    f"{Zs.shape[1]} weights (maxmargin.TIME_LIMIT)")
         return f"{solver} ended with status {problem.status!r}"
     ws = np.asarray(w.value)
     dual = np.asarray(constraint.dual_value).reshape(-1)
@@ -225,6 +266,49 @@ def _solve(Zs, shapes, norm: _norms.Norm, solver: str):
         # of min ½‖w‖² are ‖w*‖ times its multipliers.
         dual = dual * _value(ws, shapes, norm)
     return ws, dual
+
+
+def _solve_lp(Zs, norm: _norms.Norm):
+    """The ℓ∞ or ℓ1 max margin as the linear program ``max γ s.t. Zs u ≥ γ, ‖u‖ ≤ 1``
+    (ℓ1: ``u = a − b``, ``a, b ≥ 0``, ``Σ a + b ≤ 1``), with HiGHS's interior-point method
+    (far beyond cvxpy's reach; 8 s at 3000 × 500). Then ``w = u / γ`` solves
+    ``min ‖w‖ s.t. Zs w ≥ 1``, and the LP's multipliers μ (on the simplex) give those of
+    ``min ½‖w‖²``, ``μ / γ²``. Returns ``(w, λ)`` as :func:`_solve` does, or why it failed."""
+    from scipy.optimize import linprog
+
+    n, p = Zs.shape
+    options = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10,
+               "time_limit": TIME_LIMIT}
+    if norm.lp == np.inf:  # variables (u, γ), u in the box
+        result = linprog(np.r_[np.zeros(p), -1.0], A_ub=np.c_[-Zs, np.ones(n)], b_ub=np.zeros(n),
+                         bounds=[(-1, 1)] * p + [(None, None)], method="highs-ipm", options=options)
+    else:  # variables (a, b, γ)
+        A = np.r_[np.c_[-Zs, Zs, np.ones(n)], [np.r_[np.ones(2 * p), 0.0]]]
+        result = linprog(np.r_[np.zeros(2 * p), -1.0], A_ub=A, b_ub=np.r_[np.zeros(n), 1.0],
+                         bounds=[(0, None)] * (2 * p) + [(None, None)], method="highs-ipm", options=options)
+    if result.status != 0 or result.x is None or not -result.fun > 0:
+        return f"HIGHS ended without a solution on {n} samples × {p} weights ({result.message})"
+    u = result.x[:p] if norm.lp == np.inf else result.x[:p] - result.x[p:2 * p]
+    gamma = -float(result.fun)
+    # the marginals are those of −Zs u + γ ≤ 0, so of the opposite sign
+    return u / gamma, -result.ineqlin.marginals[:n] / gamma**2
+
+
+def _solvers(Zs, norm: _norms.Norm) -> list[str]:
+    """The solvers to try on ``Zs``, by its size: cvxpy's installed ones up to
+    :data:`MAX_CVXPY_ENTRIES`, HiGHS for larger ℓ∞ and ℓ1 problems (linear programs) up to
+    :data:`MAX_LP_ENTRIES`; a larger problem is refused with its size."""
+    n, p = Zs.shape
+    if Zs.size <= MAX_CVXPY_ENTRIES:
+        return [s for s in SOLVERS if s in _installed_solvers()]
+    if norm.lp in (1, np.inf) and Zs.size <= MAX_LP_ENTRIES:
+        return ["HIGHS"]
+    most, route = (MAX_LP_ENTRIES, "as a linear program") if norm.lp in (1, np.inf) else (
+        MAX_CVXPY_ENTRIES, "by Clarabel, an interior-point solver")
+    raise MaxMarginSolverError(
+        f"max_margin: {n:,} samples × {p:,} weights = {Zs.size:,} entries, more than the {most:,} solved "
+        f"{route} in reasonable time ({norm.name}). Solve a subsample of the data, or fewer features"
+        f"{'; ℓ∞ and ℓ1 go further (linear programs)' if norm.lp not in (1, np.inf) else ''}.")
 
 
 def _gap(Zs, direction, dual, shapes, norm: _norms.Norm) -> float:
@@ -243,6 +327,9 @@ def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
     None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
     if type(norm).dual_expr is _norms.Norm.dual_expr:
         return None
+    large = Zs.size > MAX_CVXPY_ENTRIES
+    if large and norm.lp == 1:
+        return None  # the certificate program is as large as the problem: the duality gap checks it
     if isinstance(norm, _norms.Mahalanobis):
         # The same conditions in v = Lᵀw (M = LLᵀ): ‖w‖_M = ‖v‖₂ and z·w = (L⁻¹z)·v, so the
         # fast ℓ2 certificate of v on the inputs L⁻¹z.
@@ -253,8 +340,10 @@ def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
         for p, part in zip(model.parameters(), _blocks(direction, shapes)):
             p.copy_(part)
     X = torch.as_tensor(Zs)
-    # ℓ2: NNLS, no cvxpy (its ε, sin φ, bounds the relaxed one); others: Clarabel (~1e-8).
-    method, solver = ("nnls", None) if norm.lp == 2 else ("cvxpy", "CLARABEL")
+    # ℓ2: NNLS, no cvxpy (its ε, sin φ, bounds the relaxed one); a large ℓ∞ problem: the
+    # dedicated interior-point method; others: Clarabel (~1e-8).
+    method, solver = ("nnls", None) if norm.lp == 2 else ("ipm", None) if large and norm.lp == np.inf \
+        else ("cvxpy", "CLARABEL")
     return kkt_certificate(model, X, torch.ones(len(X), dtype=torch.float64), norm,
                            active_tol=KKT_ACTIVE_TOL, method=method, solver=solver).epsilon
 
@@ -305,18 +394,18 @@ def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
     Z = _signed_inputs(X, y, norm, shapes)
     Zs, e = _rescaled(Z)
     failures = []
-    for solver in (s for s in SOLVERS if s in _installed_solvers()):
+    for solver in _solvers(Zs, norm):
         answer = _solve(Zs, shapes, norm, solver)
         checked = answer if isinstance(answer, str) else _failed_check(Zs, *answer, shapes, norm)
         if not isinstance(checked, str):
             break
         failures.append(f"{solver}: {checked}")
         if len(failures) == 1:
-            _check_separable(Zs)  # a checked answer proves separability; a failure needs the LP
+            _check_separable(Z)  # a checked answer proves separability; a failure needs the LP
     else:
-        raise MaxMarginSolverError(
-            f"No solver's max-margin solution passed the checks: {'; '.join(failures)}. The data "
-            "may be nearly non-separable or badly conditioned; check them, or report the case.")
+        why = _spread(Z) or "may be nearly non-separable or badly conditioned; check them, or report the case"
+        raise MaxMarginSolverError(f"No solver's max-margin solution passed the checks: {'; '.join(failures)}"
+                                   f". The data are separable (an LP says so), but {why}.")
     if failures:
         warnings.warn(f"max_margin: {'; '.join(failures)}; the answer of {solver} passed the "
                       "checks and is returned.", RuntimeWarning, stacklevel=2)
@@ -352,6 +441,11 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     best = max_margin(X, y, norm, blocks)
     Z = _signed_inputs(X, y, norm, shapes)
     Zs, _ = _rescaled(Z)  # directions do not depend on the data's scale
+    if Zs.size * Zs.shape[1] > MAX_CVXPY_ENTRIES * 10:
+        raise MaxMarginSolverError(
+            f"solution_spread: {Zs.shape[0]:,} samples × {Zs.shape[1]:,} weights, two Clarabel solves per "
+            f"weight ({Zs.size * Zs.shape[1]:,} entries in all, more than {MAX_CVXPY_ENTRIES * 10:,}): "
+            "compare margins rather than directions on problems this large.")
     w = cp.Variable(Zs.shape[1])
     gamma = float((Zs @ flat_direction(best.direction)).min())
     feasible = [norm.value_expr(w, shapes) <= 1, Zs @ w >= gamma * (1 - tol)]
@@ -359,7 +453,7 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     for j in range(Zs.shape[1]):
         for sense in (cp.Maximize, cp.Minimize):
             problem = cp.Problem(sense(w[j]), feasible)
-            problem.solve(solver="CLARABEL")
+            problem.solve(solver="CLARABEL", time_limit=TIME_LIMIT)
             if problem.status not in ("optimal", "optimal_inaccurate") or w.value is None:
                 raise MaxMarginSolverError(f"solution_spread: Clarabel ended with status "
                                            f"{problem.status!r} on coordinate {j}.")

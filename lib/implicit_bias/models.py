@@ -594,11 +594,59 @@ def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     directly and trained
     through a factory returning :class:`Pairwise` of them)."""
     spec = dict(spec)
-    kind = spec.pop("kind", None)
-    kinds = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
-             "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear}
-    if kind not in kinds:
-        raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(kinds)}.")
+    kind = _kind(spec.pop("kind", None))
     if kind == "mlp":
         return MLP([d, *spec.pop("hidden", []), 1], seed=seed, dtype=dtype, **spec)
-    return kinds[kind](d, seed=seed, dtype=dtype, **spec)
+    return KINDS[kind](d, seed=seed, dtype=dtype, **spec)
+
+
+#: The model kinds of :func:`build`.
+KINDS = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
+         "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear}
+
+
+def _kind(kind) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(KINDS)}.")
+    return kind
+
+
+def parameter_count(spec: dict, d) -> int:
+    """The number of parameters of ``build(spec, d)``, from the config alone: nothing is
+    allocated, so a model too large for memory is refused before it is built. Sizes are
+    checked as :func:`build` checks them (positive integers)."""
+    if not isinstance(spec, dict):
+        raise TypeError(f"a model config is a dict such as {{'kind': 'two_layer', 'width': 64}}, "
+                        f"got {spec!r}.")
+    kind = _kind(spec.get("kind"))
+    dims = tuple(d) if isinstance(d, (tuple, list, torch.Size)) else (d,)
+    size = math.prod(_size("each dimension of d", k) for k in dims)
+    if kind == "linear":
+        return size
+    if kind == "diagonal":
+        return _size("depth", spec.get("depth", 2)) * size
+    if kind == "block_linear":
+        return sum(math.prod(s) for s in block_shapes(spec.get("blocks")).values())
+    if kind == "mlp":
+        hidden = spec.get("hidden", [])
+        if not isinstance(hidden, (list, tuple)):
+            raise ValueError(f"hidden must be a list of widths such as [64, 64], got {hidden!r}.")
+        widths = [size, *(_size("every width", w) for w in hidden), 1]
+        return sum(i * o for i, o in zip(widths[:-1], widths[1:]))
+    width = _size("width", spec.get("width"))
+    return width * size + width + (size + 1 if kind == "two_layer_vector_unit" else 0)
+
+
+def narrowed(spec: dict) -> dict:
+    """``spec`` with every width, depth and block size 1: a model that :func:`build` checks
+    as it checks ``spec`` (kind, activation, options) in a few bytes, whatever its size."""
+    out = dict(spec)
+    for key in ("width", "depth"):
+        if key in out:
+            out[key] = 1
+    if isinstance(out.get("hidden"), (list, tuple)):
+        out["hidden"] = [1] * len(out["hidden"])
+    if isinstance(out.get("blocks"), dict):
+        out["blocks"] = {name: (1,) * len(s) if isinstance(s, (list, tuple)) else 1
+                         for name, s in out["blocks"].items()}
+    return out

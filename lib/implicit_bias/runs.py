@@ -9,6 +9,7 @@ margins, parameter norm and direction logged on a log-spaced step grid. Both eng
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
 import warnings
@@ -31,6 +32,42 @@ BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 
 def _default_model():
     return {"kind": "two_layer", "width": 64, "activation": "relu2"}
+
+
+#: Configs already checked (their JSON): a product of many runs checks each model config
+#: and optimizer setting once, not once per run (10⁶ runs took minutes).
+_CHECKED: set = set()
+
+
+def _once(key, check, *args) -> None:
+    """``check(*args)``, skipped when ``key`` (plain data: JSON's types and tuples) passed before."""
+    try:
+        json.dumps(key)  # plain data only; its repr then tells a tuple from a list
+        text = repr(key)
+    except (TypeError, ValueError):  # a Norm object or a class in the options: check every time
+        text = None
+    if text is not None and text in _CHECKED:
+        return
+    check(*args)
+    if text is not None:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED.add(text)
+
+
+def _check_model_config(spec: dict) -> None:
+    """Sizes arithmetically (:func:`models.parameter_count`: nothing allocated, so a width of
+    10⁷ costs nothing here), the rest by building the config at width 1."""
+    models.parameter_count(spec, models.example_input_dim(spec))
+    small = models.narrowed(spec)
+    models.build(small, models.example_input_dim(small), seed=0)
+
+
+def _check_optimizer_options(cls, lr, options) -> None:
+    params = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings come again when the run trains
+        cls(params, lr, **options)
 
 
 @dataclass
@@ -107,7 +144,7 @@ class Run:
         self._check_optimizer()
         if isinstance(self.model, dict):
             try:  # a bad kind or width is refused here, before a sweep trains anything
-                models.build(self.model, models.example_input_dim(self.model), seed=0)
+                _once(("model", self.model), _check_model_config, self.model)
             except (ValueError, TypeError, KeyError) as err:
                 raise type(err)(f"Run {self.label!r}: {err}") from None
 
@@ -118,11 +155,9 @@ class Run:
         cls = self.optimizer if isinstance(self.optimizer, type) else optim.OPTIMIZERS[self.optimizer]
         if cls.__module__ != optim.__name__:
             return
-        params = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # warnings come again when the run trains
-                cls(params, self.lr, **self.options)
+            _once(("optimizer", cls.__name__, id(cls), self.lr, self.options), _check_optimizer_options, cls,
+                  self.lr, self.options)
         except (ValueError, TypeError) as err:
             raise type(err)(f"Run {self.label!r}: {err}") from None
 
@@ -316,5 +351,84 @@ def summary(histories, norms=None) -> list[dict]:
     return rows
 
 
+# --- limits, checked before anything is allocated -----------------------------------------
+
+#: The most log points a run may ask for (each keeps a direction: n_params floats).
+LOG_POINTS_MAX = 100_000
+#: A step's peak memory over the estimate of :func:`run_bytes` (torch's temporaries): 1.4–1.6
+#: measured for two-layer nets of width 2·10³ to 10⁵ on 600 digits, on the CPU.
+PEAK_FACTOR = 1.5
+
+
+def activation_bytes(run, n: int) -> int:
+    """The bytes of one step's activations of ``run`` on ``n`` samples (and a batch)."""
+    from .batched import _hidden_units
+
+    itemsize = torch.finfo(DTYPES[run.dtype]).bits // 8
+    return 3 * (n + (run.batch_size or 0)) * _hidden_units(run.model) * itemsize
+
+
+def run_bytes(run, n: int, n_params: int) -> int:
+    """The bytes one run like ``run`` takes while it trains: its activations and about 8
+    copies of its ``n_params`` parameters (values, gradients, optimizer state, directions):
+    the estimate :func:`batched.chunk_size` stacks runs by."""
+    itemsize = torch.finfo(DTYPES[run.dtype]).bits // 8
+    return activation_bytes(run, n) + 8 * n_params * itemsize
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.3g} GB"
+
+
+def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_points: int = 60) -> None:
+    """Refuse, before anything is built, runs that cannot fit: a run (or a stack of
+    ``max_batch`` runs) whose estimated peak memory (:func:`run_bytes` × :data:`PEAK_FACTOR`,
+    from the parameter count of its config, :func:`models.parameter_count`, and the size of
+    its data) exceeds the memory available on ``device``; and more than
+    :data:`LOG_POINTS_MAX` log points.
+    ``datasets``: name -> ``(X, y)``. A run whose model is a factory is not estimated."""
+    from .batched import free_memory, group_key, why_not
+
+    whole = isinstance(log_points, int) and not isinstance(log_points, bool)
+    if not (whole and 1 <= log_points <= LOG_POINTS_MAX):
+        raise ValueError(f"log_points must be an integer in [1, {LOG_POINTS_MAX:,}] (the steps logged, "
+                         f"log-spaced), got {log_points!r}.")
+    dev = torch.device(device) if device is not None else _default_device()
+    available = free_memory(dev)
+    groups: dict = {}  # the stacks of the batched engine; a run it cannot take trains alone
+    for run in runs:
+        if isinstance(run.model, dict) and run.data in datasets:
+            groups.setdefault((group_key(run), why_not(run) is None), []).append(run)
+    for (_, stacked), members in groups.items():
+        run = members[0]
+        X = datasets[run.data][0]
+        n, d = X.shape[0], X.shape[1] if len(X.shape) == 2 else tuple(X.shape[1:])
+        n_params = models.parameter_count(run.model, d)
+        per_run = PEAK_FACTOR * run_bytes(run, n, n_params)
+        stack = min(max_batch or 1, len(members)) if stacked else 1
+        need = stack * per_run + math.prod(X.shape) * 8
+        if need > available:
+            raise MemoryError(_too_large(run, n, n_params, per_run, stack, need, available, dev))
+
+
+def _too_large(run, n, n_params, per_run, stack, need, available, dev) -> str:
+    size = f"{n_params:,} parameters × 8 copies, the activations of {n:,} samples and torch's temporaries"
+    if stack > 1:
+        fits = max(1, int((available - (need - stack * per_run)) // per_run))  # the data's bytes aside
+        return (f"a stack of {stack} runs like {run.label!r} (model {run.model}) needs about {_gb(need)} "
+                f"({_gb(per_run)} a run: {size}), more than the {_gb(available)} available on {dev}. Lower "
+                f"--max-batch (max_batch) to {fits}, or train on machines with more memory (--executor).")
+    return (f"run {run.label!r} (model {run.model}) needs about {_gb(need)} ({size}), more than the "
+            f"{_gb(available)} available on {dev}. Use a smaller model (width, hidden sizes) or fewer "
+            "samples (n), or train on a machine with more memory (--executor).")
+
+
+def _default_device() -> torch.device:
+    from .config import device
+
+    return device()
+
+
 __all__ = ["Run", "History", "RunFailed", "ObserveError", "log_grid", "batches", "history", "record",
-           "summary", "DTYPES", "BATCH_SCHEMES"]
+           "summary", "check_limits", "run_bytes", "activation_bytes", "DTYPES", "BATCH_SCHEMES",
+           "LOG_POINTS_MAX"]

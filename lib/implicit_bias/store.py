@@ -20,22 +20,38 @@ touch training keeps every stored result found, and one that does makes them not
 (never stale). :data:`FORMAT` is the file layout's version.
 
 Every file is validated when it is read: a file that is not a zip of the right layout,
-whose content does not hash to its name, whose arrays disagree in length or type, or
-written by another format or training version, raises :class:`StoreError` naming it.
-Files are written to a temporary name and renamed (atomic on POSIX), so a kill leaves
-either the whole file or none.
+whose content does not hash to its name, whose fields or arrays have the wrong type or
+length, or written by another format or training version, raises :class:`StoreError`
+naming it. Files are written to a temporary name and renamed (atomic on POSIX), so a kill
+leaves either the whole file or none; leftover temporary files are removed when a sweep
+next opens the store.
+
+**A stored file is data, not code.** A run config may name code by its import path (an
+optimizer class, a model factory, an observer), and anyone can write a file that hashes to
+its own name. So a name is resolved only if the library registers it
+(:func:`library_names`), this process stored it (the user's own objects), or the user
+allows it (``RunStore(root, allow=["mypkg.models:make_net", "mypkg.*"])``, ``--allow``);
+nothing is imported before that check. A damaged file met on resume is moved to
+``<root>/quarantine/`` and its run trained again (:meth:`RunStore.verified`); the report
+and :meth:`RunStore.histories` skip and list damaged or stale files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import fnmatch
 import hashlib
 import importlib
 import io
+import itertools
 import json
+import math
 import os
+import re
 import tempfile
+import time
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,8 +66,25 @@ FORMAT = 1
 MAX_TOTAL_BYTES = 5 * 2**20
 
 
+#: Bounds on what a stored file may describe: an input of at most this many features (in
+#: at most 8 axes), a model of at most this many parameters.
+MAX_FEATURES = 2**26
+MAX_PARAMETERS = 2**28
+
+#: Temporary files older than this (seconds) are a killed writer's, and are removed.
+TMP_AGE = 600
+
+
 class StoreError(ValueError):
-    """A stored file that cannot be trusted: the message names the file and what is wrong."""
+    """A stored file that cannot be trusted: the message (one line) names the file and what
+    is wrong."""
+
+    def __init__(self, message=""):
+        super().__init__(" ".join(str(message).split()))
+
+
+class StoreWarning(UserWarning):
+    """A damaged stored file moved aside, or files a report skipped."""
 
 
 def _training_version() -> int:
@@ -86,6 +119,97 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
+# --- names in a stored file: the library's, the user's own, or allowed --------------------
+
+# A run config names code (an optimizer class, a model factory) and loading calls it; a
+# file's name is a hash anyone can recompute. So a stored name is resolved only when the
+# library registers it, this process stored it, or the user allows it, and nothing is
+# imported before that check: importing a module runs its code.
+
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+#: Objects this process stored by name: the user's own factories, classes and observers.
+_ENCODED: dict = {}
+
+
+def _name_of(obj) -> str:
+    return f"{getattr(obj, '__module__', None)}:{getattr(obj, '__qualname__', '')}"
+
+
+def _import(name: str):
+    """The object at ``module:qualname``; imports the module, so only for trusted names."""
+    module, _, qualname = name.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def library_names() -> dict:
+    """The names a stored file may use without being allowed, by import path: the optimizer
+    classes of :data:`optim.OPTIMIZERS` (with any added by :func:`optim.register`) and of
+    ``torch.optim``, and the model classes of :mod:`implicit_bias.models`."""
+    from . import models, optim
+
+    classes = [*optim.OPTIMIZERS.values(),
+               *(c for c in vars(torch.optim).values()
+                 if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)),
+               *(c for c in vars(models).values()
+                 if isinstance(c, type) and issubclass(c, models.HomogeneousModel))]
+    return {_name_of(c): c for c in classes}
+
+
+def allowed(name: str, allow) -> bool:
+    """Whether ``name`` (``module:qualname``) matches one of the ``allow`` patterns: a whole
+    name (``'mypkg.models:make_net'``) or a glob over names or modules (``'mypkg.*'``: the
+    package ``mypkg`` and everything in it)."""
+    module = name.partition(":")[0]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(module, p)
+               or (p.endswith(".*") and module == p[:-2]) for p in allow)
+
+
+def _allow(allow) -> tuple:
+    allow = (allow,) if isinstance(allow, str) else tuple(allow or ())
+    if not all(isinstance(p, str) and p.strip() for p in allow):
+        raise TypeError("allow must hold names such as 'mypkg.models:make_net' or patterns such as "
+                        f"'mypkg.*', got {allow!r}.")
+    return allow
+
+
+def _short(value, size: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= size else text[:size] + "…"
+
+
+def _valid_name(where, name) -> str:
+    if not (isinstance(name, str) and len(name) <= 300 and _NAME.fullmatch(name)):
+        raise StoreError(f"{where}: {_short(name)} is not an import path module:name.")
+    return name
+
+
+def _refused(where, name: str) -> StoreError:
+    return StoreError(f"{where}: names {name!r}, which the library does not register; loading it "
+                      "would import and run that code. If you trust this file, allow it: "
+                      f"RunStore(root, allow=[{name!r}]) or --allow {name}.")
+
+
+def _resolve(where, name, allow=()):
+    """The object a stored ``{"import": name}`` stands for, if it may be trusted."""
+    name = _valid_name(where, name)
+    if name in _ENCODED:
+        return _ENCODED[name]
+    known = library_names()
+    if name in known:
+        return known[name]
+    if not allowed(name, allow):
+        raise _refused(where, name)
+    try:
+        return _import(name)
+    except Exception as err:  # the user's own module: whatever it raises is about it
+        raise StoreError(f"{where}: the allowed name {name!r} does not import "
+                         f"({type(err).__name__}: {err}).") from None
+
+
 # --- run configs as JSON ------------------------------------------------------------------
 
 
@@ -97,32 +221,30 @@ def _encode(value):
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     if callable(value):
-        encoded = {"import": f"{getattr(value, '__module__', None)}:{getattr(value, '__qualname__', '')}"}
+        name = _name_of(value)
         try:  # a name that does not import back to this very object would store a wrong run
-            found = _decode(encoded) is value
+            found = _NAME.fullmatch(name) is not None and _import(name) is value
         except Exception:
             found = False
         if not found:
             raise TypeError(f"{value!r} cannot be stored by name: define it at the top level of an "
                             "importable module (not a lambda, a local function or a generated "
                             "class) to store its runs.")
-        return encoded
+        _ENCODED[name] = value  # the user's own object: this process may read it back
+        return {"import": name}
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return value
 
 
-def _decode(value):
+def _decode(value, where="a stored file", allow=()):
+    """A stored config's JSON with its ``{"import": name}`` resolved by :func:`_resolve`."""
     if isinstance(value, dict):
         if set(value) == {"import"}:
-            module, _, qualname = value["import"].partition(":")
-            obj = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            return obj
-        return {k: _decode(v) for k, v in value.items()}
+            return _resolve(where, value["import"], allow)
+        return {k: _decode(v, where, allow) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, where, allow) for v in value]
     return value
 
 
@@ -170,16 +292,275 @@ def run_key(config: dict, data: str, settings: dict, training_version: int | Non
 _SERIES = ("steps", "log_loss", "param_norm")
 
 
-class RunStore:
-    """A folder of stored runs (``<root>/runs/<key>.npz``), for one sweep or many."""
+# --- what a stored file may hold ----------------------------------------------------------
 
-    def __init__(self, root):
+
+def _integer(x, low=None, high=None) -> bool:
+    return (isinstance(x, int) and not isinstance(x, bool) and (low is None or x >= low)
+            and (high is None or x <= high))
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_import(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"import"}
+
+
+def _names(x) -> bool:
+    """Margin or observed names: distinct short strings."""
+    return (isinstance(x, list) and len(x) <= 10_000 and len(set(map(repr, x))) == len(x)
+            and all(isinstance(n, str) and 0 < len(n) <= 200 for n in x))
+
+
+def _dtype(x) -> bool:
+    from .runs import DTYPES
+
+    return isinstance(x, str) and x in DTYPES
+
+
+#: A run config's fields as JSON: what each must be, and what to say when it is not.
+_RUN_FIELDS = {
+    "optimizer": (lambda v: isinstance(v, str) or _is_import(v), "an optimizer name or import path"),
+    "lr": (_finite, "a finite number"),
+    "steps": (lambda v: _integer(v, 1, 10**12), "a positive integer"),
+    "schedule": (lambda v: _finite(v) and v >= 0, "a finite number ≥ 0"),
+    "seed": (lambda v: _integer(v, -2**63, 2**63 - 1), "a 64-bit integer"),
+    "model": (lambda v: isinstance(v, dict), "a model config or import path"),
+    "data": (lambda v: isinstance(v, str), "a data set's name"),
+    "options": (lambda v: isinstance(v, dict), "a table of optimizer options"),
+    "loss": (lambda v: isinstance(v, str), "a loss's name"),
+    "label": (lambda v: v is None or isinstance(v, str), "a string"),
+    "dtype": (_dtype, "'float64' or 'float32'"),
+    "batch": (lambda v: isinstance(v, str), "a batch scheme's name"),
+    "batch_size": (lambda v: v is None or _integer(v, 1, 2**40), "a positive integer"),
+}
+
+#: The other fields of a run file's config.json (those present are checked).
+_META_FIELDS = {
+    "key": (lambda v: isinstance(v, str), "a string"),
+    "training_version": (_integer, "an integer"),
+    "data": (lambda v: isinstance(v, str) and len(v) <= 200, "a data fingerprint"),
+    "settings": (lambda v: isinstance(v, dict), "a table of training settings"),
+    "margins": (_names, "a list of distinct names"),
+    "observed": (_names, "a list of distinct names"),
+    "dtype": (_dtype, "'float64' or 'float32'"),
+    "seconds": (lambda v: _finite(v) and v >= 0, "a number ≥ 0"),
+    "engine": (lambda v: isinstance(v, dict), "a table"),
+    "device": (lambda v: isinstance(v, str), "a string"),
+    "library_version": (lambda v: isinstance(v, str), "a string"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+}
+
+_META = {"format", "key", "training_version", "run", "data", "settings", "margins", "observed",
+         "input_dim", "dtype"}
+
+
+def _check_fields(where, table: dict, checks: dict, what: str) -> None:
+    for name, (ok, expected) in checks.items():
+        if name in table and not ok(table[name]):
+            raise StoreError(f"{where}: {what} {name} is {_short(table[name])}, not {expected}.")
+
+
+def _check_run_config(where, config) -> None:
+    """A stored run config's fields have the types :class:`runs.Run` takes (checked
+    before anything is decoded or built)."""
+    from .runs import Run
+
+    if not isinstance(config, dict):
+        raise StoreError(f"{where}: a run config is a {type(config).__name__}, not a table.")
+    unknown = set(config) - {f.name for f in dataclasses.fields(Run)}
+    if unknown:
+        raise StoreError(f"{where}: a run config has fields {sorted(unknown)} that the current Run "
+                         "does not know.")
+    _check_fields(where, config, _RUN_FIELDS, "the run's")
+
+
+def _input_dim(where, value):
+    """A stored input dimension: a positive integer, or a shape (a list) of at most 8."""
+    shape = value if isinstance(value, list) else [value]
+    if not (1 <= len(shape) <= 8 and all(_integer(k, 1) for k in shape)
+            and math.prod(shape) <= MAX_FEATURES):
+        raise StoreError(f"{where}: input_dim {_short(value)} is not a positive integer or a shape of "
+                         f"at most 8 of them, with at most {MAX_FEATURES} features.")
+    return tuple(shape) if isinstance(value, list) else value
+
+
+def _check_observer(where, observe, allow) -> None:
+    """The observer a run was trained with is only a name in its key (loading never calls
+    it): the library's, this process's own or an allowed one."""
+    if observe is None:
+        return
+    if not _is_import(observe):
+        raise StoreError(f"{where}: its observer is {_short(observe)}, not an import path.")
+    name = _valid_name(where, observe["import"])
+    if not (name in _ENCODED or name.partition(".")[0].partition(":")[0] == "implicit_bias"
+            or allowed(name, allow)):
+        raise _refused(where, name)
+
+
+def _check_meta(path, meta, allow) -> None:
+    """A run file's config.json: its fields, their types and the names it holds."""
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
+    missing = _META - set(meta)
+    if missing:
+        raise StoreError(f"{path}: config.json lacks {sorted(missing)}.")
+    if meta["format"] != FORMAT:
+        raise StoreError(f"{path}: written in store format {_short(meta['format'])}, this code reads "
+                         f"{FORMAT}.")
+    _check_fields(path, meta, _META_FIELDS, "its")
+    _input_dim(path, meta["input_dim"])
+    _check_run_config(path, meta["run"])
+    _check_observer(path, meta["settings"].get("observe"), allow)
+
+
+def _array_names(meta) -> list:
+    return [*_SERIES, "directions", "direction_steps", "parameters",
+            *(f"margin_{i}" for i in range(len(meta["margins"]))),
+            *(f"observed_{i}" for i in range(len(meta["observed"])))]
+
+
+def _array(path, z: zipfile.ZipFile, name: str) -> np.ndarray:
+    try:
+        info = z.getinfo(f"{name}.npy")
+    except KeyError:
+        raise StoreError(f"{path}: the array {name}.npy is missing.") from None
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise StoreError(f"{path}: {name}.npy uses compression {info.compress_type}, not deflate.")
+    with z.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _check_arrays(path, meta, arrays) -> None:
+    """Every array of a run file has the type and length its config implies."""
+    steps = arrays["steps"]
+    if (steps.ndim != 1 or steps.dtype.kind != "i" or len(steps) == 0 or steps[0] < 1
+            or np.any(np.diff(steps) <= 0)):
+        raise StoreError(f"{path}: steps must be a non-empty increasing vector of integers ≥ 1.")
+    n = len(steps)
+    for name in ["log_loss", "param_norm", *(f"margin_{i}" for i in range(len(meta["margins"])))]:
+        if arrays[name].shape != (n,) or arrays[name].dtype != np.float64:
+            raise StoreError(f"{path}: {name} has shape {arrays[name].shape} and type "
+                             f"{arrays[name].dtype}, not ({n},) float64.")
+    for i in range(len(meta["observed"])):
+        a = arrays[f"observed_{i}"]
+        if a.ndim == 0 or a.shape[0] != n or a.dtype != np.float64:
+            raise StoreError(f"{path}: observed_{i} has shape {a.shape} and type {a.dtype}, not "
+                             f"({n}, …) float64.")
+    p = arrays["parameters"]
+    if p.ndim != 1 or p.dtype != np.float64 or not 1 <= p.size <= MAX_PARAMETERS:
+        raise StoreError(f"{path}: parameters have shape {p.shape} and type {p.dtype}, not a float64 "
+                         f"vector of 1 to {MAX_PARAMETERS}.")
+    d, ds = arrays["directions"], arrays["direction_steps"]
+    if (ds.ndim != 1 or ds.dtype.kind != "i" or d.dtype != np.float64 or d.shape != (len(ds), p.size)
+            or not set(ds.tolist()) <= set(steps.tolist())):
+        raise StoreError(f"{path}: directions have shape {d.shape} for {ds.shape} direction steps and "
+                         f"{p.size} parameters.")
+
+
+def _tuples(spec: dict) -> dict:
+    """What JSON made lists and :class:`runs.Run` wants as tuples."""
+    options, model = spec.get("options"), spec.get("model")
+    if isinstance(options, dict) and isinstance(options.get("betas"), list):
+        spec["options"] = {**options, "betas": tuple(options["betas"])}
+    if isinstance(model, dict) and isinstance(model.get("activation"), list):
+        spec["model"] = {**model, "activation": tuple(model["activation"])}
+    return spec
+
+
+#: Parameter counts already made (a sweep's runs share a few model configs).
+_COUNTS: dict = {}
+
+
+def _parameter_count(where, model, dim=None) -> int:
+    """The parameters of ``model`` (a config, or a class of :mod:`models`) at ``dim`` (default:
+    an input its config accepts), counted on torch's meta device: nothing is allocated, so a
+    forged width costs nothing."""
+    from . import models
+
+    try:
+        key = json.dumps([model if isinstance(model, dict) else _name_of(model), dim], sort_keys=True)
+    except (TypeError, ValueError):  # an allowed object inside the config: count every time
+        key = None
+    if key in _COUNTS:
+        return _COUNTS[key]
+    try:
+        with torch.device("meta"):
+            if isinstance(model, dict):
+                built = models.build(model, models.example_input_dim(model) if dim is None else dim)
+            else:
+                built = model(dim)
+        count = sum(p.numel() for p in built.parameters())
+    except Exception as err:  # the library's own code, on a config from a file
+        raise StoreError(f"{where}: its model does not build ({type(err).__name__}: {err}).") from None
+    if key is not None:
+        if len(_COUNTS) > 4096:
+            _COUNTS.clear()
+        _COUNTS[key] = count
+    return count
+
+
+def _run_of(where, config, allow):
+    """A stored run config as a :class:`runs.Run`: types checked, names resolved (the
+    library's, this process's own or allowed), a model config's size bounded before the run
+    builds it."""
+    from .runs import Run
+
+    _check_run_config(where, config)
+    spec = _tuples(_decode(config, where, allow))
+    if isinstance(spec.get("model"), dict) and _parameter_count(where, spec["model"]) > MAX_PARAMETERS:
+        raise StoreError(f"{where}: its model has more than {MAX_PARAMETERS} parameters.")
+    try:
+        return Run(**spec)
+    except Exception as err:  # the library's own checks, on a config from a file
+        raise StoreError(f"{where}: its run config does not fit the current code: {err}") from None
+
+
+def _model_of(path, run, dim, dtype, vector: np.ndarray):
+    """The run's model rebuilt with the stored parameters ``vector``. A model of the library
+    is counted first (nothing allocated) against the stored parameters."""
+    from . import models
+
+    own = isinstance(run.model, dict) or (isinstance(run.model, type) and run.model.__module__ ==
+                                          models.__name__)
+    if own and _parameter_count(path, run.model, dim) != vector.size:
+        raise StoreError(f"{path}: {vector.size} stored parameters for a model with "
+                         f"{_parameter_count(path, run.model, dim)}.")
+    try:
+        model = run.build_model(dim, dtype)
+    except Exception as err:  # an allowed factory's own error, or a library check
+        raise StoreError(f"{path}: its model could not be rebuilt ({type(err).__name__}: {err}).") from None
+    params = list(model.parameters())
+    if vector.size != sum(p.numel() for p in params):
+        raise StoreError(f"{path}: {vector.size} stored parameters for a model with "
+                         f"{sum(p.numel() for p in params)}.")
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(torch.as_tensor(vector, dtype=dtype), params)
+    return model
+
+
+# --- one file per run: the store ----------------------------------------------------------
+
+
+class RunStore:
+    """A folder of stored runs (``<root>/runs/<key>.npz``), for one sweep or many.
+
+    ``allow``: names of code its files may name beyond the library's (:func:`library_names`)
+    and this process's own: ``'module:qualname'`` or a pattern such as ``'mypkg.*'``. Only
+    allow what you trust: loading imports and calls it."""
+
+    def __init__(self, root, allow=()):
         self.root = Path(root)
         self.folder = self.root / "runs"
+        self.allow = _allow(allow)
 
     @classmethod
-    def of(cls, store) -> RunStore:
-        return store if isinstance(store, RunStore) else cls(store)
+    def of(cls, store, allow=()) -> RunStore:
+        if isinstance(store, RunStore):
+            return store if not allow else cls(store.root, (*store.allow, *_allow(allow)))
+        return cls(store, allow)
 
     def __repr__(self):
         return f"RunStore({str(self.root)!r})"
@@ -188,7 +569,74 @@ class RunStore:
         return self.folder / f"{key}.npz"
 
     def has(self, key: str) -> bool:
-        return self.path(key).exists()
+        """Whether ``key``'s file is there and looks whole: a zip whose config.json is valid
+        and hashes to its name, listing every array (:meth:`verified` reads it all)."""
+        path = self.path(key)
+        if not path.exists():
+            return False
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta, names = self._meta(path, z), set(z.namelist())
+        except Exception:  # a damaged file, whatever the damage, is not a stored run
+            return False
+        return all(f"{name}.npy" in names for name in _array_names(meta))
+
+    def verified(self, key: str) -> bool:
+        """Whether ``key``'s file is there and loads whole (:meth:`load`). One that does not
+        is moved to ``<root>/quarantine/`` with a warning, so that its run is trained again."""
+        if not self.path(key).exists():
+            return False
+        try:
+            self.load(key, expected=key)
+        except StoreError as err:
+            where = self.quarantine(key)
+            then = f"moved to {where}" if where else "it could not be moved aside"
+            warnings.warn(f"{err} Damaged: {then}; its run is trained again.", StoreWarning, stacklevel=2)
+            return False
+        return True
+
+    def quarantine(self, key_or_path) -> Path | None:
+        """Move a stored file to ``<root>/quarantine/`` (kept for a look, out of the store);
+        returns where it went, or None when it could not be moved."""
+        path = self._path(key_or_path)
+        folder = self.root / "quarantine"
+        dest = folder / path.name
+        for n in itertools.count(1):
+            if not dest.exists():
+                break
+            dest = folder / f"{path.stem}.{n}{path.suffix}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+        except OSError:
+            return None
+        return dest
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` unless files can be written in the store (called before
+        a sweep trains anything), and remove the temporary files of killed writers."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise StoreError(f"{self.folder}: cannot write the store there ({err.strerror or err}); choose "
+                             "a writable folder (store=..., --store) or fix its permissions.") from None
+        self.clean()
+
+    def clean(self, age: float = TMP_AGE) -> list:
+        """Remove the temporary files (``.<name>.*.tmp``) older than ``age`` seconds: a
+        killed writer's. A younger one may be another process writing; it is left alone."""
+        removed, now = [], time.time()
+        for tmp in self.folder.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > age:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:  # gone meanwhile (its writer finished), or not ours to remove
+                continue
+        return removed
 
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.npz"))
@@ -236,8 +684,10 @@ class RunStore:
         try:
             with zipfile.ZipFile(path) as z:
                 return self._meta(path, z)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise StoreError(f"{path}: not a readable stored run ({err}).") from None
+        except StoreError:
+            raise
+        except Exception as err:  # any failure to read a file is that file's
+            raise StoreError(f"{path}: not a readable stored run ({type(err).__name__}: {err}).") from None
 
     def _path(self, key_or_path) -> Path:
         p = Path(key_or_path)
@@ -245,90 +695,84 @@ class RunStore:
 
     def _meta(self, path: Path, z: zipfile.ZipFile) -> dict:
         try:
+            if z.getinfo("config.json").file_size > 2**20:
+                raise StoreError(f"{path}: config.json is over 1 MiB; a stored run's is a few kB.")
             meta = json.loads(z.read("config.json"))
         except (KeyError, ValueError) as err:
+            if isinstance(err, StoreError):
+                raise
             raise StoreError(f"{path}: no valid config.json ({err}).") from None
-        if not isinstance(meta, dict):
-            raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
-        missing = {"format", "key", "training_version", "run", "data", "settings", "margins",
-                   "observed", "input_dim", "dtype"} - set(meta)
-        if missing:
-            raise StoreError(f"{path}: config.json lacks {sorted(missing)}.")
-        if meta["format"] != FORMAT:
-            raise StoreError(f"{path}: written in store format {meta['format']}, this code reads {FORMAT}.")
-        if meta["training_version"] != _training_version():
-            raise StoreError(f"{path}: written by training version {meta['training_version']}, this "
-                             f"code trains as version {_training_version()}; train the run again.")
-        if meta["key"] != path.stem or run_key(meta["run"], meta["data"], meta["settings"]) != path.stem:
+        _check_meta(path, meta, self.allow)
+        version = meta["training_version"]  # the hash holds it: a stale file is still whole
+        hashed = run_key(meta["run"], meta["data"], meta["settings"], version)
+        if meta["key"] != path.stem or hashed != path.stem:
             raise StoreError(f"{path}: its content does not hash to its name (another sweep's file, "
                              "or an edited one).")
+        if version != _training_version():
+            raise self._stale(path, meta)
         return meta
+
+    def _stale(self, path: Path, meta: dict) -> StoreError:
+        """A whole file of another training version: where its run is now, if retrained."""
+        current = run_key(meta["run"], meta["data"], meta["settings"])
+        then = (f"retrained by the current code as {current}" if self.has(current)
+                else "rerun the sweep to retrain it")
+        return StoreError(f"{path}: stale: written by training version {meta['training_version']} "
+                          f"(the code trains as version {_training_version()}); {then}.")
+
+    def _read(self, path: Path) -> tuple[dict, dict]:
+        """A stored run's config.json and arrays, every part checked."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = self._meta(path, z)
+                arrays = {name: _array(path, z, name) for name in _array_names(meta)}
+        except StoreError:
+            raise
+        except Exception as err:  # any failure to read a file is that file's
+            raise StoreError(f"{path}: not a readable stored run ({type(err).__name__}: {err}).") from None
+        _check_arrays(path, meta, arrays)
+        return meta, arrays
 
     def load(self, key_or_path, expected: str | None = None):
         """The stored run as a :class:`History` (its model rebuilt from the stored
         parameters), every part checked; ``expected`` is the key the caller asked for."""
-        from .runs import DTYPES, History, Run
+        from .runs import DTYPES, History
 
         path = self._path(key_or_path)
         if expected is not None and path.stem != expected:
             raise StoreError(f"{path}: asked for run {expected}.")
-        try:
-            with zipfile.ZipFile(path) as z:
-                meta = self._meta(path, z)
-                names = set(z.namelist())
-                arrays = {}
-                need = [*_SERIES, "directions", "direction_steps", "parameters",
-                        *(f"margin_{i}" for i in range(len(meta["margins"]))),
-                        *(f"observed_{i}" for i in range(len(meta["observed"])))]
-                for name in need:
-                    if f"{name}.npy" not in names:
-                        raise StoreError(f"{path}: the array {name}.npy is missing.")
-                    with z.open(f"{name}.npy") as f:
-                        arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
-        except (zipfile.BadZipFile, OSError, ValueError) as err:
-            if isinstance(err, StoreError):
-                raise
-            raise StoreError(f"{path}: not a readable stored run ({err}).") from None
-        steps = arrays["steps"]
-        n = len(steps)
-        series = ["log_loss", "param_norm", *(f"margin_{i}" for i in range(len(meta["margins"])))]
-        if steps.ndim != 1 or steps.dtype.kind != "i" or n == 0 or np.any(np.diff(steps) <= 0):
-            raise StoreError(f"{path}: steps must be a non-empty increasing integer vector.")
-        for name in series:
-            if arrays[name].shape != (n,) or arrays[name].dtype != np.float64:
-                raise StoreError(f"{path}: {name} has shape {arrays[name].shape} and type "
-                                 f"{arrays[name].dtype}, not ({n},) float64.")
-        d, ds = arrays["directions"], arrays["direction_steps"]
-        if d.ndim != 2 or d.shape[0] != len(ds) or not set(ds.tolist()) <= set(steps.tolist()):
-            raise StoreError(f"{path}: directions have shape {d.shape} for {len(ds)} direction steps.")
-        try:
-            run = Run(**_decode(meta["run"]))
-        except (TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
-            raise StoreError(f"{path}: its run config does not fit the current code: {err}") from None
-        if isinstance(run.options.get("betas"), list):
-            run.options["betas"] = tuple(run.options["betas"])
-        dtype = DTYPES[meta["dtype"]] if meta["dtype"] in DTYPES else torch.float64
-        dim = meta["input_dim"]
-        model = run.build_model(tuple(dim) if isinstance(dim, list) else dim, dtype)
-        vector = torch.as_tensor(arrays["parameters"], dtype=dtype)
-        if vector.numel() != sum(p.numel() for p in model.parameters()):
-            raise StoreError(f"{path}: {vector.numel()} stored parameters for a model with "
-                             f"{sum(p.numel() for p in model.parameters())}.")
-        with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(vector, list(model.parameters()))
+        meta, arrays = self._read(path)
+        run = _run_of(path, meta["run"], self.allow)
+        dim = _input_dim(path, meta["input_dim"])
+        model = _model_of(path, run, dim, DTYPES[meta["dtype"]], arrays["parameters"])
+        steps, ds = arrays["steps"], arrays["direction_steps"]
         return History(
             run=run, steps=steps, log_loss=arrays["log_loss"],
             margins={name: arrays[f"margin_{i}"] for i, name in enumerate(meta["margins"])},
-            param_norm=arrays["param_norm"], directions=d, model=model,
+            param_norm=arrays["param_norm"], directions=arrays["directions"], model=model,
             seconds=float(meta.get("seconds", 0.0)),
             observed={name: arrays[f"observed_{i}"] for i, name in enumerate(meta["observed"])},
             engine=meta.get("engine", {}),
             direction_steps=None if np.array_equal(ds, steps) else ds)
 
-    def histories(self):
-        """Every stored run, loaded one at a time (memory stays that of one run)."""
+    def histories(self, errors: list | None = None):
+        """Every stored run that can be trusted, loaded one at a time (memory stays that of
+        one run). A file that cannot (damaged, stale, naming code not allowed) is skipped:
+        its :class:`StoreError` is appended to ``errors``, or, without a list, all are named
+        in one warning at the end."""
+        skipped = [] if errors is None else errors
+        start = len(skipped)
         for key in self.keys():
-            yield self.load(key)
+            try:
+                history = self.load(key)
+            except StoreError as err:
+                skipped.append(err)
+                continue
+            yield history
+        if errors is None and len(skipped) > start:
+            lines = "\n".join(f"  {err}" for err in skipped[start:])
+            warnings.warn(f"{self.root}: skipped {len(skipped) - start} stored files that cannot be "
+                          f"trusted:\n{lines}", StoreWarning, stacklevel=2)
 
 
 class StoredHistories(Sequence):
@@ -354,6 +798,78 @@ class StoredHistories(Sequence):
         return f"StoredHistories({len(self)} runs in {self.store.root})"
 
 
+# --- failed runs --------------------------------------------------------------------------
+# A run that failed (it left the float range, or its worker was killed) is recorded beside
+# the stored runs: ``<root>/failed/<key>.json`` (its config, the step, the reason) and, if
+# it logged anything before failing, ``<key>.npz`` (steps, log-loss, parameter norm,
+# margins). A record does not count as stored: a rerun trains the run again, and a run
+# that then succeeds has its record removed.
+
+
+def failed_path(store, key: str) -> Path:
+    """Where run ``key``'s failure is recorded (its partial history: the same name, ``.npz``)."""
+    return RunStore.of(store).root / "failed" / f"{key}.json"
+
+
+def save_failed(store, key: str, error, data: str, settings: dict, step: int | None = None) -> Path:
+    """Record ``error`` (a :class:`runs.RunFailed`) as the failure of run ``key`` (its run on
+    data ``data``, trained with ``settings``), failed at ``step`` (None: unknown)."""
+    config = run_config(error.run)
+    if run_key(config, data, settings) != key:
+        raise ValueError(f"key {key} is not the key of run {error.run.label!r} with these settings.")
+    path = failed_path(store, key)
+    meta = {"format": FORMAT, "key": key, "training_version": _training_version(),
+            "library_version": _library_version(), "run": config, "data": data, "settings": settings,
+            "label": error.run.label, "step": step, "reason": str(error), "margins": [],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    h = error.history
+    if h is not None and len(h.steps):
+        meta["margins"] = list(h.margins)
+        arrays = {"steps": np.asarray(h.steps, dtype=np.int64),
+                  "log_loss": np.asarray(h.log_loss, dtype=np.float64),
+                  "param_norm": np.asarray(h.param_norm, dtype=np.float64),
+                  **{f"margin_{i}": np.asarray(h.margins[n], dtype=np.float64)
+                     for i, n in enumerate(h.margins)}}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        _atomic_write(path.with_suffix(".npz"), buffer.getvalue())
+    else:
+        path.with_suffix(".npz").unlink(missing_ok=True)
+    _atomic_write(path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def failed_runs(store) -> dict:
+    """The failures recorded in ``store``: key → record (``run``, ``label``, ``step``,
+    ``reason``, …). A record that cannot be read is skipped: it is a note, not a result."""
+    out = {}
+    for path in sorted((RunStore.of(store).root / "failed").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("key") == path.stem:
+            out[path.stem] = record
+    return out
+
+
+def failed_history(store, key: str) -> dict | None:
+    """What run ``key`` logged before it failed, as arrays (``steps``, ``log_loss``,
+    ``param_norm``, ``margin_<i>`` for the record's ``margins``), or None."""
+    path = failed_path(store, key).with_suffix(".npz")
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+def forget_failed(store, key: str) -> None:
+    """Remove run ``key``'s failure record (it was trained again and stored)."""
+    path = failed_path(store, key)
+    path.with_suffix(".npz").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
 # --- chapters' paper-size tables ----------------------------------------------------------
 
 
@@ -374,10 +890,12 @@ def key(runs, data: dict, version: int | None = None) -> str:
 
 class Store:
     """The chapters' results directory (``results/`` at the repository root): one small
-    JSON table per paper-size sweep, ``results/<chapter>/<key>.json``."""
+    JSON table per paper-size sweep, ``results/<chapter>/<key>.json``. ``allow``: names of
+    code its run configs may name beyond the library's (see :class:`RunStore`)."""
 
-    def __init__(self, root):
+    def __init__(self, root, allow=()):
         self.root = Path(root)
+        self.allow = _allow(allow)
 
     def path(self, chapter: str, runs, data: dict) -> Path:
         return self.root / chapter / f"{key(runs, data)}.json"
@@ -399,7 +917,7 @@ class Store:
         path = self.path(chapter, runs, data)
         if not path.exists():
             return None
-        entry = check(path)
+        entry = check(path, self.allow)
         if entry["runs"] != _configs(runs) or entry["data"] != json.loads(json.dumps(data)):
             raise StoreError(f"{path}: holds another sweep's table.")
         return entry
@@ -408,32 +926,42 @@ class Store:
         return sorted(self.root.glob("*/*.json"))
 
 
-def check(path) -> dict:
+#: A table file's fields: what each must be.
+_TABLE_FIELDS = {
+    "chapter": (lambda v: isinstance(v, str), "a chapter's name"),
+    "key": (lambda v: isinstance(v, str), "a string"),
+    "training_version": (_integer, "an integer"),
+    "version": (lambda v: isinstance(v, str), "a version string"),
+    "runs": (lambda v: isinstance(v, list) and all(isinstance(c, dict) for c in v), "a list of run configs"),
+    "device": (lambda v: isinstance(v, str), "a string"),
+    "seconds": (lambda v: _finite(v) and v >= 0, "a number ≥ 0"),
+}
+
+
+def check(path, allow=()) -> dict:
     """Raise :class:`StoreError` unless the stored table loads, is named by its own key, was
     written at the current training version, and its run configs are valid :class:`train.Run`
     configs of the current code (no missing or unknown fields, values the constructor
-    accepts). Returns the entry."""
-    from .train import Run
+    accepts, names of code that the library registers or ``allow`` allows). Returns the entry."""
+    from .runs import Run
 
     path = Path(path)
     try:
         entry = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise StoreError(f"{path}: not a readable JSON table ({err}).") from None
     if not isinstance(entry, dict):
         raise StoreError(f"{path}: holds a {type(entry).__name__}, not a stored table.")
     missing = {"chapter", "key", "training_version", "version", "runs", "data", "results"} - set(entry)
     if missing:
         raise StoreError(f"{path}: missing fields {sorted(missing)}.")
+    _check_fields(path, entry, _TABLE_FIELDS, "its")
     fields = {f.name for f in dataclasses.fields(Run)}
     for config in entry["runs"]:
         if set(config) != fields:
             raise StoreError(f"{path}: a run config has fields {sorted(set(config) ^ fields)} that "
                              "the current Run does not (or lacks); re-run scripts/paper_results.py.")
-        try:
-            Run(**_decode(config))
-        except (TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
-            raise StoreError(f"{path}: {err}") from None
+        _run_of(path, config, _allow(allow))
     if entry["training_version"] != _training_version():
         raise StoreError(f"{path}: written at training version {entry['training_version']}, the code "
                          f"trains as version {_training_version()}; re-run scripts/paper_results.py.")
@@ -445,5 +973,6 @@ def check(path) -> dict:
     return entry
 
 
-__all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "key", "run_key", "run_config",
-           "data_fingerprint", "check", "FORMAT", "MAX_TOTAL_BYTES"]
+__all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "StoreWarning", "key", "run_key",
+           "run_config", "data_fingerprint", "check", "library_names", "allowed", "FORMAT",
+           "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE"]

@@ -35,6 +35,8 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +50,8 @@ FIELDS = ("optimizer", "lr", "steps", "schedule", "seed", "model", "data", "opti
           "label", "dtype", "batch", "batch_size")
 
 #: Top-level keys of a sweep file other than its tables, and the train() options they set.
-TRAIN_OPTIONS = ("norms", "log_points", "frame", "directions", "engine", "max_batch")
+TRAIN_OPTIONS = ("norms", "log_points", "frame", "directions", "engine", "max_batch", "failures",
+                 "chunk_seconds")
 
 
 @dataclass
@@ -66,8 +69,13 @@ def _toml(path: Path) -> dict:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such sweep file.")
     with open(path, "rb") as f:
-        return tomllib.load(f)
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not a valid TOML file: {err}.") from None
 
 
 def _sized(value):
@@ -78,6 +86,8 @@ def _sized(value):
 
 
 def _loader(name: str):
+    if not isinstance(name, str):
+        raise ValueError(f"set must name a data set (a string), got {name!r}.")
     if name in getattr(datasets, "LOADERS", {}):
         return datasets.LOADERS[name]
     fn = getattr(datasets, name, None)
@@ -87,31 +97,170 @@ def _loader(name: str):
     return fn
 
 
-def runs_of(block: dict) -> list:
-    """The runs of one ``[[runs]]`` block: the product of its list-valued fields."""
-    from .runs import Run
+# --- checking a sweep file, field by field -------------------------------------------------
 
+#: More runs than this in one sweep file are refused before they are expanded; above
+#: :data:`EXPAND_NOTICE` their count is printed first (each run takes tens of µs to check).
+MAX_RUNS = 1_000_000
+EXPAND_NOTICE = 10_000
+
+
+def _integer(v, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is(kind):
+    return lambda v: isinstance(v, kind)
+
+
+#: What each run field must hold (a check, and what to write in its place). The rest of a
+#: value (a known optimizer, loss, model kind) is checked by :class:`runs.Run`.
+FIELD_CHECKS = {
+    "optimizer": (_is(str), "an optimizer name such as 'SignGD'"),
+    "lr": (lambda v: _number(v) and v > 0, "a finite number > 0 (the learning rate)"),
+    "steps": (lambda v: _integer(v, 1), "an integer ≥ 1 (write 3000, not 3e3)"),
+    "schedule": (lambda v: _number(v) and v >= 0, "a finite number ≥ 0"),
+    "seed": (lambda v: _integer(v, 0) and v < 2**63, "an integer ≥ 0"),
+    "seeds": (lambda v: _integer(v, 1), "a count of seeds, an integer ≥ 1"),
+    "model": (_is(dict), "a table such as {kind = 'two_layer', width = 16}"),
+    "data": (_is(str), "the name of a [data.<name>] table"),
+    "options": (_is(dict), "a table of optimizer options such as {momentum = 0.9}"),
+    "loss": (_is(str), "a loss name such as 'logistic'"),
+    "label": (_is(str), "a name for plots"),
+    "dtype": (_is(str), "'float64' or 'float32'"),
+    "batch": (_is(str), "a batch scheme such as 'full' or 'cyclic'"),
+    "batch_size": (lambda v: _integer(v, 1), "an integer ≥ 1"),
+}
+
+
+def _check(name: str, value, where: str, checks: dict = FIELD_CHECKS) -> None:
+    ok, expected = checks[name]
+    if not ok(value):
+        raise ValueError(f"{where}: {name} = {value!r}: expected {expected}.")
+
+
+def _axes(block, where: str) -> dict:
+    """One ``[[runs]]`` block as ``name -> values`` (a list or a range, not yet expanded),
+    every value checked. ``seeds = N`` becomes ``seed = range(N)``."""
+    if not isinstance(block, dict):
+        raise ValueError(f"{where}: a [[runs]] block is a table of run fields, got {block!r}.")
     block = {k: _sized(v) for k, v in block.items()}
+    unknown = set(block) - set(FIELDS) - {"seeds"}
+    if unknown:
+        raise ValueError(f"{where}: unknown run fields {sorted(unknown)}; a run has {list(FIELDS)} "
+                         "(and seeds).")
     if "seeds" in block:
         if "seed" in block:
-            raise ValueError("give either seed or seeds (a count), not both.")
-        block["seed"] = list(range(int(block.pop("seeds"))))
-    unknown = set(block) - set(FIELDS)
-    if unknown:
-        raise ValueError(f"unknown run fields {sorted(unknown)}; a run has {list(FIELDS)} (and seeds).")
-    names = list(block)
-    axes = [[_sized(x) for x in v] if isinstance(v, list) else [v] for v in block.values()]
+            raise ValueError(f"{where}: give either seed or seeds (a count), not both.")
+        _check("seeds", block["seeds"], where)
+        block["seed"] = range(block.pop("seeds"))
+    axes = {}
+    for name, value in block.items():
+        if isinstance(value, list) and not value:
+            raise ValueError(f"{where}: {name} = []: an empty list; give at least one value.")
+        values = [_sized(v) for v in value] if isinstance(value, list) else value
+        values = values if isinstance(values, (list, range)) else [values]
+        if not isinstance(values, range):
+            for v in values:
+                _check(name, v, where)
+        axes[name] = values
+    return axes
+
+
+def _expand(axes: dict, where: str) -> list:
+    """The runs of a checked block: the product of its axes, each run built and checked."""
+    from .runs import Run
+
     out = []
-    for values in itertools.product(*axes):
-        spec = dict(zip(names, values))
+    for values in itertools.product(*axes.values()):
+        spec = dict(zip(axes, values))
         if isinstance(spec.get("options", {}).get("betas"), list):
             spec["options"] = {**spec["options"], "betas": tuple(spec["options"]["betas"])}
-        out.append(Run(**spec))
+        try:
+            out.append(Run(**spec))
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{where}: {err}") from None
     return out
 
 
+def _count(blocks: list, where) -> int:
+    """The runs of ``blocks`` (lists of axes), counted before any is built: more than
+    :data:`MAX_RUNS` is refused, more than :data:`EXPAND_NOTICE` is announced."""
+    total = sum(math.prod(len(v) for v in axes.values()) for axes in blocks)
+    if total > MAX_RUNS:
+        raise ValueError(f"{where}: {total:,} runs, more than {MAX_RUNS:,}: split the sweep into "
+                         "several files, or use fewer values (seeds, rates) per [[runs]] block.")
+    if total > EXPAND_NOTICE:
+        print(f"expanding {total:,} runs…", file=sys.stderr, flush=True)
+    return total
+
+
+def runs_of(block: dict, where: str = "[[runs]]") -> list:
+    """The runs of one ``[[runs]]`` block: the product of its list-valued fields. Every
+    field is checked (type and range) and the runs counted before any is built; errors
+    start with ``where``."""
+    axes = _axes(block, where)
+    _count([axes], where)
+    return _expand(axes, where)
+
+
+def _option_checks() -> dict:
+    """What each top-level option of a sweep file must hold (see :data:`TRAIN_OPTIONS`)."""
+    from .norms import names
+    from .runs import LOG_POINTS_MAX
+    from .train import ENGINES, FAILURES
+
+    def norms_ok(v):
+        v = [v] if isinstance(v, str) else v
+        return isinstance(v, list) and bool(v) and all(isinstance(x, str) and x in names() for x in v)
+
+    return {
+        "store": (_is(str), "a folder, relative to the file"),
+        "norms": (norms_ok, f"a norm name or a list of them, from {names()}"),
+        "log_points": (lambda v: _integer(v, 1) and v <= LOG_POINTS_MAX,
+                       f"an integer in [1, {LOG_POINTS_MAX:,}]"),
+        "frame": (_is(bool), "true or false"),
+        "directions": (lambda v: isinstance(v, bool) or _integer(v, 1), "true, false or a count ≥ 1"),
+        "engine": (lambda v: v in ENGINES, f"one of {list(ENGINES)}"),
+        "max_batch": (lambda v: _integer(v, 1), "an integer ≥ 1"),
+        "failures": (lambda v: v in FAILURES, f"one of {list(FAILURES)}"),
+        "chunk_seconds": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                          "a number of seconds > 0"),
+    }
+
+
+def _data(tables, path: Path) -> dict:
+    """The data sets of a sweep file: name -> ``(X, y)``, each table's loader called with its
+    options (a loader refuses a bad option, e.g. ``n`` above its data set's size)."""
+    if not isinstance(tables, dict):
+        raise ValueError(f"{path}: data must be a table such as [data] set = 'digits_even_odd', got "
+                         f"{tables!r}.")
+    tables = {"data": tables} if "set" in tables else tables
+    data = {}
+    for name, table in tables.items():
+        where = f"{path}: [data.{name}]" if name != "data" else f"{path}: [data]"
+        if not isinstance(table, dict) or "set" not in table:
+            raise ValueError(f"{where}: a data table names its loader, e.g. set = 'digits_even_odd'.")
+        table = {k: _sized(v) for k, v in table.items()}
+        try:
+            loader = _loader(table.pop("set"))
+            data[name] = loader(**table)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{where}: {err}") from None
+    return data
+
+
 def load(path, store=None) -> Sweep:
-    """Read a sweep file for the active run size (``IMPLICIT_BIAS_PROFILE``)."""
+    """Read a sweep file for the active run size (``IMPLICIT_BIAS_PROFILE``). Every field
+    is checked (its type and range: an error names the file and the field), the runs are
+    counted before they are expanded, and their memory is estimated against the machine's
+    (:func:`runs.check_limits`) before any model is built."""
+    from .runs import check_limits
+
     path = Path(path)
     spec = _toml(path)
     unknown = set(spec) - {"store", "data", "runs", *TRAIN_OPTIONS}
@@ -120,17 +269,29 @@ def load(path, store=None) -> Sweep:
                          f"and {list(TRAIN_OPTIONS)}.")
     if not spec.get("runs"):
         raise ValueError(f"{path}: no [[runs]] block.")
-    tables = spec.get("data", {})
-    tables = {"data": tables} if "set" in tables else tables
-    data = {}
-    for name, table in tables.items():
-        table = {k: _sized(v) for k, v in table.items()}
-        data[name] = _loader(table.pop("set"))(**table)
-    runs = [r for block in spec["runs"] for r in runs_of(block)]
+    if not isinstance(spec["runs"], list):
+        raise ValueError(f"{path}: runs must be [[runs]] blocks (tables), got {spec['runs']!r}.")
+    options = {k: _sized(spec[k]) for k in TRAIN_OPTIONS if k in spec}
+    checks = _option_checks()
+    for key in ("store", *options):
+        if key in spec and key in checks:
+            _check(key, _sized(spec[key]), str(path), checks)
+    data = _data(spec.get("data", {}), path)
+    wheres = [f"{path}: [[runs]] block {i}" for i in range(1, len(spec["runs"]) + 1)]
+    blocks = [_axes(block, where) for block, where in zip(spec["runs"], wheres)]
+    _count(blocks, path)
+    runs = [r for axes, where in zip(blocks, wheres) for r in _expand(axes, where)]
+    missing = sorted({r.data for r in runs} - set(data))
+    if missing and data:  # no data at all: a Python caller may pass it to train itself
+        raise ValueError(f"{path}: runs ask for data {missing}, but the file has {sorted(data) or 'none'}: "
+                         "add a [data] table (or [data.<name>] tables).")
+    try:
+        check_limits(runs, data, max_batch=options.get("max_batch"), log_points=options.get("log_points", 60))
+    except MemoryError as err:
+        raise MemoryError(f"{path}: {err}") from None
     where = store if store is not None else spec.get("store")
     if where is not None and store is None:
         where = path.parent / where
-    options = {k: _sized(spec[k]) for k in TRAIN_OPTIONS if k in spec}
     if isinstance(options.get("norms"), str):
         options["norms"] = (options["norms"],)
     return Sweep(runs, data, Path(where) if where is not None else None, options)
@@ -138,14 +299,18 @@ def load(path, store=None) -> Sweep:
 
 def run(path, store=None, executor=None, progress="runs", **overrides):
     """Train the sweep file ``path`` into its store (or ``store``); runs already stored
-    are skipped. Returns the :class:`Sweep` and its histories."""
+    are skipped. Returns the :class:`Sweep` and its histories. A failed run is recorded
+    and returned as its :class:`RunFailed` while the others train on (``failures =
+    "return"``, the default here: nothing finished is lost); ``failures = "raise"`` in the
+    file or in ``overrides`` stops the sweep at the first, once its stack's good runs are
+    stored."""
     from .train import train
 
     sweep = load(path, store)
     if sweep.store is None:
         raise ValueError(f"{path}: no store: set store = '<folder>' in the file or pass one.")
     hists = train(sweep.runs, sweep.data, store=sweep.store, executor=executor, progress=progress,
-                  **{**sweep.options, **overrides})
+                  **{"failures": "return", **sweep.options, **overrides})
     return sweep, hists
 
 
@@ -159,43 +324,82 @@ def executor(spec: str):
     For Slurm build a submitit executor yourself (``examples/submitit_sweep.py``)."""
     if spec in _EXECUTORS:
         return _EXECUTORS[spec]
-    kind, _, arg = spec.partition(":")
+    kind, workers = _executor_spec(spec)
     if kind == "processes":
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: the parent may hold CUDA state, which a forked worker cannot use
-        ex = ProcessPoolExecutor(int(arg) if arg else None, mp_context=multiprocessing.get_context("spawn"))
-    elif kind in ("dask", "dask-local"):
-        from distributed import Client, LocalCluster
-
-        if kind == "dask-local":
-            cluster = LocalCluster(n_workers=int(arg or 2), threads_per_worker=1, processes=True)
-            client = Client(cluster)
-        else:
-            client = Client(arg)
-        ex = client.get_executor()
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     else:
-        raise ValueError(f"Unknown executor {spec!r}: use processes:N, dask-local:N or dask:ADDRESS.")
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ImportError(f"executor {spec!r} needs dask.distributed: pip install 'distributed', "
+                              "or use processes:N.") from None
+        if kind == "dask-local":
+            client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
+        else:
+            client = Client(workers)
+        ex = client.get_executor()
     _EXECUTORS[spec] = ex
     return ex
+
+
+def _executor_spec(spec) -> tuple:
+    """``(kind, workers)`` of an executor spec: a worker count ≥ 1 (None: one per CPU) for
+    ``processes`` and ``dask-local``, the address for ``dask``; anything else is refused."""
+    usage = "use processes:N, dask-local:N (N an integer ≥ 1) or dask:ADDRESS"
+    if not isinstance(spec, str):
+        raise ValueError(f"Unknown executor {spec!r}: {usage}.")
+    kind, _, arg = spec.partition(":")
+    if kind == "dask":
+        if not arg:
+            raise ValueError(f"executor {spec!r} names no scheduler: {usage}, e.g. dask:tcp://host:8786.")
+        return kind, arg
+    if kind not in ("processes", "dask-local"):
+        raise ValueError(f"Unknown executor {spec!r}: {usage}.")
+    if not arg:
+        return kind, None if kind == "processes" else 2
+    if not (arg.isdigit() and int(arg) >= 1):
+        raise ValueError(f"executor {spec!r}: the worker count must be an integer ≥ 1, got {arg!r}; {usage}.")
+    most = 4 * (os.cpu_count() or 1)  # local workers beyond this only compete for the CPUs
+    if int(arg) > most:
+        raise ValueError(f"executor {spec!r}: {int(arg):,} local workers for {os.cpu_count()} CPUs; use at "
+                         f"most {most}, or a dask scheduler (dask:ADDRESS) for more machines.")
+    return kind, int(arg)
 
 
 # --- the report ---------------------------------------------------------------------------
 
 
-def _groups(store):
-    """Stored runs grouped by everything but the seed: name -> summary arrays. One history
-    is in memory at a time."""
-    groups: dict = {}
+def _stored(store, skipped: list):
+    """Every stored run as ``(key, config.json, history)``, one in memory at a time; a file
+    that cannot be trusted (damaged, stale, naming code not allowed) goes to ``skipped``."""
+    from .store import StoreError
+
     for key in store.keys():
-        meta = store.meta(key)
-        run = dict(meta["run"])
-        seed = run.pop("seed")
+        try:
+            meta, h = store.meta(key), store.load(key)
+        except StoreError as err:
+            skipped.append(err)
+            continue
+        yield key, meta, h
+
+
+def _groups(store, skipped: list):
+    """Stored runs grouped by everything but the seed: name -> summary arrays. One history
+    is in memory at a time; files that cannot be trusted are skipped into ``skipped``."""
+    from .store import StoreError
+
+    groups: dict = {}
+    for key, meta, h in _stored(store, skipped):
+        run = {**meta["run"], "label": h.run.label}
+        seed = run.pop("seed", h.run.seed)
         gid = json.dumps([run, meta["data"], meta["settings"]], sort_keys=True)
-        h = store.load(key)
         g = groups.setdefault(gid, {"run": run, "seeds": [], "steps": h.steps, "loss": [], "margins": {}})
         if len(h.steps) != len(g["steps"]) or np.any(h.steps != g["steps"]):
-            raise ValueError(f"{store.path(key)}: another step grid than its group's.")
+            skipped.append(StoreError(f"{store.path(key)}: another step grid than its group's."))
+            continue
         g["seeds"].append(seed)
         g["loss"].append(h.log_loss / math.log(10))
         for norm, m in h.margins.items():
@@ -205,9 +409,10 @@ def _groups(store):
     for g in groups.values():
         by_label.setdefault(g["run"]["label"], []).append(g)
     for label, gs in by_label.items():
-        varying = [k for k in gs[0]["run"] if len({json.dumps(g["run"][k], sort_keys=True) for g in gs}) > 1]
+        keys = dict.fromkeys(k for g in gs for k in g["run"])
+        varying = [k for k in keys if len({json.dumps(g["run"].get(k), sort_keys=True) for g in gs}) > 1]
         for g in gs:
-            extra = ", ".join(f"{k}={_short(g['run'][k])}" for k in varying)
+            extra = ", ".join(f"{k}={_short(g['run'].get(k))}" for k in varying)
             g["name"] = f"{label} ({extra})" if extra else label
     return sorted(groups.values(), key=lambda g: g["name"])
 
@@ -218,18 +423,29 @@ def _short(value) -> str:
     return str(value)
 
 
-def report(store, out=None, level: float = 0.95, figures: bool = True):
+def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
+           errors: list | None = None):
     """The summary of a stored sweep: one row per group of runs that differ only in their
     seed, with the mean ± ``level`` Student-t half-width over seeds of the final log10 loss
     and of every final margin. Prints the table; with ``figures`` saves
     ``final_margins.png``, ``margins.png`` and ``loss.png`` under ``out`` (default
-    ``<store>/report``). Returns the rows and the figure paths."""
+    ``<store>/report``). Returns the rows and the figure paths.
+
+    A stored file that cannot be trusted (damaged, stale, naming code that is neither the
+    library's nor in ``allow``, see :class:`store.RunStore`) is skipped, listed on stderr at
+    the end, and its :class:`store.StoreError` appended to ``errors`` when given."""
     from .stats import mean_interval
     from .store import RunStore
 
-    store = RunStore.of(store)
-    groups = _groups(store)
+    store = RunStore.of(store, allow)
+    skipped = [] if errors is None else errors
+    start = len(skipped)
+    groups = _groups(store, skipped)
     if not groups:
+        _list_skipped(skipped[start:])
+        if len(skipped) > start:
+            raise ValueError(f"{store.root}: no stored run could be read ({len(skipped) - start} "
+                             "skipped, listed above).")
         raise ValueError(f"{store.root}: no stored runs.")
     norms = list(dict.fromkeys(n for g in groups for n in g["margins"]))
     rows = []
@@ -251,7 +467,15 @@ def report(store, out=None, level: float = 0.95, figures: bool = True):
         if figures else []
     for p in paths:
         print(f"saved {p}")
+    _list_skipped(skipped[start:])
     return rows, paths
+
+
+def _list_skipped(skipped: list) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} stored file(s) that cannot be trusted:", file=sys.stderr)
+        for err in skipped:
+            print(f"  {err}", file=sys.stderr)
 
 
 def _figures(groups, norms, out: Path, level: float) -> list:

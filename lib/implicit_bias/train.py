@@ -10,10 +10,14 @@ continues to losses far below float64's range.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import sys
 import time
 import warnings
+from collections import deque
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ from .runs import (
     Run,
     RunFailed,
     batches,
+    check_limits,
     history,
     log_grid,
     margin_norms,
@@ -110,11 +115,30 @@ FAILURES = ("raise", "return")
 #: only then, so that a release that does not touch training keeps stored results found.
 TRAINING_VERSION = 2
 
+#: How many times a chunk whose worker process was killed is submitted again.
+WORKER_RETRIES = 2
+
+#: A time probe (:func:`_probe`) times at most this many steps of a stack.
+PROBE_STEPS = 10
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train(..., store=...)``: the finished chunks are stored, and the
+    message says how many runs and that the same call resumes."""
+
+
+def describe(run) -> str:
+    """A run in messages: its label and what tells it from other runs of that label."""
+    def g(x):
+        return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+    return f"{run.label} (lr={g(run.lr)}, seed={run.seed}, schedule={g(run.schedule)})"
+
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
           frame: bool = True, progress: bool = True, device=None, observe=None,
           engine: str = "auto", max_batch: int | None = None, failures: str = "raise",
-          store=None, executor=None, directions=True):
+          store=None, executor=None, directions=True, chunk_seconds: float | None = 60):
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
@@ -135,7 +159,8 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     ``failures``: a run whose loss or optimizer state leaves the float range raises
     :class:`RunFailed` (``'raise'``, the default) or, with ``'return'``, is returned as
     that error in its place while the other runs train on (a batched chunk with a failed
-    run is trained again without it: runs in a stack do not affect each other).
+    run is trained again without it: runs in a stack do not affect each other). The
+    error's message names the run (:func:`describe`) and the step.
 
     ``observe(model, optimizer, frame)``, if given, is called at every logged step, right
     after the optimizer step (so ``p.grad`` is the gradient at the logged step's start),
@@ -146,18 +171,29 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     true gradient is ``p.grad · e^{−F}`` (see :func:`adaptive_scales`).
 
     ``store`` (a folder or a :class:`store.RunStore`; ``False``: none, whatever the
-    environment says) writes each run to disk as its chunk
-    finishes and skips runs already there, so a sweep that was killed resumes where it
-    stopped; the sweep is then returned as a :class:`store.StoredHistories`, read from disk
-    one history at a time. ``IMPLICIT_BIAS_STORE`` sets a store for every call that names
-    none (``scripts/paper_results.py`` uses it), which then returns a plain list.
+    environment says) writes each run to disk as its chunk finishes and skips runs already
+    there, so a sweep that was killed resumes where it stopped; the sweep is then returned
+    as a :class:`store.StoredHistories`, read from disk one history at a time. With a
+    store nothing finished is lost: a failed run is recorded (:func:`store.save_failed`)
+    and the good runs of its stack stored, even with ``failures='raise'`` (which then
+    raises once they are); a rerun trains failed runs again. Ctrl-C raises
+    :class:`SweepInterrupted` (a ``KeyboardInterrupt``) once the finished chunks are
+    stored, and no chunk of a batched group is estimated to train longer than
+    ``chunk_seconds`` (timed on its first steps, see :func:`_time_limit`; None: no bound),
+    so an interrupt loses at most about that. ``IMPLICIT_BIAS_STORE`` sets a store for
+    every call that names none (``scripts/paper_results.py`` uses it), which then returns
+    a plain list.
+
     ``executor``: anything with ``submit(fn, *args)`` returning a future with ``result()``
     (a ``concurrent.futures`` pool, ``dask.distributed.Client(...).get_executor()``, a
     submitit executor; default from ``IMPLICIT_BIAS_EXECUTOR``, see :func:`sweep.executor`)
     gets one task per chunk of compatible runs (:func:`chunks`, each :func:`train_chunk`).
-    ``directions``: keep θ_t/‖θ_t‖ at every log point (True), at none (False) or at about
-    that many (an int, always the first and the last); ``History.direction_steps`` says
-    which. ``progress``: a bar over steps (True), over runs (``'runs'``) or none."""
+    A chunk whose worker is killed is trained again (a process pool: at most
+    :data:`WORKER_RETRIES` times; dask: its scheduler's own retries), then its runs are
+    failures like the others. ``directions``: keep θ_t/‖θ_t‖ at every log point (True), at
+    none (False) or at about that many (an int, always the first and the last);
+    ``History.direction_steps`` says which. ``progress``: a bar over steps (True), over
+    runs (``'runs'``) or none."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     norms = (norms,) if isinstance(norms, (str, Norm)) else tuple(norms)
     if not (isinstance(log_points, int) and not isinstance(log_points, bool) and log_points >= 1):
@@ -168,22 +204,25 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}.")
     if failures not in FAILURES:
         raise ValueError(f"failures must be one of {FAILURES}, got {failures!r}.")
+    if chunk_seconds is not None and not (isinstance(chunk_seconds, (int, float))
+                                          and not isinstance(chunk_seconds, bool) and chunk_seconds > 0):
+        raise ValueError(f"chunk_seconds must be a positive number or None, got {chunk_seconds!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
+    check_limits(runs, datasets, dev, max_batch, log_points)  # memory and log points, before any model
     _check_models(runs, datasets, dev)
     if not (directions is True or directions is False
             or (isinstance(directions, int) and directions >= 1)):
         raise ValueError(f"directions must be True, False or a positive integer, got {directions!r}.")
     if progress not in (True, False, "runs"):
         raise ValueError(f"progress must be True, False or 'runs', got {progress!r}.")
-    todo = chunks(runs, datasets, engine, max_batch, dev)
     from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
     store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else (None if store is False else store)
     if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
         from .sweep import executor as from_spec
 
         executor = from_spec(os.environ["IMPLICIT_BIAS_EXECUTOR"])
-    keys, done = None, set()
+    keys, limit, done = None, None, set()
     if store is not None:
         from . import store as stores
 
@@ -201,11 +240,20 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
             store = None
     if store is not None:
         store = stores.RunStore.of(store)
+        store.check_writable()  # a read-only folder fails now, not after the first chunk
+        if chunk_seconds is not None:
+            limit = _time_limit(runs, datasets, keys, store, chunk_seconds, dev, norms, log_points, frame)
+    todo = chunks(runs, datasets, engine, max_batch, dev, limit)
+    if store is not None:
         # A chunk is trained again whole unless all its runs are stored: a stack's size can
         # change its runs' last bits, and a resumed sweep must equal an uninterrupted one.
-        stored = {i for i, k in enumerate(keys) if store.has(k)}
+        # A damaged file is moved to quarantine and its run trained again.
+        stored = {i for i, k in enumerate(keys) if store.verified(k)}
         todo = [(c, why) for c, why in todo if not stored.issuperset(c)]
         done = set(range(len(runs))).difference(*(c for c, _ in todo))
+        again = sum(stores.failed_path(store, k).exists() for i, k in enumerate(keys) if i not in stored)
+        if again and progress:
+            print(f"{again} run{'s' * (again > 1)} failed before; training again.", file=sys.stderr)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -218,10 +266,33 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         X, y = datasets[runs[c[0]].data]
         if executor is not None:  # the worker moves them to its own device
             X, y = X.cpu(), y.cpu()
+        # With a store a failed run never stops its chunk: the good runs are stored first.
         return ([runs[i] for i in c], X, y, norms, log_points, frame,
-                device if executor is not None else dev, observe, failures, why, directions)
+                device if executor is not None else dev, observe,
+                "return" if store is not None else failures, why, directions)
 
     out, failed = [None] * len(runs), {}
+
+    def keep(c, hists) -> list:
+        """Store (or keep) chunk ``c``'s histories; return its failures."""
+        new = []
+        for i, h in zip(c, hists, strict=True):
+            if isinstance(h, RunFailed):
+                out[i] = failed[i] = h
+                new.append(h)
+                if store is not None:
+                    stores.save_failed(store, keys[i], h, prints[runs[i].data], settings, _failed_step(h))
+            elif store is not None:
+                if not store.has(keys[i]):  # each file atomic
+                    X = datasets[runs[i].data][0]
+                    store.save(keys[i], h, prints[runs[i].data], settings, _input_dim(X),
+                               device=str(dev) if executor is None else "executor")
+                stores.forget_failed(store, keys[i])
+            else:
+                out[i] = h
+        return new
+
+    in_hand = None
     try:
         if executor is None:
             finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
@@ -229,18 +300,22 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         else:
             finished = _dispatch(executor, todo, task)
         for c, hists in finished:
+            in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
             regime.warn(hists)
-            for i, h in zip(c, hists, strict=True):
-                if isinstance(h, RunFailed):
-                    out[i] = failed[i] = h
-                elif store is not None and not store.has(keys[i]):  # each file atomic
-                    X = datasets[runs[i].data][0]
-                    store.save(keys[i], h, prints[runs[i].data], settings, _input_dim(X),
-                               device=str(dev) if executor is None else "executor")
-                else:
-                    out[i] = h
+            new = keep(c, hists)
+            in_hand = None
             if bar is not None and (executor is not None or progress == "runs"):
                 bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
+            if new and failures == "raise":
+                raise new[0]
+    except KeyboardInterrupt:
+        if store is None:
+            raise
+        if in_hand is not None:
+            keep(*in_hand)
+        n = sum(store.has(k) for k in keys)
+        raise SweepInterrupted(f"interrupted: {n} of {len(runs)} runs stored in {store.root}; "
+                               "rerun to resume.") from None
     finally:
         if bar is not None:
             bar.close()
@@ -251,11 +326,19 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     return out
 
 
-def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, dev=None) -> list:
+def _failed_step(err) -> int | None:
+    """The step a :class:`RunFailed` names ("… at step 12 …"), or None."""
+    found = re.search(r"\bstep (\d+)", str(err))
+    return int(found[1]) if found else None
+
+
+def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, dev=None,
+           limit=None) -> list:
     """The units a sweep trains in, as ``(indices into runs, reason)``: each group of
     compatible runs (:func:`batched.group_key`) cut into stacks of at most ``max_batch``
     runs or what fits (:func:`batched.chunk_size`), reason None; and every run the batched
-    engine cannot take alone, with the reason it goes to the reference loop."""
+    engine cannot take alone, with the reason it goes to the reference loop.
+    ``limit(members, size)``, if given, may lower a group's stack size (:func:`_time_limit`)."""
     from . import batched
 
     dev = dev if dev is not None else default_device()
@@ -274,8 +357,100 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
         X, _ = datasets[first.data]
         n_params = sum(p.numel() for p in first.build_model(_input_dim(X), DTYPE).parameters())
         size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
+        if limit is not None:
+            size = limit(members, size)
         out += [(members[at:at + size], None) for at in range(0, len(members), size)]
     return out + alone
+
+
+# --- chunks bounded by time ---------------------------------------------------------------
+
+
+def _time_limit(runs, datasets, keys, store, seconds, dev, norms, log_points, frame):
+    """For :func:`chunks`: a group's stack size such that no chunk is estimated to train
+    longer than ``seconds`` (an interrupt then loses at most that). Each optimizer of the
+    group is timed on the first steps of a stack (:func:`_timed_size`), once: the size is
+    kept in the store (``<root>/chunks/``), since a resumed sweep must cut its chunks as
+    the first did (a stack's size can change its runs' last bits)."""
+    from . import store as stores
+
+    def limit(members, size):
+        if size == 1 or len(members) == 1 or all(store.has(keys[i]) for i in members):
+            return size
+        plan = stores._hash({"runs": [keys[i] for i in members], "seconds": seconds, "device": dev.type})
+        path = store.root / "chunks" / f"{plan}.json"
+        try:
+            return max(1, min(size, int(json.loads(path.read_text())["size"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not timed yet (an unreadable plan is timed again)
+        X, y = datasets[runs[members[0]].data]
+        kinds = {}  # one optimizer's stack may be slower than a mixed one: time each
+        for i in members:
+            name = getattr(runs[i].optimizer, "__name__", runs[i].optimizer)
+            kinds.setdefault(str(name), []).append(runs[i])
+        bound = min(_timed_size(kind, X, y, size, seconds, dev, norms, log_points, frame)
+                    for kind in kinds.values())
+        stores._atomic_write(path, json.dumps({"size": bound, "seconds": seconds}).encode())
+        return bound
+
+    return limit
+
+
+def _timed_size(runs, X, y, size, seconds, dev, norms, log_points, frame) -> int:
+    """The largest stack (≤ ``size``) of runs like ``runs`` (of one optimizer) estimated to
+    train within ``seconds``: timed at up to ``size`` of them, then at fewer while too slow
+    (three probes at most)."""
+    k = min(size, len(runs))
+    for _ in range(3):
+        t = _probe(runs[:k], X, y, seconds, dev, norms, log_points, frame)
+        if t <= seconds:  # a stack's time grows slower than its size: scaling up is safe
+            return size if t <= 0 else min(size, max(k, int(k * seconds / t)))
+        if k == 1:
+            return 1
+        k = max(1, int(k * seconds / t))
+    return k
+
+
+class _ProbeDone(Exception):
+    """Ends a time probe (raised by its clock)."""
+
+
+class _StepClock:
+    """A probe's stand-in for a progress bar: the engine calls ``update`` once a step; the
+    clock notes when, and ends the probe after :data:`PROBE_STEPS` steps or ``limit`` s."""
+
+    def __init__(self, limit: float):
+        self.limit, self.start, self.times = limit, time.perf_counter(), []
+
+    def update(self, n=1):
+        self.times.append(time.perf_counter())
+        if len(self.times) >= PROBE_STEPS or self.times[-1] - self.start > self.limit:
+            raise _ProbeDone
+
+    def estimate(self, steps: int, log_points: int) -> float:
+        """Seconds for the whole stack: set-up + steps × a step + log points × a log point.
+        Gap 0 is the set-up and step 1; gap 1 is step 1's log point and step 2; the rest
+        are steps. With fewer gaps, each counts as a step (an overestimate)."""
+        gaps = np.diff([self.start, *self.times])
+        if len(gaps) < 3:
+            return steps * float(gaps.max()) if len(gaps) else 0.0
+        step = float(np.median(gaps[2:]))
+        return max(0.0, gaps[0] - step) + steps * step + log_points * max(0.0, gaps[1] - step)
+
+
+def _probe(runs, X, y, seconds, dev, norms, log_points, frame) -> float:
+    """The estimated seconds to train ``runs`` as one stack, timed on its first steps (for
+    at most ``seconds / 20``). The observer is left out: it may have side effects."""
+    from . import batched
+
+    clock = _StepClock(seconds / 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the chunk itself warns
+        try:
+            batched.train_group(runs, X, y, norms, 2, frame, dev, clock)
+        except (_ProbeDone, RunFailed):
+            pass  # what was timed is the estimate; a failing run fails again in its chunk
+    return clock.estimate(runs[0].steps, log_points)
 
 
 def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 60, frame: bool = True,
@@ -329,16 +504,22 @@ def _thin(h: History, directions) -> History:
 def _dispatch(executor, todo, task):
     """Submit every chunk to ``executor`` and yield ``(chunk, histories)`` as each
     finishes: ``concurrent.futures`` futures through ``as_completed``, others (dask's,
-    submitit's jobs) by polling ``done()``. Pending chunks are cancelled on an error."""
+    submitit's jobs) by polling ``done()``. Pending chunks are cancelled on an error. A
+    chunk whose worker was lost for good (dask's ``KilledWorker`` after its scheduler's
+    retries, submitit's ``UncompletedJobError``) comes back as its runs' failures; a
+    process pool has its own dispatch (:func:`_pool_dispatch`)."""
     import concurrent.futures as cf
 
+    if isinstance(executor, cf.ProcessPoolExecutor):
+        yield from _pool_dispatch(executor, todo, task)
+        return
     pending = [executor.submit(train_chunk, *task(c, why)) for c, why in todo]
-    chunk_of = {id(f): c for f, (c, _) in zip(pending, todo)}
+    chunk_of = {id(f): (c, why) for f, (c, why) in zip(pending, todo)}
     try:  # only `pending` holds futures: a finished chunk's histories are freed once stored
         if all(isinstance(f, cf.Future) for f in pending):
             for f in cf.as_completed(list(pending)):
                 pending.remove(f)
-                yield chunk_of[id(f)], f.result()
+                yield chunk_of[id(f)][0], _result(f, chunk_of[id(f)], task)
             return
         while pending:
             ready = [f for f in pending if not hasattr(f, "done") or f.done()]
@@ -346,11 +527,94 @@ def _dispatch(executor, todo, task):
                 time.sleep(0.05)
             for f in ready:
                 pending.remove(f)
-                yield chunk_of[id(f)], f.result()
+                yield chunk_of[id(f)][0], _result(f, chunk_of[id(f)], task)
     finally:
         for f in pending:
             if hasattr(f, "cancel"):
                 f.cancel()
+
+
+def _lost_worker(err) -> bool:
+    """Whether ``err`` says a chunk's worker process died (rather than the chunk failing)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    return isinstance(err, BrokenProcessPool) or type(err).__name__ in ("KilledWorker", "UncompletedJobError")
+
+
+def _lost(chunk, task, how: str) -> list:
+    """The failures of a chunk whose worker died ``how``."""
+    return [RunFailed(run, f"{describe(run)}: the worker process training it died {how} (out of memory, "
+                           "or killed?); rerun to try it again.")
+            for run in task(*chunk)[0]]
+
+
+def _result(future, chunk, task) -> list:
+    try:
+        return future.result()
+    except Exception as err:
+        if not _lost_worker(err):
+            raise
+        return _lost(chunk, task, f"after the executor's own retries ({type(err).__name__})")
+
+
+def _pool_dispatch(pool, todo, task):
+    """:func:`_dispatch` for a process pool, which a killed worker breaks: one chunk per
+    worker is in flight, so a kill loses only those; the pool is rebuilt and each lost
+    chunk submitted again, at most :data:`WORKER_RETRIES` times, the last time alone (so
+    that a chunk that kills its worker every time does not take others with it). A chunk
+    killed even alone is split into its runs, each tried once alone: the run that kills
+    its worker comes back as a failure, the others are trained."""
+    import concurrent.futures as cf
+
+    queue = deque((c, why, 0) for c, why in todo)  # chunk, reason, tries so far
+    flying, built = {}, None
+    try:
+        while queue or flying:
+            broken = not _fill(pool, queue, flying, task)
+            done, _ = cf.wait(list(flying), return_when=cf.FIRST_COMPLETED)
+            broken = broken or any(_lost_worker(f.exception()) for f in done)
+            if broken:  # the pool fails every chunk in flight: collect them all
+                done, _ = cf.wait(list(flying))
+            lost = []
+            for f in done:
+                c, why, tries = flying.pop(f)
+                if not _lost_worker(f.exception()):
+                    yield c, f.result()
+                elif tries < WORKER_RETRIES:
+                    lost.append((c, why, tries + 1))
+                elif len(c) > 1:  # killed even alone: find the run that kills it, one by one
+                    lost += [([i], why, tries) for i in c]
+                else:
+                    yield c, _lost((c, why), task, "at every try, the last one alone")
+            queue.extendleft(reversed(lost))
+            if broken and queue:  # a pool like the broken one (the user's stays theirs)
+                if built is not None:
+                    built.shutdown(wait=False)
+                pool = built = type(pool)(pool._max_workers, mp_context=pool._mp_context,
+                                          initializer=pool._initializer, initargs=pool._initargs)
+    finally:
+        for f in flying:
+            f.cancel()
+        if built is not None:
+            built.shutdown(wait=False, cancel_futures=True)
+
+
+def _fill(pool, queue, flying, task) -> bool:
+    """Submit queued chunks while a worker is free; a chunk on its last try goes alone.
+    False if the pool was found broken."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    last = WORKER_RETRIES
+    while queue and len(flying) < pool._max_workers:
+        if any(t == last for *_, t in flying.values()) or (queue[0][2] == last and flying):
+            break
+        c, why, tries = queue[0]
+        try:
+            flying[pool.submit(train_chunk, *task(c, why))] = (c, why, tries)
+        except BrokenProcessPool:
+            return False
+        queue.popleft()
+    return True
 
 
 def _input_dim(X):
@@ -419,7 +683,7 @@ def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
         with torch.no_grad():
             log_l = float(losses.log_loss(y * model(X), run.loss))
     if not math.isfinite(log_l):
-        raise RunFailed(run, f"{run.label}: the loss became {log_l} at step {t} (the parameters left "
+        raise RunFailed(run, f"{describe(run)}: the loss became {log_l} at step {t} (the parameters left "
                              "the float range); lower the learning rate.")
     if frame:
         F = float(recentre(np.array([log_l]), np.array([F]), lambda d: reframe(float(d[0])))[0])
@@ -431,7 +695,7 @@ def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
     try:
         opt.step()
     except FloatingPointError as err:
-        raise RunFailed(run, f"{run.label}, step {t}: {err}") from err
+        raise RunFailed(run, f"{describe(run)}, step {t}: {err}") from err
     return F
 
 
@@ -478,6 +742,6 @@ def adaptive_scales(model, optimizer, frame: float) -> dict:
     return out
 
 
-__all__ = ["Run", "History", "train", "train_chunk", "chunks", "TRAINING_VERSION", "RunFailed", "log_grid",
-           "summary", "adaptive_scales", "batches", "per_sample_gradients", "BATCH_SCHEMES", "DTYPES",
-           "FRAME_SLACK"]
+__all__ = ["Run", "History", "train", "train_chunk", "chunks", "TRAINING_VERSION", "RunFailed",
+           "SweepInterrupted", "describe", "WORKER_RETRIES", "log_grid", "summary", "adaptive_scales",
+           "batches", "per_sample_gradients", "BATCH_SCHEMES", "DTYPES", "FRAME_SLACK"]

@@ -13,6 +13,13 @@ SDP_DEFAULTS = {"solver": "SCS", "eps_abs": 1e-5, "eps_rel": 1e-5, "max_iters": 
 #: Semidefinite programs with at most this many reduced parameters × candidates go to
 #: Clarabel instead (interior point: accurate to ~1e-8 and fast while the program is small).
 SMALL_SDP = 2000
+#: Seconds one solve may take: Clarabel and SCS stop there (cvxpy's own choice of solver,
+#: ``solver=None`` outside the semidefinite programs, is bounded by :data:`MAX_ENTRIES`).
+TIME_LIMIT = 600.0
+_TIME_OPTION = {"CLARABEL": "time_limit", "SCS": "time_limit_secs"}
+#: The largest program, in entries ``p × k`` of its reduced matrix (parameters × candidate
+#: points), handed to cvxpy; beyond it the certificate is refused with its size.
+MAX_ENTRIES = 20_000_000
 
 
 def dual_norm_expr(norm: Norm, expr, shapes):
@@ -23,10 +30,15 @@ def dual_norm_expr(norm: Norm, expr, shapes):
 
 
 def solve_problem(problem, solver, solver_options):
-    """Solve a cvxpy problem with ``solver`` (None: cvxpy's choice) and options; its status."""
+    """Solve a cvxpy problem with ``solver`` (None: cvxpy's choice) and options; its status.
+    Clarabel and SCS get :data:`TIME_LIMIT` unless the options set their own; a solve that
+    stops there returns its last iterate (status ``user_limit``) or no solution."""
     options = dict(solver_options or {})
     if solver is not None:
         options["solver"] = solver
+    limit = _TIME_OPTION.get(str(options.get("solver", "")).upper())
+    if limit is not None:
+        options.setdefault(limit, TIME_LIMIT)
     problem.solve(**options)
     return problem.status
 
@@ -44,6 +56,10 @@ def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
 
     A, theta_hat, shapes, lift = reduce_program(norm, A, theta_hat, shapes)
     p, k = A.shape
+    if p * k > MAX_ENTRIES:
+        raise ValueError(f"kkt_certificate: the program has {p:,} parameters × {k:,} candidate points = "
+                         f"{p * k:,} entries, more than the {MAX_ENTRIES:,} cvxpy solves in reasonable time. "
+                         "Lower max_points or active_tol (fewer candidates), or use method='ipm' for ℓ∞.")
     col = np.linalg.norm(A, axis=0)
     col[col == 0] = 1.0
     A = A / col
@@ -63,5 +79,7 @@ def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
     else:
         status = solve_problem(problem, solver, solver_options)
     if mu.value is None or v.value is None:
-        raise RuntimeError(f"kkt_certificate: the solver returned no solution (status {status}).")
+        raise RuntimeError(f"kkt_certificate: the solver returned no solution (status {status}) on "
+                           f"{p:,} parameters × {k:,} candidates; it may have reached its time limit "
+                           f"({TIME_LIMIT:g} s, kkt.solve_cvxpy.TIME_LIMIT). Lower max_points or active_tol.")
     return np.asarray(mu.value) / col, lift(np.asarray(v.value)), status
