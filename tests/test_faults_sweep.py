@@ -84,7 +84,7 @@ def no_traceback(text: str) -> bool:
 # --- a diverging run keeps the good runs of its stack -------------------------------------
 
 
-def test_a_diverging_run_is_recorded_and_its_stack_stored(tmp_path):
+def test_a_diverging_run_is_recorded_and_its_stack_stored(tmp_path, capsys):
     (tmp_path / "s.toml").write_text(DIVERGING.format(extra=""))
     child = cli("sweep", "s.toml", cwd=tmp_path)
     out, err = child.communicate(timeout=120)
@@ -102,6 +102,21 @@ def test_a_diverging_run_is_recorded_and_its_stack_stored(tmp_path):
     # A rerun says so and tries the failed run again (the others are found).
     assert main(["sweep", str(tmp_path / "s.toml")]) == 1
     assert len(store.RunStore(tmp_path / "out")) == 5
+    # The report lists it after the table and exits 1; once no run failed, 0.
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out"), "--no-figures"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "5 runs in" in lines[0]
+    at = lines.index(f"1 run(s) failed, not in the table (recorded in {tmp_path / 'out' / 'failed'}; rerun "
+                     "the sweep to train them again):")
+    assert lines[at + 1] == f"  {record['reason']}" and "MomentumGD (lr=1e+200, seed=0" in lines[at + 1]
+    failed = []
+    sweep.report(tmp_path / "out", figures=False, failed=failed)
+    assert [r["key"] for r in failed] == [record["key"]]
+    store.forget_failed(tmp_path / "out", record["key"])
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out"), "--no-figures"]) == 0
+    assert "failed" not in capsys.readouterr().out
 
 
 def test_failures_raise_in_a_sweep_file_stops_but_keeps_the_stack(tmp_path, capsys):
@@ -112,6 +127,8 @@ def test_failures_raise_in_a_sweep_file_stops_but_keeps_the_stack(tmp_path, caps
     assert "error: MomentumGD (lr=1e+200, seed=0, schedule=0)" in err and "failures = 'raise'" in err
     assert len(store.RunStore(tmp_path / "out")) == 5  # the good runs of its stack are stored
     assert len(store.failed_runs(tmp_path / "out")) == 1
+    with pytest.raises(RunFailed, match="lr=1e\\+200"):  # --debug: the error itself, traceback and all
+        main(["--debug", "sweep", str(tmp_path / "s.toml")])
     # The command line's flag overrides the file; a bad value is refused before training.
     assert main(["sweep", str(tmp_path / "s.toml"), "--failures", "return"]) == 1
     assert "5 runs stored in" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from implicit_bias import batched, data, homogeneity, margins, maxmargin, models, runs, sweep
+from implicit_bias import batched, data, homogeneity, margins, maxmargin, models, runs, sweep, train
 from implicit_bias.__main__ import main
 from implicit_bias.fingerprint import fingerprint
 from implicit_bias.kkt import solve_cvxpy
@@ -327,6 +327,64 @@ def test_warnings_of_many_runs_are_one_line_per_kind():
     assert [w.category for w in caught] == [RuntimeWarning, UserWarning]
 
 
+
+def dead_for_seed_0(d):
+    """A ReLU net of the seed in force (its runs stack: one config); for seed 0 every first-
+    layer weight is ≤ 0, so every unit is dead on data ≥ 0."""
+    seed = torch.initial_seed()  # Run.build_model seeds torch with the run's seed
+    net = models.TwoLayer(d, 4, activation="relu", seed=seed)
+    if seed == 0:
+        with torch.no_grad():
+            net.W.copy_(-net.W.abs())
+    return net
+
+
+DEAD_RUNS = {"all units dead": dead_for_seed_0,
+             "all parameters 0": {"kind": "two_layer", "width": 4, "activation": "relu", "init_scale": 0.0}}
+
+
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+@pytest.mark.parametrize("net", list(DEAD_RUNS))
+def test_a_dead_network_stops_its_run_and_its_stack_trains_on(engine, net, monkeypatch):
+    X, y = data.gaussian(n=20, d=5, seed=0)
+    X = X.abs()  # every unit with weights ≤ 0 is dead on it
+    model = DEAD_RUNS[net]
+    if isinstance(model, dict):  # zero parameters are dead whatever the seed: healthy ones differ
+        runs_ = [runs.Run("SignGD", 0.1, 20, seed=0, model=model)]
+        runs_ += [runs.Run("SignGD", 0.1, 20, seed=s, model={**model, "init_scale": 1.0}) for s in (1, 2)]
+    else:
+        runs_ = [runs.Run("SignGD", 0.1, 20, seed=s, model=model) for s in range(3)]
+    kw = dict(norms="l2", log_points=5, progress=False, device="cpu", engine=engine)
+    with pytest.raises(runs.RunFailed, match=re.escape(f"SignGD (lr=0.1, seed=0, schedule=0), step 1: "
+                                                       f"{homogeneity.DEAD}.")):
+        train.train(runs_, (X, y), **kw)
+    got = train.train(runs_, (X, y), failures="return", **kw)
+    assert isinstance(got[0], runs.RunFailed) and len(got[0].history.steps) == 0
+    # The other runs are kept, equal to the bit to a sweep without the dead run (as a stack
+    # of 2 trains: the size of a stack can change the last bits) and to one without the check.
+    alone = train.train(runs_[1:], (X, y), **kw)
+    monkeypatch.setattr(batched, "dead_runs", lambda *a: [])
+    monkeypatch.setattr(train, "dead_output", lambda *a: None)
+    unchecked = train.train(runs_[1:], (X, y), **kw)
+    for a, b, c in zip(got[1:], alone, unchecked, strict=True):
+        assert isinstance(a, runs.History) and a.steps[-1] == 20
+        for name in ("log_loss", "param_norm", "directions"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+            assert np.array_equal(getattr(a, name), getattr(c, name)), name
+        assert np.array_equal(a.margins["l2"], b.margins["l2"])
+
+
+def test_warnings_of_a_sweep_come_out_once_per_kind():
+    X, y = data.gaussian(n=20, d=5, seed=0)
+    sweep_ = [runs.Run(torch.optim.SGD, 0.1, 5, seed=s, model={"kind": "two_layer", "width": 4})
+              for s in range(3)]
+    with pytest.warns(RuntimeWarning) as caught:
+        train.train(sweep_, (X, y), norms="l2", progress=False, device="cpu")
+    assert [str(w.message) for w in caught] == [
+        "3 times (runs 'SGD' ×3): Run 'SGD': SGD has no reframe or rescale_gradients, so it is trained on "
+        "the plain loss, which underflows below about 1e-308."]
+
+
 # --- the fingerprint and the exact solvers ---------------------------------------------------
 
 
@@ -400,3 +458,17 @@ def test_any_error_is_one_message_and_debug_shows_the_traceback(tmp_path, monkey
     assert re.search(match, err), err
     with pytest.raises(type(error)):
         main(["--debug", "sweep", str(path)])
+
+
+def test_debug_shows_the_traceback_of_the_errors_a_command_reports_itself(tmp_path, capsys):
+    path = sweep_file(tmp_path, data="")  # a store but no [data] table
+    assert main(["sweep", str(path)]) == 2
+    assert capsys.readouterr().err == (f"error: {path}: no [data] table: add one, e.g. [data] set = "
+                                       "'digits_even_odd' (a loader of implicit_bias.data and its "
+                                       "options).\n")
+    with pytest.raises(ValueError, match="no \\[data\\] table"):
+        main(["--debug", "sweep", str(path)])
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no stored runs.\n"
+    with pytest.raises(ValueError, match="no stored runs"):
+        main(["--debug", "report", str(tmp_path / "empty")])

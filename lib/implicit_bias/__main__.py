@@ -71,6 +71,9 @@ def _message(err: Exception) -> str:
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.strerror:
         where = f"{err.filename}: " if err.filename else ""
         fix = {errno.ENOSPC: "free some space, or choose another --store",
+               errno.EFBIG: "free some space (or raise the file-size limit, ulimit -f), or choose another "
+                            "--store",
+               errno.EDQUOT: "free some space (your disk quota is full), or choose another --store",
                errno.EROFS: "choose a writable folder with --store",
                errno.EACCES: "choose a folder you may write to with --store"}.get(err.errno, "")
         return f"{where}{err.strerror}" + (f": {fix}." if fix else ".")
@@ -90,14 +93,17 @@ def _command(args) -> int:
 
     if args.command == "sweep":
         return _sweep(args, sweep)
-    skipped = []  # files that cannot be trusted: listed after the good rows, exit status 1
+    # Files that cannot be trusted and runs that failed: listed after the table, exit status 1.
+    skipped, failed = [], []
     try:
         sweep.report(args.store, out=args.out, level=args.level, figures=not args.no_figures,
-                     allow=args.allow, errors=skipped)
+                     allow=args.allow, errors=skipped, failed=failed)
     except ValueError as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 1 if skipped else 0
+    return 1 if skipped or failed else 0
 
 
 def _sweep(args, sweep) -> int:
@@ -113,12 +119,16 @@ def _sweep(args, sweep) -> int:
     try:
         spec, hists = sweep.run(args.file, store=args.store, executor=ex, **extra)
     except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         _stop_workers(ex)
         raise
     except FloatingPointError as err:  # failures = "raise": a RunFailed, its stack's good runs stored
+        if args.debug:
+            raise
         print(f"error: {err}\nThe sweep stopped there (failures = 'raise'); the runs finished so far "
               "are stored, and a rerun resumes.", file=sys.stderr)
         return 1

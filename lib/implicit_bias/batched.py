@@ -25,8 +25,20 @@ import torch
 
 from . import losses, optim, rules, stacked
 from .frame import recentre, warn_underflow
+from .homogeneity import DEAD, dead_runs
 from .norms import Norm, column
-from .runs import DTYPES, RunFailed, batches, history, log_grid, margin_norms, observe_point, record
+from .runs import (
+    DTYPES,
+    RunFailed,
+    activation_bytes,
+    batches,
+    history,
+    log_grid,
+    margin_norms,
+    observe_point,
+    record,
+    run_bytes,
+)
 
 #: Built-in optimizers the engine leaves to the reference loop, and why.
 UNBATCHED = {
@@ -209,14 +221,11 @@ def free_memory(dev: torch.device) -> int:
 def chunk_size(run, n: int, n_params: int, dev: torch.device) -> int:
     """How many runs like ``run`` to stack at once: what fits in
     :data:`MEMORY_FRACTION` of the free memory (activations and optimizer state) and, on
-    a CPU, what keeps a step's activations within :data:`CPU_WORKSET`."""
-    itemsize = torch.finfo(getattr(torch, run.dtype)).bits // 8
-    rows = n + (run.batch_size or 0)
-    activations = 3 * rows * _hidden_units(run.model) * itemsize
-    per_run = activations + 8 * n_params * itemsize
-    fits = max(1, int(MEMORY_FRACTION * free_memory(dev) // per_run))
+    a CPU, what keeps a step's activations within :data:`CPU_WORKSET`. A run's bytes are
+    :func:`runs.run_bytes`, the estimate :func:`runs.check_limits` refuses runs by."""
+    fits = max(1, int(MEMORY_FRACTION * free_memory(dev) // run_bytes(run, n, n_params)))
     if dev.type == "cpu":
-        fits = min(fits, max(1, CPU_WORKSET // activations))
+        fits = min(fits, max(1, CPU_WORKSET // activation_bytes(run, n)))
     return fits
 
 
@@ -245,6 +254,17 @@ def _check_gradients(grads, K: int, run_at, t: int) -> None:
         raise RunFailed(run, f"{describe(run)}: the gradient has NaN or inf entries at step {t} (a step "
                              "would be silently wrong: the sign of NaN is 0). Check the data and the "
                              "model for non-finite values, or lower the learning rate.")
+
+
+def _check_alive(q, grads, run_at, t: int) -> None:
+    """Raise :class:`RunFailed` for the first run whose margins ``q`` and gradients are
+    all 0 (every unit dead: it cannot move), as the reference loop does at a log step."""
+    dead = dead_runs(q, grads)
+    if dead:
+        from .train import describe
+
+        run = run_at(dead[0])
+        raise RunFailed(run, f"{describe(run)}, step {t}: {DEAD}.")
 
 
 def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
@@ -294,6 +314,8 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     ys = y.expand(K, n)
 
     def log(q_all, t, grads):
+        # q after step t, the gradient of step t: what the reference loop checks at a log step
+        _check_alive(q_all, grads, lambda i: runs[order[i]], t)
         for k in range(K):
             i = position[k]
             record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)

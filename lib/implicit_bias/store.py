@@ -110,8 +110,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)  # no half-written file stays (a full disk, a kill)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            # a failed write names no file: name the one it was for (the store, for its user)
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -975,4 +978,5 @@ def check(path, allow=()) -> dict:
 
 __all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "StoreWarning", "key", "run_key",
            "run_config", "data_fingerprint", "check", "library_names", "allowed", "FORMAT",
-           "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE"]
+           "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE", "failed_path", "save_failed",
+           "failed_runs", "failed_history", "forget_failed"]

@@ -309,6 +309,9 @@ def run(path, store=None, executor=None, progress="runs", **overrides):
     sweep = load(path, store)
     if sweep.store is None:
         raise ValueError(f"{path}: no store: set store = '<folder>' in the file or pass one.")
+    if not sweep.data:  # load() allows it: a Python caller may pass the data to train itself
+        raise ValueError(f"{path}: no [data] table: add one, e.g. [data] set = 'digits_even_odd' "
+                         "(a loader of implicit_bias.data and its options).")
     hists = train(sweep.runs, sweep.data, store=sweep.store, executor=executor, progress=progress,
                   **{"failures": "return", **sweep.options, **overrides})
     return sweep, hists
@@ -424,7 +427,7 @@ def _short(value) -> str:
 
 
 def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
-           errors: list | None = None):
+           errors: list | None = None, failed: list | None = None):
     """The summary of a stored sweep: one row per group of runs that differ only in their
     seed, with the mean ± ``level`` Student-t half-width over seeds of the final log10 loss
     and of every final margin. Prints the table; with ``figures`` saves
@@ -433,7 +436,9 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
 
     A stored file that cannot be trusted (damaged, stale, naming code that is neither the
     library's nor in ``allow``, see :class:`store.RunStore`) is skipped, listed on stderr at
-    the end, and its :class:`store.StoreError` appended to ``errors`` when given."""
+    the end, and its :class:`store.StoreError` appended to ``errors`` when given. The runs
+    that failed (recorded in ``<store>/failed/``, :func:`store.failed_runs`) are listed after
+    the table, and their records appended to ``failed`` when given."""
     from .stats import mean_interval
     from .store import RunStore
 
@@ -441,7 +446,11 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
     skipped = [] if errors is None else errors
     start = len(skipped)
     groups = _groups(store, skipped)
+    records = _failed(store)
+    if failed is not None:
+        failed.extend(records)
     if not groups:
+        _list_failed(store, records)
         _list_skipped(skipped[start:])
         if len(skipped) > start:
             raise ValueError(f"{store.root}: no stored run could be read ({len(skipped) - start} "
@@ -467,8 +476,25 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
         if figures else []
     for p in paths:
         print(f"saved {p}")
+    _list_failed(store, records)
     _list_skipped(skipped[start:])
     return rows, paths
+
+
+def _failed(store) -> list:
+    """The failure records of runs not stored (a rerun that stored a run removed its
+    record; one left by a concurrent writer is no failure)."""
+    from .store import failed_runs
+
+    return [r for key, r in failed_runs(store).items() if not store.path(key).exists()]
+
+
+def _list_failed(store, records: list) -> None:
+    if records:
+        print(f"{len(records)} run(s) failed, not in the table (recorded in {store.root / 'failed'}; "
+              "rerun the sweep to train them again):")
+        for r in records:
+            print(f"  {r.get('reason', r.get('label'))}")
 
 
 def _list_skipped(skipped: list) -> None:

@@ -28,7 +28,7 @@ from .config import device as default_device
 from .data import check_data
 from .frame import SLACK as FRAME_SLACK
 from .frame import in_pieces, recentre, warn_underflow
-from .homogeneity import check_homogeneous
+from .homogeneity import check_homogeneous, dead_output
 from .norms import Norm
 from .runs import (
     BATCH_SCHEMES,
@@ -45,6 +45,7 @@ from .runs import (
     record,
     summary,
 )
+from .warn import aggregate_warnings
 
 
 def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0,
@@ -293,32 +294,34 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         return new
 
     in_hand = None
-    try:
-        if executor is None:
-            finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
-                        for c, why in todo)
-        else:
-            finished = _dispatch(executor, todo, task)
-        for c, hists in finished:
-            in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
-            regime.warn(hists)
-            new = keep(c, hists)
-            in_hand = None
-            if bar is not None and (executor is not None or progress == "runs"):
-                bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
-            if new and failures == "raise":
-                raise new[0]
-    except KeyboardInterrupt:
-        if store is None:
-            raise
-        if in_hand is not None:
-            keep(*in_hand)
-        n = sum(store.has(k) for k in keys)
-        raise SweepInterrupted(f"interrupted: {n} of {len(runs)} runs stored in {store.root}; "
-                               "rerun to resume.") from None
-    finally:
-        if bar is not None:
-            bar.close()
+    # Many runs' warnings: one line per kind, with the count and the runs, after the bar.
+    with aggregate_warnings():
+        try:
+            if executor is None:
+                finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
+                            for c, why in todo)
+            else:
+                finished = _dispatch(executor, todo, task)
+            for c, hists in finished:
+                in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
+                regime.warn(hists)
+                new = keep(c, hists)
+                in_hand = None
+                if bar is not None and (executor is not None or progress == "runs"):
+                    bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
+                if new and failures == "raise":
+                    raise new[0]
+        except KeyboardInterrupt:
+            if store is None:
+                raise
+            if in_hand is not None:
+                keep(*in_hand)
+            n = sum(store.has(k) for k in keys)
+            raise SweepInterrupted(f"interrupted: {n} of {len(runs)} runs stored in {store.root}; "
+                                   "rerun to resume.") from None
+        finally:
+            if bar is not None:
+                bar.close()
     if store is not None:
         stored = stores.StoredHistories(store, keys, failed)
         # A store set by the environment makes existing code resumable: it gets its list.
@@ -355,12 +358,19 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
     for members in groups.values():
         first = runs[members[0]]
         X, _ = datasets[first.data]
-        n_params = sum(p.numel() for p in first.build_model(_input_dim(X), DTYPE).parameters())
+        n_params = _parameter_count(first, _input_dim(X))
         size = max_batch or batched.chunk_size(first, X.shape[0], n_params, dev)
         if limit is not None:
             size = limit(members, size)
         out += [(members[at:at + size], None) for at in range(0, len(members), size)]
     return out + alone
+
+
+def _parameter_count(run, d) -> int:
+    """``run``'s parameter count: from its config (nothing built), or its factory's model."""
+    if isinstance(run.model, dict):
+        return models.parameter_count(run.model, d)
+    return sum(p.numel() for p in run.build_model(d, DTYPE).parameters())
 
 
 # --- chunks bounded by time ---------------------------------------------------------------
@@ -655,8 +665,13 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
                 bar.update(1)
             if t == grid[next_log]:
                 with torch.no_grad():
-                    record(rec, [p.detach() for p in model.parameters()], y * model(X), model.degree,
-                           run.loss, norm_objs)
+                    q = y * model(X)
+                    # A net that cannot move (every unit dead) would log one point to the end.
+                    reason = dead_output(q, [p.grad for p in params if p.grad is not None])
+                    if reason is not None:
+                        raise RunFailed(run, f"{describe(run)}, step {t}: {reason}.")
+                    record(rec, [p.detach() for p in model.parameters()], q, model.degree, run.loss,
+                           norm_objs)
                 if observe is not None:
                     observe_point(observed, observe, model, opt, F, run, t)
                 next_log += 1

@@ -9,6 +9,7 @@ it came once, else as ``"<count> times (runs 'Adam' ×10, 'Signum' ×2): <first 
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import warnings
@@ -47,25 +48,31 @@ def summary(count: int, labels: Counter, first: str) -> str:
 def aggregate_warnings():
     """Collect the warnings raised inside, then warn each kind once (see the module
     docstring), at the place the first of its kind came from, so filters still apply. The
-    warnings come out also when the body raises (they may explain why)."""
-    caught: list = []
+    warnings come out also when the body raises (they may explain why). Each is counted as
+    it comes, not kept: a warning raised at every step of a long sweep costs no memory."""
+    groups: dict = {}  # (category, kind) -> [count, labels, (first message, filename, lineno)]
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")  # count every one; the filters apply when re-warned
+            warnings.showwarning = functools.partial(_collect, groups)  # restored on leaving
             yield
     finally:
-        _rewarn(caught)
+        _rewarn(groups)
 
 
-def _rewarn(caught) -> None:
-    groups: dict = {}
-    for w in caught:
-        groups.setdefault((w.category, kind(str(w.message))), []).append(w)
-    for (category, _), ws in groups.items():
-        labels = Counter(label for w in ws if (label := _label(str(w.message))) is not None)
-        first = ws[0]
-        warnings.warn_explicit(summary(len(ws), labels, str(first.message)), category, first.filename,
-                               first.lineno, module=_module_of(first.filename))
+def _collect(groups: dict, message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message)
+    group = groups.setdefault((category, kind(text)), [0, Counter(), (text, filename, lineno)])
+    group[0] += 1
+    label = _label(text)
+    if label is not None:
+        group[1][label] += 1
+
+
+def _rewarn(groups: dict) -> None:
+    for (category, _), (count, labels, (first, filename, lineno)) in groups.items():
+        warnings.warn_explicit(summary(count, labels, first), category, filename, lineno,
+                               module=_module_of(filename))
 
 
 def _module_of(filename: str) -> str | None:
