@@ -85,3 +85,24 @@ def test_a_failed_run_crosses_processes():
     run = Run("NormalizedGD", 0.1, 5)
     err = pickle.loads(pickle.dumps(RunFailed(run, "boom at step 3")))
     assert isinstance(err, RunFailed) and str(err) == "boom at step 3" and err.run == run
+
+
+@pytest.mark.parametrize("spec", ["processes:2", "dask-local:2"])
+def test_executor_workers_split_the_cores(spec, monkeypatch):
+    """Each of N local workers gets cores // N of torch's threads: without this, two workers
+    on two cores ran four threads and a sweep took 9× longer. (The machine is told it has 8
+    cores, so the answer, 4, differs from any thread count a worker could inherit.)"""
+    import os
+
+    from implicit_bias import sweep as sweeps
+
+    if spec.startswith("dask"):
+        pytest.importorskip("distributed")
+    monkeypatch.setattr(sweeps, "_EXECUTORS", {})
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    ex = sweeps.executor(spec)
+    try:
+        threads = {ex.submit(torch.get_num_threads).result() for _ in range(4)}
+    finally:
+        ex.shutdown()
+    assert threads == {4}

@@ -328,11 +328,16 @@ def executor(spec: str):
     if spec in _EXECUTORS:
         return _EXECUTORS[spec]
     kind, workers = _executor_spec(spec)
+    # Workers split the cores: each gets its share of torch's threads (by default every
+    # worker would start one thread per core, and N workers would run N× too many).
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // (workers if isinstance(workers, int) else cores))
     if kind == "processes":
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: the parent may hold CUDA state, which a forked worker cannot use
-        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_use_threads, initargs=(threads,))
     else:
         try:
             from distributed import Client, LocalCluster
@@ -341,11 +346,33 @@ def executor(spec: str):
                               "or use processes:N.") from None
         if kind == "dask-local":
             client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
+            client.register_plugin(_dask_threads(threads))  # also on workers started later
         else:
             client = Client(workers)
         ex = client.get_executor()
     _EXECUTORS[spec] = ex
     return ex
+
+
+def _use_threads(threads: int) -> None:
+    """A pool worker's initializer: use ``threads`` of torch's threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _dask_threads(threads: int):
+    """A dask worker plugin (defined here: dask is optional) by which each worker, also one
+    started later, uses ``threads`` of torch's threads."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class Threads(WorkerPlugin):
+        name = "implicit-bias-threads"
+
+        def setup(self, worker):
+            _use_threads(threads)
+
+    return Threads()
 
 
 def _executor_spec(spec) -> tuple:
