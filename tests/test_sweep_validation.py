@@ -327,6 +327,20 @@ def test_warnings_of_many_runs_are_one_line_per_kind():
     assert [w.category for w in caught] == [RuntimeWarning, UserWarning]
 
 
+def test_warnings_that_name_no_run_are_merged_only_when_identical():
+    """A warning about a setting (here two β pairs) names no run: different settings stay two
+    lines (a verdict reads each), the same one repeated is one line with its count."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with aggregate_warnings():
+            for b2 in (0.85, 0.5, 0.5):
+                warnings.warn(f"beta1 = 0.9 > beta2 = {b2}: the theorem assumes beta1 ≤ beta2.", UserWarning,
+                              stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "beta1 = 0.9 > beta2 = 0.85: the theorem assumes beta1 ≤ beta2.",
+        "2 times: beta1 = 0.9 > beta2 = 0.5: the theorem assumes beta1 ≤ beta2."]
+
+
 
 def dead_for_seed_0(d):
     """A ReLU net of the seed in force (its runs stack: one config); for seed 0 every first-

@@ -667,9 +667,9 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
                 with torch.no_grad():
                     q = y * model(X)
                     # A net that cannot move (every unit dead) would log one point to the end.
-                    reason = dead_output(q, [p.grad for p in params if p.grad is not None])
-                    if reason is not None:
-                        raise RunFailed(run, f"{describe(run)}, step {t}: {reason}.")
+                    dead = dead_output(q, [p.grad for p in params if p.grad is not None])
+                    if dead is not None:
+                        raise RunFailed(run, f"{describe(run)}, step {t}: {dead}.")
                     record(rec, [p.detach() for p in model.parameters()], q, model.degree, run.loss,
                            norm_objs)
                 if observe is not None:

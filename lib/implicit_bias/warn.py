@@ -3,7 +3,8 @@
 A sweep of hundreds of runs that all leave Adam's regime would print the same warning
 hundreds of times, burying the progress bar and anything else. Inside
 :func:`aggregate_warnings` warnings are collected; on leaving, each kind (its category and
-its message with the run's label and the numbers left out) is warned once: unchanged when
+its message with the run's label and the numbers left out, or, for a message that names no
+run, the message itself) is warned once: unchanged when
 it came once, else as ``"<count> times (runs 'Adam' ×10, 'Signum' ×2): <first message>"``.
 """
 
@@ -25,7 +26,11 @@ SHOWN = 6
 
 
 def kind(message: str) -> str:
-    """What warnings of one kind share: the message without its run label and numbers."""
+    """What warnings of one kind share: for a message that names a run, the message without
+    its run label and numbers (the same warning about other runs); for any other, the whole
+    message (warnings that differ in a setting, e.g. two β's, stay apart)."""
+    if _LABEL.search(message) is None:
+        return message
     return _NUMBER.sub("#", _LABEL.sub("run …", message))
 
 
