@@ -41,6 +41,9 @@ with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
 print(f"{bundle}: {len(z.namelist())} notebooks")
 PY
 
+# Every chapter executed afresh, several at a time, into the cache the build reads.
+.venv/bin/python scripts/execute_chapters.py
+
 # --all: Sphinx only tracks source changes, not the run size, so always rebuild every page.
 .venv/bin/jupyter-book build . --config "$config" --all -W -n --keep-going "$@"
 echo "open _build/html/index.html"
