@@ -46,3 +46,17 @@ def test_chapter_installs_reports_its_size_and_has_no_outputs(name):
     assert any("ib.profile()" in c.source for c in code[1:3]), f"{name} must print its run size early"
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_the_build_executes_every_chapter_longest_first():
+    """scripts/execute_chapters.py runs every notebook of the toc (none left for the build to
+    execute serially), the chapters measured longest first; _config.yml reads its cache."""
+    spec = importlib.util.spec_from_file_location("execute", ROOT / "scripts" / "execute_chapters.py")
+    execute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute)
+    files = [f.relative_to(ROOT).with_suffix("").as_posix() for f in execute.chapters()]
+    assert sorted(files) == sorted(NOTEBOOKS)
+    assert files[0] == "chapters/08_hybrid" and files[-1] == "chapters/01_setting"
+    assert execute.CACHE == ROOT / "_build" / ".jupyter_cache"
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "cache" and not config["execute"].get("cache")
