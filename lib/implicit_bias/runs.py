@@ -30,6 +30,35 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 
 
+def _integer(v, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: What each field of a run config read from a file (a sweep file's TOML, a stored run's
+#: JSON) must hold, and what to write instead: checked before a :class:`Run` is built from
+#: it, so that a wrong type is named, not coerced. (A stored optimizer or model given by its
+#: import path is resolved by the store first.)
+FIELD_CHECKS = {
+    "optimizer": (lambda v: isinstance(v, str), "an optimizer name such as 'SignGD'"),
+    "lr": (lambda v: _number(v) and v > 0, "a finite number > 0 (the learning rate)"),
+    "steps": (lambda v: _integer(v, 1, 10**12), "an integer ≥ 1 (write 3000, not 3e3)"),
+    "schedule": (lambda v: _number(v) and v >= 0, "a finite number ≥ 0"),
+    "seed": (lambda v: _integer(v, 0, 2**63 - 1), "an integer ≥ 0"),
+    "model": (lambda v: isinstance(v, dict), "a table such as {kind = 'two_layer', width = 16}"),
+    "data": (lambda v: isinstance(v, str), "the name of a data set"),
+    "options": (lambda v: isinstance(v, dict), "a table of optimizer options such as {momentum = 0.9}"),
+    "loss": (lambda v: isinstance(v, str), "a loss name such as 'logistic'"),
+    "label": (lambda v: v is None or isinstance(v, str), "a name for plots"),
+    "dtype": (lambda v: v in DTYPES, "'float64' or 'float32'"),
+    "batch": (lambda v: isinstance(v, str), "a batch scheme such as 'full' or 'cyclic'"),
+    "batch_size": (lambda v: v is None or _integer(v, 1, 2**40), "an integer ≥ 1"),
+}
+
+
 def _default_model():
     return {"kind": "two_layer", "width": 64, "activation": "relu2"}
 
@@ -120,6 +149,8 @@ class Run:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
         if not (isinstance(self.seed, numbers.Integral) and not isinstance(self.seed, bool)):
             raise TypeError(f"seed must be an integer, got {self.seed!r}.")
+        if self.seed < 0:  # numpy's generators (the data, the samplers) take seeds ≥ 0 only
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}.")
         if self.loss not in losses.LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {losses.LOSSES}.")
         if self.dtype not in DTYPES:

@@ -323,23 +323,6 @@ def _dtype(x) -> bool:
     return isinstance(x, str) and x in DTYPES
 
 
-#: A run config's fields as JSON: what each must be, and what to say when it is not.
-_RUN_FIELDS = {
-    "optimizer": (lambda v: isinstance(v, str) or _is_import(v), "an optimizer name or import path"),
-    "lr": (_finite, "a finite number"),
-    "steps": (lambda v: _integer(v, 1, 10**12), "a positive integer"),
-    "schedule": (lambda v: _finite(v) and v >= 0, "a finite number ≥ 0"),
-    "seed": (lambda v: _integer(v, -2**63, 2**63 - 1), "a 64-bit integer"),
-    "model": (lambda v: isinstance(v, dict), "a model config or import path"),
-    "data": (lambda v: isinstance(v, str), "a data set's name"),
-    "options": (lambda v: isinstance(v, dict), "a table of optimizer options"),
-    "loss": (lambda v: isinstance(v, str), "a loss's name"),
-    "label": (lambda v: v is None or isinstance(v, str), "a string"),
-    "dtype": (_dtype, "'float64' or 'float32'"),
-    "batch": (lambda v: isinstance(v, str), "a batch scheme's name"),
-    "batch_size": (lambda v: v is None or _integer(v, 1, 2**40), "a positive integer"),
-}
-
 #: The other fields of a run file's config.json (those present are checked).
 _META_FIELDS = {
     "key": (lambda v: isinstance(v, str), "a string"),
@@ -369,7 +352,7 @@ def _check_fields(where, table: dict, checks: dict, what: str) -> None:
 def _check_run_config(where, config) -> None:
     """A stored run config's fields have the types :class:`runs.Run` takes (checked
     before anything is decoded or built)."""
-    from .runs import Run
+    from .runs import FIELD_CHECKS, Run
 
     if not isinstance(config, dict):
         raise StoreError(f"{where}: a run config is a {type(config).__name__}, not a table.")
@@ -377,7 +360,10 @@ def _check_run_config(where, config) -> None:
     if unknown:
         raise StoreError(f"{where}: a run config has fields {sorted(unknown)} that the current Run "
                          "does not know.")
-    _check_fields(where, config, _RUN_FIELDS, "the run's")
+    # the run's own table (runs.FIELD_CHECKS); an optimizer or model may be an import path
+    checks = {name: check for name, check in FIELD_CHECKS.items()
+              if not (name in ("optimizer", "model") and _is_import(config.get(name)))}
+    _check_fields(where, config, checks, "the run's")
 
 
 def _input_dim(where, value):

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import config
 from . import data as datasets
+from .runs import FIELD_CHECKS as RUN_FIELDS
 
 #: Run fields a sweep file may set (a list is a dimension of the product).
 FIELDS = ("optimizer", "lr", "steps", "schedule", "seed", "model", "data", "options", "loss",
@@ -117,24 +118,11 @@ def _is(kind):
     return lambda v: isinstance(v, kind)
 
 
-#: What each run field must hold (a check, and what to write in its place). The rest of a
-#: value (a known optimizer, loss, model kind) is checked by :class:`runs.Run`.
-FIELD_CHECKS = {
-    "optimizer": (_is(str), "an optimizer name such as 'SignGD'"),
-    "lr": (lambda v: _number(v) and v > 0, "a finite number > 0 (the learning rate)"),
-    "steps": (lambda v: _integer(v, 1), "an integer ≥ 1 (write 3000, not 3e3)"),
-    "schedule": (lambda v: _number(v) and v >= 0, "a finite number ≥ 0"),
-    "seed": (lambda v: _integer(v, 0) and v < 2**63, "an integer ≥ 0"),
-    "seeds": (lambda v: _integer(v, 1), "a count of seeds, an integer ≥ 1"),
-    "model": (_is(dict), "a table such as {kind = 'two_layer', width = 16}"),
-    "data": (_is(str), "the name of a [data.<name>] table"),
-    "options": (_is(dict), "a table of optimizer options such as {momentum = 0.9}"),
-    "loss": (_is(str), "a loss name such as 'logistic'"),
-    "label": (_is(str), "a name for plots"),
-    "dtype": (_is(str), "'float64' or 'float32'"),
-    "batch": (_is(str), "a batch scheme such as 'full' or 'cyclic'"),
-    "batch_size": (lambda v: _integer(v, 1), "an integer ≥ 1"),
-}
+#: What each run field must hold (a check, and what to write in its place): the run's own
+#: table, and ``seeds``. The rest of a value (a known optimizer, loss, model kind) is checked
+#: by :class:`runs.Run`.
+FIELD_CHECKS = {**RUN_FIELDS, "data": (RUN_FIELDS["data"][0], "the name of a [data.<name>] table"),
+                "seeds": (lambda v: _integer(v, 1), "a count of seeds, an integer ≥ 1")}
 
 
 def _check(name: str, value, where: str, checks: dict = FIELD_CHECKS) -> None:
