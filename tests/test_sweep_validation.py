@@ -414,6 +414,7 @@ def test_fingerprint_refuses_what_is_not_an_optimizer_factory(factory, match):
 def test_large_problems_go_to_highs_or_are_refused_with_their_size(monkeypatch):
     X, y = data.gaussian(n=40, d=8, seed=0)
     exact = {norm: max_margin(X, y, norm) for norm in ("linf", "l1")}
+    monkeypatch.setattr(maxmargin, "LP_TO_HIGHS", 100)
     monkeypatch.setattr(maxmargin, "MAX_CVXPY_ENTRIES", 100)
     for norm, solution in exact.items():
         large = max_margin(X, y, norm)  # verified as every answer is (constraints, gap, KKT)

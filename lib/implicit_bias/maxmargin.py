@@ -64,10 +64,15 @@ SOLVERS = {"CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 
 #: if no answer passed the checks, :class:`MaxMarginSolverError` says so.
 TIME_LIMIT = 300.0
 _TIME_OPTION = {"CLARABEL": "time_limit", "SCS": "time_limit_secs", "HIGHS": "time_limit"}
-#: The largest problem, in entries ``n × p`` of the data, given to cvxpy's solvers (Clarabel
-#: took 3 s at 2·10⁵ entries, and grows faster than linearly). Beyond it ℓ∞ and ℓ1, linear
-#: programs, go to HiGHS; other norms are refused with the size.
-MAX_CVXPY_ENTRIES = 1_000_000
+#: ℓ∞ and ℓ1 problems (linear programs) larger than this, in entries ``n × p`` of the data,
+#: go to HiGHS (Clarabel took 3 s at 2·10⁵ entries, and grows faster than linearly).
+LP_TO_HIGHS = 1_000_000
+#: The largest problem given to cvxpy's solvers, in entries ``n × p``; other norms' larger
+#: problems are refused with the size (below it, :data:`TIME_LIMIT` bounds a solve). Chapter
+#: 4's ℓ2 problem at the book size has 1.15·10⁶ entries, at the paper size 3.5·10⁶.
+MAX_CVXPY_ENTRIES = 10_000_000
+#: The largest problem :func:`solution_spread` takes, in entries ``n × p × p``.
+MAX_SPREAD_ENTRIES = 10_000_000
 #: The largest linear program given to HiGHS, in entries ``n × p``.
 MAX_LP_ENTRIES = 50_000_000
 
@@ -295,15 +300,17 @@ def _solve_lp(Zs, norm: _norms.Norm):
 
 
 def _solvers(Zs, norm: _norms.Norm) -> list[str]:
-    """The solvers to try on ``Zs``, by its size: cvxpy's installed ones up to
-    :data:`MAX_CVXPY_ENTRIES`, HiGHS for larger ℓ∞ and ℓ1 problems (linear programs) up to
-    :data:`MAX_LP_ENTRIES`; a larger problem is refused with its size."""
+    """The solvers to try on ``Zs``, by its size: HiGHS for ℓ∞ and ℓ1 problems (linear
+    programs) above :data:`LP_TO_HIGHS` up to :data:`MAX_LP_ENTRIES`, else cvxpy's installed
+    ones up to :data:`MAX_CVXPY_ENTRIES`; a larger problem is refused with its size."""
     n, p = Zs.shape
-    if Zs.size <= MAX_CVXPY_ENTRIES:
+    lp = norm.lp in (1, np.inf)
+    if lp and Zs.size > LP_TO_HIGHS:
+        if Zs.size <= MAX_LP_ENTRIES:
+            return ["HIGHS"]
+    elif Zs.size <= MAX_CVXPY_ENTRIES:
         return [s for s in SOLVERS if s in _installed_solvers()]
-    if norm.lp in (1, np.inf) and Zs.size <= MAX_LP_ENTRIES:
-        return ["HIGHS"]
-    most, route = (MAX_LP_ENTRIES, "as a linear program") if norm.lp in (1, np.inf) else (
+    most, route = (MAX_LP_ENTRIES, "as a linear program") if lp else (
         MAX_CVXPY_ENTRIES, "by Clarabel, an interior-point solver")
     raise MaxMarginSolverError(
         f"max_margin: {n:,} samples × {p:,} weights = {Zs.size:,} entries, more than the {most:,} solved "
@@ -327,7 +334,7 @@ def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
     None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
     if type(norm).dual_expr is _norms.Norm.dual_expr:
         return None
-    large = Zs.size > MAX_CVXPY_ENTRIES
+    large = Zs.size > LP_TO_HIGHS
     if large and norm.lp == 1:
         return None  # the certificate program is as large as the problem: the duality gap checks it
     if isinstance(norm, _norms.Mahalanobis):
@@ -441,10 +448,10 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     best = max_margin(X, y, norm, blocks)
     Z = _signed_inputs(X, y, norm, shapes)
     Zs, _ = _rescaled(Z)  # directions do not depend on the data's scale
-    if Zs.size * Zs.shape[1] > MAX_CVXPY_ENTRIES * 10:
+    if Zs.size * Zs.shape[1] > MAX_SPREAD_ENTRIES:
         raise MaxMarginSolverError(
             f"solution_spread: {Zs.shape[0]:,} samples × {Zs.shape[1]:,} weights, two Clarabel solves per "
-            f"weight ({Zs.size * Zs.shape[1]:,} entries in all, more than {MAX_CVXPY_ENTRIES * 10:,}): "
+            f"weight ({Zs.size * Zs.shape[1]:,} entries in all, more than {MAX_SPREAD_ENTRIES:,}): "
             "compare margins rather than directions on problems this large.")
     w = cp.Variable(Zs.shape[1])
     gamma = float((Zs @ flat_direction(best.direction)).min())
