@@ -41,7 +41,8 @@ with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
 print(f"{bundle}: {len(z.namelist())} notebooks")
 PY
 
-# Every chapter executed afresh, several at a time, into the cache the build reads.
+# The chapters executed into the cache the build reads, several at a time: those whose
+# code changed, or all of them when the library, requirements or run size changed.
 .venv/bin/python scripts/execute_chapters.py
 
 # --all: Sphinx only tracks source changes, not the run size, so always rebuild every page.

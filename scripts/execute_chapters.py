@@ -1,19 +1,25 @@
-"""Execute every chapter into the book's execution cache, several at a time.
+"""Execute the book's chapters into its execution cache, several at a time.
 
 Jupyter Book executes notebooks one after another; on a machine with N cores this runs N
 chapters at once (jupyter-cache's parallel executor, each kernel with its share of the
 threads), then the build reads every chapter's outputs from the cache
-(``execute_notebooks: cache`` in ``_config.yml``). The cache is emptied first, so every
-chapter runs again with the current library and run size: the cache keys only the
-notebooks' code, not the library (a stale cache would show old results). A chapter that
-fails is reported here with its traceback and the script exits 1.
+(``execute_notebooks: cache`` in ``_config.yml``).
+
+The cache is never stale. jupyter-cache keys a chapter by its code cells only, so a chapter
+whose code changed runs again and a prose edit runs nothing; and the whole cache is emptied
+when anything else a chapter's output depends on changes: the library's source, the pinned
+requirements, the stored paper-size tables (``results/``), the ``IMPLICIT_BIAS_*``
+environment (the run size, the device, the data) or the Python and torch versions
+(:func:`inputs_key`). A chapter that fails is reported with its traceback, exit status 1.
 
     .venv/bin/python scripts/execute_chapters.py      # run by scripts/build_book.sh
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import sys
 import time
@@ -36,22 +42,40 @@ def chapters() -> list[Path]:
     return sorted(files, key=lambda f: rank.get(f.name[:2], len(rank)))
 
 
+def inputs_key() -> str:
+    """A hash of everything but a chapter's own code that its outputs depend on."""
+    import torch
+
+    h = hashlib.sha256(f"{platform.python_version()} {torch.__version__}".encode())
+    files = [*sorted((ROOT / "lib").rglob("*.py")), ROOT / "requirements.txt", ROOT / "pyproject.toml",
+             *sorted((ROOT / "results").rglob("*.json"))]
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("IMPLICIT_BIAS_"))
+    h.update(repr(env).encode())
+    return h.hexdigest()
+
+
 def main() -> int:
     from jupyter_cache import get_cache
     from jupyter_cache.executors import load_executor
 
     files = chapters()
-    cores = os.cpu_count() or 1
-    # Each kernel inherits the environment: the pool runs one kernel per core.
-    os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // len(files)))
-    shutil.rmtree(CACHE, ignore_errors=True)
+    key, stamp = inputs_key(), CACHE / "inputs-key"
+    if not (stamp.exists() and stamp.read_text() == key):
+        shutil.rmtree(CACHE, ignore_errors=True)  # the library, data or run size changed: run all
     cache = get_cache(str(CACHE))
     for f in files:
         cache.add_nb_to_project(str(f))
+    todo, cores = len(cache.list_unexecuted()), os.cpu_count() or 1
+    # Each kernel inherits the environment: the pool runs up to one kernel per core.
+    threads = max(1, cores // max(1, min(cores, todo)))
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(threads)
     start = time.perf_counter()
     result = load_executor("local-parallel", cache).run_and_cache(timeout=1800)
-    print(f"executed {len(result.succeeded)} of {len(files)} chapters on {cores} cores in "
-          f"{time.perf_counter() - start:.0f} s")
+    stamp.write_text(key)
+    print(f"executed {len(result.succeeded)} of {todo} outdated chapters ({len(files)} in all) on {cores} "
+          f"cores in {time.perf_counter() - start:.0f} s; the others' cached outputs are current")
     failed = [*result.excepted, *result.errored]
     for uri in failed:
         record = cache.get_project_record(uri)

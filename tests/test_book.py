@@ -60,3 +60,28 @@ def test_the_build_executes_every_chapter_longest_first():
     assert execute.CACHE == ROOT / "_build" / ".jupyter_cache"
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "cache" and not config["execute"].get("cache")
+
+
+def test_the_execution_cache_is_emptied_when_the_library_or_run_size_changes(tmp_path, monkeypatch):
+    """The cache keys a chapter by its code; everything else its outputs depend on is in
+    inputs_key: a library edit or another run size changes it (every chapter runs again), a
+    chapter's edit does not (jupyter-cache reruns that chapter alone, a prose edit nothing)."""
+    spec = importlib.util.spec_from_file_location("execute", ROOT / "scripts" / "execute_chapters.py")
+    execute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute)
+    for name, text in [("lib/implicit_bias/train.py", "A = 1\n"), ("requirements.txt", "torch\n"),
+                       ("pyproject.toml", "[project]\n"), ("results/08/abc.json", "{}\n"),
+                       ("chapters/08_hybrid.ipynb", "{}\n")]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(execute, "ROOT", tmp_path)
+    monkeypatch.setenv("IMPLICIT_BIAS_PROFILE", "book")
+    key = execute.inputs_key()
+    (tmp_path / "chapters/08_hybrid.ipynb").write_text('{"cells": []}\n')
+    assert execute.inputs_key() == key
+    for name in ("lib/implicit_bias/train.py", "requirements.txt", "results/08/abc.json"):
+        (tmp_path / name).write_text((tmp_path / name).read_text() + " ")
+        assert execute.inputs_key() != key, name
+        key = execute.inputs_key()
+    monkeypatch.setenv("IMPLICIT_BIAS_PROFILE", "smoke")
+    assert execute.inputs_key() != key
