@@ -322,9 +322,23 @@ def test_warnings_of_many_runs_are_one_line_per_kind():
                           stacklevel=1)
             warnings.warn("Run 'Muon': something else", UserWarning, stacklevel=1)
     lines = [str(w.message) for w in caught]
-    assert lines == ["6 times (runs 'Adam' ×5, 'Signum'): run 'Adam' (seed 0) left Adam's regime from about "
-                     "step 0", "Run 'Muon': something else"]
+    assert lines == ["run 'Adam' (seed 0) left Adam's regime from about step 0 [6 times: runs 'Adam' ×5, "
+                     "'Signum']", "Run 'Muon': something else"]
     assert [w.category for w in caught] == [RuntimeWarning, UserWarning]
+
+
+def test_a_filter_on_the_start_of_a_message_still_catches_it_aggregated():
+    """Chapters silence a known warning with filterwarnings(message=<its start>): aggregated,
+    the message still begins the same way (the count comes last)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message="eps = 0 and some coordinate")
+        with aggregate_warnings():
+            for _ in range(3):
+                warnings.warn("eps = 0 and some coordinate has had an exactly zero gradient", RuntimeWarning,
+                              stacklevel=1)
+            warnings.warn("run 'Adam' (seed 0) left Adam's regime", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["run 'Adam' (seed 0) left Adam's regime"]
 
 
 def test_warnings_that_name_no_run_are_merged_only_when_identical():
@@ -338,7 +352,7 @@ def test_warnings_that_name_no_run_are_merged_only_when_identical():
                               stacklevel=1)
     assert [str(w.message) for w in caught] == [
         "beta1 = 0.9 > beta2 = 0.85: the theorem assumes beta1 ≤ beta2.",
-        "2 times: beta1 = 0.9 > beta2 = 0.5: the theorem assumes beta1 ≤ beta2."]
+        "beta1 = 0.9 > beta2 = 0.5: the theorem assumes beta1 ≤ beta2. [2 times]"]
 
 
 
@@ -395,8 +409,8 @@ def test_warnings_of_a_sweep_come_out_once_per_kind():
     with pytest.warns(RuntimeWarning) as caught:
         train.train(sweep_, (X, y), norms="l2", progress=False, device="cpu")
     assert [str(w.message) for w in caught] == [
-        "3 times (runs 'SGD' ×3): Run 'SGD': SGD has no reframe or rescale_gradients, so it is trained on "
-        "the plain loss, which underflows below about 1e-308."]
+        "Run 'SGD': SGD has no reframe or rescale_gradients, so it is trained on the plain loss, which "
+        "underflows below about 1e-308. [3 times: runs 'SGD' ×3]"]
 
 
 # --- the fingerprint and the exact solvers ---------------------------------------------------

@@ -5,7 +5,9 @@ hundreds of times, burying the progress bar and anything else. Inside
 :func:`aggregate_warnings` warnings are collected; on leaving, each kind (its category and
 its message with the run's label and the numbers left out, or, for a message that names no
 run, the message itself) is warned once: unchanged when
-it came once, else as ``"<count> times (runs 'Adam' ×10, 'Signum' ×2): <first message>"``.
+it came once, else as ``"<first message> [<count> times: runs 'Adam' ×10, 'Signum' ×2]"``: the
+message still begins as it did, so a filter on its start (``filterwarnings(message=...)``)
+still catches it.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def summary(count: int, labels: Counter, first: str) -> str:
         return first
     named = ", ".join(f"{label!r} ×{k}" if k > 1 else repr(label) for label, k in labels.most_common(SHOWN))
     more = len(labels) - SHOWN
-    runs = f" (runs {named}{f' and {more} more' if more > 0 else ''})" if labels else ""
-    return f"{count} times{runs}: {first}"
+    runs = f": runs {named}{f' and {more} more' if more > 0 else ''}" if labels else ""
+    return f"{first} [{count} times{runs}]"
 
 
 @contextmanager
