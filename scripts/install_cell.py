@@ -1,11 +1,12 @@
 """Put (or refresh) the install cell at the top of every chapter in _toc.yml.
 
 The cell installs the library when it is missing (a fresh Colab runtime) from the
-repository named in _config.yml, at the release tag ``v<version>`` of the version in
-pyproject.toml, so a reader gets the library the book was built with; everywhere else it
-does nothing. Run it after changing the repository URL or the version:
-``.venv/bin/python scripts/install_cell.py``. tests/test_book.py checks that every chapter
-carries the current cell; tests/test_release.py that the tag, the versions and the URL agree.
+repository named in _config.yml, at ``main``: the one reference the published repository
+carries (tags are not published), and the branch the site is built from, so a reader gets
+the library the book was built with; everywhere else it does nothing. Run it after changing
+the repository URL: ``.venv/bin/python scripts/install_cell.py``. tests/test_book.py checks
+that every chapter carries the current cell; tests/test_release.py that the reference exists
+as a branch and that the versions and the URL agree.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def version() -> str:
     return re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
 
 
-def release_tag() -> str:
-    return f"v{version()}"
+#: What the cell installs: a branch of the published repository (only ``main`` is published).
+REFERENCE = "main"
 
 
 def chapters() -> list[pathlib.Path]:
@@ -42,8 +43,7 @@ def chapters() -> list[pathlib.Path]:
     return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
 
 
-def cell_source(url: str, tag: str | None = None) -> str:
-    tag = tag or release_tag()
+def cell_source(url: str, reference: str = REFERENCE) -> str:
     return "\n".join([
         MARKER,
         "import importlib.util",
@@ -52,7 +52,7 @@ def cell_source(url: str, tag: str | None = None) -> str:
         "",
         'if importlib.util.find_spec("implicit_bias") is None:',
         # the extras: the chapters draw figures (plots) and solve max-margin problems (solvers)
-        f'    package = "implicit-bias[solvers,plots] @ git+{url}@{tag}"',
+        f'    package = "implicit-bias[solvers,plots] @ git+{url}@{reference}"',
         '    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", package])',
     ])
 

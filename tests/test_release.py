@@ -1,6 +1,6 @@
-"""The Colab install cell pins a release: the tag ``v<version>`` in the repository named in
-_config.yml. The tag, the version in pyproject.toml, ``implicit_bias.__version__`` and the
-URL must agree, or a reader in Colab gets a different library from the one the book ran."""
+"""The Colab install cell installs ``main`` of the repository named in _config.yml: the one
+reference the published repository carries. The reference must exist as a branch, and the
+version in pyproject.toml and ``implicit_bias.__version__`` must agree."""
 
 from __future__ import annotations
 
@@ -32,31 +32,31 @@ def test_versions_agree():
     assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
     assert init_version((ROOT / "lib" / "implicit_bias" / "__init__.py").read_text()) == version, (
         "lib/implicit_bias/__init__.py __version__ differs from pyproject.toml's version")
-    assert install_cell.release_tag() == f"v{version}"
 
 
-def test_install_cell_pins_the_release_from_the_configured_repository():
+def test_install_cell_installs_main_from_the_configured_repository():
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), f"not a GitHub repository URL: {url}"
     source = install_cell.cell_source(install_cell.repository_url())
-    assert f'"implicit-bias[solvers,plots] @ git+{url}@v{install_cell.version()}"' in source
+    assert f'"implicit-bias[solvers,plots] @ git+{url}@main"' in source
 
 
-def test_release_tag_matches_the_version():
-    """The tag exists and, at the tag, pyproject.toml and __init__.py carry this version.
-
-    Skips only where there is no git history to ask (an unpacked archive) or the clone
-    carries no tags at all (``git clone`` of a mirror without them); once any tag exists,
-    a version without its tag fails, so a version bump must come with its tag."""
+def test_install_reference_is_a_published_branch():
+    """The reference the Colab cell installs exists in this clone as a branch (CI clones
+    ``main``, the one branch published). A tag fails: tags are not published, so a cell
+    pinned to one installs nothing."""
     if shutil.which("git") is None or git("rev-parse", "--git-dir").returncode != 0:
-        pytest.skip("not a git checkout: no tags to compare")
-    if not git("tag", "--list").stdout.strip():
-        pytest.skip("this clone carries no tags (create one with `git tag -a v<version>`)")
-    tag = install_cell.release_tag()
-    assert git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode == 0, (
-        f"no tag {tag} for version {install_cell.version()}: "
-        f"`git tag -a {tag} -m 'implicit-bias {install_cell.version()}'` on the release commit")
-    at_tag = git("show", f"{tag}:pyproject.toml").stdout
-    assert re.search(rf'^version\s*=\s*"{re.escape(install_cell.version())}"', at_tag, re.M), (
-        f"pyproject.toml at {tag} has another version")
-    assert init_version(git("show", f"{tag}:lib/implicit_bias/__init__.py").stdout) == install_cell.version()
+        pytest.skip("not a git checkout: no branches to ask")
+    ref = install_cell.REFERENCE
+    branches = [f"refs/heads/{ref}", f"refs/remotes/origin/{ref}"]
+    assert any(git("rev-parse", "--verify", "--quiet", b).returncode == 0 for b in branches), (
+        f"the install cell names {ref!r}, which is not a branch of this repository")
+
+
+def test_a_tag_is_not_a_published_reference(monkeypatch):
+    """The mutant: the cell pinned to the release tag (as 0.4.0 did) fails the check above."""
+    if shutil.which("git") is None or git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout")
+    monkeypatch.setattr(install_cell, "REFERENCE", f"v{install_cell.version()}")
+    with pytest.raises(AssertionError, match="not a branch"):
+        test_install_reference_is_a_published_branch()

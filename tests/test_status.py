@@ -123,3 +123,7 @@ def test_on_every_seed_fails_when_one_seed_fails():
     assert not failed and failed.failures == ["seed 1: ε is not smallest"]
     with pytest.raises(ValueError, match="one predicate"):
         on_every_seed({0: seeded(True), 1: Verdict("another claim")})
+    with pytest.raises(ValueError, match="at least one draw"):
+        on_every_seed({}, name="draw")
+    draws = on_every_seed({0: seeded(True), 1: seeded(False)}, name="draw")  # data draws, labelled so
+    assert draws.claim.startswith("on every draw (2): ") and draws.failures == ["draw 1: ε is not smallest"]

@@ -131,7 +131,7 @@ def test_gr_passes_on_three_seeds(gr, gr_seeds):
     assert [h.run.seed for pair in gr_seeds.values() for h in pair] == [0, 0, 1, 1, 2, 2]
     v = _gr_seeds(gr, gr_seeds)
     assert v, v.failures
-    assert "3 seeds" in v.claim and any(line.startswith("seed 2:") for line in v.lines)
+    assert v.claim.startswith("on every seed (3): ") and any(line.startswith("seed 2:") for line in v.lines)
 
 
 def test_gr_fails_when_one_seed_has_full_batch_adam_in_place_of_per_sample(gr, gr_seeds):

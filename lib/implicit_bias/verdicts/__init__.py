@@ -187,16 +187,19 @@ def own_norm_wins(rows, own: dict, key=None) -> Verdict:
     return v
 
 
-def on_every_seed(per_seed: dict) -> Verdict:
-    """One verdict from the same predicate run on each seed (``{seed: Verdict}``): it passes
-    when it passes on every seed; its numbers and failures are each seed's, labelled."""
+def on_every_seed(per_seed: dict, name: str = "seed") -> Verdict:
+    """One verdict from the same predicate run on each seed (``{seed: Verdict}``; ``name``
+    says what the keys are, e.g. ``"draw"`` for data draws): it passes when it passes on
+    every one; its numbers and failures are each one's, labelled."""
+    if not per_seed:
+        raise ValueError(f"on_every_seed needs at least one {name}'s verdict.")
     claims = {v.claim for v in per_seed.values()}
     if len(claims) != 1:
         raise ValueError(f"on_every_seed combines one predicate's verdicts, got claims {sorted(claims)}.")
-    v = Verdict(f"on every seed ({len(per_seed)}): {claims.pop()}")
+    v = Verdict(f"on every {name} ({len(per_seed)}): {claims.pop()}")
     for seed, one in per_seed.items():
-        v.lines += [f"seed {seed}: {line}" for line in one.lines]
-        v.failures += [f"seed {seed}: {f}" for f in one.failures]
+        v.lines += [f"{name} {seed}: {line}" for line in one.lines]
+        v.failures += [f"{name} {seed}: {f}" for f in one.failures]
     return v
 
 

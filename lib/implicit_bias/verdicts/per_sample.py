@@ -11,7 +11,7 @@
   momentum does not.
 * :func:`beta2_cost` — a longer second-moment memory reaches the fixed point later.
 * :func:`on_every_seed` — one verdict from a predicate's verdicts on several training seeds
-  (it holds only where every seed's does).
+  (it holds only where every seed's does; the one of :mod:`implicit_bias.verdicts`).
 * :func:`regime` — every Adam run the theorems are asserted on stays where its step ratio
   ``|m̂|/√v̂`` is alive (:mod:`implicit_bias.regime`); needs the
   :func:`implicit_bias.regime.step_ratio` observer.
@@ -27,23 +27,9 @@ import math
 import numpy as np
 
 from .. import regime as regimes
-from . import Verdict
+from . import Verdict, on_every_seed  # noqa: F401 (re-exported: the chapter calls per_sample.on_every_seed)
 
 L2, LINF, FIXED = "ℓ2", "ℓ∞", "fixed point"
-
-
-def on_every_seed(verdicts: dict) -> Verdict:
-    """``verdicts``: training seed → the same predicate's verdict on that seed's runs. One
-    verdict with the first's claim (noting the number of seeds), every seed's numbers and the
-    union of the failures, each prefixed with its seed: it holds only where every seed's does."""
-    if not verdicts:
-        raise ValueError("on_every_seed needs at least one seed's verdict")
-    first = next(iter(verdicts.values()))
-    v = Verdict(f"{first.claim} (on each of {len(verdicts)} seeds)")
-    for seed, w in verdicts.items():
-        v.lines += [f"seed {seed}: {line}" for line in w.lines]
-        v.failures += [f"seed {seed}: {f}" for f in w.failures]
-    return v
 
 
 def cosines(h, dirs: dict) -> dict:
