@@ -94,11 +94,12 @@ def test_executor_workers_split_the_cores(spec, monkeypatch):
     cores, so the answer, 4, differs from any thread count a worker could inherit.)"""
     import os
 
+    from implicit_bias import executors
     from implicit_bias import sweep as sweeps
 
     if spec.startswith("dask"):
         pytest.importorskip("distributed")
-    monkeypatch.setattr(sweeps, "_EXECUTORS", {})
+    monkeypatch.setattr(executors, "_EXECUTORS", {})
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     ex = sweeps.executor(spec)
     try:

@@ -21,7 +21,7 @@ import implicit_bias as ib
 import numpy as np
 import pytest
 import torch
-from implicit_bias import store, sweep
+from implicit_bias import executors, store, sweep
 from implicit_bias import train as training
 from implicit_bias.__main__ import main
 from implicit_bias.train import Run, RunFailed, SweepInterrupted
@@ -198,7 +198,7 @@ def test_a_pool_worker_killed_once_is_retried_and_the_sweep_finishes(tmp_path, m
 def test_a_pool_worker_killed_every_time_is_a_failure_and_the_rest_is_stored(tmp_path, monkeypatch):
     monkeypatch.setenv("KILL_MARKER", str(tmp_path / "killed"))
     monkeypatch.setenv("KILL_ALWAYS", "1")
-    monkeypatch.setattr(training, "WORKER_RETRIES", 0)  # fewer worker starts (the retries: below)
+    monkeypatch.setattr(executors, "WORKER_RETRIES", 0)  # fewer worker starts (the retries: below)
     runs, data, kw = killer_sweep()
     with one_worker_pool() as pool:
         got = training.train(runs, data, executor=pool, store=tmp_path / "out", **kw)
@@ -235,8 +235,8 @@ def test_a_lost_chunk_is_retried_twice_then_split_and_only_its_killer_fails(tmp_
     got = training.train(runs, data, executor=BreakingPool(2), store=tmp_path, **kw)
     assert list(got.failed) == [5] and len(store.RunStore(tmp_path)) == 5
     killer = [entry for entry in BreakingPool.log if entry != "pool" and KILLER_LR in entry]
-    assert killer == [[KILLER_LR, 0.15]] * (1 + training.WORKER_RETRIES) + [[KILLER_LR]]
-    assert BreakingPool.log.count("pool") == 1 + 1 + training.WORKER_RETRIES  # rebuilt after each loss
+    assert killer == [[KILLER_LR, 0.15]] * (1 + executors.WORKER_RETRIES) + [[KILLER_LR]]
+    assert BreakingPool.log.count("pool") == 1 + 1 + executors.WORKER_RETRIES  # rebuilt after each loss
 
 
 def test_a_chunk_on_its_last_try_is_submitted_alone():
@@ -253,13 +253,13 @@ def test_a_chunk_on_its_last_try_is_submitted_alone():
     def task(c, why):
         return (c,)
 
-    last = training.WORKER_RETRIES
+    last = executors.WORKER_RETRIES
     pool, flying = Recorder(), {}
     queue = deque([(["a"], None, 0), (["b"], None, last), (["c"], None, 0)])
-    assert training._fill(pool, queue, flying, task)
+    assert executors._fill(pool, queue, flying, None, task)
     assert pool.submitted == [["a"]]  # b waits for a to finish
     flying.clear()  # a finished
-    assert training._fill(pool, queue, flying, task)
+    assert executors._fill(pool, queue, flying, None, task)
     assert pool.submitted == [["a"], ["b"]]  # b alone: c waits for it
 
 

@@ -12,6 +12,7 @@ import implicit_bias as ib
 import numpy as np
 import pytest
 import torch
+from implicit_bias import runs as runs_module
 from implicit_bias import store
 from implicit_bias import train as training
 from implicit_bias.train import Run, train
@@ -145,7 +146,7 @@ def test_a_release_that_does_not_touch_training_keeps_results_found(tmp_path, di
     again = train(small_runs()[:2], digits, norms="l2", progress=False, store=tmp_path)
     same(first[0], again[0])
     # A change of training (its version) makes them not found, never stale ...
-    monkeypatch.setattr(training, "TRAINING_VERSION", training.TRAINING_VERSION + 1)
+    monkeypatch.setattr(runs_module, "TRAINING_VERSION", runs_module.TRAINING_VERSION + 1)
     with pytest.raises(RuntimeError, match="trained again"):
         train(small_runs()[:2], digits, norms="l2", progress=False, store=tmp_path)
     # ... and an old file read directly is an error naming it.
@@ -221,7 +222,7 @@ def test_round_trip_and_keys(tmp_path, monkeypatch):
     # A release that does not touch training keeps the table; a training change does not.
     monkeypatch.setattr(ib, "__version__", "9.9.9")
     assert s.load("ch", sweep(), DATA)["key"] == path.stem
-    monkeypatch.setattr(training, "TRAINING_VERSION", training.TRAINING_VERSION + 1)
+    monkeypatch.setattr(runs_module, "TRAINING_VERSION", runs_module.TRAINING_VERSION + 1)
     assert s.load("ch", sweep(), DATA) is None
 
 

@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 from forge import NET, QUIET, forge, stored, tiny_data, tiny_runs
+from implicit_bias import runs as runs_module
 from implicit_bias import store, sweep
 from implicit_bias import train as training
 from implicit_bias.__main__ import main
@@ -115,13 +116,13 @@ def test_the_report_skips_damaged_files_lists_them_and_exits_1(tmp_path, capsys)
 def test_a_file_of_another_training_version_says_if_its_run_was_retrained(tmp_path, monkeypatch):
     runs = tiny_runs(2)
     old = stored(tmp_path, runs, max_batch=1)
-    monkeypatch.setattr(training, "TRAINING_VERSION", training.TRAINING_VERSION + 1)
+    monkeypatch.setattr(runs_module, "TRAINING_VERSION", runs_module.TRAINING_VERSION + 1)
     (new,) = stored(tmp_path, runs[:1])  # the first run retrained by the current code
     errors = []
     rows, _ = sweep.report(tmp_path, figures=False, errors=errors)
     assert len(rows) == 1 and len(errors) == 2
     message = {str(e).split(": ")[0]: str(e) for e in errors}
-    version = training.TRAINING_VERSION - 1
+    version = runs_module.TRAINING_VERSION - 1
     assert f"stale: written by training version {version}" in message[str(old[0])]
     assert f"retrained by the current code as {new.stem}" in message[str(old[0])]
     assert "rerun the sweep to retrain it" in message[str(old[1])]

@@ -183,9 +183,9 @@ def test_a_run_that_fits_alone_but_not_in_its_stack_asks_for_a_smaller_max_batch
     X, y = data.gaussian(n=40, d=8, seed=0)
     batch = [runs.Run("SignGD", 0.1, 5, seed=s, model={"kind": "two_layer", "width": 100_000})
              for s in range(50)]
-    runs.check_limits(batch, {"data": (X, y)}, "cpu")  # one run: about 0.23 GB
+    batched.check_limits(batch, {"data": (X, y)}, "cpu")  # one run: about 0.23 GB
     with pytest.raises(MemoryError, match=r"a stack of 50 runs like 'SignGD' .* \(max_batch\) to 4,"):
-        runs.check_limits(batch, {"data": (X, y)}, "cpu", max_batch=64)
+        batched.check_limits(batch, {"data": (X, y)}, "cpu", max_batch=64)
 
 
 def test_a_huge_model_config_costs_nothing_to_check():
@@ -218,7 +218,7 @@ def test_huge_products_are_counted_before_they_are_expanded(tmp_path, monkeypatc
 def test_log_points_are_bounded():
     X, y = data.gaussian(n=20, d=4, seed=0)
     with pytest.raises(ValueError, match=r"log_points must be an integer in \[1, 100,000\]"):
-        runs.check_limits([runs.Run("SignGD", 0.1, 5)], {"data": (X, y)}, "cpu", log_points=10**9)
+        batched.check_limits([runs.Run("SignGD", 0.1, 5)], {"data": (X, y)}, "cpu", log_points=10**9)
 
 
 # --- executors ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import sys
 
 import torch
 
@@ -41,3 +43,25 @@ def device() -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def free_memory(dev: torch.device) -> int:
+    """Free bytes on ``dev``: CUDA's own count, or the system's available memory."""
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def peak_memory(dev: torch.device) -> int:
+    """Peak bytes: CUDA's allocator peak on a GPU, the process's peak RSS on a CPU."""
+    if dev.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev))
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DTYPE
+from .config import DTYPE, free_memory
 
 
 def _numpy(a) -> np.ndarray:
@@ -116,8 +116,6 @@ def _count(name: str, value) -> int:
 
 def _fits(n: int, d: int) -> None:
     """Refuse an ``n × d`` float64 data set larger than the memory available, before drawing it."""
-    from .batched import free_memory
-
     need, available = 8 * n * d, free_memory(torch.device("cpu"))
     if need > available:
         raise MemoryError(f"n = {n:,} samples of d = {d:,} features take {need / 1e9:.3g} GB, more than the "

@@ -650,3 +650,16 @@ def narrowed(spec: dict) -> dict:
         out["blocks"] = {name: (1,) * len(s) if isinstance(s, (list, tuple)) else 1
                          for name, s in out["blocks"].items()}
     return out
+
+
+def hidden_units(spec) -> int:
+    """The hidden units a model spec keeps per sample in a step (for memory estimates); a
+    user's model (not a spec) is assumed wide, so that estimates err on the safe side."""
+    if not isinstance(spec, dict):
+        return 256  # a user's model: assume a wide one (the chunk only gets smaller)
+    kind = spec.get("kind")
+    if kind == "two_layer":
+        return int(spec.get("width", 64))
+    if kind == "mlp":
+        return int(sum(spec.get("hidden", []))) + 1
+    return 1

@@ -30,6 +30,13 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 
 
+#: The version of what training computes. Stored results are keyed by it, not by the
+#: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
+#: history (an update rule, the loss frame, the log grid, the engines' arithmetic), and
+#: only then, so that a release that does not touch training keeps stored results found.
+TRAINING_VERSION = 2
+
+
 def _integer(v, low: int, high: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
@@ -300,6 +307,14 @@ def batches(scheme: str, n: int, size: int, seed: int = 0):
             yield torch.as_tensor(order[start:start + size])
 
 
+def describe(run) -> str:
+    """A run in messages: its label and what tells it from other runs of that label."""
+    def g(x):
+        return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+    return f"{run.label} (lr={g(run.lr)}, seed={run.seed}, schedule={g(run.schedule)})"
+
+
 class RunFailed(FloatingPointError):
     """A run left the float range or met a non-finite value (its loss, its gradient): the
     message names the run, the step and the quantity. ``run`` is the :class:`Run` and
@@ -386,17 +401,10 @@ def summary(histories, norms=None) -> list[dict]:
 
 #: The most log points a run may ask for (each keeps a direction: n_params floats).
 LOG_POINTS_MAX = 100_000
-#: A step's peak memory over the estimate of :func:`run_bytes` (torch's temporaries): 1.4–1.6
-#: measured for two-layer nets of width 2·10³ to 10⁵ on 600 digits, on the CPU.
-PEAK_FACTOR = 1.5
-
-
 def activation_bytes(run, n: int) -> int:
     """The bytes of one step's activations of ``run`` on ``n`` samples (and a batch)."""
-    from .batched import _hidden_units
-
     itemsize = torch.finfo(DTYPES[run.dtype]).bits // 8
-    return 3 * (n + (run.batch_size or 0)) * _hidden_units(run.model) * itemsize
+    return 3 * (n + (run.batch_size or 0)) * models.hidden_units(run.model) * itemsize
 
 
 def run_bytes(run, n: int, n_params: int) -> int:
@@ -407,59 +415,6 @@ def run_bytes(run, n: int, n_params: int) -> int:
     return activation_bytes(run, n) + 8 * n_params * itemsize
 
 
-def _gb(nbytes: float) -> str:
-    return f"{nbytes / 1e9:.3g} GB"
-
-
-def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_points: int = 60) -> None:
-    """Refuse, before anything is built, runs that cannot fit: a run (or a stack of
-    ``max_batch`` runs) whose estimated peak memory (:func:`run_bytes` × :data:`PEAK_FACTOR`,
-    from the parameter count of its config, :func:`models.parameter_count`, and the size of
-    its data) exceeds the memory available on ``device``; and more than
-    :data:`LOG_POINTS_MAX` log points.
-    ``datasets``: name -> ``(X, y)``. A run whose model is a factory is not estimated."""
-    from .batched import free_memory, group_key, why_not
-
-    whole = isinstance(log_points, int) and not isinstance(log_points, bool)
-    if not (whole and 1 <= log_points <= LOG_POINTS_MAX):
-        raise ValueError(f"log_points must be an integer in [1, {LOG_POINTS_MAX:,}] (the steps logged, "
-                         f"log-spaced), got {log_points!r}.")
-    dev = torch.device(device) if device is not None else _default_device()
-    available = free_memory(dev)
-    groups: dict = {}  # the stacks of the batched engine; a run it cannot take trains alone
-    for run in runs:
-        if isinstance(run.model, dict) and run.data in datasets:
-            groups.setdefault((group_key(run), why_not(run) is None), []).append(run)
-    for (_, stacked), members in groups.items():
-        run = members[0]
-        X = datasets[run.data][0]
-        n, d = X.shape[0], X.shape[1] if len(X.shape) == 2 else tuple(X.shape[1:])
-        n_params = models.parameter_count(run.model, d)
-        per_run = PEAK_FACTOR * run_bytes(run, n, n_params)
-        stack = min(max_batch or 1, len(members)) if stacked else 1
-        need = stack * per_run + math.prod(X.shape) * 8
-        if need > available:
-            raise MemoryError(_too_large(run, n, n_params, per_run, stack, need, available, dev))
-
-
-def _too_large(run, n, n_params, per_run, stack, need, available, dev) -> str:
-    size = f"{n_params:,} parameters × 8 copies, the activations of {n:,} samples and torch's temporaries"
-    if stack > 1:
-        fits = max(1, int((available - (need - stack * per_run)) // per_run))  # the data's bytes aside
-        return (f"a stack of {stack} runs like {run.label!r} (model {run.model}) needs about {_gb(need)} "
-                f"({_gb(per_run)} a run: {size}), more than the {_gb(available)} available on {dev}. Lower "
-                f"--max-batch (max_batch) to {fits}, or train on machines with more memory (--executor).")
-    return (f"run {run.label!r} (model {run.model}) needs about {_gb(need)} ({size}), more than the "
-            f"{_gb(available)} available on {dev}. Use a smaller model (width, hidden sizes) or fewer "
-            "samples (n), or train on a machine with more memory (--executor).")
-
-
-def _default_device() -> torch.device:
-    from .config import device
-
-    return device()
-
-
-__all__ = ["Run", "History", "RunFailed", "ObserveError", "log_grid", "batches", "history", "record",
-           "summary", "check_limits", "run_bytes", "activation_bytes", "DTYPES", "BATCH_SCHEMES",
-           "LOG_POINTS_MAX"]
+__all__ = ["Run", "TRAINING_VERSION", "describe", "History", "RunFailed", "ObserveError", "log_grid",
+           "batches", "history", "record", "summary", "run_bytes", "activation_bytes", "DTYPES",
+           "BATCH_SCHEMES", "LOG_POINTS_MAX"]

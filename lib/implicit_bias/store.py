@@ -13,7 +13,7 @@ Two kinds of file, both in open formats and both named by a hash of what produce
 
 **What a key contains, and why.** A run's key hashes its config, the data (a SHA-256 of
 the float64 bytes of ``X`` and ``y``, not their name), the training settings (norms, log
-points, frame, directions, engine, observer) and :data:`train.TRAINING_VERSION`, the
+points, frame, directions, engine, observer) and :data:`runs.TRAINING_VERSION`, the
 version of *what training computes*, bumped only by a change that alters a history. The
 package version is recorded in each file but is not in the key: a release that does not
 touch training keeps every stored result found, and one that does makes them not found
@@ -88,9 +88,9 @@ class StoreWarning(UserWarning):
 
 
 def _training_version() -> int:
-    from .train import TRAINING_VERSION
+    from . import runs
 
-    return TRAINING_VERSION
+    return runs.TRAINING_VERSION
 
 
 def _library_version() -> str:
@@ -870,7 +870,7 @@ def _configs(runs) -> list[dict]:
 def key(runs, data: dict, version: int | None = None) -> str:
     """The hash that names a table file: its run configs, a description of its data
     (``data``, e.g. ``{"set": "digits_even_odd", "n": None}``: the runs only name it) and
-    the training version ``version`` (default :data:`train.TRAINING_VERSION`; not the
+    the training version ``version`` (default :data:`runs.TRAINING_VERSION`; not the
     package version, so a release that does not change training keeps the table found)."""
     tv = _training_version() if version is None else version
     text = json.dumps({"runs": _configs(runs), "data": data, "training_version": tv}, sort_keys=True)

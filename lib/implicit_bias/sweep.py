@@ -25,8 +25,8 @@ size (:func:`config.sized`); ``seeds = N`` is short for ``seed = [0, …, N − 
 ``python -m implicit_bias sweep FILE`` trains it (:func:`run`) with a progress bar over
 runs, skipping runs already stored; ``python -m implicit_bias report STORE`` prints the
 mean ± interval over seeds of every final margin per optimizer and norm and saves the
-figures (:func:`report`). :func:`executor` turns a short spec into an executor for
-``train(executor=...)``.
+figures (:func:`report`). :func:`executor` (from :mod:`implicit_bias.executors`) turns a short
+spec into an executor for ``train(executor=...)``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import multiprocessing
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ import numpy as np
 
 from . import config
 from . import data as datasets
+from .executors import executor
 from .runs import FIELD_CHECKS as RUN_FIELDS
 
 #: Run fields a sweep file may set (a list is a dimension of the product).
@@ -246,8 +245,8 @@ def load(path, store=None) -> Sweep:
     """Read a sweep file for the active run size (``IMPLICIT_BIAS_PROFILE``). Every field
     is checked (its type and range: an error names the file and the field), the runs are
     counted before they are expanded, and their memory is estimated against the machine's
-    (:func:`runs.check_limits`) before any model is built."""
-    from .runs import check_limits
+    (:func:`batched.check_limits`) before any model is built."""
+    from .batched import check_limits
 
     path = Path(path)
     spec = _toml(path)
@@ -303,89 +302,6 @@ def run(path, store=None, executor=None, progress="runs", **overrides):
     hists = train(sweep.runs, sweep.data, store=sweep.store, executor=executor, progress=progress,
                   **{"failures": "return", **sweep.options, **overrides})
     return sweep, hists
-
-
-_EXECUTORS: dict = {}
-
-
-def executor(spec: str):
-    """An executor from a short spec, made once per process: ``processes:N`` (a local
-    process pool), ``dask-local:N`` (a dask LocalCluster of N single-thread worker
-    processes), ``dask:ADDRESS`` (a running dask scheduler, e.g. ``tcp://host:8786``).
-    For Slurm build a submitit executor yourself (``examples/submitit_sweep.py``)."""
-    if spec in _EXECUTORS:
-        return _EXECUTORS[spec]
-    kind, workers = _executor_spec(spec)
-    # Workers split the cores: each gets its share of torch's threads (by default every
-    # worker would start one thread per core, and N workers would run N× too many).
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // (workers if isinstance(workers, int) else cores))
-    if kind == "processes":
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: the parent may hold CUDA state, which a forked worker cannot use
-        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_use_threads, initargs=(threads,))
-    else:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ImportError(f"executor {spec!r} needs dask.distributed: pip install 'distributed', "
-                              "or use processes:N.") from None
-        if kind == "dask-local":
-            client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
-            client.register_plugin(_dask_threads(threads))  # also on workers started later
-        else:
-            client = Client(workers)
-        ex = client.get_executor()
-    _EXECUTORS[spec] = ex
-    return ex
-
-
-def _use_threads(threads: int) -> None:
-    """A pool worker's initializer: use ``threads`` of torch's threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _dask_threads(threads: int):
-    """A dask worker plugin (defined here: dask is optional) by which each worker, also one
-    started later, uses ``threads`` of torch's threads."""
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class Threads(WorkerPlugin):
-        name = "implicit-bias-threads"
-
-        def setup(self, worker):
-            _use_threads(threads)
-
-    return Threads()
-
-
-def _executor_spec(spec) -> tuple:
-    """``(kind, workers)`` of an executor spec: a worker count ≥ 1 (None: one per CPU) for
-    ``processes`` and ``dask-local``, the address for ``dask``; anything else is refused."""
-    usage = "use processes:N, dask-local:N (N an integer ≥ 1) or dask:ADDRESS"
-    if not isinstance(spec, str):
-        raise ValueError(f"Unknown executor {spec!r}: {usage}.")
-    kind, _, arg = spec.partition(":")
-    if kind == "dask":
-        if not arg:
-            raise ValueError(f"executor {spec!r} names no scheduler: {usage}, e.g. dask:tcp://host:8786.")
-        return kind, arg
-    if kind not in ("processes", "dask-local"):
-        raise ValueError(f"Unknown executor {spec!r}: {usage}.")
-    if not arg:
-        return kind, None if kind == "processes" else 2
-    if not (arg.isdigit() and int(arg) >= 1):
-        raise ValueError(f"executor {spec!r}: the worker count must be an integer ≥ 1, got {arg!r}; {usage}.")
-    most = 4 * (os.cpu_count() or 1)  # local workers beyond this only compete for the CPUs
-    if int(arg) > most:
-        raise ValueError(f"executor {spec!r}: {int(arg):,} local workers for {os.cpu_count()} CPUs; use at "
-                         f"most {most}, or a dask scheduler (dask:ADDRESS) for more machines.")
-    return kind, int(arg)
-
 
 # --- the report ---------------------------------------------------------------------------
 

@@ -17,12 +17,11 @@ import re
 import sys
 import time
 import warnings
-from collections import deque
 
 import numpy as np
 import torch
 
-from . import losses, models, optim, regime
+from . import batched, executors, losses, models, optim, regime
 from .config import DTYPE
 from .config import device as default_device
 from .data import check_data
@@ -33,11 +32,12 @@ from .norms import Norm
 from .runs import (
     BATCH_SCHEMES,
     DTYPES,
+    TRAINING_VERSION,
     History,
     Run,
     RunFailed,
     batches,
-    check_limits,
+    describe,
     history,
     log_grid,
     margin_norms,
@@ -110,15 +110,6 @@ def _check_models(runs, datasets, dev) -> None:
 ENGINES = ("auto", "batched", "loop")
 FAILURES = ("raise", "return")
 
-#: The version of what training computes. Stored results are keyed by it, not by the
-#: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
-#: history (an update rule, the loss frame, the log grid, the engines' arithmetic), and
-#: only then, so that a release that does not touch training keeps stored results found.
-TRAINING_VERSION = 2
-
-#: How many times a chunk whose worker process was killed is submitted again.
-WORKER_RETRIES = 2
-
 #: A time probe (:func:`_probe`) times at most this many steps of a stack.
 PROBE_STEPS = 10
 
@@ -126,14 +117,6 @@ PROBE_STEPS = 10
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``train(..., store=...)``: the finished chunks are stored, and the
     message says how many runs and that the same call resumes."""
-
-
-def describe(run) -> str:
-    """A run in messages: its label and what tells it from other runs of that label."""
-    def g(x):
-        return f"{x:g}" if isinstance(x, (int, float)) else str(x)
-
-    return f"{run.label} (lr={g(run.lr)}, seed={run.seed}, schedule={g(run.schedule)})"
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
@@ -187,7 +170,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
 
     ``executor``: anything with ``submit(fn, *args)`` returning a future with ``result()``
     (a ``concurrent.futures`` pool, ``dask.distributed.Client(...).get_executor()``, a
-    submitit executor; default from ``IMPLICIT_BIAS_EXECUTOR``, see :func:`sweep.executor`)
+    submitit executor; default from ``IMPLICIT_BIAS_EXECUTOR``, see :func:`executors.executor`)
     gets one task per chunk of compatible runs (:func:`chunks`, each :func:`train_chunk`).
     A chunk whose worker is killed is trained again (a process pool: at most
     :data:`WORKER_RETRIES` times; dask: its scheduler's own retries), then its runs are
@@ -210,7 +193,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
         raise ValueError(f"chunk_seconds must be a positive number or None, got {chunk_seconds!r}.")
     dev = torch.device(device) if device is not None else default_device()
     datasets = _datasets(data, runs, dev)
-    check_limits(runs, datasets, dev, max_batch, log_points)  # memory and log points, before any model
+    batched.check_limits(runs, datasets, dev, max_batch, log_points)  # memory and log points, before any model
     _check_models(runs, datasets, dev)
     if not (directions is True or directions is False
             or (isinstance(directions, int) and directions >= 1)):
@@ -220,9 +203,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
     store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else (None if store is False else store)
     if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
-        from .sweep import executor as from_spec
-
-        executor = from_spec(os.environ["IMPLICIT_BIAS_EXECUTOR"])
+        executor = executors.executor(os.environ["IMPLICIT_BIAS_EXECUTOR"])
     keys, limit, done = None, None, set()
     if store is not None:
         from . import store as stores
@@ -301,7 +282,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
                 finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
                             for c, why in todo)
             else:
-                finished = _dispatch(executor, todo, task)
+                finished = executors.dispatch(executor, todo, train_chunk, task)
             for c, hists in finished:
                 in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
                 regime.warn(hists)
@@ -342,8 +323,6 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
     runs or what fits (:func:`batched.chunk_size`), reason None; and every run the batched
     engine cannot take alone, with the reason it goes to the reference loop.
     ``limit(members, size)``, if given, may lower a group's stack size (:func:`_time_limit`)."""
-    from . import batched
-
     dev = dev if dev is not None else default_device()
     groups, alone = {}, []
     for i, run in enumerate(runs):
@@ -451,8 +430,6 @@ class _StepClock:
 def _probe(runs, X, y, seconds, dev, norms, log_points, frame) -> float:
     """The estimated seconds to train ``runs`` as one stack, timed on its first steps (for
     at most ``seconds / 20``). The observer is left out: it may have side effects."""
-    from . import batched
-
     clock = _StepClock(seconds / 20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the chunk itself warns
@@ -471,8 +448,6 @@ def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 
     Returns their histories, or with ``failures='return'`` a :class:`RunFailed` in a failed
     run's place (a stack with a failed run is trained again without it: runs in a stack
     do not affect each other)."""
-    from . import batched
-
     dev = torch.device(device) if device is not None else default_device()
     X, y = torch.as_tensor(X).to(dev, DTYPE), torch.as_tensor(y).to(dev, DTYPE)
     out = [None] * len(runs)
@@ -509,122 +484,6 @@ def _thin(h: History, directions) -> History:
     h.directions = np.ascontiguousarray(h.directions.reshape(n, -1)[keep])
     h.direction_steps = np.asarray(h.steps)[keep]
     return h
-
-
-def _dispatch(executor, todo, task):
-    """Submit every chunk to ``executor`` and yield ``(chunk, histories)`` as each
-    finishes: ``concurrent.futures`` futures through ``as_completed``, others (dask's,
-    submitit's jobs) by polling ``done()``. Pending chunks are cancelled on an error. A
-    chunk whose worker was lost for good (dask's ``KilledWorker`` after its scheduler's
-    retries, submitit's ``UncompletedJobError``) comes back as its runs' failures; a
-    process pool has its own dispatch (:func:`_pool_dispatch`)."""
-    import concurrent.futures as cf
-
-    if isinstance(executor, cf.ProcessPoolExecutor):
-        yield from _pool_dispatch(executor, todo, task)
-        return
-    pending = [executor.submit(train_chunk, *task(c, why)) for c, why in todo]
-    chunk_of = {id(f): (c, why) for f, (c, why) in zip(pending, todo)}
-    try:  # only `pending` holds futures: a finished chunk's histories are freed once stored
-        if all(isinstance(f, cf.Future) for f in pending):
-            for f in cf.as_completed(list(pending)):
-                pending.remove(f)
-                yield chunk_of[id(f)][0], _result(f, chunk_of[id(f)], task)
-            return
-        while pending:
-            ready = [f for f in pending if not hasattr(f, "done") or f.done()]
-            if not ready:
-                time.sleep(0.05)
-            for f in ready:
-                pending.remove(f)
-                yield chunk_of[id(f)][0], _result(f, chunk_of[id(f)], task)
-    finally:
-        for f in pending:
-            if hasattr(f, "cancel"):
-                f.cancel()
-
-
-def _lost_worker(err) -> bool:
-    """Whether ``err`` says a chunk's worker process died (rather than the chunk failing)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    return isinstance(err, BrokenProcessPool) or type(err).__name__ in ("KilledWorker", "UncompletedJobError")
-
-
-def _lost(chunk, task, how: str) -> list:
-    """The failures of a chunk whose worker died ``how``."""
-    return [RunFailed(run, f"{describe(run)}: the worker process training it died {how} (out of memory, "
-                           "or killed?); rerun to try it again.")
-            for run in task(*chunk)[0]]
-
-
-def _result(future, chunk, task) -> list:
-    try:
-        return future.result()
-    except Exception as err:
-        if not _lost_worker(err):
-            raise
-        return _lost(chunk, task, f"after the executor's own retries ({type(err).__name__})")
-
-
-def _pool_dispatch(pool, todo, task):
-    """:func:`_dispatch` for a process pool, which a killed worker breaks: one chunk per
-    worker is in flight, so a kill loses only those; the pool is rebuilt and each lost
-    chunk submitted again, at most :data:`WORKER_RETRIES` times, the last time alone (so
-    that a chunk that kills its worker every time does not take others with it). A chunk
-    killed even alone is split into its runs, each tried once alone: the run that kills
-    its worker comes back as a failure, the others are trained."""
-    import concurrent.futures as cf
-
-    queue = deque((c, why, 0) for c, why in todo)  # chunk, reason, tries so far
-    flying, built = {}, None
-    try:
-        while queue or flying:
-            broken = not _fill(pool, queue, flying, task)
-            done, _ = cf.wait(list(flying), return_when=cf.FIRST_COMPLETED)
-            broken = broken or any(_lost_worker(f.exception()) for f in done)
-            if broken:  # the pool fails every chunk in flight: collect them all
-                done, _ = cf.wait(list(flying))
-            lost = []
-            for f in done:
-                c, why, tries = flying.pop(f)
-                if not _lost_worker(f.exception()):
-                    yield c, f.result()
-                elif tries < WORKER_RETRIES:
-                    lost.append((c, why, tries + 1))
-                elif len(c) > 1:  # killed even alone: find the run that kills it, one by one
-                    lost += [([i], why, tries) for i in c]
-                else:
-                    yield c, _lost((c, why), task, "at every try, the last one alone")
-            queue.extendleft(reversed(lost))
-            if broken and queue:  # a pool like the broken one (the user's stays theirs)
-                if built is not None:
-                    built.shutdown(wait=False)
-                pool = built = type(pool)(pool._max_workers, mp_context=pool._mp_context,
-                                          initializer=pool._initializer, initargs=pool._initargs)
-    finally:
-        for f in flying:
-            f.cancel()
-        if built is not None:
-            built.shutdown(wait=False, cancel_futures=True)
-
-
-def _fill(pool, queue, flying, task) -> bool:
-    """Submit queued chunks while a worker is free; a chunk on its last try goes alone.
-    False if the pool was found broken."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    last = WORKER_RETRIES
-    while queue and len(flying) < pool._max_workers:
-        if any(t == last for *_, t in flying.values()) or (queue[0][2] == last and flying):
-            break
-        c, why, tries = queue[0]
-        try:
-            flying[pool.submit(train_chunk, *task(c, why))] = (c, why, tries)
-        except BrokenProcessPool:
-            return False
-        queue.popleft()
-    return True
 
 
 def _input_dim(X):
@@ -758,5 +617,5 @@ def adaptive_scales(model, optimizer, frame: float) -> dict:
 
 
 __all__ = ["Run", "History", "train", "train_chunk", "chunks", "TRAINING_VERSION", "RunFailed",
-           "SweepInterrupted", "describe", "WORKER_RETRIES", "log_grid", "summary", "adaptive_scales",
+           "SweepInterrupted", "describe", "log_grid", "summary", "adaptive_scales",
            "batches", "per_sample_gradients", "BATCH_SCHEMES", "DTYPES", "FRAME_SLACK"]
