@@ -56,6 +56,14 @@ def executor(spec: str):
     return ex
 
 
+def default(executor):
+    """``executor``, or when None the one the environment names (``IMPLICIT_BIAS_EXECUTOR``,
+    a spec for :func:`executor`), or None."""
+    if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
+        return globals()["executor"](os.environ["IMPLICIT_BIAS_EXECUTOR"])
+    return executor
+
+
 def _use_threads(threads: int) -> None:
     """A pool worker's initializer: use ``threads`` of torch's threads."""
     import torch
@@ -218,4 +226,4 @@ def _fill(pool, queue, flying, work, task) -> bool:
     return True
 
 
-__all__ = ["executor", "dispatch", "WORKER_RETRIES"]
+__all__ = ["executor", "default", "dispatch", "WORKER_RETRIES"]

@@ -49,6 +49,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -787,12 +788,87 @@ class StoredHistories(Sequence):
         return f"StoredHistories({len(self)} runs in {self.store.root})"
 
 
+class Session:
+    """One ``train(..., store=...)`` call's use of a store: its runs' keys (config, data
+    fingerprint and settings), the chunks still to train, each finished run saved as it
+    comes (a failed one recorded, :func:`save_failed`), and what the call returns."""
+
+    def __init__(self, store: RunStore, keys: list, prints: dict, settings: dict, runs, from_env: bool):
+        self.store, self.keys, self.prints, self.settings = store, keys, prints, settings
+        self.runs, self.from_env = runs, from_env
+
+    @classmethod
+    def open(cls, store, runs, datasets, settings: dict) -> Session | None:
+        """The session of a ``train`` call: ``store`` a folder, a :class:`RunStore`, None (the
+        one ``IMPLICIT_BIAS_STORE`` names, if any) or False (none). None without a store, and
+        for a call the environment's store cannot key (it trains unstored, with a warning)."""
+        from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
+        store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else (None if store is False else store)
+        if store is None:
+            return None
+        prints = {name: data_fingerprint(*xy) for name, xy in datasets.items()}
+        try:
+            observe, norms = settings["observe"], settings["norms"]
+            settings = {**settings, "norms": [norm_key(n) for n in norms], "frame": bool(settings["frame"]),
+                        "observe": None if observe is None else _encode(observe)}
+            keys = [run_key(run_config(r), prints[r.data], settings) for r in runs]
+        except TypeError as error:
+            if not from_env:
+                raise
+            # IMPLICIT_BIAS_STORE covers every call; one that cannot be keyed trains unstored
+            warnings.warn(f"IMPLICIT_BIAS_STORE ignored for this call: {error}", stacklevel=3)
+            return None
+        store = RunStore.of(store)
+        store.check_writable()  # a read-only folder fails now, not after the first chunk
+        return cls(store, keys, prints, settings, runs, from_env)
+
+    def pending(self, todo: list, progress) -> tuple:
+        """``(the chunks still to train, the indices of the runs stored)``. A chunk is trained
+        again whole unless all its runs are stored: a stack's size can change its runs' last
+        bits, and a resumed sweep must equal an uninterrupted one. A damaged file is moved to
+        quarantine and its run trained again."""
+        stored = {i for i, k in enumerate(self.keys) if self.store.verified(k)}
+        todo = [(c, why) for c, why in todo if not stored.issuperset(c)]
+        done = set(range(len(self.keys))).difference(*(c for c, _ in todo))
+        again = sum(failed_path(self.store, k).exists() for i, k in enumerate(self.keys) if i not in stored)
+        if again and progress:
+            print(f"{again} run{'s' * (again > 1)} failed before; training again.", file=sys.stderr)
+        return todo, done
+
+    def save(self, i: int, history, input_dim, device: str) -> None:
+        """Save run ``i``'s history (each file atomic), or record its failure."""
+        key, data = self.keys[i], self.prints[self.runs[i].data]
+        if isinstance(history, Exception):
+            save_failed(self.store, key, history, data, self.settings, failed_step(history))
+            return
+        if not self.store.has(key):
+            self.store.save(key, history, data, self.settings, input_dim, device=device)
+        forget_failed(self.store, key)
+
+    def interrupted(self) -> str:
+        """The message of a sweep stopped by Ctrl-C."""
+        n = sum(self.store.has(k) for k in self.keys)
+        return f"interrupted: {n} of {len(self.keys)} runs stored in {self.store.root}; rerun to resume."
+
+    def result(self, failed: dict):
+        """What the call returns: a :class:`StoredHistories`, or for a store set by the
+        environment a plain list (existing code then resumes without a change)."""
+        stored = StoredHistories(self.store, self.keys, failed)
+        return list(stored) if self.from_env else stored
+
+
 # --- failed runs --------------------------------------------------------------------------
 # A run that failed (it left the float range, or its worker was killed) is recorded beside
 # the stored runs: ``<root>/failed/<key>.json`` (its config, the step, the reason) and, if
 # it logged anything before failing, ``<key>.npz`` (steps, log-loss, parameter norm,
 # margins). A record does not count as stored: a rerun trains the run again, and a run
 # that then succeeds has its record removed.
+
+
+def failed_step(err) -> int | None:
+    """The step a :class:`RunFailed` names ("… at step 12 …"), or None."""
+    found = re.search(r"\bstep (\d+)", str(err))
+    return int(found[1]) if found else None
 
 
 def failed_path(store, key: str) -> Path:
@@ -965,4 +1041,4 @@ def check(path, allow=()) -> dict:
 __all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "StoreWarning", "key", "run_key",
            "run_config", "data_fingerprint", "check", "library_names", "allowed", "FORMAT",
            "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE", "failed_path", "save_failed",
-           "failed_runs", "failed_history", "forget_failed"]
+           "failed_runs", "failed_history", "forget_failed", "failed_step", "Session"]

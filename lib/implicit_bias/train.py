@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import sys
 import time
 import warnings
 
@@ -22,6 +19,7 @@ import numpy as np
 import torch
 
 from . import batched, executors, losses, models, optim, regime
+from . import store as stores
 from .config import DTYPE
 from .config import device as default_device
 from .data import check_data
@@ -180,6 +178,34 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     runs (``'runs'``) or none."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     norms = (norms,) if isinstance(norms, (str, Norm)) else tuple(norms)
+    _check_options(log_points, engine, max_batch, failures, chunk_seconds, directions, progress)
+    dev = torch.device(device) if device is not None else default_device()
+    datasets = _datasets(data, runs, dev)
+    batched.check_limits(runs, datasets, dev, max_batch, log_points)  # before any model is built
+    _check_models(runs, datasets, dev)
+    executor = executors.default(executor)
+    session = stores.Session.open(store, runs, datasets, {
+        "norms": norms, "log_points": log_points, "frame": frame, "directions": directions,
+        "engine": engine, "observe": observe})
+    limit = None
+    if session is not None and chunk_seconds is not None:
+        limit = _time_limit(runs, datasets, session.keys, session.store, chunk_seconds, dev, norms,
+                            log_points, frame)
+    todo, done = chunks(runs, datasets, engine, max_batch, dev, limit), set()
+    if session is not None:
+        todo, done = session.pending(todo, progress)
+    bar = _progress_bar(progress, runs, done)
+    # With a store a failed run never stops its chunk: the good runs are stored first.
+    task = _chunk_task(runs, datasets, norms, log_points, frame, dev if executor is None else device, observe,
+                       "return" if session is not None else failures, directions, executor is not None)
+    collected = _Collected(runs, datasets, session, str(dev) if executor is None else "executor")
+    with aggregate_warnings():  # many runs' warnings: one line per kind, with the runs, after the bar
+        _train_chunks(todo, task, executor, bar, progress, collected, failures)
+    return collected.result()
+
+
+def _check_options(log_points, engine, max_batch, failures, chunk_seconds, directions, progress) -> None:
+    """:func:`train`'s options, each checked against its type and range."""
     if not (isinstance(log_points, int) and not isinstance(log_points, bool) and log_points >= 1):
         raise ValueError(f"log_points must be a positive integer, got {log_points!r}.")
     if engine not in ENGINES:
@@ -191,129 +217,93 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     if chunk_seconds is not None and not (isinstance(chunk_seconds, (int, float))
                                           and not isinstance(chunk_seconds, bool) and chunk_seconds > 0):
         raise ValueError(f"chunk_seconds must be a positive number or None, got {chunk_seconds!r}.")
-    dev = torch.device(device) if device is not None else default_device()
-    datasets = _datasets(data, runs, dev)
-    batched.check_limits(runs, datasets, dev, max_batch, log_points)  # memory and log points, before any model
-    _check_models(runs, datasets, dev)
     if not (directions is True or directions is False
             or (isinstance(directions, int) and directions >= 1)):
         raise ValueError(f"directions must be True, False or a positive integer, got {directions!r}.")
     if progress not in (True, False, "runs"):
         raise ValueError(f"progress must be True, False or 'runs', got {progress!r}.")
-    from_env = store is None and bool(os.environ.get("IMPLICIT_BIAS_STORE"))
-    store = os.environ["IMPLICIT_BIAS_STORE"] if from_env else (None if store is False else store)
-    if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
-        executor = executors.executor(os.environ["IMPLICIT_BIAS_EXECUTOR"])
-    keys, limit, done = None, None, set()
-    if store is not None:
-        from . import store as stores
 
-        prints = {name: stores.data_fingerprint(*xy) for name, xy in datasets.items()}
-        try:
-            settings = {"norms": [stores.norm_key(n) for n in norms], "log_points": log_points,
-                        "frame": bool(frame), "directions": directions, "engine": engine,
-                        "observe": None if observe is None else stores._encode(observe)}
-            keys = [stores.run_key(stores.run_config(r), prints[r.data], settings) for r in runs]
-        except TypeError as error:
-            if not from_env:
-                raise
-            # IMPLICIT_BIAS_STORE covers every call; one that cannot be keyed trains unstored
-            warnings.warn(f"IMPLICIT_BIAS_STORE ignored for this call: {error}", stacklevel=2)
-            store = None
-    if store is not None:
-        store = stores.RunStore.of(store)
-        store.check_writable()  # a read-only folder fails now, not after the first chunk
-        if chunk_seconds is not None:
-            limit = _time_limit(runs, datasets, keys, store, chunk_seconds, dev, norms, log_points, frame)
-    todo = chunks(runs, datasets, engine, max_batch, dev, limit)
-    if store is not None:
-        # A chunk is trained again whole unless all its runs are stored: a stack's size can
-        # change its runs' last bits, and a resumed sweep must equal an uninterrupted one.
-        # A damaged file is moved to quarantine and its run trained again.
-        stored = {i for i, k in enumerate(keys) if store.verified(k)}
-        todo = [(c, why) for c, why in todo if not stored.issuperset(c)]
-        done = set(range(len(runs))).difference(*(c for c, _ in todo))
-        again = sum(stores.failed_path(store, k).exists() for i, k in enumerate(keys) if i not in stored)
-        if again and progress:
-            print(f"{again} run{'s' * (again > 1)} failed before; training again.", file=sys.stderr)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        per_run = progress is True
-        bar = tqdm(total=sum(r.steps if per_run else 1 for r in runs), unit="step" if per_run else "run",
-                   initial=sum(runs[i].steps if per_run else 1 for i in done), mininterval=1.0)
+def _progress_bar(progress, runs, done):
+    """A bar over steps (``progress=True``) or runs (``'runs'``), started at the runs
+    already ``done``; None without progress."""
+    if not progress:
+        return None
+    from tqdm import tqdm
 
+    per_run = progress is True
+    return tqdm(total=sum(r.steps if per_run else 1 for r in runs), unit="step" if per_run else "run",
+                initial=sum(runs[i].steps if per_run else 1 for i in done), mininterval=1.0)
+
+
+def _chunk_task(runs, datasets, norms, log_points, frame, device, observe, failures, directions, remote):
+    """``task(chunk, reason)``: the arguments of :func:`train_chunk` for one chunk (for a
+    ``remote`` worker, its data on the CPU: the worker moves them to its own device)."""
     def task(c, why):
         X, y = datasets[runs[c[0]].data]
-        if executor is not None:  # the worker moves them to its own device
+        if remote:
             X, y = X.cpu(), y.cpu()
-        # With a store a failed run never stops its chunk: the good runs are stored first.
-        return ([runs[i] for i in c], X, y, norms, log_points, frame,
-                device if executor is not None else dev, observe,
-                "return" if store is not None else failures, why, directions)
+        return ([runs[i] for i in c], X, y, norms, log_points, frame, device, observe, failures, why,
+                directions)
 
-    out, failed = [None] * len(runs), {}
+    return task
 
-    def keep(c, hists) -> list:
-        """Store (or keep) chunk ``c``'s histories; return its failures."""
+
+class _Collected:
+    """What :func:`train` hands back: the histories in the order of the runs, and the
+    failures by index; with a store :class:`~store.Session`, each chunk saved as it comes."""
+
+    def __init__(self, runs, datasets, session, device: str):
+        self.runs, self.datasets, self.session, self.device = runs, datasets, session, device
+        self.out, self.failed = [None] * len(runs), {}
+
+    def add(self, c, hists) -> list:
+        """Keep (or store) chunk ``c``'s histories; return its failures."""
         new = []
         for i, h in zip(c, hists, strict=True):
             if isinstance(h, RunFailed):
-                out[i] = failed[i] = h
+                self.out[i] = self.failed[i] = h
                 new.append(h)
-                if store is not None:
-                    stores.save_failed(store, keys[i], h, prints[runs[i].data], settings, _failed_step(h))
-            elif store is not None:
-                if not store.has(keys[i]):  # each file atomic
-                    X = datasets[runs[i].data][0]
-                    store.save(keys[i], h, prints[runs[i].data], settings, _input_dim(X),
-                               device=str(dev) if executor is None else "executor")
-                stores.forget_failed(store, keys[i])
-            else:
-                out[i] = h
+            elif self.session is None:
+                self.out[i] = h
+            if self.session is not None:
+                X = self.datasets[self.runs[i].data][0]
+                self.session.save(i, h, _input_dim(X), self.device)
         return new
 
-    in_hand = None
-    # Many runs' warnings: one line per kind, with the count and the runs, after the bar.
-    with aggregate_warnings():
-        try:
-            if executor is None:
-                finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
-                            for c, why in todo)
-            else:
-                finished = executors.dispatch(executor, todo, train_chunk, task)
-            for c, hists in finished:
-                in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
-                regime.warn(hists)
-                new = keep(c, hists)
-                in_hand = None
-                if bar is not None and (executor is not None or progress == "runs"):
-                    bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
-                if new and failures == "raise":
-                    raise new[0]
-        except KeyboardInterrupt:
-            if store is None:
-                raise
-            if in_hand is not None:
-                keep(*in_hand)
-            n = sum(store.has(k) for k in keys)
-            raise SweepInterrupted(f"interrupted: {n} of {len(runs)} runs stored in {store.root}; "
-                                   "rerun to resume.") from None
-        finally:
-            if bar is not None:
-                bar.close()
-    if store is not None:
-        stored = stores.StoredHistories(store, keys, failed)
-        # A store set by the environment makes existing code resumable: it gets its list.
-        return list(stored) if from_env else stored
-    return out
+    def result(self):
+        return self.out if self.session is None else self.session.result(self.failed)
 
 
-def _failed_step(err) -> int | None:
-    """The step a :class:`RunFailed` names ("… at step 12 …"), or None."""
-    found = re.search(r"\bstep (\d+)", str(err))
-    return int(found[1]) if found else None
+def _train_chunks(todo, task, executor, bar, progress, collected, failures) -> None:
+    """Train the chunks, here one after another or on ``executor``, keeping each as it
+    finishes. With a store, Ctrl-C keeps every finished chunk (one caught while it was being
+    saved too) and raises :class:`SweepInterrupted`."""
+    runs, in_hand = collected.runs, None
+    try:
+        if executor is None:
+            finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
+                        for c, why in todo)
+        else:
+            finished = executors.dispatch(executor, todo, train_chunk, task)
+        for c, hists in finished:
+            in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
+            regime.warn(hists)
+            new = collected.add(c, hists)
+            in_hand = None
+            if bar is not None and (executor is not None or progress == "runs"):
+                bar.update(sum(runs[i].steps if progress is True else 1 for i in c))
+            if new and failures == "raise":
+                raise new[0]
+    except KeyboardInterrupt:
+        if collected.session is None:
+            raise
+        if in_hand is not None:
+            collected.add(*in_hand)
+        raise SweepInterrupted(collected.session.interrupted()) from None
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, dev=None,
@@ -361,7 +351,6 @@ def _time_limit(runs, datasets, keys, store, seconds, dev, norms, log_points, fr
     group is timed on the first steps of a stack (:func:`_timed_size`), once: the size is
     kept in the store (``<root>/chunks/``), since a resumed sweep must cut its chunks as
     the first did (a stack's size can change its runs' last bits)."""
-    from . import store as stores
 
     def limit(members, size):
         if size == 1 or len(members) == 1 or all(store.has(keys[i]) for i in members):
