@@ -25,7 +25,7 @@ import torch
 from . import losses, models, optim, rules, stacked
 from .config import device as default_device
 from .config import free_memory, peak_memory
-from .frame import recentre, warn_underflow
+from .frame import step_frames, warn_underflow
 from .homogeneity import DEAD, dead_runs
 from .norms import Norm, column
 from .runs import (
@@ -296,123 +296,140 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     first = runs[0]
     dtype = DTYPES[first.dtype]
     X, y = X.to(dtype), y.to(dtype)
-    d = X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
-    nets = [r.build_model(d, dtype).to(dev) for r in runs]
-    plist = [list(m.parameters()) for m in nets]
-    opts = [r.make_optimizer(ps) for r, ps in zip(runs, plist)]
-    sigs = [signature(o, ps) for o, ps in zip(opts, plist)]
-    distinct = list(dict.fromkeys(sigs))
-    order = sorted(range(len(runs)), key=lambda k: distinct.index(sigs[k]))
-    position = {k: i for i, k in enumerate(order)}
-    stack = stacked.stack([nets[k] for k in order])
-    segments, at = [], 0
-    for sig in distinct:
-        members = [k for k in order if sigs[k] == sig]
-        segments.append(BatchedOptimizer(
-            [opts[k] for k in members], [runs[k].schedule for k in members], stack.params, at,
-            [runs[k] for k in members], [idx for _, idx, _ in sig]))
-        at += len(members)
-
+    group = _Group(runs, X.shape[1] if X.dim() == 2 else tuple(X.shape[1:]), dtype, dev)
+    log = _Log(group, norms, observe)
     grid = log_grid(first.steps, log_points)
-    norm_objs = margin_norms(norms, plist[0])
-    records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norm_objs}}
-               for _ in runs]
-    observed = [{} for _ in runs]
-    segment_of = {}
-    for seg in segments:
-        for j in range(seg.k):
-            segment_of[seg.start + j] = (seg, j)
-    K = len(runs)
-    F = np.zeros(K)  # each run's frame, in stack order
-    frames = torch.zeros(K, 1, device=dev, dtype=dtype)  # F as a column, for the loss slopes
-    n = X.shape[0]
     samplers = None
     if first.batch != "full":
-        samplers = [batches(first.batch, n, first.batch_size, runs[k].seed) for k in order]
-    ys = y.expand(K, n)
-
-    def log(q_all, t, grads):
-        # q after step t, the gradient of step t: what the reference loop checks at a log step
-        _check_alive(q_all, grads, lambda i: runs[order[i]], t)
-        for k in range(K):
-            i = position[k]
-            record(records[k], stack.run_params(i), q_all[i], stack.degree, first.loss, norm_objs)
-            if observe is not None:
-                with torch.no_grad():
-                    for p, P, G in zip(plist[k], stack.params, grads, strict=True):
-                        p.copy_(P[i])
-                        p.grad = G[i].clone()
-                    seg, j = segment_of[i]
-                    seg.export(j, opts[k], t)
-                observe_point(observed[k], observe, nets[k], opts[k], float(F[i]), runs[k], t)
-
-    def reframe(deltas):
-        for seg in segments:
-            seg.reframe(deltas[seg.start:seg.start + seg.k])
-
+        samplers = [batches(first.batch, X.shape[0], first.batch_size, runs[k].seed) for k in group.order]
+    F = np.zeros(len(runs))  # each run's frame, in stack order
+    frames = torch.zeros(len(runs), 1, device=dev, dtype=dtype)  # F as a column, for the loss slopes
     try:
         next_log, pending, grads = 0, False, None
         for t in range(1, first.steps + 1):
-            if samplers is None:
-                q = y * stack.forward(X)
-                q_all = q
-                terms = losses.log_terms(q, first.loss)
-                log_l = losses.logsumexp(terms)
-                ys_step = ys
-            else:
-                q_all = y * stack.outputs(X)
-                log_l = losses.log_loss(q_all, first.loss)
-                idx = torch.stack([next(s) for s in samplers]).to(dev)
-                ys_step = y[idx]
-                q = ys_step * stack.forward(X[idx])
-                weights = n / idx.shape[1]
+            q_all, q, log_l, ys, weights = group.losses(X, y, samplers)
             if pending:  # the last step's log point: its margins are this step's, before the update
-                log(q_all, t - 1, grads)
+                log(q_all, t - 1, grads, F)
                 pending = False
-            log_l = log_l.cpu().numpy()
-            if not np.isfinite(log_l).all():
-                k = order[int(np.flatnonzero(~np.isfinite(log_l))[0])]
-                raise RunFailed(runs[k], f"{describe(runs[k])}: the loss became {log_l[position[k]]} at "
-                                         f"step {t} (the parameters left the float range); lower the "
-                                         "learning rate.")
-            if frame:
-                new = recentre(log_l, F, reframe)
-                if new is not F:
-                    F = new
-                    frames = torch.as_tensor(F, device=dev, dtype=dtype)[:, None]
-            if samplers is not None:
-                # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
-                warn_underflow((losses.log_terms(q.amin(dim=1), first.loss) + frames[:, 0]).min())
-            dq = losses.framed_slopes(q, frames, first.loss)
-            if samplers is not None:
-                dq = dq * weights
-            grads = stack.backward(dq * ys_step)
-            _check_gradients(grads, K, lambda i: runs[order[i]], t)
-            for seg in segments:
-                seg.step(stack.params, grads, t)
+            new = step_frames(log_l.cpu().numpy(), F, group.reframe, group.stacked_runs, t, frame)
+            if new is not F:
+                F, frames = new, torch.as_tensor(new, device=dev, dtype=dtype)[:, None]
+            grads = group.step(q, ys, frames, weights, t)
             if bar is not None:
-                bar.update(K)
+                bar.update(len(runs))
             if t == grid[next_log]:
-                pending = True
-                next_log += 1
+                pending, next_log = True, next_log + 1
         if pending:
-            log(y * stack.outputs(X), first.steps, grads)
+            log(y * group.stack.outputs(X), first.steps, grads, F)
     except RunFailed as err:  # hand back what the failed run logged before it failed
         k = runs.index(err.run)
-        done = len(records[k]["log_loss"])
-        err.history = history(err.run, grid[:done], records[k], nets[k], 0.0,
-                              {"name": "batched", "failed": True}, observed[k])
+        done = len(log.records[k]["log_loss"])
+        err.history = history(err.run, grid[:done], log.records[k], group.nets[k], 0.0,
+                              {"name": "batched", "failed": True}, log.observed[k])
         raise
+    seconds = (time.perf_counter() - start_time) / len(runs)
+    engine = {"name": "batched", "runs": len(runs), "peak_bytes": peak_memory(dev)}
+    return [history(run, grid, log.records[k], net, seconds, engine, log.observed[k])
+            for k, (run, net) in enumerate(zip(runs, group.final_models()))]
 
-    seconds = (time.perf_counter() - start_time) / K
-    engine = {"name": "batched", "runs": K, "peak_bytes": peak_memory(dev)}
-    out = []
-    with torch.no_grad():
-        for k, (run, net) in enumerate(zip(runs, nets)):
-            for p, P in zip(net.parameters(), stack.params):
-                p.copy_(P[position[k]])
-            out.append(history(run, grid, records[k], net, seconds, engine, observed[k]))
-    return out
+
+class _Group:
+    """A group's runs built as the loop builds them (their own seeded models and optimizer
+    objects, which validate the hyperparameters), stacked in the order of their optimizers'
+    :func:`signature` s, with one :class:`BatchedOptimizer` per signature."""
+
+    def __init__(self, runs, d, dtype, dev):
+        self.runs = runs
+        self.nets = [r.build_model(d, dtype).to(dev) for r in runs]
+        self.plist = [list(m.parameters()) for m in self.nets]
+        self.opts = [r.make_optimizer(ps) for r, ps in zip(runs, self.plist)]
+        sigs = [signature(o, ps) for o, ps in zip(self.opts, self.plist)]
+        distinct = list(dict.fromkeys(sigs))
+        self.order = sorted(range(len(runs)), key=lambda k: distinct.index(sigs[k]))
+        self.position = {k: i for i, k in enumerate(self.order)}
+        self.stacked_runs = [runs[k] for k in self.order]
+        self.stack = stacked.stack([self.nets[k] for k in self.order])
+        self.segments, at = [], 0
+        for sig in distinct:
+            members = [k for k in self.order if sigs[k] == sig]
+            self.segments.append(BatchedOptimizer(
+                [self.opts[k] for k in members], [runs[k].schedule for k in members], self.stack.params, at,
+                [runs[k] for k in members], [idx for _, idx, _ in sig]))
+            at += len(members)
+
+    def losses(self, X, y, samplers):
+        """This step's margins on all the data ``q_all``, those the gradient is taken on ``q``
+        (a batch's), the log-losses, the labels of ``q`` and the batch weight n/b."""
+        loss = self.runs[0].loss
+        if samplers is None:
+            q = y * self.stack.forward(X)
+            return q, q, losses.logsumexp(losses.log_terms(q, loss)), y.expand(len(self.runs), -1), None
+        q_all = y * self.stack.outputs(X)
+        idx = torch.stack([next(s) for s in samplers]).to(X.device)
+        q = y[idx] * self.stack.forward(X[idx])
+        # ℓ falls with q: a batch's largest framed log-loss term is its smallest margin's.
+        self._batch_min = q.amin(dim=1)
+        return q_all, q, losses.log_loss(q_all, loss), y[idx], X.shape[0] / idx.shape[1]
+
+    def step(self, q, ys, frames, weights, t):
+        """The gradients of the framed loss at margins ``q`` and each optimizer's update;
+        returns the gradients."""
+        loss = self.runs[0].loss
+        if weights is not None:
+            warn_underflow((losses.log_terms(self._batch_min, loss) + frames[:, 0]).min())
+        dq = losses.framed_slopes(q, frames, loss)
+        if weights is not None:
+            dq = dq * weights
+        grads = self.stack.backward(dq * ys)
+        _check_gradients(grads, len(self.runs), lambda i: self.stacked_runs[i], t)
+        for seg in self.segments:
+            seg.step(self.stack.params, grads, t)
+        return grads
+
+    def reframe(self, deltas):
+        for seg in self.segments:
+            seg.reframe(deltas[seg.start:seg.start + seg.k])
+
+    def final_models(self):
+        """Each run's own model, given its final parameters from the stack."""
+        with torch.no_grad():
+            for k, net in enumerate(self.nets):
+                for p, P in zip(net.parameters(), self.stack.params):
+                    p.copy_(P[self.position[k]])
+        return self.nets
+
+
+class _Log:
+    """A group's log points, as the loop logs them: each run's record (log-loss, parameter
+    norm, direction, margins) and its observer's values, from its own model and optimizer
+    objects given the run's parameters, gradients and state."""
+
+    def __init__(self, group: _Group, norms, observe):
+        self.group, self.observe = group, observe
+        self.norms = margin_norms(norms, group.plist[0])
+        self.records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in self.norms}}
+                        for _ in group.runs]
+        self.observed = [{} for _ in group.runs]
+        self.segment_of = {seg.start + j: (seg, j) for seg in group.segments for j in range(seg.k)}
+
+    def __call__(self, q_all, t, grads, F):
+        """Log step ``t``: margins ``q_all`` after it, ``grads`` its gradient, ``F`` the frames
+        (what the reference loop checks and records at a log step)."""
+        g = self.group
+        _check_alive(q_all, grads, lambda i: g.stacked_runs[i], t)
+        for k in range(len(g.runs)):
+            i = g.position[k]
+            record(self.records[k], g.stack.run_params(i), q_all[i], g.stack.degree, g.runs[0].loss,
+                   self.norms)
+            if self.observe is None:
+                continue
+            with torch.no_grad():
+                for p, P, G in zip(g.plist[k], g.stack.params, grads, strict=True):
+                    p.copy_(P[i])
+                    p.grad = G[i].clone()
+                seg, j = self.segment_of[i]
+                seg.export(j, g.opts[k], t)
+            observe_point(self.observed[k], self.observe, g.nets[k], g.opts[k], float(F[i]), g.runs[k], t)
 
 
 __all__ = ["train_group", "why_not", "group_key", "chunk_size", "BatchedOptimizer", "signature",

@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 
+from .runs import RunFailed, describe
+
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 SLACK = 20.0
 
@@ -30,6 +32,20 @@ def recentre(log_loss: np.ndarray, frames: np.ndarray, reframe) -> np.ndarray:
         return frames
     reframe(np.where(moved, -log_loss - frames, 0.0))
     return np.where(moved, -log_loss, frames)
+
+
+def step_frames(log_loss: np.ndarray, frames: np.ndarray, reframe, runs, t: int, frame: bool = True):
+    """One step's loss check and frame, the same in the reference loop and the batched
+    engine: the first of ``runs`` (in the order of ``log_loss``) whose log-loss is not
+    finite fails with :class:`RunFailed`, naming the run and the step; then, with ``frame``,
+    the frames move as :func:`recentre` moves them. Returns the frames (``frames`` itself
+    when none moved)."""
+    bad = np.flatnonzero(~np.isfinite(log_loss))
+    if len(bad):
+        run = runs[int(bad[0])]
+        raise RunFailed(run, f"{describe(run)}: the loss became {log_loss[bad[0]]} at step {t} (the "
+                             "parameters left the float range); lower the learning rate.")
+    return recentre(log_loss, frames, reframe) if frame else frames
 
 
 def in_pieces(rescale_gradients):

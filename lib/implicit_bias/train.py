@@ -24,7 +24,7 @@ from .config import DTYPE
 from .config import device as default_device
 from .data import check_data
 from .frame import SLACK as FRAME_SLACK
-from .frame import in_pieces, recentre, warn_underflow
+from .frame import in_pieces, step_frames, warn_underflow
 from .homogeneity import check_homogeneous, dead_output
 from .norms import Norm
 from .runs import (
@@ -545,11 +545,8 @@ def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
         # overflows the frame, and steps of different batches stay on one scale.
         with torch.no_grad():
             log_l = float(losses.log_loss(y * model(X), run.loss))
-    if not math.isfinite(log_l):
-        raise RunFailed(run, f"{describe(run)}: the loss became {log_l} at step {t} (the parameters left "
-                             "the float range); lower the learning rate.")
-    if frame:
-        F = float(recentre(np.array([log_l]), np.array([F]), lambda d: reframe(float(d[0])))[0])
+    moved = step_frames(np.array([log_l]), np.array([F]), lambda d: reframe(float(d[0])), [run], t, frame)
+    F = float(moved[0])
     if sampler is None and not per_sample:
         torch.exp(terms + F).sum().backward()
     else:
