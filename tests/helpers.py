@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from implicit_bias import losses
 
 F64 = torch.float64
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny problems on one torch thread: more threads only add contention on a busy
+    machine (two on two busy cores cost several times the CPU time)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def flat(params) -> torch.Tensor:

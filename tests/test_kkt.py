@@ -7,6 +7,7 @@ import implicit_bias as ib
 import numpy as np
 import pytest
 import torch
+from helpers import one_thread
 from implicit_bias import data, kkt, models, norms
 from implicit_bias.kkt.reduce import reduce_program
 from implicit_bias.train import Run, train
@@ -61,15 +62,11 @@ def trained_digits():
     X, y = ib.data.digits_even_odd(n=200)
     run = Run("NormalizedGD", 2.0, 3000, schedule=0.5,
               model={"kind": "two_layer", "width": 16, "activation": "relu2"})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is as fast and immune to a busy CPU
-    try:
+    with one_thread():
         # The loop pins the instance the ℓ∞ interior-point test was written on: the batched
         # engine's model differs by rounding, and on it the IPM ends 2.2e-5 above Clarabel
         # (see the kkt module docstring), beyond that test's 1e-5.
         history = train(run, (X, y), norms=("l2",), progress=False, engine="loop")[0]
-    finally:
-        torch.set_num_threads(threads)
     return history.model, X, y
 
 

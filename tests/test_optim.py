@@ -4,6 +4,7 @@ framed-loss support (``rescale_gradients``), and bad input."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -606,3 +607,43 @@ def test_eps_positive_gives_a_dead_coordinate_the_same_zero_step():
         runs[eps] = p.detach().clone()
     assert runs[0.0][2] == 2.0 and runs[1e-30][2] == 2.0
     torch.testing.assert_close(runs[0.0], runs[1e-30], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_torch_flags_at_their_defaults_change_nothing_and_others_say_why(name):
+    """Code written for torch passes its flags: at torch's defaults (and foreach/fused at any
+    value) the optimizer steps exactly as without them; any other value is refused with the
+    reason, never a bare TypeError."""
+    cls = optim.OPTIMIZERS[name]
+    if not issubclass(cls, optim.RuleOptimizer):
+        pytest.skip(f"{name} is torch's own optimizer")
+    torch.manual_seed(0)
+    start = [torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [torch.randn_like(t) for t in start]
+    own = set(inspect.signature(cls).parameters)
+    flags = {f: default for f, (default, _) in optim.TORCH_FLAGS.items() if f not in own}
+    finals = []
+    for kw in ({}, {**flags, "foreach": True, "fused": False}):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = cls(params, 0.1, **kw)
+            for _ in range(3):
+                for p, g in zip(params, grads):
+                    p.grad, p.grad_sample = g.clone(), g.unsqueeze(0).clone()  # AdamProxy's per-sample
+                opt.step()
+        finals.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*finals))
+    for flag, (_, why) in optim.TORCH_FLAGS.items():
+        if why is None or flag in own:
+            continue
+        wrong = 0.01 if flag == "weight_decay" else True
+        with pytest.raises(ValueError, match=rf"{name}\({flag}=.*not supported: "):
+            cls([torch.nn.Parameter(start[0].clone())], 0.1, **{flag: wrong})
+
+
+def test_a_flag_the_optimizer_takes_itself_keeps_its_meaning():
+    """AdamW's and Lion's weight_decay is their own (decoupled), not refused."""
+    assert "weight_decay" in inspect.signature(optim.AdamW).parameters
+    opt = optim.AdamW([torch.nn.Parameter(torch.ones(2))], 0.1, weight_decay=0.1)
+    assert opt.param_groups[0]["weight_decay"] == 0.1

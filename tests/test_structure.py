@@ -81,3 +81,26 @@ def test_the_cycle_check_finds_a_function_local_cycle(tmp_path):
     (pkg / "b.py").write_text("def g():\n    from . import a\n    return a\n")
     (pkg / "c.py").write_text("from . import a\n")
     assert cycles(import_graph(pkg)) == [["implicit_bias.a", "implicit_bias.b"]]
+
+
+def code_lines(path: pathlib.Path) -> dict:
+    """``module:function`` → its lines, without its docstring, for every function in a file."""
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                lines -= first.end_lineno - first.lineno + 1
+            out[f"{module_name(path)}:{node.name}"] = lines
+    return out
+
+
+def test_functions_read_top_to_bottom():
+    """No library function over 80 lines of code, and the two hubs, ``train.train`` and the
+    batched engine's ``train_group``, within 60 (docstrings not counted)."""
+    lines = {name: n for path in LIB.rglob("*.py") for name, n in code_lines(path).items()}
+    assert {name: n for name, n in lines.items() if n > 80} == {}
+    assert lines["implicit_bias.train:train"] <= 60
+    assert lines["implicit_bias.batched:train_group"] <= 60

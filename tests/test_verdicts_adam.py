@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import thinned
+from helpers import one_thread, thinned
 from implicit_bias import data, max_margin, maxmargin, models, symmetry
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import adam
@@ -27,15 +27,10 @@ NET = {"kind": "two_layer", "width": 16, "activation": "relu2"}
 def train1(*args, **kwargs):
     """``train`` on one thread (tiny runs; two threads on busy cores cost several times
     the CPU time), with the ε = 0 dead-coordinate and the regime warnings silenced."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="eps = 0 and some coordinate")
-            warnings.filterwarnings("ignore", message=".*left Adam's regime")  # the mutants do
-            return train(*args, progress=False, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="eps = 0 and some coordinate")
+        warnings.filterwarnings("ignore", message=".*left Adam's regime")  # the mutants do
+        return train(*args, progress=False, **kwargs)
 
 
 def adam_run(steps, eps=0.0, betas=BETAS, lr=1.0, label=None, model=LIN, schedule=0.5):

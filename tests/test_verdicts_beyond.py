@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import one_thread
 from implicit_bias import data, models
 from implicit_bias.train import Run, adaptive_scales, train
 from implicit_bias.verdicts import beyond
 
 
 def train1(*args, **kwargs):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return train(*args, progress=False, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

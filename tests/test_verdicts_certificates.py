@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import thinned
+from helpers import one_thread, thinned
 from implicit_bias import data, max_margin, models
 from implicit_bias.kkt import kkt_certificate
 from implicit_bias.train import Run, train
@@ -20,12 +20,9 @@ STEPS = 2000
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny problems: threads only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread():
+    with one_thread():
+        yield
 
 
 # --- exact solutions -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from helpers import one_thread
 from implicit_bias import data, max_margin, models
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import kkt_optimum as K
@@ -18,11 +19,9 @@ TRIALS = 400
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread():
+    with one_thread():
+        yield
 
 
 # --- linear network ---------------------------------------------------------------------------

@@ -218,10 +218,7 @@ def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
 
     digits = load_digits()
     X, labels = digits.data / 16.0, digits.target
-    n = _subset_size(n, len(labels), "scikit-learn's digits")
-    if n is not None and n < len(labels):
-        idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
-        X, labels = X[idx], labels[idx]
+    X, labels = _subset(X, labels, _subset_size(n, len(labels), "scikit-learn's digits"), seed)
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
@@ -363,6 +360,7 @@ def _mnist_raw(root, split: str = "train"):
 
 
 def _subset(X, labels, n, seed):
+    """A random subset of ``n`` samples (in their original order), or all of them."""
     if n is not None and n < len(labels):
         idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
         X, labels = X[idx], labels[idx]

@@ -49,6 +49,7 @@ import torch
 
 from . import data as _data
 from . import norms as _norms
+from .margins import normalized_margin
 
 #: The geometries a fingerprint can name.
 GEOMETRIES = ("l2", "linf", "l1", "spectral", "nuclear")
@@ -368,14 +369,10 @@ def _certificates(model, X, y, candidates) -> dict:
 
 def _score_linear(p: Problem, h, framed) -> ProblemPrint:
     w = h.directions[-1]
-    Z = (p.y.reshape(-1, *[1] * (p.X.dim() - 1)) * p.X).reshape(len(p.X), -1).numpy()
-    shape = tuple(p.X.shape[1:])
-    wt = torch.as_tensor(w.reshape(shape))
-    gamma = float((Z @ w).min())
     cosine = {g: float(w @ p.solutions[g]) for g in p.candidates}
-    ratio = {g: gamma / float(_norms.by_name(g)([wt])) / p.margins[g] for g in p.candidates}
-    model = h.model_at(-1)
-    eps = _certificates(model, p.X.to(torch.float64), p.y.to(torch.float64), p.candidates)
+    model, X, y = h.model_at(-1), p.X.to(torch.float64), p.y.to(torch.float64)
+    ratio = {g: normalized_margin(model, X, y, g) / p.margins[g] for g in p.candidates}
+    eps = _certificates(model, X, y, p.candidates)
     nearest = max(ratio, key=ratio.get)
     second = max((r for g, r in ratio.items() if g != nearest), default=-math.inf)
     drift, growth, converged, stalled, reasons = _regime(h, framed)

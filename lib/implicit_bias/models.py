@@ -104,11 +104,12 @@ ACTIVATIONS = {"relu": ReLU, "relu2": ReLUPower, "squared_relu": ReLUPower,
 
 def make_activation(spec) -> Activation:
     """An activation from a name (``relu``, ``relu2``/``squared_relu``, ``quadratic``,
-    ``linear``), from ``('relu_power', q)``, or an :class:`Activation` instance."""
+    ``linear``), from ``('relu_power', q)`` (or the list JSON makes of it), or an
+    :class:`Activation` instance."""
     if isinstance(spec, Activation):
         check_activation(spec)
         return spec
-    if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "relu_power":
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == "relu_power":
         return ReLUPower(spec[1])
     if isinstance(spec, str) and spec in ACTIVATIONS:
         return ACTIVATIONS[spec]()

@@ -29,6 +29,8 @@ itself stays representable (Lyu & Li 2019, App. on the loss "frame").
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import warnings
@@ -116,8 +118,55 @@ def _one(xs):
     return [x.unsqueeze(0) for x in xs]
 
 
+#: torch.optim's implementation flags, taken by every optimizer here as torch's are: the
+#: value each may take, and why another is refused. ``foreach`` and ``fused`` choose how
+#: torch computes the same update, so any value is accepted (the update here is already
+#: one pass per group, and the batched engine stacks runs).
+TORCH_FLAGS = {
+    "foreach": (None, None),
+    "fused": (None, None),
+    "capturable": (False, "CUDA-graph capture is not supported"),
+    "differentiable": (False, "steps are taken under torch.no_grad(): differentiating through an "
+                              "optimizer step is not supported"),
+    "maximize": (False, "the theorems are about minimizing a loss: minimize its negative instead"),
+    "amsgrad": (False, "AMSGrad is not implemented (its running max of v̂ changes the limit the "
+                       "theorems describe)"),
+    "weight_decay": (0.0, "this optimizer has no weight decay: torch's weight_decay here would be a "
+                          "coupled L2 penalty λθ added to the gradient, which changes the margin problem. "
+                          "Use AdamW (decoupled), or add the penalty to your loss"),
+}
+
+
+def _torch_flags(name: str, flags: dict) -> None:
+    for flag, value in flags.items():
+        default, why = TORCH_FLAGS[flag]
+        if why is not None and value != default and not (default is False and value is None):
+            raise ValueError(f"{name}({flag}={value!r}) is not supported: {why}.")
+
+
 class RuleOptimizer(torch.optim.Optimizer):
-    """Base class: steps each parameter group with the rule it names (K = 1)."""
+    """Base class: steps each parameter group with the rule it names (K = 1).
+
+    Every subclass takes torch's flags (:data:`TORCH_FLAGS`) as keywords, as torch's
+    optimizers do: at their defaults they change nothing, ``foreach`` and ``fused`` are
+    accepted at any value, and any other value is refused with the reason."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_takes_torch_flags", False):
+            return
+        own = set(inspect.signature(init).parameters)  # a flag it takes itself keeps its meaning
+        taken = [f for f in TORCH_FLAGS if f not in own]
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            flags = {f: kw.pop(f) for f in taken if f in kw}
+            _torch_flags(cls.__name__, flags)
+            init(self, *args, **kw)
+
+        __init__._takes_torch_flags = True
+        cls.__init__ = __init__
 
     def __init__(self, params, defaults):
         self._warned_dead = False

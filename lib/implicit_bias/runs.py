@@ -37,7 +37,7 @@ BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 TRAINING_VERSION = 2
 
 
-def _integer(v, low: int, high: int) -> bool:
+def _integer(v, low: int, high: float = math.inf) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
@@ -141,6 +141,11 @@ class Run:
     batch_size: int | None = None
 
     def __post_init__(self):
+        # what a file's JSON or TOML gives as lists, a run holds as tuples (betas, an activation)
+        if isinstance(self.options, dict) and isinstance(self.options.get("betas"), list):
+            self.options = {**self.options, "betas": tuple(self.options["betas"])}
+        if isinstance(self.model, dict) and isinstance(self.model.get("activation"), list):
+            self.model = {**self.model, "activation": tuple(self.model["activation"])}
         if isinstance(self.optimizer, type):
             if not issubclass(self.optimizer, torch.optim.Optimizer):
                 raise TypeError("optimizer must be a name or a torch.optim.Optimizer class, "

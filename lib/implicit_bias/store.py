@@ -450,16 +450,6 @@ def _check_arrays(path, meta, arrays) -> None:
                          f"{p.size} parameters.")
 
 
-def _tuples(spec: dict) -> dict:
-    """What JSON made lists and :class:`runs.Run` wants as tuples."""
-    options, model = spec.get("options"), spec.get("model")
-    if isinstance(options, dict) and isinstance(options.get("betas"), list):
-        spec["options"] = {**options, "betas": tuple(options["betas"])}
-    if isinstance(model, dict) and isinstance(model.get("activation"), list):
-        spec["model"] = {**model, "activation": tuple(model["activation"])}
-    return spec
-
-
 #: Parameter counts already made (a sweep's runs share a few model configs).
 _COUNTS: dict = {}
 
@@ -499,7 +489,7 @@ def _run_of(where, config, allow):
     from .runs import Run
 
     _check_run_config(where, config)
-    spec = _tuples(_decode(config, where, allow))
+    spec = _decode(config, where, allow)
     if isinstance(spec.get("model"), dict) and _parameter_count(where, spec["model"]) > MAX_PARAMETERS:
         raise StoreError(f"{where}: its model has more than {MAX_PARAMETERS} parameters.")
     try:

@@ -44,6 +44,7 @@ from . import config
 from . import data as datasets
 from .executors import executor
 from .runs import FIELD_CHECKS as RUN_FIELDS
+from .runs import _integer
 
 #: Run fields a sweep file may set (a list is a dimension of the product).
 FIELDS = ("optimizer", "lr", "steps", "schedule", "seed", "model", "data", "options", "loss",
@@ -105,14 +106,6 @@ MAX_RUNS = 1_000_000
 EXPAND_NOTICE = 10_000
 
 
-def _integer(v, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is(kind):
     return lambda v: isinstance(v, kind)
 
@@ -165,8 +158,6 @@ def _expand(axes: dict, where: str) -> list:
     out = []
     for values in itertools.product(*axes.values()):
         spec = dict(zip(axes, values))
-        if isinstance(spec.get("options", {}).get("betas"), list):
-            spec["options"] = {**spec["options"], "betas": tuple(spec["options"]["betas"])}
         try:
             out.append(Run(**spec))
         except (ValueError, TypeError, KeyError) as err:

@@ -30,7 +30,8 @@ def named(fp, want: str) -> Verdict:
         v.note(f"{p.problem}: nearest {p.nearest} at {ratio:.3f} of its maximum (confident needs "
                f"≥ {RATIO_MIN}, {SEPARATION} above the next, cosine ≥ {COS_MIN} where unique): "
                f"{'confident' if p.confident else 'not confident (' + '; '.join(p.reasons) + ')'}")
-        v.require(p.confident, f"{p.problem}: not confident ({'; '.join(p.reasons)})")
+    doubtful = [f"{p.problem}: not confident ({'; '.join(p.reasons)})" for p in linear if not p.confident]
+    v.require(fp.confident, "; ".join(doubtful) or "the fingerprint is not confident")  # its own reading
     v.require(fp.geometry == want, f"the fingerprint names {fp.geometry}, not {want}")
     return v
 
