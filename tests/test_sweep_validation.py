@@ -501,3 +501,52 @@ def test_debug_shows_the_traceback_of_the_errors_a_command_reports_itself(tmp_pa
     assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no stored runs.\n"
     with pytest.raises(ValueError, match="no stored runs"):
         main(["--debug", "report", str(tmp_path / "empty")])
+
+
+# --- the user's own model factory and optimizer class, named in a sweep file ----------------
+
+USER_MODULE = '''
+import implicit_bias as ib
+
+def make(d):
+    return ib.models.TwoLayer(d, 4, seed=7)
+
+class ClippedSign(ib.optim.SignGD):
+    pass
+'''
+
+
+def test_a_sweep_file_names_the_users_own_factory_and_optimizer_class(tmp_path, monkeypatch):
+    """``model = "module:function"`` and ``optimizer = "module:Class"`` import the user's own
+    code from beside the file (a sweep file is the user's configuration, like Hydra's
+    ``_target_``), and the sweep trains with them."""
+    (tmp_path / "mine_sweep_module.py").write_text(USER_MODULE)
+    monkeypatch.chdir(ROOT)  # not beside the module: the file's folder is searched
+    path = sweep_file(tmp_path, model="'mine_sweep_module:make'", optimizer="'mine_sweep_module:ClippedSign'")
+    try:
+        spec = sweep.load(path)
+        (run,) = spec.runs
+        assert run.model.__name__ == "make" and run.optimizer.__name__ == "ClippedSign"
+        _, (h,) = sweep.run(path, progress=False)
+        assert h.run.model is run.model and np.isfinite(h.log_loss[-1])
+        assert str(tmp_path) not in sys.path  # the folder was searched, not left on the path
+    finally:
+        sys.modules.pop("mine_sweep_module", None)
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"model": "'no_such_module_here:make'"}, r"model = 'no_such_module_here:make': cannot import it "
+                                              r"\(ModuleNotFoundError"),
+    ({"optimizer": "'mine_sweep_module:Missing'"},
+     r"optimizer = 'mine_sweep_module:Missing': cannot import it \(AttributeError"),
+    ({"optimizer": "'mine_sweep_module:make'"}, "optimizer must be a name or a torch.optim.Optimizer class"),
+    ({"model": "'not a path'"}, r"model = 'not a path': expected a table .* or your own factory"),
+])
+def test_a_users_name_that_does_not_import_is_one_message(tmp_path, fields, match):
+    (tmp_path / "mine_sweep_module.py").write_text(USER_MODULE)
+    try:
+        with pytest.raises(ValueError, match=match) as err:
+            sweep.load(sweep_file(tmp_path, **fields))
+        assert str(err.value).startswith(str(tmp_path / "s.toml"))
+    finally:
+        sys.modules.pop("mine_sweep_module", None)

@@ -151,7 +151,7 @@ def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DT
     return _tensors(X, np.sign(X @ teacher), dtype)
 
 
-#: Most draws :func:`gaussian` may need (about n / P(|z| ≥ gap)); beyond, a gap is refused.
+#: Most draws :func:`gaussian` may need (about n / P(``|z| ≥ gap``)); beyond, a gap is refused.
 MAX_DRAWS = 10_000_000
 
 

@@ -150,6 +150,9 @@ class Run:
             if not issubclass(self.optimizer, torch.optim.Optimizer):
                 raise TypeError("optimizer must be a name or a torch.optim.Optimizer class, "
                                 f"got {self.optimizer!r}.")
+        elif not isinstance(self.optimizer, str):
+            raise TypeError("optimizer must be a name or a torch.optim.Optimizer class, "
+                            f"got {self.optimizer!r}.")
         elif self.optimizer not in optim.OPTIMIZERS:
             raise ValueError(
                 f"Unknown optimizer {self.optimizer!r}; choose one of {sorted(optim.OPTIMIZERS)}, "

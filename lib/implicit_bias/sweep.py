@@ -31,9 +31,11 @@ spec into an executor for ``train(executor=...)``.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,11 +112,42 @@ def _is(kind):
     return lambda v: isinstance(v, kind)
 
 
+def _import_path(v) -> bool:
+    return isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v) is not None
+
+
+def _user_object(value: str, name: str, where: str, base: Path | None):
+    """A sweep file's ``"module:attribute"``: the user's own model factory or optimizer
+    class, imported as a script's imports are (a sweep file is the user's own configuration,
+    like Hydra's ``_target_``; a stored result naming code is another matter, see
+    :mod:`implicit_bias.store`). ``module`` is found on ``sys.path`` or beside the file."""
+    module, _, attribute = value.partition(":")
+    added = base is not None and str(base) not in sys.path
+    if added:
+        sys.path.insert(0, str(base))
+    try:
+        obj = importlib.import_module(module)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except Exception as err:  # the user's module: any error it raises is theirs to read
+        raise ValueError(f"{where}: {name} = {value!r}: cannot import it "
+                         f"({type(err).__name__}: {err}).") from None
+    finally:
+        if added:
+            sys.path.remove(str(base))
+    return obj
+
+
 #: What each run field must hold (a check, and what to write in its place): the run's own
 #: table, and ``seeds``. The rest of a value (a known optimizer, loss, model kind) is checked
 #: by :class:`runs.Run`.
 FIELD_CHECKS = {**RUN_FIELDS, "data": (RUN_FIELDS["data"][0], "the name of a [data.<name>] table"),
-                "seeds": (lambda v: _integer(v, 1), "a count of seeds, an integer ≥ 1")}
+                "seeds": (lambda v: _integer(v, 1), "a count of seeds, an integer ≥ 1"),
+                "optimizer": (_is(str), "an optimizer name such as 'SignGD', or your own class as "
+                                        "'module:Class'"),
+                "model": (lambda v: isinstance(v, dict) or _import_path(v),
+                          "a table such as {kind = 'two_layer', width = 16}, or your own factory as "
+                          "'module:function'")}
 
 
 def _check(name: str, value, where: str, checks: dict = FIELD_CHECKS) -> None:
@@ -151,13 +184,17 @@ def _axes(block, where: str) -> dict:
     return axes
 
 
-def _expand(axes: dict, where: str) -> list:
-    """The runs of a checked block: the product of its axes, each run built and checked."""
+def _expand(axes: dict, where: str, base: Path | None = None) -> list:
+    """The runs of a checked block: the product of its axes, each run built and checked
+    (``"module:attribute"`` models and optimizers imported, ``base``: the file's folder)."""
     from .runs import Run
 
     out = []
     for values in itertools.product(*axes.values()):
         spec = dict(zip(axes, values))
+        for name in ("model", "optimizer"):
+            if _import_path(spec.get(name)):
+                spec[name] = _user_object(spec[name], name, where, base)
         try:
             out.append(Run(**spec))
         except (ValueError, TypeError, KeyError) as err:
@@ -258,7 +295,7 @@ def load(path, store=None) -> Sweep:
     wheres = [f"{path}: [[runs]] block {i}" for i in range(1, len(spec["runs"]) + 1)]
     blocks = [_axes(block, where) for block, where in zip(spec["runs"], wheres)]
     _count(blocks, path)
-    runs = [r for axes, where in zip(blocks, wheres) for r in _expand(axes, where)]
+    runs = [r for axes, where in zip(blocks, wheres) for r in _expand(axes, where, path.parent.resolve())]
     missing = sorted({r.data for r in runs} - set(data))
     if missing and data:  # no data at all: a Python caller may pass it to train itself
         raise ValueError(f"{path}: runs ask for data {missing}, but the file has {sorted(data) or 'none'}: "
