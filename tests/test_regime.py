@@ -64,7 +64,9 @@ def test_train_warns_when_muon_adam_leaves_its_regime_and_the_ratio_collapses(mu
 def test_step_ratio_ignores_groups_without_adam():
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    assert regime.step_ratio(model, opt, 0.0) == {}
+    out = regime.step_ratio(model, opt, 0.0)  # no parameter's ratio; the pooled ones NaN
+    assert set(out) == {"step ratio median", "step ratio max", "live fraction"}
+    assert all(math.isnan(v) for v in out.values())
 
 
 def test_warn_skips_failed_runs():

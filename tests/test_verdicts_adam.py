@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import one_thread, thinned
-from implicit_bias import data, max_margin, maxmargin, models, symmetry
+from implicit_bias import data, max_margin, maxmargin, models, regime, symmetry
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import adam
 
@@ -218,7 +218,7 @@ def beta_case():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hs = train1([adam_run(2000, betas=b, label=f"Adam β={b}") for b in cases], (X, y),
-                    norms=("l2", "linf"), observe=adam.step_ratio)
+                    norms=("l2", "linf"), observe=regime.step_ratio)
     return hs, unit, [str(w.message) for w in caught]
 
 

@@ -116,17 +116,26 @@ def live_step_ratios(model, optimizer) -> dict:
 
 
 def step_ratio(model, optimizer, frame: float) -> dict:
-    """An observer for ``train(observe=...)``: the median and the 90th percentile over
-    coordinates of Adam's ``|m̂|/√v̂`` for every parameter in an Adam group, as
-    ``{'step ratio <name>': median, 'step ratio <name> q90': percentile}`` (live coordinates,
-    :func:`live_step_ratios`). Coordinates whose gradient keeps changing sign have a small
-    ratio in any regime; when the whole block freezes (the loss falls faster than √v̂
-    forgets) the 90th percentile collapses too."""
-    out = {}
-    for name, (ratio, _) in live_step_ratios(model, optimizer).items():
+    """An observer for ``train(observe=...)``: Adam's step ``|m̂|/√v̂`` in units of η_t over
+    the live coordinates (:func:`live_step_ratios`) of every Adam group. For every parameter
+    ``'step ratio <name>'`` (the median) and ``'step ratio <name> q90'`` (the 90th
+    percentile); pooled over all of them ``'step ratio median'``, ``'step ratio max'`` and
+    ``'live fraction'`` (of the Adam coordinates); NaN for an optimizer without an Adam
+    group. Coordinates whose gradient keeps changing sign have a small ratio in any regime;
+    when the whole block freezes (the loss falls faster than √v̂ forgets) the 90th
+    percentile collapses too."""
+    out, pooled, total = {}, [], 0
+    for name, (ratio, size) in live_step_ratios(model, optimizer).items():
+        pooled.append(ratio)
+        total += size
         ratio = ratio if len(ratio) else torch.full((1,), math.nan)
         out[f"step ratio {name}"] = float(ratio.median())
         out[f"step ratio {name} q90"] = float(ratio.quantile(0.9))
+    flat = torch.cat(pooled) if pooled else torch.empty(0)
+    live = len(flat) > 0
+    out["step ratio median"] = float(flat.median()) if live else math.nan
+    out["step ratio max"] = float(flat.max()) if live else math.nan
+    out["live fraction"] = len(flat) / total if live else math.nan
     return out
 
 

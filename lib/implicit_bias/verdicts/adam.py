@@ -17,11 +17,11 @@
 * :func:`dead_coordinates` — with ε = 0 a coordinate that never gets a gradient takes the
   step 0 (the ε → 0 limit), with one warning, never a NaN.
 
-The observers :func:`step_ratio` and :func:`scales` go to ``train(observe=...)``.
-:func:`step_ratio` pools the ratios of :func:`implicit_bias.regime.live_step_ratios` over
-all parameters (``regime.step_ratio`` reports them per parameter). Both leave out the
-coordinates whose gradient is zero at the logged step: on the digits network half the
-hidden units die during training, and their ratios (which decay like ``(β1/√β2)^t`` in any
+The observers :func:`implicit_bias.regime.step_ratio` (Adam's step ratio, per parameter
+and pooled) and :func:`scales` (it and :func:`implicit_bias.train.adaptive_scales`) go to
+``train(observe=...)``. The step ratio leaves out the coordinates whose gradient is zero at
+the logged step: on the digits network half the hidden units die during training, and their
+ratios (which decay like ``(β1/√β2)^t`` in any
 regime) would drag the median to 1e-18 in a run whose live coordinates step at ratio 0.95.
 """
 
@@ -47,22 +47,10 @@ RATIO_MIN = 0.1
 # --- observers -------------------------------------------------------------------
 
 
-def step_ratio(model, optimizer, frame: float) -> dict:
-    """An observer for ``train(observe=...)``: Adam's step ``|m̂_j|/√v̂_j`` in units of η_t, median
-    and max pooled over the live coordinates of all Adam groups
-    (:func:`implicit_bias.regime.live_step_ratios`), and the fraction of such live
-    coordinates. NaN for an optimizer without an Adam group."""
-    per_param = list(_regime.live_step_ratios(model, optimizer).values())
-    flat = torch.cat([r for r, _ in per_param]) if per_param else torch.empty(0)
-    if not len(flat):
-        return {"step_ratio_median": math.nan, "step_ratio_max": math.nan, "live_fraction": math.nan}
-    return {"step_ratio_median": float(flat.median()), "step_ratio_max": float(flat.max()),
-            "live_fraction": len(flat) / sum(n for _, n in per_param)}
-
-
 def scales(model, optimizer, frame: float) -> dict:
-    """:func:`implicit_bias.train.adaptive_scales` and :func:`step_ratio` in one observer."""
-    return {**adaptive_scales(model, optimizer, frame), **step_ratio(model, optimizer, frame)}
+    """:func:`implicit_bias.train.adaptive_scales` and :func:`implicit_bias.regime.step_ratio`
+    in one observer."""
+    return {**adaptive_scales(model, optimizer, frame), **_regime.step_ratio(model, optimizer, frame)}
 
 
 def conditioner(model, optimizer, frame: float) -> dict:
@@ -115,7 +103,7 @@ def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0
     ``log L`` falls per step slower than ``½ log(1/β2)``, the rate at which ``√v̂`` forgets.
     The step ratio predicted from the loss alone (:func:`implicit_bias.regime.ratio_deficit`,
     the criterion behind ``train``'s warning) ends above 0.1. And the measured median step
-    ratio ``|m̂|/√v̂`` over the live coordinates (:func:`step_ratio`), itself taken as a
+    ratio ``|m̂|/√v̂`` over the live coordinates (:func:`implicit_bias.regime.step_ratio`), itself taken as a
     median over the logged steps of the last ``window`` of the run, is at least
     ``ratio_min``: one logged point of a chaotic network run can sit anywhere between 0.1
     and 1. When the loss falls faster than ``√v̂`` forgets, ``√v̂`` remembers larger
@@ -124,7 +112,7 @@ def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0
     measured ratio sees."""
     label = h.run.label
     v = Verdict(f"{label} stays in Adam's regime (loss drop per step < ½ log(1/β2), step ratio of order one)")
-    ratio = h.observed.get("step_ratio_median")
+    ratio = h.observed.get("step ratio median")
     if not v.require(ratio is not None and np.isfinite(ratio[-1]),
                      f"{label}: no Adam step ratio observed (not an Adam run, or no step_ratio observer)"):
         return v
@@ -389,18 +377,18 @@ def beta_bound(beta1: float, beta2: float) -> float:
 
 def beta_cases(ok, mild, bad, unit: dict, messages) -> Verdict:
     """Three Adam runs on linear data: ``ok`` (β1 ≤ β2), ``mild`` (β2 < β1 < √β2) and ``bad``
-    (β1² > β2), with the :func:`step_ratio` observer. ``ok`` and ``mild``: the largest step
-    ratio stays below Kingma & Ba's bound, the direction ends closer to the ℓ∞ solution
-    than to the ℓ2 one, and the run is in its :func:`regime`. ``bad``: the ratio exceeds 10
-    and is still at its maximum at the end, the direction ends closer to ℓ2, and the loss
-    is more than 10⁵ times below ``ok``'s.
+    (β1² > β2), with the :func:`implicit_bias.regime.step_ratio` observer. ``ok`` and
+    ``mild``: the largest step ratio stays below Kingma & Ba's bound, the direction ends
+    closer to the ℓ∞ solution than to the ℓ2 one, and the run is in its :func:`regime`.
+    ``bad``: the ratio exceeds 10 and is still at its maximum at the end, the direction ends
+    closer to ℓ2, and the loss is more than 10⁵ times below ``ok``'s.
     ``messages`` (the warnings raised) must include the β1 > β2 warning for ``bad``."""
     v = Verdict("β1² > β2 makes Adam's steps unbounded; β1 ≤ β2 (or at least β1² < β2) keeps them sign-sized")
 
     def summary(h):
         w = _unit(h.directions[-1])
         b1, b2 = _betas(h)
-        r = h.observed["step_ratio_max"]
+        r = h.observed["step ratio max"]
         return b1, b2, float(np.nanmax(r)), float(r[-1]), float(w @ unit["linf"]), float(w @ unit["l2"])
 
     for h in (ok, mild):
@@ -452,6 +440,6 @@ def dead_coordinates(start: torch.nn.Module, end: torch.nn.Module, X, messages) 
     return v
 
 
-__all__ = ["RATIO_MIN", "step_ratio", "scales", "conditioner", "handover",
+__all__ = ["RATIO_MIN", "scales", "conditioner", "handover",
            "regime", "linear", "network", "linear_sweep_rows", "eps_sweep_linear", "eps_sweep_network",
            "conditioner_solution", "preconditioned", "beta_bound", "beta_cases", "dead_coordinates"]

@@ -202,7 +202,7 @@ def regime(histories, n: int, floor: float = 0.1) -> Verdict:
     for h in histories:
         label = h.run.label
         beta2 = regimes.adam_beta2(h.run)
-        key = next((k for k in h.observed if k.startswith("step ratio")), None)
+        key = "step ratio median" if "step ratio median" in h.observed else None
         if not v.require(beta2 is not None and key is not None,
                          f"{label}: not an Adam run, or trained without the step-ratio observer"):
             continue
