@@ -48,6 +48,8 @@ VARIANTS = {
               dict(lr=0.08, schedule=0.3, options={"eps": 1e-8, "betas": (0.3, 0.5), "weight_decay": 1e-3})],
     "Lion": [dict(lr=0.4, options={"betas": (0.5, 0.6)}),
              dict(lr=0.6, schedule=0.1, options={"weight_decay": 1e-5})],
+    "ClippedAdam": [dict(lr=0.04, options={"eps": 0.0, "betas": (0.5, 0.6), "clip": 0.3}),
+                    dict(lr=0.08, schedule=0.3, options={"eps": 1e-12, "betas": (0.3, 0.5), "clip": 2.0})],
 }
 
 
@@ -84,7 +86,7 @@ def assert_same(fast, slow, tol=1e-10):
 
 def test_variants_cover_every_batched_optimizer():
     assert set(VARIANTS) == set(BATCHED)
-    assert set(BATCHED) - set(oracle_optim.OPTIMIZERS) == {"AdamW", "Lion"}
+    assert set(BATCHED) - set(oracle_optim.OPTIMIZERS) == {"AdamW", "Lion", "ClippedAdam"}
     assert set(batched.UNBATCHED) == {"TorchMuon", "AdamProxy"}
 
 

@@ -346,6 +346,7 @@ RESCALE_CASES = {
     "AdaGrad": dict(lr=0.1, eps=1e-1),
     "AdamW": dict(lr=0.01, eps=1e-2, weight_decay=0.1),
     "Lion": dict(lr=0.005, weight_decay=0.1),
+    "ClippedAdam": dict(lr=0.01, eps=1e-2, clip=0.5),
     "AdamProxy": dict(lr=0.01),
     "MuonSignum": dict(lr=0.05, lr_signum=0.005, momentum=0.9),
     "MuonAdam": dict(lr=0.05, lr_adam=0.005, eps=1e-2),

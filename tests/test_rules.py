@@ -4,6 +4,7 @@ framed loss too. New optimizers (AdamW, Lion) against torch.optim or their defin
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -98,3 +99,47 @@ def test_state_stays_finite_in_its_dtype_however_far_the_frame_moves(dtype):
     ref = rule.update([g], rules.rescale(rule, wide, 60.0), {**hyper, "frame": 60.0}, [2], [g])
     assert torch.isfinite(u.directions[0]).all()
     assert rel_err(u.directions[0].double(), ref.directions[0]) < (1e-5 if dtype == torch.float32 else 1e-12)
+
+
+# --- a new optimizer is one rule: ClippedAdam (rules.adam_clip), its class generated ---------
+
+
+def test_a_rule_that_names_an_optimizer_gets_its_class_with_the_rules_knobs():
+    """``rules.adam_clip`` declares a hyperparameter no other rule has (``clip``); optim
+    generates ``ClippedAdam`` from it: its signature, defaults and checks are the rule's."""
+    rule = rules.get("adam_clip")
+    assert optim.OPTIMIZERS["ClippedAdam"] is optim.ClippedAdam and rule.optimizer == "ClippedAdam"
+    params = inspect.signature(optim.ClippedAdam).parameters
+    defaults = {k: knob.default for k, knob in rule.knobs.items()}
+    assert {k: params[k].default for k in ("betas", "eps", "clip")} == defaults
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    assert optim.ClippedAdam([p], 0.1).param_groups[0]["clip"] == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="clip must be a finite number > 0"):
+            optim.ClippedAdam([p], 0.1, clip=bad)
+    with pytest.raises(TypeError, match=r"unknown hyperparameters \['rho'\]"):
+        optim.ClippedAdam([p], 0.1, rho=0.1)
+
+
+def test_clipped_adam_is_adam_until_a_step_exceeds_its_clip():
+    """The positive control: with a clip no step reaches it equals Adam to the bit; the
+    mutant: a small clip changes the steps, each coordinate's to at most ``clip``."""
+    torch.manual_seed(0)
+    grads = [torch.randn(5, dtype=torch.float64) for _ in range(4)]
+
+    def run(make):
+        p = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+        opt, moves = make([p]), []
+        for g in grads:
+            before = p.detach().clone()
+            p.grad = g.clone()
+            opt.step()
+            moves.append((p.detach() - before).abs().max().item())
+        return p.detach(), moves
+
+    adam, _ = run(lambda ps: optim.Adam(ps, 0.1, betas=(0.9, 0.999), eps=1e-8))
+    wide, _ = run(lambda ps: optim.ClippedAdam(ps, 0.1, clip=100.0))
+    tight, moves = run(lambda ps: optim.ClippedAdam(ps, 0.1, clip=0.2))
+    assert torch.equal(adam, wide)
+    assert not torch.allclose(adam, tight) and max(moves) <= 0.1 * 0.2 + 1e-15
+

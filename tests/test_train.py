@@ -35,6 +35,7 @@ FRAME_CASES = {
     "MuonAdam": (TWO, 0.05, {"eps": 1e-8, "betas": (0.5, 0.5)}),
     "AdamW": (TWO, 0.05, {"eps": 1e-20, "betas": (0.5, 0.5), "weight_decay": 1e-3}),
     "Lion": (LIN, 0.3, {"betas": (0.5, 0.6)}),
+    "ClippedAdam": (TWO, 0.05, {"eps": 1e-20, "betas": (0.5, 0.5), "clip": 0.5}),
 }
 
 

@@ -42,24 +42,10 @@ from . import rules
 from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, as_norm, matrix_indices
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_lr(lr):
-    if not (_is_number(lr) and lr >= 0):
+    if not (rules._is_number(lr) and lr >= 0):
         hint = ": pass float(lr)" if torch.is_tensor(lr) else ""
         raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}{hint}.")
-
-
-def _check_beta(name, beta):
-    if not (_is_number(beta) and 0.0 <= beta < 1.0):
-        raise ValueError(f"{name} must lie in [0, 1), got {beta!r}.")
-
-
-def _check_nonnegative(name, x):
-    if not (_is_number(x) and x >= 0):
-        raise ValueError(f"{name} must be ≥ 0 (0 is allowed) and finite, got {x!r}.")
 
 
 def _check_flag(name, x):
@@ -68,30 +54,22 @@ def _check_flag(name, x):
 
 
 def _pair(betas) -> tuple:
-    """``betas`` as the tuple a group stores; the numbers are checked by :func:`check_group`."""
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}.")
+    """``betas`` as the tuple a group stores (checked by the rule's knob, :func:`check_group`)."""
+    rules.check_betas("betas", betas)
     return tuple(betas)
 
 
 def check_group(group: dict) -> None:
-    """Validate a parameter group's rule and numbers (clear errors before any step)."""
+    """Validate a parameter group's rule and numbers (clear errors before any step): each of
+    the rule's knobs (:class:`rules.Knob`) by its own check."""
     rule = rules.get(group.get("rule"))
     _check_lr(group["lr"])
     for key in rule.numbers + rule.options:
         if key not in group:
             raise ValueError(f"A '{rule.name}' parameter group needs '{key}'.")
-    if "momentum" in group:
-        _check_beta("momentum", group["momentum"])
-    if "beta2" in group:
-        _check_beta("beta2", group["beta2"])
-    if "betas" in group:
-        betas = group["betas"]
-        for name, b in zip(("beta1", "beta2"), _pair(betas)):
-            _check_beta(name, b)
-    for key in ("eps", "weight_decay"):
-        if key in group:
-            _check_nonnegative(key, group[key])
+    for key, knob in rule.knobs.items():
+        if knob.check is not None:
+            knob.check(key, group[key])
     if "normalized" in group:
         _check_flag("normalized", group["normalized"])
     if "norm" in rule.options:
@@ -434,8 +412,8 @@ class TorchMuon(torch.optim.Muon):
     def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5):
         _check_lr(lr)
-        _check_beta("momentum", momentum)
-        _check_nonnegative("weight_decay", weight_decay)
+        rules.check_beta("momentum", momentum)
+        rules.check_nonnegative("weight_decay", weight_decay)
         _check_flag("nesterov", nesterov)
         if not (isinstance(ns_steps, numbers.Integral) and not isinstance(ns_steps, bool) and ns_steps >= 1):
             raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, "
@@ -653,6 +631,36 @@ OPTIMIZERS = {
 }
 
 
+def from_rule(name: str, class_name: str | None = None) -> type:
+    """A ``torch.optim`` class for the registered rule ``name``: ``Cls(params, lr, **knobs)``,
+    each knob (:class:`rules.Knob`) defaulting to the rule's default and checked by its check,
+    the rule's docstring as its own. Every rule that names an ``optimizer`` gets its class
+    here when this module is imported (in :data:`OPTIMIZERS`, and as an attribute of this
+    module); for a rule registered later, ``register(from_rule("my_rule", "MyOpt"))``."""
+    rule = rules.get(name)
+    class_name = class_name or rule.optimizer or name
+
+    def __init__(self, params, lr: float, **options):
+        unknown = sorted(set(options) - set(rule.knobs))
+        if unknown:
+            raise TypeError(f"{class_name}() got unknown hyperparameters {unknown}; the rule "
+                            f"'{name}' has {list(rule.knobs)}.")
+        knobs = {key: options.get(key, knob.default) for key, knob in rule.knobs.items()}
+        if isinstance(knobs.get("betas"), list):
+            knobs["betas"] = tuple(knobs["betas"])
+        RuleOptimizer.__init__(self, params, dict(rule=name, lr=lr, **knobs))
+
+    __init__.__signature__ = inspect.Signature([
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("lr", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=float),
+        *(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=knob.default)
+          for key, knob in rule.knobs.items())])
+    return type(class_name, (RuleOptimizer,), {
+        "__init__": __init__, "__doc__": rule.update.__doc__, "__module__": __name__,
+        "__qualname__": class_name})
+
+
 def register(cls: type) -> type:
     """Add an optimizer class to :data:`OPTIMIZERS` under its name, so that
     ``Run(optimizer=name)`` trains it (usable as a class decorator). A
@@ -681,3 +689,9 @@ def power_schedule(optimizer: torch.optim.Optimizer, exponent: float) -> LambdaL
     if not (isinstance(exponent, (int, float)) and math.isfinite(exponent) and exponent >= 0):
         raise ValueError(f"schedule exponent must be a finite number ≥ 0, got {exponent!r}.")
     return LambdaLR(optimizer, lambda t: (t + 1.0) ** (-exponent))
+
+
+# The classes of the rules that name one (a new optimizer is one rule in rules.py).
+for _rule in list(rules.RULES.values()):
+    if _rule.optimizer and _rule.optimizer not in OPTIMIZERS:
+        globals()[_rule.optimizer] = register(from_rule(_rule.name))

@@ -25,6 +25,7 @@ division by a root with 0/0 := 0, ε in the units of the framed gradients.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -72,16 +73,59 @@ class Update(NamedTuple):
     dead: bool = False
 
 
+# --- the checks a hyperparameter declares ------------------------------------------------
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_beta(name: str, beta) -> None:
+    if not (_is_number(beta) and 0.0 <= beta < 1.0):
+        raise ValueError(f"{name} must lie in [0, 1), got {beta!r}.")
+
+
+def check_betas(name: str, betas) -> None:
+    """A pair ``(β1, β2)`` (as Adam's and Lion's), each in [0, 1)."""
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"{name} must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}.")
+    for i, beta in enumerate(betas, 1):
+        check_beta(f"beta{i}", beta)
+
+
+def check_nonnegative(name: str, x) -> None:
+    if not (_is_number(x) and x >= 0):
+        raise ValueError(f"{name} must be ≥ 0 (0 is allowed) and finite, got {x!r}.")
+
+
+def check_positive(name: str, x) -> None:
+    if not (_is_number(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {x!r}.")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A rule's hyperparameter: its default (the value an optimizer class generated from
+    the rule uses when none is given) and the check a value must pass
+    (``check(name, value)`` raises ``ValueError``)."""
+
+    default: object = None
+    check: Callable | None = None
+
+
 @dataclass(frozen=True)
 class Rule:
     """A registered rule: ``update(grads, state, hyper, steps, params) -> Update``.
 
-    ``state`` maps each state entry to its order in the gradient; ``numbers`` are the
-    parameter-group entries that may differ from run to run (stacked as ``(K,)`` vectors,
-    a tuple such as ``betas`` element by element); ``options`` are entries that must be
-    equal for runs to share one batched update (a norm, ``normalized``). ``hyper`` holds
-    both, plus ``frame`` (F: the gradients are those of ``e^F L``) and, for rules that ask
-    for it, ``grad_samples`` (per-sample gradients, ``(K, batch, …)`` each)."""
+    ``state`` maps each state entry to its order in the gradient; ``knobs`` are the
+    hyperparameters it reads from a parameter group (name → :class:`Knob`), numbers that may
+    differ from run to run (stacked as ``(K,)`` vectors, a tuple such as ``betas`` element
+    by element); ``numbers`` are their names. ``options`` are entries that must be equal for
+    runs to share one batched update (a norm, ``normalized``). ``hyper`` holds both, plus
+    ``frame`` (F: the gradients are those of ``e^F L``) and, for rules that ask for it,
+    ``grad_samples`` (per-sample gradients, ``(K, batch, …)`` each). ``optimizer``: the name
+    of the ``torch.optim`` class :mod:`implicit_bias.optim` generates for the rule (None:
+    its class is written by hand there, or it has none)."""
 
     name: str
     update: Callable
@@ -89,18 +133,25 @@ class Rule:
     numbers: tuple = ()
     options: tuple = ()
     per_sample: bool = False
+    knobs: dict = field(default_factory=dict)
+    optimizer: str | None = None
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, state=None, numbers=(), options=(), per_sample: bool = False):
-    """Decorator: register ``fn`` as the rule ``name`` (see :class:`Rule`)."""
+def register(name: str, state=None, numbers=(), options=(), per_sample: bool = False, knobs=None,
+             optimizer: str | None = None):
+    """Decorator: register ``fn`` as the rule ``name`` (see :class:`Rule`). Its
+    hyperparameters are ``knobs`` (name → :class:`Knob`: a default and a check); a name
+    only listed in ``numbers`` is a knob with neither."""
 
     def wrap(fn):
         if name in RULES:
             raise ValueError(f"A rule named {name!r} is already registered.")
-        RULES[name] = Rule(name, fn, dict(state or {}), tuple(numbers), tuple(options), per_sample)
+        declared = {**{n: Knob() for n in numbers}, **dict(knobs or {})}
+        RULES[name] = Rule(name, fn, dict(state or {}), tuple(declared), tuple(options), per_sample,
+                           declared, optimizer)
         return fn
 
     return wrap
@@ -269,7 +320,7 @@ def rescale(rule: Rule, state: dict, delta) -> dict:
 # --- the rules ---------------------------------------------------------------------------
 
 
-@register("steepest", state={"momentum_buffer": 1}, numbers=("momentum",),
+@register("steepest", state={"momentum_buffer": 1}, knobs={"momentum": Knob(0.0, check_beta)},
           options=("norm", "normalized"))
 def steepest(grads, state, hyper, steps, params) -> Update:
     """(Momentum) steepest descent for ``hyper['norm']``: ``m ← β m + (1−β) g``, then the
@@ -291,7 +342,10 @@ def steepest(grads, state, hyper, steps, params) -> Update:
 ADAM_STATE = {"exp_avg": 1, "exp_avg_sq": 2}
 
 
-@register("adam", state=ADAM_STATE, numbers=("betas", "eps"))
+ADAM_KNOBS = {"betas": Knob((0.9, 0.999), check_betas), "eps": Knob(1e-8, check_nonnegative)}
+
+
+@register("adam", state=ADAM_STATE, knobs=ADAM_KNOBS)
 def adam(grads, state, hyper, steps, params) -> Update:
     """Adam (Kingma & Ba 2015): ``m̂ / (√v̂ + ε)`` with bias correction; ε may be 0."""
     b1, b2 = hyper["betas"]
@@ -309,14 +363,15 @@ def adam(grads, state, hyper, steps, params) -> Update:
     return Update(u, {"exp_avg": m, "exp_avg_sq": v}, dead)
 
 
-@register("adamw", state=ADAM_STATE, numbers=("betas", "eps", "weight_decay"))
+@register("adamw", state=ADAM_STATE, knobs={**ADAM_KNOBS, "weight_decay": Knob(0.01, check_nonnegative)})
 def adamw(grads, state, hyper, steps, params) -> Update:
     """AdamW: Adam's direction plus the decoupled weight decay ``λθ``."""
     step = adam(grads, state, hyper, steps, params)
     return step._replace(directions=decoupled_decay(step.directions, params, hyper["weight_decay"]))
 
 
-@register("lion", state={"exp_avg": 1}, numbers=("betas", "weight_decay"))
+@register("lion", state={"exp_avg": 1},
+          knobs={"betas": Knob((0.9, 0.99), check_betas), "weight_decay": Knob(0.0, check_nonnegative)})
 def lion(grads, state, hyper, steps, params) -> Update:
     """Lion (Chen et al. 2023): ``sign(β1 m + (1−β1) g)``, then ``m ← β2 m + (1−β2) g``,
     plus the decoupled weight decay. Without decay it is steepest descent for ℓ∞ on an
@@ -334,7 +389,8 @@ def _by_root(grads, acc: Entry, hyper):
     return scaled_by_root(grads, acc.tensors, eps, root_factors=roots)
 
 
-@register("rmsprop", state={"square_avg": 2}, numbers=("beta2", "eps"))
+@register("rmsprop", state={"square_avg": 2},
+          knobs={"beta2": Knob(0.99, check_beta), "eps": Knob(1e-8, check_nonnegative)})
 def rmsprop(grads, state, hyper, steps, params) -> Update:
     """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``."""
     v = ema(entry(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
@@ -342,7 +398,7 @@ def rmsprop(grads, state, hyper, steps, params) -> Update:
     return Update(u, {"square_avg": v}, dead)
 
 
-@register("adagrad", state={"sum": 2}, numbers=("eps",))
+@register("adagrad", state={"sum": 2}, knobs={"eps": Knob(1e-10, check_nonnegative)})
 def adagrad(grads, state, hyper, steps, params) -> Update:
     """AdaGrad: ``G ← G + g²``, direction ``g / (√G + ε)``."""
     acc = ema(entry(state, "sum", grads), grads, 1.0, squared=True, weight=1.0)
@@ -360,6 +416,21 @@ def adam_proxy(grads, state, hyper, steps, params) -> Update:
     return Update(u, {}, dead)
 
 
-__all__ = ["RULES", "Rule", "Entry", "Update", "register", "get", "rescale", "ema", "settled", "aligned",
+
+@register("adam_clip", state=ADAM_STATE, knobs={**ADAM_KNOBS, "clip": Knob(1.0, check_positive)},
+          optimizer="ClippedAdam")
+def adam_clip(grads, state, hyper, steps, params) -> Update:
+    """Adam with its step clipped coordinate-wise at ``clip`` (the update clipping of
+    Adafactor, and of Sophia's clipped ratio): ``clamp(m̂ / (√v̂ + ε), −clip, clip)``. With
+    ``clip`` ≥ 1 and β1 ≤ β2 it is Adam (its steps stay below Kingma & Ba's bound, about 1);
+    smaller, it steps like sign descent wherever Adam would take a full step."""
+    step = adam(grads, state, hyper, steps, params)
+    c = hyper["clip"]
+    clipped = [torch.minimum(torch.maximum(u, -column(c, u)), column(c, u)) if torch.is_tensor(c)
+               else u.clamp(-c, c) for u in step.directions]
+    return step._replace(directions=clipped)
+
+__all__ = ["RULES", "Rule", "Knob", "Entry", "Update", "register", "get", "check_beta", "check_betas",
+           "check_nonnegative", "check_positive", "ADAM_KNOBS", "rescale", "ema", "settled", "aligned",
            "entry", "bias_correction", "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "FOLD",
            "fold_limit"]
