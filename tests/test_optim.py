@@ -648,3 +648,16 @@ def test_a_flag_the_optimizer_takes_itself_keeps_its_meaning():
     assert "weight_decay" in inspect.signature(optim.AdamW).parameters
     opt = optim.AdamW([torch.nn.Parameter(torch.ones(2))], 0.1, weight_decay=0.1)
     assert opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_the_dead_coordinate_warning_points_at_the_users_line():
+    """An ε = 0 step that meets 0/0 warns once, at the line that called ``step()`` (here),
+    not inside torch's optimizer wrappers."""
+    p = torch.nn.Parameter(torch.ones(2, dtype=F64))
+    opt = optim.Adam([p], 0.1, betas=(0.9, 0.99), eps=0.0)
+    p.grad = torch.tensor([1.0, 0.0], dtype=F64)  # the second coordinate never gets a gradient
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.step()
+    (w,) = [w for w in caught if "eps = 0" in str(w.message)]
+    assert w.filename == __file__, w.filename

@@ -153,7 +153,7 @@ class BatchedOptimizer:
             group["state"].update(update.state)
             if update.dead and not self._warned_dead:
                 self._warned_dead = True
-                optim.warn_dead_coordinates(stacklevel=4)
+                optim.warn_dead_coordinates()
             if group["one_rate"]:  # one rate for every run: θ − η_t u in one pass, as the optimizers
                 lr = -float(group["lr"][0] * decay[0])
                 for p, u in zip(ps, update.directions):

@@ -40,6 +40,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from . import rules
 from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, as_norm, matrix_indices
+from .warn import user_stacklevel
 
 
 def _check_lr(lr):
@@ -78,8 +79,9 @@ def check_group(group: dict) -> None:
         group["norm"].check(group["params"])
 
 
-def warn_dead_coordinates(stacklevel: int = 3) -> None:
-    """The warning for a 0/0 step of an ε = 0 adaptive method (see ``rules.scaled_by_root``)."""
+def warn_dead_coordinates() -> None:
+    """The warning for a 0/0 step of an ε = 0 adaptive method (see ``rules.scaled_by_root``),
+    pointing at the user's line (:func:`warn.user_stacklevel`)."""
     warnings.warn(
         "eps = 0 and some coordinate has had an exactly zero gradient at every step "
         "(a constant-zero input feature or a dead unit): its step is set to 0, the "
@@ -87,7 +89,7 @@ def warn_dead_coordinates(stacklevel: int = 3) -> None:
         "warning). The Adam theorem assumes non-zero first gradients: drop constant-zero "
         "features, or re-draw dead units.",
         RuntimeWarning,
-        stacklevel=stacklevel,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -193,7 +195,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         torch._foreach_add_(params, [d[0] for d in update.directions], alpha=-group["lr"])
         if update.dead and not self._warned_dead:
             self._warned_dead = True
-            warn_dead_coordinates(stacklevel=5)
+            warn_dead_coordinates()
 
     @torch.no_grad()
     def root_second_moments(self) -> list[torch.Tensor]:

@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 #: A run's label in a message: ``Run 'Adam': …`` or ``run 'Adam' (seed 3) …``.
 _LABEL = re.compile(r"\b[Rr]un '([^']*)'")
@@ -25,6 +26,19 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?")
 
 #: Labels named in an aggregated line; the rest are counted.
 SHOWN = 6
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` at which ``warnings.warn`` points at the user's line: the first
+    frame, counted from the caller of this function, outside this library and torch (the
+    optimizer's ``step`` goes through torch's wrappers, whose depth torch may change)."""
+    import torch
+
+    ours = (str(Path(__file__).parent), str(Path(torch.__file__).parent))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(ours):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def kind(message: str) -> str:
