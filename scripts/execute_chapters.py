@@ -10,7 +10,9 @@ whose code changed runs again and a prose edit runs nothing; and the whole cache
 when anything else a chapter's output depends on changes: the library's source, the pinned
 requirements, the stored paper-size tables (``results/``), the ``IMPLICIT_BIAS_*``
 environment (the run size, the device, the data) or the Python and torch versions
-(:func:`inputs_key`). A chapter that fails is reported with its traceback, exit status 1.
+(:func:`inputs_key`). A chapter that fails is executed once more, alone (a kernel whose
+reply was lost on a loaded machine once left a build waiting, idle, for its timeout); one
+that fails again is reported with its traceback, exit status 1.
 
     .venv/bin/python scripts/execute_chapters.py      # run by scripts/build_book.sh
 """
@@ -56,6 +58,14 @@ def inputs_key() -> str:
     return h.hexdigest()
 
 
+def cell_timeout() -> int:
+    """Seconds a cell may run: 10 minutes at the smoke size (its cells take seconds), 30
+    otherwise; ``BOOK_CELL_TIMEOUT`` overrides. A cell past it fails its chapter, which is
+    then executed once more."""
+    default = 600 if os.environ.get("IMPLICIT_BIAS_PROFILE") == "smoke" else 1800
+    return int(os.environ.get("BOOK_CELL_TIMEOUT", default))
+
+
 def main() -> int:
     from jupyter_cache import get_cache
     from jupyter_cache.executors import load_executor
@@ -72,11 +82,16 @@ def main() -> int:
     threads = max(1, cores // max(1, min(cores, todo)))
     os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(threads)
     start = time.perf_counter()
-    result = load_executor("local-parallel", cache).run_and_cache(timeout=1800)
+    result = load_executor("local-parallel", cache).run_and_cache(timeout=cell_timeout())
+    failed = [*result.excepted, *result.errored]
+    if failed:  # once more, one at a time: a kernel whose reply was lost under load is not a failure
+        print(f"{len(failed)} chapter(s) failed; executing them again, one at a time", file=sys.stderr)
+        again = load_executor("local-serial", cache).run_and_cache(filter_uris=failed, timeout=cell_timeout())
+        failed = [*again.excepted, *again.errored]
+        result.succeeded.extend(again.succeeded)
     stamp.write_text(key)
     print(f"executed {len(result.succeeded)} of {todo} outdated chapters ({len(files)} in all) on {cores} "
           f"cores in {time.perf_counter() - start:.0f} s; the others' cached outputs are current")
-    failed = [*result.excepted, *result.errored]
     for uri in failed:
         record = cache.get_project_record(uri)
         print(f"\n{Path(uri).relative_to(ROOT)} failed:\n{record.traceback}", file=sys.stderr)

@@ -85,3 +85,30 @@ def test_the_execution_cache_is_emptied_when_the_library_or_run_size_changes(tmp
         key = execute.inputs_key()
     monkeypatch.setenv("IMPLICIT_BIAS_PROFILE", "smoke")
     assert execute.inputs_key() != key
+
+
+def test_a_chapter_that_fails_once_is_executed_again_and_one_that_always_fails_is_reported(
+        tmp_path, monkeypatch, capsys):
+    """A kernel whose reply is lost on a loaded machine leaves its chapter failed at the
+    timeout; the build executes such a chapter once more, alone. The mutant: a chapter that
+    fails every time still fails the build, with its traceback."""
+    spec = importlib.util.spec_from_file_location("execute", ROOT / "scripts" / "execute_chapters.py")
+    execute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute)
+    marker = tmp_path / "tried"
+    flaky = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import pathlib\nfirst = not pathlib.Path({str(marker)!r}).exists()\n"
+        f"pathlib.Path({str(marker)!r}).touch()\nassert not first, 'the first try fails'")])
+    broken = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise RuntimeError('always')")])
+    for name, nb in (("flaky", flaky), ("broken", broken)):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    monkeypatch.setattr(execute, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(execute, "inputs_key", lambda: "key")
+    monkeypatch.setattr(execute, "ROOT", tmp_path)
+    monkeypatch.setattr(execute, "chapters", lambda: [tmp_path / "flaky.ipynb"])
+    assert execute.main() == 0 and marker.exists()
+    assert "executing them again" in capsys.readouterr().err
+    monkeypatch.setattr(execute, "chapters", lambda: [tmp_path / "broken.ipynb"])
+    assert execute.main() == 1
+    assert "broken.ipynb failed" in capsys.readouterr().err
