@@ -356,6 +356,24 @@ def test_warnings_that_name_no_run_are_merged_only_when_identical():
 
 
 
+def test_a_warning_from_a_notebook_cell_comes_out_of_the_aggregation():
+    """A warning attributed to a notebook cell (a file no imported module has, run as
+    __main__) is warned again after the aggregation, as in a script; the mutant, the
+    aggregation re-warning it without a module, dropped it: chapter 5 saw no ε = 0 warning."""
+    code = compile("import warnings\nwarnings.warn('eps = 0 and some coordinate test', RuntimeWarning)\n",
+                   "/tmp/ipykernel_0/cell.py", "exec")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with aggregate_warnings():
+            exec(code, {"__name__": "__main__"})
+    assert [(str(w.message), w.filename) for w in caught] == [("eps = 0 and some coordinate test",
+                                                                 "/tmp/ipykernel_0/cell.py")]
+    with warnings.catch_warnings(record=True) as dropped:
+        warnings.simplefilter("always")
+        warnings.warn_explicit("the mutant", RuntimeWarning, "/tmp/ipykernel_0/cell.py", 2, module=None)
+    assert dropped == []  # why the aggregation names the module
+
+
 def dead_for_seed_0(d):
     """A ReLU net of the seed in force (its runs stack: one config); for seed 0 every first-
     layer weight is ≤ 0, so every unit is dead on data ≥ 0."""

@@ -96,13 +96,15 @@ def _rewarn(groups: dict) -> None:
                                module=_module_of(filename))
 
 
-def _module_of(filename: str) -> str | None:
+def _module_of(filename: str) -> str:
     """The name of the module at ``filename`` (what a filter's ``module=`` matches), as
-    ``warnings.warn`` would have named it."""
+    ``warnings.warn`` would have named it: a file that is no imported module's (a notebook
+    cell, a script, stdin) runs as ``__main__``. (``warn_explicit`` without a module drops a
+    warning from such a file: a notebook would never see it.)"""
     for name, module in list(sys.modules.items()):
         if getattr(module, "__file__", None) == filename:
             return name
-    return None
+    return "__main__"
 
 
 __all__ = ["aggregate_warnings", "kind", "summary"]
