@@ -20,6 +20,7 @@ that fails again is reported with its traceback, exit status 1.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import platform
 import shutil
@@ -45,10 +46,12 @@ def chapters() -> list[Path]:
 
 
 def inputs_key() -> str:
-    """A hash of everything but a chapter's own code that its outputs depend on."""
-    import torch
+    """A hash of everything but a chapter's own code that its outputs depend on (torch's
+    version read from its metadata: torch is not imported in the process that starts the
+    workers)."""
+    from importlib.metadata import version
 
-    h = hashlib.sha256(f"{platform.python_version()} {torch.__version__}".encode())
+    h = hashlib.sha256(f"{platform.python_version()} {version('torch')}".encode())
     files = [*sorted((ROOT / "lib").rglob("*.py")), ROOT / "requirements.txt", ROOT / "pyproject.toml",
              *sorted((ROOT / "results").rglob("*.json"))]
     for f in files:
@@ -59,10 +62,10 @@ def inputs_key() -> str:
 
 
 def cell_timeout() -> int:
-    """Seconds a cell may run: 10 minutes at the smoke size (its cells take seconds), 30
+    """Seconds a cell may run: 5 minutes at the smoke size (its cells take seconds), 30
     otherwise; ``BOOK_CELL_TIMEOUT`` overrides. A cell past it fails its chapter, which is
     then executed once more."""
-    default = 600 if os.environ.get("IMPLICIT_BIAS_PROFILE") == "smoke" else 1800
+    default = 300 if os.environ.get("IMPLICIT_BIAS_PROFILE") == "smoke" else 1800
     return int(os.environ.get("BOOK_CELL_TIMEOUT", default))
 
 
@@ -82,6 +85,9 @@ def main() -> int:
     threads = max(1, cores // max(1, min(cores, todo)))
     os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(threads)
     start = time.perf_counter()
+    # Fresh worker processes (spawn), not forks of this one: a forked client lost a kernel's
+    # reply twice in smoke builds, leaving its chapter waiting, idle, for the timeout.
+    multiprocessing.set_start_method("spawn", force=True)
     result = load_executor("local-parallel", cache).run_and_cache(timeout=cell_timeout())
     failed = [*result.excepted, *result.errored]
     if failed:  # once more, one at a time: a kernel whose reply was lost under load is not a failure
