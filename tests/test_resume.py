@@ -33,6 +33,21 @@ OPTIONS = dict(norms=("l2", "linf"), max_batch=2, progress=False, directions=4)
 """
 
 
+# In the subprocess only: each stored run takes 0.3 s more, so the signal arrives mid-sweep
+# even when a loaded machine lets this test's polling loop sleep through several chunks
+# (CI once saw all 9 runs stored before the Ctrl-C landed). The runs are unchanged.
+SLOW_SAVES = """
+import time
+from implicit_bias import store as _store
+_save = _store.RunStore.save
+def _slow_save(self, *args, **kwargs):
+    out = _save(self, *args, **kwargs)
+    time.sleep(0.3)
+    return out
+_store.RunStore.save = _slow_save
+"""
+
+
 @functools.cache
 def uninterrupted():
     runs, data, options = sweep()
@@ -48,7 +63,7 @@ def sweep():
 def interrupted(folder: Path, sig) -> int:
     """Start the sweep in a subprocess, send it ``sig`` once its first runs are stored,
     and return how many runs it had stored."""
-    code = SWEEP + f"train(RUNS, DATA, store={str(folder)!r}, **OPTIONS)\n"
+    code = SWEEP + SLOW_SAVES + f"train(RUNS, DATA, store={str(folder)!r}, **OPTIONS)\n"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "lib")}
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
     runs = folder / "runs"
@@ -59,8 +74,11 @@ def interrupted(folder: Path, sig) -> int:
         time.sleep(0.01)
     child.send_signal(sig)
     child.wait(timeout=30)
+    stored = len(list(runs.glob("*.npz")))
+    errors = child.stderr.read().decode(errors="replace")
     child.stderr.close()
-    return len(list(runs.glob("*.npz")))
+    assert stored < 9, f"the sweep finished before the signal landed; its stderr:\n{errors[-2000:]}"
+    return stored
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
