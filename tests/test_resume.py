@@ -33,11 +33,14 @@ OPTIONS = dict(norms=("l2", "linf"), max_batch=2, progress=False, directions=4)
 """
 
 
-# In the subprocess only: each stored run takes 0.3 s more, so the signal arrives mid-sweep
-# even when a loaded machine lets this test's polling loop sleep through several chunks
-# (CI once saw all 9 runs stored before the Ctrl-C landed). The runs are unchanged.
+# In the subprocess only: Ctrl-C raises KeyboardInterrupt as in a terminal (a pytest-xdist
+# worker's children inherit SIGINT ignored: CI saw all 9 runs stored after the Ctrl-C), and
+# each stored run takes 0.3 s more, so the signal arrives mid-sweep on a loaded machine.
+# The runs are unchanged.
 SLOW_SAVES = """
+import signal
 import time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # an xdist worker's child ignores SIGINT
 from implicit_bias import store as _store
 _save = _store.RunStore.save
 def _slow_save(self, *args, **kwargs):
