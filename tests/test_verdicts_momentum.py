@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import thinned
+from helpers import one_thread, thinned
 from implicit_bias import data, max_margin
 from implicit_bias.train import Run, train
 from implicit_bias.verdicts import momentum as vm
@@ -24,14 +24,10 @@ TOO_SLOW = 1e-3  # MomentumGD's rate in the schedule mutant: Σ η_t ≈ 0.08, i
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def single_thread():
     """Small tensors: one thread is as fast, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
