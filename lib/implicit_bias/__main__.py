@@ -75,7 +75,7 @@ def _message(err: Exception) -> str:
                             "--store",
                errno.EDQUOT: "free some space (your disk quota is full), or choose another --store",
                errno.EROFS: "choose a writable folder with --store",
-               errno.EACCES: "choose a folder you may write to with --store"}.get(err.errno, "")
+               errno.EACCES: "choose a folder you may write to with --store"}.get(err.errno or 0, "")
         return f"{where}{err.strerror}" + (f": {fix}." if fix else ".")
     memory = "lower --max-batch, the model's width or the number of samples n"
     if isinstance(err, MemoryError) and not text:  # the allocator's own, with no message
@@ -94,7 +94,8 @@ def _command(args) -> int:
     if args.command == "sweep":
         return _sweep(args, sweep)
     # Files that cannot be trusted and runs that failed: listed after the table, exit status 1.
-    skipped, failed = [], []
+    skipped: list[str] = []
+    failed: list[str] = []
     try:
         sweep.report(args.store, out=args.out, level=args.level, figures=not args.no_figures,
                      allow=args.allow, errors=skipped, failed=failed)
@@ -135,11 +136,11 @@ def _sweep(args, sweep) -> int:
     failed = getattr(hists, "failed", {})
     print(f"{len(hists) - len(failed)} runs stored in {spec.store}"
           + (f", {len(failed)} failed:" if failed else ""))
-    for err in failed.values():
-        print(f"  {err}")
+    for failure in failed.values():
+        print(f"  {failure}")
     if failed:
         print("The failures are recorded in the store's failed/ folder; a rerun trains them again.")
-    skipped = []
+    skipped: list[str] = []
     if args.report:
         sweep.report(spec.store, allow=args.allow, errors=skipped)
     return 1 if skipped or failed else 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def why_not(run) -> str | None:
     """Why ``run`` cannot go to the batched engine, or None if it can: the engine steps
     optimizers built from registered rules (:class:`optim.RuleOptimizer`) that need no
     per-sample gradients."""
-    cls = optim.OPTIMIZERS.get(run.optimizer) if isinstance(run.optimizer, str) else run.optimizer
+    cls = optim.OPTIMIZERS[run.optimizer] if isinstance(run.optimizer, str) else run.optimizer
     name = cls.__name__
     if optim.OPTIMIZERS.get(name) is cls and name in UNBATCHED:
         return f"{name}: {UNBATCHED[name]}"
@@ -115,7 +116,7 @@ class BatchedOptimizer:
     def __init__(self, opts, schedules, stack_params, start: int, runs, positions):
         self.start, self.k, self.runs = start, len(opts), list(runs)
         dev, dtype = stack_params[0].device, stack_params[0].dtype
-        self.groups = []
+        self.groups: list[dict[str, Any]] = []
         self.schedules = np.asarray(schedules, dtype=float)
         for gi, (group, idx) in enumerate(zip(opts[0].param_groups, positions, strict=True)):
             rule = rules.get(group["rule"])
@@ -136,7 +137,7 @@ class BatchedOptimizer:
                 one_rate=bool((lr == lr[0]).all() and (self.schedules == self.schedules[0]).all()),
                 state={}))
         self.frame = np.zeros(self.k)  # each run's F: the gradients are those of e^F L
-        self._frame = 0.0  # F as the rules get it: one number while every run shares it
+        self._frame: float | torch.Tensor = 0.0  # F as the rules get it: one number while every run shares it
         self._dev, self._dtype = dev, dtype
         self._warned_dead = False
 
@@ -159,9 +160,9 @@ class BatchedOptimizer:
                 for p, u in zip(ps, update.directions):
                     p.add_(u, alpha=lr)
                 continue
-            lr = torch.as_tensor(group["lr"] * decay, device=self._dev, dtype=self._dtype)
+            lrs = torch.as_tensor(group["lr"] * decay, device=self._dev, dtype=self._dtype)
             for p, u in zip(ps, update.directions):
-                p.sub_(column(lr, u) * u)
+                p.sub_(column(lrs, u) * u)
 
     @torch.no_grad()
     def export(self, j: int, opt, t: int) -> None:
@@ -407,9 +408,10 @@ class _Log:
     def __init__(self, group: _Group, norms, observe):
         self.group, self.observe = group, observe
         self.norms = margin_norms(norms, group.plist[0])
-        self.records = [{"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in self.norms}}
-                        for _ in group.runs]
-        self.observed = [{} for _ in group.runs]
+        self.records: list[dict[str, list[Any]]] = [
+            {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in self.norms}}
+            for _ in group.runs]
+        self.observed: list[dict[str, Any]] = [{} for _ in group.runs]
         self.segment_of = {seg.start + j: (seg, j) for seg in group.segments for j in range(seg.k)}
 
     def __call__(self, q_all, t, grads, F):

@@ -13,9 +13,12 @@ import gzip
 import math
 import numbers
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .config import DTYPE, free_memory
@@ -109,7 +112,7 @@ def _tensors(X, y, dtype=DTYPE):
 
 def _count(name: str, value) -> int:
     """A sample count or dimension: a positive integer (``1e3`` is refused, not truncated)."""
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
 
@@ -142,7 +145,7 @@ def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DT
     rng = np.random.default_rng(seed)
     teacher = rng.standard_normal(d)
     teacher /= np.linalg.norm(teacher)
-    rows = []
+    rows: list[np.ndarray] = []
     while len(rows) < n:
         x = rng.standard_normal(d)
         if abs(x @ teacher) >= gap:
@@ -157,9 +160,9 @@ MAX_DRAWS = 10_000_000
 
 def _check_gap(gap, n: int) -> None:
     """Refuse a gap that keeps so few Gaussian points that drawing n of them would hang."""
-    if not (isinstance(gap, numbers.Real) and math.isfinite(gap) and gap >= 0):
+    if not (isinstance(gap, numbers.Real) and math.isfinite(gap) and float(gap) >= 0):
         raise ValueError(f"gap must be a finite number ≥ 0, got {gap!r}.")
-    kept = math.erfc(gap / math.sqrt(2))  # P(|w*·x| ≥ gap) for a unit teacher
+    kept = math.erfc(float(gap) / math.sqrt(2))  # P(|w*·x| ≥ gap) for a unit teacher
     if n / max(kept, 1e-300) > MAX_DRAWS:
         raise ValueError(f"gap = {gap:g} keeps a fraction {kept:.2g} of the Gaussian points: n = {n:,} of "
                          f"them would take about {n / max(kept, 1e-300):.2g} draws. Choose gap ≤ 3.")
@@ -328,7 +331,8 @@ def read_idx(path) -> np.ndarray:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number).")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                                        0x0E: ">f8"}
     code, ndim = raw[2], raw[3]
     if code not in dtypes:
         raise ValueError(f"{path}: unknown IDX data type code {code:#x}.")
@@ -405,7 +409,7 @@ def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTY
     return X, labels, "scikit-learn digits (8×8)"
 
 
-LOADERS = {"gaussian": gaussian, "small_gaussian": small_gaussian,
+LOADERS: dict[str, Callable[..., Any]] = {"gaussian": gaussian, "small_gaussian": small_gaussian,
            "generalized_rademacher": generalized_rademacher, "toy_2d": toy_2d,
            "digits": digits_even_odd}
 

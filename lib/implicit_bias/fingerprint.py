@@ -58,9 +58,10 @@ CANDIDATES = {"binary": ("l2", "linf", "l1"),
               "multiclass": ("l2", "linf", "l1", "spectral", "nuclear"),
               "network": ("l2", "linf", "spectral")}
 #: What each geometry predicts on each problem.
-PREDICTS = {"binary": {"l2": "l2", "linf": "linf", "l1": "l1", "spectral": "l2", "nuclear": "l2"},
-            "multiclass": {g: g for g in GEOMETRIES},
-            "network": {"l2": "l2", "linf": "linf", "l1": None, "spectral": "spectral", "nuclear": None}}
+PREDICTS: dict[str, dict[str, str | None]] = {
+    "binary": {"l2": "l2", "linf": "linf", "l1": "l1", "spectral": "l2", "nuclear": "l2"},
+    "multiclass": {g: g for g in GEOMETRIES},
+    "network": {"l2": "l2", "linf": "linf", "l1": None, "spectral": "spectral", "nuclear": None}}
 #: Names of the geometries on the card (ℓ2 on a matrix is its Frobenius norm).
 NAMES = {"l2": "ℓ2", "linf": "ℓ∞", "l1": "ℓ1", "spectral": "spectral", "nuclear": "nuclear"}
 
@@ -373,7 +374,7 @@ def _score_linear(p: Problem, h, framed) -> ProblemPrint:
     model, X, y = h.model_at(-1), p.X.to(torch.float64), p.y.to(torch.float64)
     ratio = {g: normalized_margin(model, X, y, g) / p.margins[g] for g in p.candidates}
     eps = _certificates(model, X, y, p.candidates)
-    nearest = max(ratio, key=ratio.get)
+    nearest = max(ratio, key=lambda g: ratio[g])
     second = max((r for g, r in ratio.items() if g != nearest), default=-math.inf)
     drift, growth, converged, stalled, reasons = _regime(h, framed)
     if nearest in UNIQUE.get(p.name, ()) and cosine[nearest] < COS_MIN:
@@ -401,7 +402,7 @@ def _score_network(p: Problem, h, framed) -> ProblemPrint:
     eps = _certificates(model, X, y, p.candidates) if all(v > 0 for v in fm.values()) else \
         {g: math.nan for g in p.candidates}
     finite = {g: e for g, e in eps.items() if math.isfinite(e)}
-    nearest = min(finite, key=finite.get) if finite else None
+    nearest = min(finite, key=lambda g: finite[g]) if finite else None
     drift, growth, converged, stalled, reasons = _regime(h, framed)
     reasons.insert(0, "a network has no exact solution: reported, not decided")
     return ProblemPrint(p.name, {}, fm, eps, nearest, False, converged, stalled, drift, growth,

@@ -241,7 +241,7 @@ def _installed_solvers() -> frozenset[str]:
     return frozenset(_cvxpy().installed_solvers())
 
 
-def _solve(Zs, shapes, norm: _norms.Norm, solver: str):
+def _solve(Zs, shapes, norm: _norms.Norm, solver: str) -> tuple[np.ndarray, np.ndarray] | str:
     """``min ‖w‖ s.t. Zs w ≥ 1`` with one solver: ``(w, λ)``, λ the multipliers of
     ``min ½‖w‖²``, or the reason it failed (a string)."""
     if solver == "HIGHS":
@@ -273,7 +273,7 @@ def _solve(Zs, shapes, norm: _norms.Norm, solver: str):
     return ws, dual
 
 
-def _solve_lp(Zs, norm: _norms.Norm):
+def _solve_lp(Zs, norm: _norms.Norm) -> tuple[np.ndarray, np.ndarray] | str:
     """The ℓ∞ or ℓ1 max margin as the linear program ``max γ s.t. Zs u ≥ γ, ‖u‖ ≤ 1``
     (ℓ1: ``u = a − b``, ``a, b ≥ 0``, ``Σ a + b ≤ 1``), with HiGHS's interior-point method
     (far beyond cvxpy's reach; 8 s at 3000 × 500). Then ``w = u / γ`` solves
@@ -417,6 +417,7 @@ def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
         warnings.warn(f"max_margin: {'; '.join(failures)}; the answer of {solver} passed the "
                       "checks and is returned.", RuntimeWarning, stacklevel=2)
     direction, gap = checked
+    assert not isinstance(answer, str)  # it passed the checks
     with np.errstate(over="ignore", under="ignore"):  # checked below
         dual = np.ldexp(answer[1], -2 * e)  # the multipliers of Z = 2^e Zs (see _rescaled)
     weighty = answer[1] > 1e-9 * answer[1].max()
@@ -482,7 +483,7 @@ def nearness(model, X, y, solutions: dict) -> dict:
     from .margins import normalized_margin
 
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().cpu().numpy()
-    out = {"cos": {}, "margin": {}}
+    out: dict[str, dict[str, float]] = {"cos": {}, "margin": {}}
     for name, (norm, solution) in solutions.items():
         w = flat_direction(solution.direction)
         out["cos"][name] = float(theta @ w / (np.linalg.norm(theta) * np.linalg.norm(w)))

@@ -162,7 +162,7 @@ def _is_real(x) -> bool:
 
 def _size(name: str, value) -> int:
     """A dimension or width: a positive integer."""
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
 
@@ -216,6 +216,7 @@ class Linear(HomogeneousModel):
     def __init__(self, d, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
+        shape: tuple[int, ...]
         if isinstance(d, numbers.Integral):
             shape = (_size("d", d),)
         elif isinstance(d, (tuple, list, torch.Size)) and len(d) > 0:

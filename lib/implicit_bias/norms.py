@@ -23,6 +23,7 @@ import abc
 import math
 import numbers
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -46,7 +47,7 @@ def _unflat(v: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
 
 def inner(a: Tensors, b: Tensors) -> torch.Tensor:
     """Euclidean inner product of two lists of tensors."""
-    return sum((x * y).sum() for x, y in zip(a, b, strict=True))
+    return cast(torch.Tensor, sum((x * y).sum() for x, y in zip(a, b, strict=True)))
 
 
 def as_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +209,8 @@ def _spans(shapes) -> list[tuple[int, int]]:
 
 
 def _matrix_shape(shape) -> tuple[int, int]:
-    return tuple(as_matrix(torch.empty(shape, device="meta")).shape)
+    rows, cols = as_matrix(torch.empty(shape, device="meta")).shape
+    return rows, cols
 
 
 def _cvxpy():
@@ -425,6 +427,10 @@ class Spectral(Norm):
 
     def dual_projections(self, shapes):
         return ["spectral"] * len(shapes)
+
+    polar: str
+    ns_steps: int
+    ns_dtype: torch.dtype | None
 
     def __init__(self, polar: str = "svd", ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
         if polar not in ("svd", "newton_schulz"):
@@ -756,7 +762,7 @@ def hybrid(params: Tensors, r: float = 1.0) -> MaxNorm:
     the matrices ``W``, ℓ∞ on the other parameters ``u``. For Muon-Adam with base rates
     ``η^M_0, η^A_0`` the theorem's ratio is ``r = η^A_0 / η^M_0``."""
     mats, rest = matrix_indices(params)
-    blocks = []
+    blocks: list[tuple[Norm, list[int], float]] = []
     if mats:
         blocks.append((Spectral(), mats, r))
     if rest:

@@ -34,6 +34,7 @@ import inspect
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -316,7 +317,7 @@ def _grad_samples(params):
     return samples
 
 
-def _params_list(params):
+def _params_list(params) -> list[torch.Tensor]:
     params = [params] if torch.is_tensor(params) else list(params)
     if params and isinstance(params[0], dict):
         raise TypeError(
@@ -420,13 +421,13 @@ class TorchMuon(torch.optim.Muon):
         if not (isinstance(ns_steps, numbers.Integral) and not isinstance(ns_steps, bool) and ns_steps >= 1):
             raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, "
                              f"got {ns_steps!r}.")
-        self._originals = _params_list(params)
+        self._originals: list[torch.Tensor] = _params_list(params)
         self._shadows = [torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
         groups = [dict(params=[s], lr=lr / math.sqrt(max(1.0, s.shape[0] / s.shape[1])))
                   for s in self._shadows]
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, ns_steps=ns_steps)
-        self._log2 = 0.0  # log2 of the part of the frame's factor not yet in the buffers
+        self._log2: float = 0.0  # log2 of the part of the frame's factor not yet in the buffers
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=set_to_none)
@@ -626,7 +627,7 @@ class MuonAdam(Hybrid):
         _warn_if_beta1_above_beta2(betas)
 
 
-OPTIMIZERS = {
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__: cls
     for cls in (NormalizedGD, MomentumGD, SignGD, Signum, CoordinateDescent, SpectralDescent,
                 Muon, TorchMuon, Adam, AdamW, Lion, AdamProxy, RMSProp, AdaGrad, MuonSignum, MuonAdam)
@@ -652,7 +653,8 @@ def from_rule(name: str, class_name: str | None = None) -> type:
             knobs["betas"] = tuple(knobs["betas"])
         RuleOptimizer.__init__(self, params, dict(rule=name, lr=lr, **knobs))
 
-    __init__.__signature__ = inspect.Signature([
+    # a function takes any attribute; mypy knows none of them
+    __init__.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("lr", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=float),
@@ -681,7 +683,8 @@ def make(name, params, lr: float, **options) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)} "
                          "or register your own with implicit_bias.optim.register.")
-    return OPTIMIZERS[name](params, lr, **options)
+    cls: Callable[..., torch.optim.Optimizer] = OPTIMIZERS[name]  # each class has its own knobs
+    return cls(params, lr, **options)
 
 
 def power_schedule(optimizer: torch.optim.Optimizer, exponent: float) -> LambdaLR:

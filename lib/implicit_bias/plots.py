@@ -215,7 +215,8 @@ class Table(str):
 
     rows: list
     columns: list
-    title: str | None
+    title: str | None  # type: ignore[assignment]  # the table's title, shadowing str.title on purpose
+    _body: list[list[str]]
 
     def __new__(cls, rows, columns=None, digits: int = 4, title: str | None = None):
         rows = list(rows)

@@ -157,8 +157,8 @@ def register(name: str, state=None, numbers=(), options=(), per_sample: bool = F
     return wrap
 
 
-def get(name: str) -> Rule:
-    if name not in RULES:
+def get(name: str | None) -> Rule:
+    if name is None or name not in RULES:
         raise ValueError(f"Unknown update rule {name!r}; registered: {sorted(RULES)}. "
                          "Register a new one with implicit_bias.rules.register.")
     return RULES[name]

@@ -30,7 +30,7 @@ class Stack:
                        for name in self.names]
         self.degree = self.template.degree
         self.input_dim = 2  # X of this many dimensions is shared by all runs; one more: per run
-        self._graph = None
+        self._graph: tuple[list[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -58,6 +58,7 @@ class Stack:
         return f.detach()
 
     def backward(self, df) -> list[torch.Tensor]:
+        assert self._graph is not None, "backward() needs a forward() first"
         leaves, f = self._graph
         self._graph = None
         return list(torch.autograd.grad(f, leaves, grad_outputs=df))

@@ -56,6 +56,7 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -880,7 +881,7 @@ def save_failed(store, key: str, error, data: str, settings: dict, step: int | N
     h = error.history
     if h is not None and len(h.steps):
         meta["margins"] = list(h.margins)
-        arrays = {"steps": np.asarray(h.steps, dtype=np.int64),
+        arrays: dict[str, Any] = {"steps": np.asarray(h.steps, dtype=np.int64),
                   "log_loss": np.asarray(h.log_loss, dtype=np.float64),
                   "param_norm": np.asarray(h.param_norm, dtype=np.float64),
                   **{f"margin_{i}": np.asarray(h.margins[n], dtype=np.float64)

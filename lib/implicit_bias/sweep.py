@@ -68,9 +68,9 @@ class Sweep:
 
 
 def _toml(path: Path) -> dict:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such sweep file.")
@@ -473,7 +473,8 @@ def _figures(groups, norms, out: Path, level: float) -> list:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     # Groups of one optimizer share its colour, from dark to light (e.g. over its rates).
-    shades, by_label = {}, {}
+    shades = {}
+    by_label: dict[str, list[str]] = {}
     for g in groups:
         by_label.setdefault(g["run"]["label"], []).append(g["name"])
     for label, names in by_label.items():

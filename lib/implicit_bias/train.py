@@ -14,6 +14,8 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -236,7 +238,13 @@ def _progress_bar(progress, runs, done):
                 initial=sum(runs[i].steps if per_run else 1 for i in done), mininterval=1.0)
 
 
-def _chunk_task(runs, datasets, norms, log_points, frame, device, observe, failures, directions, remote):
+#: :func:`train_chunk`'s arguments up to ``directions`` (a chunk's runs, X, y, norms, …).
+_ChunkArgs = tuple[list[Run], Any, Any, Any, int, bool, Any, Any, str, "str | None", Any]
+_ChunkTask = Callable[[list[int], "str | None"], _ChunkArgs]
+
+
+def _chunk_task(runs, datasets, norms, log_points, frame, device, observe, failures, directions,
+                remote) -> _ChunkTask:
     """``task(chunk, reason)``: the arguments of :func:`train_chunk` for one chunk (for a
     ``remote`` worker, its data on the CPU: the worker moves them to its own device)."""
     def task(c, why):
@@ -255,7 +263,8 @@ class _Collected:
 
     def __init__(self, runs, datasets, session, device: str):
         self.runs, self.datasets, self.session, self.device = runs, datasets, session, device
-        self.out, self.failed = [None] * len(runs), {}
+        self.out: list[History | RunFailed | None] = [None] * len(runs)
+        self.failed: dict[int, RunFailed] = {}
 
     def add(self, c, hists) -> list:
         """Keep (or store) chunk ``c``'s histories; return its failures."""
@@ -275,7 +284,7 @@ class _Collected:
         return self.out if self.session is None else self.session.result(self.failed)
 
 
-def _train_chunks(todo, task, executor, bar, progress, collected, failures) -> None:
+def _train_chunks(todo, task: _ChunkTask, executor, bar, progress, collected, failures) -> None:
     """Train the chunks, here one after another or on ``executor``, keeping each as it
     finishes. With a store, Ctrl-C keeps every finished chunk (one caught while it was being
     saved too) and raises :class:`SweepInterrupted`."""
@@ -314,7 +323,8 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
     engine cannot take alone, with the reason it goes to the reference loop.
     ``limit(members, size)``, if given, may lower a group's stack size (:func:`_time_limit`)."""
     dev = dev if dev is not None else default_device()
-    groups, alone = {}, []
+    groups: dict[Any, list[int]] = {}
+    alone = []
     for i, run in enumerate(runs):
         reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
         if reason is None:
@@ -398,7 +408,8 @@ class _StepClock:
     clock notes when, and ends the probe after :data:`PROBE_STEPS` steps or ``limit`` s."""
 
     def __init__(self, limit: float):
-        self.limit, self.start, self.times = limit, time.perf_counter(), []
+        self.limit, self.start = limit, time.perf_counter()
+        self.times: list[float] = []
 
     def update(self, n=1):
         self.times.append(time.perf_counter())
@@ -439,7 +450,7 @@ def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 
     do not affect each other)."""
     dev = torch.device(device) if device is not None else default_device()
     X, y = torch.as_tensor(X).to(dev, DTYPE), torch.as_tensor(y).to(dev, DTYPE)
-    out = [None] * len(runs)
+    out: list[History | RunFailed | None] = [None] * len(runs)
     chunk = list(range(len(runs)))
     while chunk:
         try:
@@ -498,12 +509,16 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
         frame = False
     grid = log_grid(run.steps, log_points)
     norm_objs = margin_norms(norms, params)
-    rec = {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in norm_objs}}
-    observed = {}
+    rec: dict[str, list[Any]] = {"log_loss": [], "param_norm": [], "directions": [],
+                                 **{n: [] for n in norm_objs}}
+    observed: dict[str, Any] = {}
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
     n = X.shape[0]
-    sampler = None if run.batch == "full" else batches(run.batch, n, run.batch_size, run.seed)
+    sampler = None
+    if run.batch != "full":
+        assert run.batch_size is not None  # Run sets it for every batch scheme
+        sampler = batches(run.batch, n, run.batch_size, run.seed)
     per_sample = getattr(opt, "needs_per_sample_gradients", False)
     try:
         for t in range(1, run.steps + 1):

@@ -19,6 +19,7 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 #: A run's label in a message: ``Run 'Adam': …`` or ``run 'Adam' (seed 3) …``.
 _LABEL = re.compile(r"\b[Rr]un '([^']*)'")
@@ -35,7 +36,8 @@ def user_stacklevel() -> int:
     import torch
 
     ours = (str(Path(__file__).parent), str(Path(torch.__file__).parent))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(ours):
         frame, level = frame.f_back, level + 1
     return level

@@ -67,7 +67,8 @@ class Program:
 def _check_arguments(method, active_tol, max_points) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'auto', 'cvxpy', 'ipm' or 'nnls', got {method!r}.")
-    if not (isinstance(active_tol, numbers.Real) and not isinstance(active_tol, bool) and active_tol > 0):
+    if not (isinstance(active_tol, numbers.Real) and not isinstance(active_tol, bool)
+            and float(active_tol) > 0):
         # 0 is refused: margins that are equal in exact arithmetic differ by rounding (and by
         # a solver's tolerance), so "exactly active" would keep one point of the support.
         raise ValueError(
@@ -75,7 +76,7 @@ def _check_arguments(method, active_tol, max_points) -> None:
             "with q_i ≤ 1 + active_tol, and at 0 rounding leaves only the smallest margin. Use about "
             "1e-6 for an exact max-margin solution and 0.1–1 for a trained network.")
     if max_points is not None and not (isinstance(max_points, numbers.Integral)
-                                       and not isinstance(max_points, bool) and max_points >= 1):
+                                       and not isinstance(max_points, bool) and int(max_points) >= 1):
         raise ValueError(f"max_points must be None or a positive integer, got {max_points!r}.")
 
 

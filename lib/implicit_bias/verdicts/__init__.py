@@ -98,7 +98,7 @@ class Verdict:
             status = "✓ PASSED" if self else "✗ FAILED"
         else:
             status = "holds" if self else "does not hold"
-        fields = {"claim": self.claim, "status": status, "numbers": numbers or "—"}
+        fields: dict[str, str | None] = {"claim": self.claim, "status": status, "numbers": numbers or "—"}
         fields |= {"mutant": mutant} if scope is None else {"scope": scope}
         return {f"{key}-{name}": value for name, value in fields.items()}
 

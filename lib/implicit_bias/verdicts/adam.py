@@ -76,7 +76,7 @@ def _betas(h):
 
 def handover(h, eps: float):
     """Index of the first logged step with ``max √v̂ < ε`` (None if it never happens)."""
-    below = np.flatnonzero(h.observed["log10_root_v_max"] < np.log10(eps)) if eps > 0 else []
+    below = np.flatnonzero(h.observed["log10_root_v_max"] < np.log10(eps)) if eps > 0 else np.array([], int)
     return int(below[0]) if len(below) else None
 
 
@@ -422,7 +422,7 @@ def dead_coordinates(start: torch.nn.Module, end: torch.nn.Module, X, messages) 
     (its non-blank input weights and its output weight)."""
     v = Verdict("with ε = 0 the 0/0 step is 0: coordinates without a gradient stay put, "
                 "nothing is NaN, one warning")
-    W = start.W.detach().cpu()
+    W = start.get_parameter("W").detach().cpu()
     X = X.to(W.dtype)
     blank = int((X.abs().sum(0) == 0).sum())
     dead = int((((X @ W.T) > 0).sum(0) == 0).sum())

@@ -80,7 +80,7 @@ def own_norm_direction(rows, own: dict, max_angle: float = 4.5, min_turn: float 
             continue
         r = by_label[opt]
         angles = {k[len("° from "):]: a for k, a in r.items() if k.startswith("° from ")}
-        nearest = min(angles, key=angles.get)
+        nearest = min(angles, key=lambda k: angles[k])
         v.note(f"{opt}: {angles[norm]:.2f}° from the {norm} solution (need ≤ {max_angle}°; nearest: "
                f"{nearest}, {angles[nearest]:.2f}°); gradient turned {r['gradient turn °']:.1f}° "
                f"(need ≥ {min_turn}°)")

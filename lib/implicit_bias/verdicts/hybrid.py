@@ -81,7 +81,7 @@ def certified_in_norm(rows, norm: str, named, factor: float = 2.0, min_seeds: in
     others = {k: c[1][-1] for k, c in curves.items() if k not in named}
     if named and others and all(k in curves for k in named):
         worst = max(named, key=lambda k: curves[k][1][-1])
-        best = min(others, key=others.get)
+        best = min(others, key=lambda k: others[k])
         ratio = others[best] / curves[worst][1][-1]
         v.note(f"at the end: largest of them {worst} {curves[worst][1][-1]:.3f}; smallest of the others "
                f"{best} {others[best]:.3f} (ratio {ratio:.2f}, required > {factor:g})")
@@ -124,7 +124,7 @@ def ratio_certified(rows, ratios, min_seeds: int = 5) -> Verdict:
         col, own = f"ε in r={r:g}", f"r={r:g}"
         medians = {run: float(np.median([row[col] for row in rows if row["run"] == run]))
                    for run in dict.fromkeys(row["run"] for row in rows)}
-        best = min(medians, key=medians.get)
+        best = min(medians, key=lambda k: medians[k])
         wins = sum(min((row for row in rows if row["seed"] == s), key=lambda row: row[col])["run"] == own
                    for s in seeds)
         v.note(f"{col}: " + ", ".join(f"{k} {m:.3f}" for k, m in medians.items())

@@ -13,6 +13,7 @@ asserts that it fails.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,9 @@ ACTIVE_TOL = 0.5
 #: at tolerance 1e-4: on the book's Muon network (233 candidates) ε = 0.1057 against 0.1042
 #: at SCS's 1e-5, in a quarter of the time. ε is evaluated at a feasible point, so a looser
 #: solve can only raise it.
-SCS = {"solver": "SCS", "solver_options": {**{k: v for k, v in kkt.SDP_DEFAULTS.items() if k != "solver"},
-                                           "eps_abs": 1e-4, "eps_rel": 1e-4}}
+SCS: dict[str, Any] = {"solver": "SCS",
+                       "solver_options": {**{k: v for k, v in kkt.SDP_DEFAULTS.items() if k != "solver"},
+                                          "eps_abs": 1e-4, "eps_rel": 1e-4}}
 
 
 # --- measurements ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def cosines(h, dirs: dict) -> dict:
 
 
 def _nearest(cos: dict) -> str:
-    return max(cos, key=cos.get)
+    return max(cos, key=lambda k: cos[k])
 
 
 def generalized_rademacher(inc, full, l2_direction, linf_margin: float, cos_min: float = 0.99,
@@ -206,6 +206,7 @@ def regime(histories, n: int, floor: float = 0.1) -> Verdict:
         if not v.require(beta2 is not None and key is not None,
                          f"{label}: not an Adam run, or trained without the step-ratio observer"):
             continue
+        assert beta2 is not None  # required above
         ratio = np.asarray(h.observed[key], dtype=float)
         late = ratio[np.asarray(h.steps) >= h.steps[-1] / 2]
         low = float(np.nanmin(late)) if np.isfinite(late).any() else math.nan
