@@ -18,6 +18,8 @@ labels and scores it through :func:`as_pairs`: the binary model :class:`models.P
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from . import losses
@@ -31,15 +33,15 @@ _PAIRS_CACHE: dict = {}
 _PAIRS_CACHE_SIZE = 8
 
 
-def _norm(norm, params) -> Norm:
+def _norm(norm: Norm | str, params: list[torch.Tensor]) -> Norm:
     return as_norm(norm, params)
 
 
-def params_of(model) -> list[torch.Tensor]:
+def params_of(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach() for p in model.parameters()]
 
 
-def check_targets(X, y) -> None:
+def check_targets(X: object, y: object) -> None:
     """Raise unless ``X`` is a tensor of finite rows and ``y`` holds one label in {−1, +1}
     per row (:func:`~implicit_bias.data.check_data`)."""
     check_data(X, y)  # first: it refuses integers float64 cannot hold, so the advice below is lossless
@@ -49,7 +51,7 @@ def check_targets(X, y) -> None:
                             f"`torch.as_tensor({name}, dtype=torch.float64)`.")
 
 
-def _check_dtype(model, X) -> None:
+def _check_dtype(model: torch.nn.Module, X: torch.Tensor) -> None:
     dtypes = {p.dtype for p in model.parameters()}
     if len(dtypes) == 1 and X.dtype not in dtypes:
         (dtype,) = dtypes
@@ -61,13 +63,14 @@ def _check_dtype(model, X) -> None:
         raise TypeError(f"X has dtype {X.dtype} but {type(model).__name__}'s parameters are {dtype}: {fix}.")
 
 
-def _exact(X, dtype) -> bool:
+def _exact(X: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether every integer of ``X`` is exact in the floating ``dtype``."""
     bits = {torch.float64: 53, torch.float32: 24, torch.float16: 11, torch.bfloat16: 8}.get(dtype, 8)
     return X.numel() == 0 or max(abs(int(X.max())), abs(int(X.min()))) <= 2**bits
 
 
-def as_pairs(model, X, y):
+def as_pairs(model: torch.nn.Module, X: torch.Tensor,
+             y: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """``(model, X, y)`` as they are for a binary model; for a model with ``num_classes = k``
     and integer labels ``y`` in ``[0, k)``: ``(Pairwise(model), Z, 1)`` with ``Z`` the
     ``n(k − 1)`` pairs of :func:`~implicit_bias.data.class_pairs`. The wrapper shares the
@@ -100,7 +103,7 @@ def as_pairs(model, X, y):
 
 
 @torch.no_grad()
-def multiclass_margins(model, X, labels) -> torch.Tensor:
+def multiclass_margins(model: torch.nn.Module, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Lyu & Li's multiclass margins ``q_i = f_{y_i}(x_i) − max_{j≠y_i} f_j(x_i)`` of a model
     with ``num_classes = k`` (scores of shape ``(n, k)``), after the checks of
     :func:`checked_margins` (degree, finite data, labels in ``[0, k)``)."""
@@ -116,7 +119,7 @@ def multiclass_margins(model, X, labels) -> torch.Tensor:
     return own - others.amax(1)
 
 
-def checked_margins(model, X, y) -> tuple[torch.Tensor, float]:
+def checked_margins(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The per-sample margins ``q_i = y_i f(x_i; θ)`` and the degree ``L``, after checking the
     data (finite rows, labels ±1 of shape ``(n,)``, X in the model's dtype), the output shape
     and (once per model: :func:`~implicit_bias.homogeneity.check_homogeneous`) the declared
@@ -133,7 +136,8 @@ def checked_margins(model, X, y) -> tuple[torch.Tensor, float]:
 
 
 @torch.no_grad()
-def normalized_margin(model, X, y, norm="l2") -> float:
+def normalized_margin(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                      norm: Norm | str = "l2") -> float:
     """``min_i y_i f(x_i; θ) / ‖θ‖^L`` for ``norm`` (a :class:`Norm` or a name)."""
     params = _nonzero(params_of(model))
     q, degree = checked_margins(model, X, y)
@@ -141,7 +145,8 @@ def normalized_margin(model, X, y, norm="l2") -> float:
 
 
 @torch.no_grad()
-def smoothed_margin(model, X, y, norm="l2", loss: str = "logistic") -> float:
+def smoothed_margin(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: Norm | str = "l2",
+                    loss: str = "logistic") -> float:
     """Lyu & Li's smoothed margin ``ℓ^{-1}(L(θ)) / ‖θ‖^L``: smooth in θ and a lower bound on
     the normalized margin. For the exponential loss it is within ``log(n) / ‖θ‖^L`` of it;
     for the logistic loss that holds only once the loss is small."""
@@ -151,7 +156,7 @@ def smoothed_margin(model, X, y, norm="l2", loss: str = "logistic") -> float:
     return float(losses.inverse_loss_from_log(log_l, loss) / _norm(norm, params)(params) ** degree)
 
 
-def _nonzero(params: list) -> list:
+def _nonzero(params: list[torch.Tensor]) -> list[torch.Tensor]:
     """``params``, unless all are 0: then ``q / ‖θ‖^L`` is 0/0, a NaN, not a margin."""
     if not any(bool(p.ne(0).any()) for p in params):
         raise ValueError("the model's parameters are all zero: no direction, no margin. Train it (or "
@@ -159,7 +164,7 @@ def _nonzero(params: list) -> list:
     return params
 
 
-def _flat(x) -> torch.Tensor:
+def _flat(x: torch.Tensor | Sequence[torch.Tensor] | torch.nn.Module) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().reshape(-1)
     if hasattr(x, "parameters"):
@@ -167,7 +172,8 @@ def _flat(x) -> torch.Tensor:
     return torch.cat([t.detach().reshape(-1) for t in x])
 
 
-def direction_cosine(a, b) -> float:
+def direction_cosine(a: torch.Tensor | Sequence[torch.Tensor] | torch.nn.Module,
+                     b: torch.Tensor | Sequence[torch.Tensor] | torch.nn.Module) -> float:
     """Cosine between two parameter vectors (tensors, lists of tensors or models): the
     directional-convergence check ``cos(θ_t, θ_final)`` of the papers."""
     a, b = _flat(a), _flat(b)

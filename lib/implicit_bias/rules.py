@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from .norms import column
 
 Tensors = list[torch.Tensor]
+#: A hyperparameter or factor: one number, or a ``(K,)`` tensor with one per run.
+Scalar = float | torch.Tensor
+#: A rule: ``update(grads, state, hyper, steps, params)`` (see :class:`Rule`).
+RuleFn = Callable[..., "Update"]
 
 #: A factor ``e^ℓ`` is folded into an entry's tensors when its largest value times it stays
 #: below ``e^FOLD`` (float64 overflows near e^709); :func:`fold_limit` scales it to other
@@ -76,16 +80,16 @@ class Update(NamedTuple):
 # --- the checks a hyperparameter declares ------------------------------------------------
 
 
-def _is_number(x) -> bool:
+def _is_number(x: object) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def check_beta(name: str, beta) -> None:
+def check_beta(name: str, beta: float) -> None:
     if not (_is_number(beta) and 0.0 <= beta < 1.0):
         raise ValueError(f"{name} must lie in [0, 1), got {beta!r}.")
 
 
-def check_betas(name: str, betas) -> None:
+def check_betas(name: str, betas: tuple[float, float] | list[float]) -> None:
     """A pair ``(β1, β2)`` (as Adam's and Lion's), each in [0, 1)."""
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"{name} must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}.")
@@ -93,12 +97,12 @@ def check_betas(name: str, betas) -> None:
         check_beta(f"beta{i}", beta)
 
 
-def check_nonnegative(name: str, x) -> None:
+def check_nonnegative(name: str, x: float) -> None:
     if not (_is_number(x) and x >= 0):
         raise ValueError(f"{name} must be ≥ 0 (0 is allowed) and finite, got {x!r}.")
 
 
-def check_positive(name: str, x) -> None:
+def check_positive(name: str, x: float) -> None:
     if not (_is_number(x) and x > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {x!r}.")
 
@@ -140,13 +144,14 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, state=None, numbers=(), options=(), per_sample: bool = False, knobs=None,
-             optimizer: str | None = None):
+def register(name: str, state: Mapping[str, float] | None = None, numbers: Sequence[str] = (),
+             options: Sequence[str] = (), per_sample: bool = False, knobs: dict[str, Knob] | None = None,
+             optimizer: str | None = None) -> Callable[[RuleFn], RuleFn]:
     """Decorator: register ``fn`` as the rule ``name`` (see :class:`Rule`). Its
     hyperparameters are ``knobs`` (name → :class:`Knob`: a default and a check); a name
     only listed in ``numbers`` is a knob with neither."""
 
-    def wrap(fn):
+    def wrap(fn: RuleFn) -> RuleFn:
         if name in RULES:
             raise ValueError(f"A rule named {name!r} is already registered.")
         declared = {**{n: Knob() for n in numbers}, **dict(knobs or {})}
@@ -172,14 +177,14 @@ def entry(state: dict, name: str, like: Tensors) -> Entry:
     return state.get(name) or Entry([torch.zeros_like(x) for x in like])
 
 
-def _exp(x):
+def _exp(x: Scalar) -> Scalar:
     """``e^x`` of a number (inf past float64's range, as torch's) or of a tensor."""
     if torch.is_tensor(x):
         return torch.exp(x)
     return math.exp(x) if x < 709.0 else math.inf
 
 
-def ema(avg: Entry, xs: Tensors, beta, squared: bool = False, weight=None) -> Entry:
+def ema(avg: Entry, xs: Tensors, beta: Scalar, squared: bool = False, weight: Scalar | None = None) -> Entry:
     """Exponential moving average ``β·avg + w·x`` with ``w = 1 − β`` (momentum, Adam's
     moments; AdaGrad's sum is ``β = w = 1``), of ``|x|²`` with ``squared``. The new entry's
     factor is the larger of the old one and 1 (the gradients' units), so neither term can
@@ -223,7 +228,7 @@ def settled(e: Entry) -> Entry:
     return Entry(tensors, logs)
 
 
-def aligned(e: Entry):
+def aligned(e: Entry) -> tuple[Tensors, torch.Tensor | None]:
     """The entry's tensors at one factor per run, and its log (None when 1): what a rule
     that couples tensors (a norm over all of them) needs."""
     if e.logs is None:
@@ -237,17 +242,17 @@ def log_factors(e: Entry, like: Tensors) -> list:
     return e.logs if e.logs is not None else [0.0] * len(like)
 
 
-def bias_correction(beta, steps) -> list:
+def bias_correction(beta: Scalar, steps: list[int]) -> list:
     """``1 − β^t`` for each tensor's own step count t (``steps``)."""
     factors = {t: 1.0 - _power(beta, t) for t in set(steps)}
     return [factors[t] for t in steps]
 
 
-def _power(beta, t: int):
+def _power(beta: Scalar, t: int) -> Scalar:
     return beta**t if torch.is_tensor(beta) else math.pow(beta, t)
 
 
-def eps_in_gradient_units(eps, log_scale):
+def eps_in_gradient_units(eps: Scalar, log_scale: Scalar) -> Scalar:
     """ε in units of ``e^{log_scale}`` (the framed gradients: ``log_scale = F``), ``ε e^F``;
     inf past float64's range. ε = 0 stays 0 (0·inf would be NaN)."""
     if torch.is_tensor(eps) or torch.is_tensor(log_scale):
@@ -256,8 +261,8 @@ def eps_in_gradient_units(eps, log_scale):
     return eps * _exp(log_scale) if eps > 0 else 0.0
 
 
-def scaled_by_root(xs: Tensors, accs: Tensors, eps, x_scales=None, acc_scales=None,
-                   root_factors=None) -> tuple[Tensors, bool]:
+def scaled_by_root(xs: Tensors, accs: Tensors, eps: Scalar | list[Scalar], x_scales: list | None = None,
+                   acc_scales: list | None = None, root_factors: list | None = None) -> tuple[Tensors, bool]:
     """``(x / c_x) / (r·√(acc / c_acc) + ε)`` with 0/0 := 0, tensor by tensor (RMSProp,
     AdaGrad and Adam's shared shape). ``c_x``, ``c_acc`` (Adam's bias corrections) and ``r``
     (the ratio of the two entries' factors) are per-tensor numbers or ``(K,)`` tensors,
@@ -288,7 +293,7 @@ def scaled_by_root(xs: Tensors, accs: Tensors, eps, x_scales=None, acc_scales=No
     return out, dead_any
 
 
-def decoupled_decay(directions: Tensors, params: Tensors, weight_decay) -> Tensors:
+def decoupled_decay(directions: Tensors, params: Tensors, weight_decay: Scalar) -> Tensors:
     """``d + λθ``: the step ``θ ← θ − η(d + λθ)`` decays the weights apart from the
     gradient statistics (Loshchilov & Hutter 2019)."""
     if not torch.is_tensor(weight_decay) and weight_decay == 0:
@@ -296,11 +301,11 @@ def decoupled_decay(directions: Tensors, params: Tensors, weight_decay) -> Tenso
     return [d + column(weight_decay, p) * p for d, p in zip(directions, params, strict=True)]
 
 
-def _any_positive(x) -> bool:
+def _any_positive(x: Scalar) -> bool:
     return bool((x > 0).any()) if torch.is_tensor(x) else x > 0
 
 
-def rescale(rule: Rule, state: dict, delta) -> dict:
+def rescale(rule: Rule, state: dict, delta: Scalar) -> dict:
     """The state after the frame F moved by ``delta`` (a number, or a ``(K,)`` tensor with one
     per run): each entry's log-factor grows by its order times ``delta``, one operation
     however large ``delta`` is, and then settles (:func:`settled`). It cannot overflow."""
@@ -322,7 +327,8 @@ def rescale(rule: Rule, state: dict, delta) -> dict:
 
 @register("steepest", state={"momentum_buffer": 1}, knobs={"momentum": Knob(0.0, check_beta)},
           options=("norm", "normalized"))
-def steepest(grads, state, hyper, steps, params) -> Update:
+def steepest(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+             params: Tensors) -> Update:
     """(Momentum) steepest descent for ``hyper['norm']``: ``m ← β m + (1−β) g``, then the
     unit-norm ``u`` with ``<u, m> = ‖m‖_*`` (normalized) or ``‖m‖_* · u``, in the units of
     the plain loss (for ℓ2: plain gradient descent)."""
@@ -346,12 +352,14 @@ ADAM_KNOBS = {"betas": Knob((0.9, 0.999), check_betas), "eps": Knob(1e-8, check_
 
 
 @register("adam", state=ADAM_STATE, knobs=ADAM_KNOBS)
-def adam(grads, state, hyper, steps, params) -> Update:
+def adam(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+         params: Tensors) -> Update:
     """Adam (Kingma & Ba 2015): ``m̂ / (√v̂ + ε)`` with bias correction; ε may be 0."""
     b1, b2 = hyper["betas"]
     m = ema(entry(state, "exp_avg", grads), grads, b1)
     v = ema(entry(state, "exp_avg_sq", grads), grads, b2, squared=True)
     frame = hyper["frame"]
+    eps: Scalar | list[Scalar]
     if m.logs is None and v.logs is None:
         eps, roots = eps_in_gradient_units(hyper["eps"], frame), None
     else:  # m = M e^{ℓ1}, v = V e^{ℓ2}: m̂/(√v̂ + ε) = M̂ / (e^{ℓ2/2 − ℓ1} √V̂ + ε e^{F − ℓ1})
@@ -364,7 +372,8 @@ def adam(grads, state, hyper, steps, params) -> Update:
 
 
 @register("adamw", state=ADAM_STATE, knobs={**ADAM_KNOBS, "weight_decay": Knob(0.01, check_nonnegative)})
-def adamw(grads, state, hyper, steps, params) -> Update:
+def adamw(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+          params: Tensors) -> Update:
     """AdamW: Adam's direction plus the decoupled weight decay ``λθ``."""
     step = adam(grads, state, hyper, steps, params)
     return step._replace(directions=decoupled_decay(step.directions, params, hyper["weight_decay"]))
@@ -372,7 +381,8 @@ def adamw(grads, state, hyper, steps, params) -> Update:
 
 @register("lion", state={"exp_avg": 1},
           knobs={"betas": Knob((0.9, 0.99), check_betas), "weight_decay": Knob(0.0, check_nonnegative)})
-def lion(grads, state, hyper, steps, params) -> Update:
+def lion(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+         params: Tensors) -> Update:
     """Lion (Chen et al. 2023): ``sign(β1 m + (1−β1) g)``, then ``m ← β2 m + (1−β2) g``,
     plus the decoupled weight decay. Without decay it is steepest descent for ℓ∞ on an
     interpolated momentum."""
@@ -382,7 +392,7 @@ def lion(grads, state, hyper, steps, params) -> Update:
     return Update(decoupled_decay(u, params, hyper["weight_decay"]), {"exp_avg": ema(m, grads, b2)})
 
 
-def _by_root(grads, acc: Entry, hyper):
+def _by_root(grads: Tensors, acc: Entry, hyper: dict[str, Any]) -> tuple[Tensors, bool]:
     """``g / (√acc + ε)`` for an entry ``acc`` with a factor: ``g / (e^{ℓ/2}√A + ε e^F)``."""
     eps = eps_in_gradient_units(hyper["eps"], hyper["frame"])
     roots = None if acc.logs is None else [torch.exp(lg / 2) for lg in acc.logs]
@@ -391,7 +401,8 @@ def _by_root(grads, acc: Entry, hyper):
 
 @register("rmsprop", state={"square_avg": 2},
           knobs={"beta2": Knob(0.99, check_beta), "eps": Knob(1e-8, check_nonnegative)})
-def rmsprop(grads, state, hyper, steps, params) -> Update:
+def rmsprop(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+            params: Tensors) -> Update:
     """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``."""
     v = ema(entry(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
     u, dead = _by_root(grads, v, hyper)
@@ -399,7 +410,8 @@ def rmsprop(grads, state, hyper, steps, params) -> Update:
 
 
 @register("adagrad", state={"sum": 2}, knobs={"eps": Knob(1e-10, check_nonnegative)})
-def adagrad(grads, state, hyper, steps, params) -> Update:
+def adagrad(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+            params: Tensors) -> Update:
     """AdaGrad: ``G ← G + g²``, direction ``g / (√G + ε)``."""
     acc = ema(entry(state, "sum", grads), grads, 1.0, squared=True, weight=1.0)
     u, dead = _by_root(grads, acc, hyper)
@@ -407,7 +419,8 @@ def adagrad(grads, state, hyper, steps, params) -> Update:
 
 
 @register("adam_proxy", per_sample=True)
-def adam_proxy(grads, state, hyper, steps, params) -> Update:
+def adam_proxy(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+               params: Tensors) -> Update:
     """AdamProxy (Baek, Song & Yun 2025), the β2 → 1 limit of per-sample Adam:
     ``∇L / sqrt(Σ_i ∇L_i²)`` coordinate-wise over the batch's per-sample gradients. The
     direction does not depend on the loss's scale, so it needs no state."""
@@ -419,7 +432,8 @@ def adam_proxy(grads, state, hyper, steps, params) -> Update:
 
 @register("adam_clip", state=ADAM_STATE, knobs={**ADAM_KNOBS, "clip": Knob(1.0, check_positive)},
           optimizer="ClippedAdam")
-def adam_clip(grads, state, hyper, steps, params) -> Update:
+def adam_clip(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
+              params: Tensors) -> Update:
     """Adam with its step clipped coordinate-wise at ``clip`` (the update clipping of
     Adafactor, and of Sophia's clipped ratio): ``clamp(m̂ / (√v̂ + ε), −clip, clip)``. With
     ``clip`` ≥ 1 and β1 ≤ β2 it is Adam (its steps stay below Kingma & Ba's bound, about 1);

@@ -13,10 +13,12 @@ import json
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from . import losses, models, optim
@@ -37,11 +39,11 @@ BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 TRAINING_VERSION = 2
 
 
-def _integer(v, low: int, high: float = math.inf) -> bool:
+def _integer(v: object, low: int, high: float = math.inf) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
-def _number(v) -> bool:
+def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -66,7 +68,7 @@ FIELD_CHECKS = {
 }
 
 
-def _default_model():
+def _default_model() -> dict[str, Any]:
     return {"kind": "two_layer", "width": 64, "activation": "relu2"}
 
 
@@ -75,7 +77,7 @@ def _default_model():
 _CHECKED: set = set()
 
 
-def _once(key, check, *args) -> None:
+def _once(key: object, check: Callable[..., object], *args: Any) -> None:
     """``check(*args)``, skipped when ``key`` (plain data: JSON's types and tuples) passed before."""
     try:
         json.dumps(key)  # plain data only; its repr then tells a tuple from a list
@@ -99,7 +101,7 @@ def _check_model_config(spec: dict) -> None:
     models.build(small, models.example_input_dim(small), seed=0)
 
 
-def _check_optimizer_options(cls, lr, options) -> None:
+def _check_optimizer_options(cls: Callable[..., torch.optim.Optimizer], lr: float, options: dict) -> None:
     params = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings come again when the run trains
@@ -140,7 +142,7 @@ class Run:
     batch: str = "full"
     batch_size: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # what a file's JSON or TOML gives as lists, a run holds as tuples (betas, an activation)
         if isinstance(self.options, dict) and isinstance(self.options.get("betas"), list):
             self.options = {**self.options, "betas": tuple(self.options["betas"])}
@@ -210,7 +212,7 @@ class Run:
     def config(self) -> dict:
         return asdict(self)
 
-    def build_model(self, input_dim, dtype: torch.dtype) -> torch.nn.Module:
+    def build_model(self, input_dim: int | tuple[int, ...], dtype: torch.dtype) -> torch.nn.Module:
         """This run's model, initialized from its seed, in ``dtype``."""
         if isinstance(self.model, dict):
             return models.build(self.model, input_dim, seed=self.seed, dtype=dtype)
@@ -226,7 +228,7 @@ class Run:
             raise type(err)(f"Run {self.label!r}: {err}") from None
         return model.to(dtype)
 
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
         return optim.make(self.optimizer, params, self.lr, **self.options)
 
 
@@ -257,7 +259,7 @@ class History:
         ``train(directions=k)`` kept fewer rows. Read a direction's step here, never in ``steps``."""
         return np.asarray(self.steps if self.direction_steps is None else self.direction_steps)
 
-    def direction_row(self, step) -> int:
+    def direction_row(self, step: int) -> int:
         """The first row of ``directions`` logged at or after ``step`` (the row of ``step``
         itself when its direction was kept)."""
         row = int(np.searchsorted(self.direction_grid, step))
@@ -266,7 +268,7 @@ class History:
                              f"(kept: {self.direction_grid.tolist()}).")
         return row
 
-    def on_direction_grid(self, series) -> np.ndarray:
+    def on_direction_grid(self, series: npt.ArrayLike) -> np.ndarray:
         """``series`` (one value per logged step, as ``log_loss``, a margin or an observed
         array) at the steps of the rows of ``directions``."""
         return np.asarray(series)[np.searchsorted(self.steps, self.direction_grid)]
@@ -294,7 +296,7 @@ def log_grid(steps: int, points: int = 60) -> np.ndarray:
     return grid if grid[-1] == steps else np.r_[grid, steps]
 
 
-def batches(scheme: str, n: int, size: int, seed: int = 0):
+def batches(scheme: str, n: int, size: int, seed: int = 0) -> Iterator[torch.Tensor]:
     """The indices of the samples of each step, forever: ``'cyclic'`` walks through
     ``0 … n−1`` in order in consecutive batches of ``size``; ``'reshuffle'`` does the same
     through a fresh random permutation every epoch (in both, an epoch visits every sample
@@ -315,9 +317,9 @@ def batches(scheme: str, n: int, size: int, seed: int = 0):
             yield torch.as_tensor(order[start:start + size])
 
 
-def describe(run) -> str:
+def describe(run: Run) -> str:
     """A run in messages: its label and what tells it from other runs of that label."""
-    def g(x):
+    def g(x: object) -> str:
         return f"{x:g}" if isinstance(x, (int, float)) else str(x)
 
     return f"{run.label} (lr={g(run.lr)}, seed={run.seed}, schedule={g(run.schedule)})"
@@ -330,15 +332,17 @@ class RunFailed(FloatingPointError):
     far, or None); ``train(..., failures='return')`` returns this error in the run's place
     instead of raising it."""
 
-    def __init__(self, run, message: str, history=None):
+    def __init__(self, run: Run, message: str, history: History | None = None):
         super().__init__(message)
         self.run, self.history = run, history
 
-    def __reduce__(self):  # so that it crosses process boundaries (train(executor=...))
+    def __reduce__(self) -> tuple[type[RunFailed], tuple[Run, str, History | None]]:
+        # so that it crosses process boundaries (train(executor=...))
         return type(self), (self.run, str(self), self.history)
 
 
-def history(run, grid, rec, model, seconds, engine, observed=None) -> History:
+def history(run: Run, grid: np.ndarray, rec: dict[str, list], model: torch.nn.Module, seconds: float,
+            engine: dict, observed: dict | None = None) -> History:
     return History(
         run=run,
         steps=grid,
@@ -353,7 +357,8 @@ def history(run, grid, rec, model, seconds, engine, observed=None) -> History:
     )
 
 
-def record(rec, params, q, degree, loss, norm_objs):
+def record(rec: dict[str, list], params: Sequence[torch.Tensor], q: torch.Tensor, degree: float, loss: str,
+           norm_objs: dict[str, Norm]) -> None:
     """Append to ``rec`` one log point: loss, parameter norm, direction and margins of
     ``params`` whose margins are ``q``."""
     rec["log_loss"].append(float(losses.log_loss(q, loss)))
@@ -366,7 +371,7 @@ def record(rec, params, q, degree, loss, norm_objs):
         rec[name].append(float(q_min / norm(params) ** degree))
 
 
-def margin_norms(norms, params) -> dict:
+def margin_norms(norms: Iterable[str | Norm], params: Sequence[torch.Tensor]) -> dict[str, Norm]:
     """The norms whose margins a run logs, by name: each a name of
     :func:`norms.by_name` or a :class:`norms.Norm` object (logged under its ``name``)."""
     out = {}
@@ -381,7 +386,9 @@ class ObserveError(RuntimeError):
 
 
 @torch.no_grad()
-def observe_point(observed: dict, observe, model, optimizer, frame: float, run=None, step=None) -> None:
+def observe_point(observed: dict, observe: Callable[..., dict], model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, frame: float, run: Run | None = None,
+                  step: int | None = None) -> None:
     """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
     try:
         values = observe(model, optimizer, frame)
@@ -393,7 +400,7 @@ def observe_point(observed: dict, observe, model, optimizer, frame: float, run=N
         observed.setdefault(name, []).append(np.asarray(value, dtype=float))
 
 
-def summary(histories, norms=None) -> list[dict]:
+def summary(histories: Iterable[History], norms: Iterable[str] | None = None) -> list[dict]:
     """One row per history: label, seed, final log10 loss and final margins."""
     rows = []
     for h in histories:
@@ -409,13 +416,13 @@ def summary(histories, norms=None) -> list[dict]:
 
 #: The most log points a run may ask for (each keeps a direction: n_params floats).
 LOG_POINTS_MAX = 100_000
-def activation_bytes(run, n: int) -> int:
+def activation_bytes(run: Run, n: int) -> int:
     """The bytes of one step's activations of ``run`` on ``n`` samples (and a batch)."""
     itemsize = torch.finfo(DTYPES[run.dtype]).bits // 8
     return 3 * (n + (run.batch_size or 0)) * models.hidden_units(run.model) * itemsize
 
 
-def run_bytes(run, n: int, n_params: int) -> int:
+def run_bytes(run: Run, n: int, n_params: int) -> int:
     """The bytes one run like ``run`` takes while it trains: its activations and about 8
     copies of its ``n_params`` parameters (values, gradients, optimizer state, directions):
     the estimate :func:`batched.chunk_size` stacks runs by."""

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -533,8 +533,8 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
                     dead = dead_output(q, [p.grad for p in params if p.grad is not None])
                     if dead is not None:
                         raise RunFailed(run, f"{describe(run)}, step {t}: {dead}.")
-                    record(rec, [p.detach() for p in model.parameters()], q, model.degree, run.loss,
-                           norm_objs)
+                    degree = cast(float, model.degree)  # a HomogeneousModel (check_homogeneous)
+                    record(rec, [p.detach() for p in model.parameters()], q, degree, run.loss, norm_objs)
                 if observe is not None:
                     observe_point(observed, observe, model, opt, F, run, t)
                 next_log += 1
