@@ -113,7 +113,7 @@ def multiclass_margins(model: torch.nn.Module, X: torch.Tensor, labels: torch.Te
                         "multi-output model.")
     checked_margins(model, X, labels)
     labels = torch.as_tensor(check_class_labels(labels, k, X.shape[0]), device=X.device)
-    f = model(X)
+    f: torch.Tensor = model(X)
     own = f.gather(1, labels[:, None]).squeeze(1)
     others = f.scatter(1, labels[:, None], -torch.inf)
     return own - others.amax(1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -522,14 +523,14 @@ class Pairwise(HomogeneousModel):
     ``k − 1`` pairs of a sample next to each other), the inner model is evaluated once per
     sample, not once per pair."""
 
-    def __init__(self, model):
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         k = getattr(model, "num_classes", None)
-        if not (isinstance(k, numbers.Integral) and k >= 2):
+        if not (isinstance(k, numbers.Integral) and int(k) >= 2):
             raise ValueError(f"Pairwise needs a model with `num_classes` ≥ 2 outputs, got "
                              f"{type(model).__name__} with num_classes = {k!r}.")
         self.model, self.num_pairs = model, int(k) - 1
-        self.degree = model.degree
+        self.degree = cast(float, model.degree)  # the inner model's (a module attribute)
 
     def symmetry_size(self, group="neuron"):
         return self.model.symmetry_size(group)

@@ -275,7 +275,8 @@ class History:
 
     def cosine_to_final(self) -> np.ndarray:
         """``cos(θ_t, θ_final)`` at every row of ``directions`` (steps: :attr:`direction_grid`)."""
-        return self.directions @ self.directions[-1]
+        cosines: np.ndarray = self.directions @ self.directions[-1]
+        return cosines
 
     def direction(self) -> torch.Tensor:
         return torch.as_tensor(self.directions[-1])
