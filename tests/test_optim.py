@@ -24,10 +24,11 @@ def problem():
     return X, y
 
 
-def train_steps(model, X, y, opt, steps: int = 20, scales=None):
+def train_steps(model, X, y, opt, steps: int = 20, scales=None, after_step=None):
     """``steps`` full-batch steps on the logistic loss. ``scales`` maps a step index to a
     factor c: before that step ``opt.rescale_gradients(c)`` is called and the loss is
-    multiplied by the running product of the factors from then on."""
+    multiplied by the running product of the factors from then on. ``after_step`` (a
+    scheduler's ``step``) is called after each."""
     scale = 1.0
     for t in range(steps):
         if scales and t in scales:
@@ -39,6 +40,8 @@ def train_steps(model, X, y, opt, steps: int = 20, scales=None):
             for p, g in zip(model.parameters(), train.per_sample_gradients(model, X, y, scale=scale)):
                 p.grad_sample = g
         opt.step()
+        if after_step is not None:
+            after_step()
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -70,8 +73,14 @@ TORCH_ORACLES = {
                                  lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9)),
     "RMSProp": (lambda p: optim.RMSProp(p, lr=0.01, beta2=0.95, eps=1e-8),
                 lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.95, eps=1e-8)),
+    "RMSProp(momentum)": (lambda p: optim.RMSProp(p, lr=0.01, beta2=0.95, eps=1e-8, momentum=0.8),
+                          lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.95, eps=1e-8, momentum=0.8)),
     "AdaGrad": (lambda p: optim.AdaGrad(p, lr=0.1, eps=1e-10),
                 lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-10)),
+    # torch's names with torch's defaults (the learning rate too): nothing passed
+    **{f"{ours.__name__}(defaults)": (ours, theirs) for ours, theirs in (
+        (optim.Adam, torch.optim.Adam), (optim.AdamW, torch.optim.AdamW),
+        (optim.RMSProp, torch.optim.RMSprop), (optim.AdaGrad, torch.optim.Adagrad))},
 }
 
 
@@ -86,6 +95,54 @@ def test_matches_torch_optim(case, problem):
     b = train_steps(m2, X, y, theirs(list(m2.parameters())))
     assert rel_err(a, b) < 1e-10
     assert rel_err(b, start) > 1e-3  # the runs really moved
+
+
+@pytest.mark.parametrize("ours, theirs", [(optim.RMSProp, torch.optim.RMSprop),
+                                           (optim.Adam, torch.optim.Adam), (optim.AdamW, torch.optim.AdamW)])
+def test_one_cycle_lr_as_on_torchs_optimizer(ours, theirs, problem):
+    """OneCycleLR at its defaults (it cycles the rate and the momentum, or β1) steps our
+    optimizer as it steps torch's of the same name."""
+    X, y = problem
+    m1, m2 = two_layer(), two_layer()
+    trajectories = []
+    for model, cls in ((m1, ours), (m2, theirs)):
+        opt = cls(list(model.parameters()), lr=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=12)
+        trajectories.append(train_steps(model, X, y, opt, steps=10, after_step=sched.step))
+    assert rel_err(*trajectories) < 1e-10
+
+
+#: Optimizers without one momentum shared by all their groups: OneCycleLR needs
+#: cycle_momentum=False for them, as for torch.optim.Adagrad (it says so with a ValueError).
+NO_SHARED_MOMENTUM = {"AdaGrad", "AdamProxy", "MuonAdam"}
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+@pytest.mark.parametrize("scheduler", ["OneCycleLR", "CosineAnnealingLR", "StepLR"])
+def test_torch_schedulers_work_for_every_optimizer(name, scheduler, problem):
+    X, y = problem
+    model = two_layer()
+    opt = optim.make(name, list(model.parameters()), 0.01)
+    lr_scheduler = torch.optim.lr_scheduler
+    make = {"OneCycleLR": lambda **kw: lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=8, **kw),
+            "CosineAnnealingLR": lambda: lr_scheduler.CosineAnnealingLR(opt, T_max=8),
+            "StepLR": lambda: lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)}[scheduler]
+    if scheduler == "OneCycleLR" and name in NO_SHARED_MOMENTUM:
+        with pytest.raises(ValueError, match="momentum or beta1"):
+            make()
+        sched = make(cycle_momentum=False)
+    else:
+        sched = make()
+    rates = []
+
+    def after_step():
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchMuon's 1-D parameters, ε = 0 notes
+        after = train_steps(model, X, y, opt, steps=5, after_step=after_step)
+    assert len(set(rates)) > 1 and all(torch.isfinite(p).all() for p in after)
 
 
 @pytest.mark.parametrize("shape,lr_factor", [((6, 12), 1.0), ((12, 6), math.sqrt(2.0))])
@@ -412,7 +469,7 @@ def test_rescale_by_a_ratio_whose_square_overflows_a_python_float():
     """Adam's second moment scales by ratio²; ratio = 1e200 is fine when the state is small
     (gradients of the old frame were ~1e-150), although 1e200**2 is not a Python float."""
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=F64))
-    opt = optim.Adam([p], lr=0.1, eps=1e-8)
+    opt = optim.Adam([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
     p.grad = torch.tensor([3e-150, -1e-151], dtype=F64)
     opt.step()
     opt.rescale_gradients(1e200)
@@ -436,7 +493,8 @@ def test_a_state_far_larger_than_the_gradients_never_overflows(name):
     """After the frame moves by e^1381 (the loss fell that much faster than the state
     forgets) the state is e^1381 times the new gradients: beyond float64, so it is kept with
     a log-factor, finite, and its direction decides the next step as the algebra says."""
-    options = {"eps": 0.0, "weight_decay": 0.0, "betas": (0.9, 0.99)} if name == "AdamW" else {}
+    options = {"eps": 0.0, "betas": (0.9, 0.99)} if name in ("Adam", "AdamW") else {}
+    options.update({"weight_decay": 0.0} if name == "AdamW" else {})
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=F64))
     opt = optim.make(name, [p], 0.1, **options)
     p.grad = G1.clone()
@@ -573,7 +631,8 @@ def test_adam_eps_zero_dead_coordinate_others_follow_torch(problem):
     ours = models.Linear(6, seed=1)
     w0 = ours.w.detach().clone()
     with pytest.warns(RuntimeWarning, match="eps = 0"):
-        a = train_steps(ours, X, y, optim.Adam(list(ours.parameters()), lr=0.05, eps=0.0), steps=10)[0]
+        a = train_steps(ours, X, y, optim.Adam(list(ours.parameters()), lr=0.05, betas=(0.9, 0.99), eps=0.0),
+                        steps=10)[0]
     reduced = models.Linear(5)
     with torch.no_grad():
         reduced.w.copy_(w0[keep])

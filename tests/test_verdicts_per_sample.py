@@ -45,7 +45,7 @@ def train1(runs, X, y, **kwargs):
 
 
 def adam(steps, betas=(0.9, 0.99), batch="full", b=None, label=None):
-    return Run("Adam", 0.1, steps, schedule=0.5, model=LIN, options={"betas": betas}, batch=batch,
+    return Run("Adam", 0.1, steps, schedule=0.5, model=LIN, options={"betas": betas, "eps": 0.0}, batch=batch,
                batch_size=b, label=label or f"Adam β={betas} ({batch}, b={b})")
 
 
@@ -114,8 +114,8 @@ def gr_seeds(gr):
     """The chapter's form: both runs on training seeds 0, 1, 2 (seed 0 from ``gr``; seeds 1
     and 2 in one batched call)."""
     X, y = data.generalized_rademacher(n=N, d=20, seed=0)
-    runs = [Run("Adam", 0.1, GR_STEPS, schedule=0.5, seed=s, model=LIN, options={"betas": (0.9, 0.95)},
-                batch=batch, label=label)
+    runs = [Run("Adam", 0.1, GR_STEPS, schedule=0.5, seed=s, model=LIN,
+                options={"betas": (0.9, 0.95), "eps": 0.0}, batch=batch, label=label)
             for s in (1, 2) for batch, label in (("cyclic", "inc"), ("full", "full"))]
     hs = train1(runs, X, y)
     return {0: (gr["inc"], gr["full"]), 1: tuple(hs[:2]), 2: tuple(hs[2:])}

@@ -44,12 +44,6 @@ from .runs import (
     run_bytes,
 )
 
-#: Built-in optimizers the engine leaves to the reference loop, and why.
-UNBATCHED = {
-    "TorchMuon": "it is torch.optim.Muon itself, kept as an independent oracle",
-    "AdamProxy": "it needs per-sample gradients",
-}
-
 #: On a CPU, a chunk's activations should stay within about this many bytes: larger
 #: stacks are limited by memory traffic, not arithmetic (see benchmarks/batched_engine.py).
 CPU_WORKSET = 32 * 2**20
@@ -61,11 +55,10 @@ MEMORY_FRACTION = 0.5
 def why_not(run) -> str | None:
     """Why ``run`` cannot go to the batched engine, or None if it can: the engine steps
     optimizers built from registered rules (:class:`optim.RuleOptimizer`) that need no
-    per-sample gradients."""
+    per-sample gradients. An optimizer says which it is by its class alone (its base class
+    and ``needs_per_sample_gradients``): there is no other list."""
     cls = optim.OPTIMIZERS[run.optimizer] if isinstance(run.optimizer, str) else run.optimizer
     name = cls.__name__
-    if optim.OPTIMIZERS.get(name) is cls and name in UNBATCHED:
-        return f"{name}: {UNBATCHED[name]}"
     if not issubclass(cls, optim.RuleOptimizer):
         return f"{name}: it is not built from registered update rules (implicit_bias.rules)"
     if getattr(cls, "needs_per_sample_gradients", False):
@@ -435,4 +428,4 @@ class _Log:
 
 
 __all__ = ["train_group", "why_not", "group_key", "chunk_size", "BatchedOptimizer", "signature",
-           "free_memory", "peak_memory", "check_limits", "UNBATCHED"]
+           "free_memory", "peak_memory", "check_limits"]

@@ -514,10 +514,11 @@ def _warn_if_beta1_above_beta2(betas, stacklevel=3):
 
 
 class Adam(RuleOptimizer):
-    """Adam with bias correction; ``eps`` may be exactly 0 (the ℓ∞ regime of Gronich &
-    Vardi 2026, Thm 3.6). With ``eps > 0`` it matches ``torch.optim.Adam``."""
+    """Adam with bias correction; matches ``torch.optim.Adam``, its defaults too. ``eps``
+    may be exactly 0: the theorem of Gronich & Vardi 2026 (Thm 3.6, the ℓ∞ limit) needs it,
+    so pass ``eps=0.0`` for it (the book does)."""
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.99), eps: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, dict(rule="adam", lr=lr, betas=_pair(betas), eps=eps))
         _warn_if_beta1_above_beta2(betas)
 
@@ -526,7 +527,7 @@ class AdamW(RuleOptimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``θ ← θ − η(m̂/(√v̂ + ε)
     + λθ)``. Matches ``torch.optim.AdamW`` (its defaults too)."""
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2):
         super().__init__(params, dict(rule="adamw", lr=lr, betas=_pair(betas), eps=eps,
                                       weight_decay=weight_decay))
@@ -560,16 +561,20 @@ class AdamProxy(RuleOptimizer):
 
 class RMSProp(RuleOptimizer):
     """RMSProp: ``v ← β₂ v + (1−β₂) g²``, ``θ ← θ − η g / (√v + ε)``; equals
-    ``torch.optim.RMSprop(alpha=β₂)``. With ε > 0 its limit is ℓ2 (Wang et al. 2021)."""
+    ``torch.optim.RMSprop(alpha=β₂)``, its defaults too, and its ``momentum`` μ (the step is
+    then the buffer ``b ← μ b + g / (√v + ε)``; torch's ``OneCycleLR`` cycles it as it does
+    torch's). With ε > 0 its limit is ℓ2 (Wang et al. 2021)."""
 
-    def __init__(self, params, lr: float, beta2: float = 0.99, eps: float = 1e-8):
-        super().__init__(params, dict(rule="rmsprop", lr=lr, beta2=beta2, eps=eps))
+    def __init__(self, params, lr: float = 1e-2, beta2: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0):
+        super().__init__(params, dict(rule="rmsprop", lr=lr, beta2=beta2, eps=eps, momentum=momentum))
 
 
 class AdaGrad(RuleOptimizer):
-    """AdaGrad: ``G ← G + g²``, ``θ ← θ − η g / (√G + ε)``; equals ``torch.optim.Adagrad``."""
+    """AdaGrad: ``G ← G + g²``, ``θ ← θ − η g / (√G + ε)``; equals ``torch.optim.Adagrad``,
+    its defaults too."""
 
-    def __init__(self, params, lr: float, eps: float = 1e-10):
+    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
         super().__init__(params, dict(rule="adagrad", lr=lr, eps=eps))
 
 
@@ -579,11 +584,13 @@ class AdaGrad(RuleOptimizer):
 class Hybrid(RuleOptimizer):
     """One rule on the matrix parameters (≥ 2-D, :func:`norms.matrix_indices`), another on
     the rest (vectors, scalars): two parameter groups built from two templates. A group
-    added later without a ``rule`` is split the same way."""
+    added later without a ``rule`` is split the same way. ``defaults`` holds what both
+    groups share (torch's schedulers read it: a shared ``momentum`` lets ``OneCycleLR``
+    cycle it)."""
 
-    def __init__(self, params, matrix_group: dict, rest_group: dict):
+    def __init__(self, params, matrix_group: dict, rest_group: dict, defaults: dict | None = None):
         self._templates = (matrix_group, rest_group)
-        super().__init__(self._split(_params_list(params)), {})
+        super().__init__(self._split(_params_list(params)), dict(defaults or {}))
 
     def _split(self, params):
         mats, rest = matrix_indices(params)
@@ -609,7 +616,7 @@ class MuonSignum(Hybrid):
         lr_signum = lr if lr_signum is None else lr_signum
         common = dict(rule="steepest", momentum=momentum, normalized=True)
         super().__init__(params, dict(common, norm=Spectral(), lr=lr),
-                         dict(common, norm=Linf(), lr=lr_signum))
+                         dict(common, norm=Linf(), lr=lr_signum), defaults={"momentum": momentum})
 
 
 class MuonAdam(Hybrid):
@@ -662,6 +669,7 @@ def from_rule(name: str, class_name: str | None = None) -> type:
           for key, knob in rule.knobs.items())])
     return type(class_name, (RuleOptimizer,), {
         "__init__": __init__, "__doc__": rule.update.__doc__, "__module__": __name__,
+        "needs_per_sample_gradients": rule.per_sample,
         "__qualname__": class_name})
 
 

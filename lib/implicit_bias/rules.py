@@ -399,14 +399,20 @@ def _by_root(grads: Tensors, acc: Entry, hyper: dict[str, Any]) -> tuple[Tensors
     return scaled_by_root(grads, acc.tensors, eps, root_factors=roots)
 
 
-@register("rmsprop", state={"square_avg": 2},
-          knobs={"beta2": Knob(0.99, check_beta), "eps": Knob(1e-8, check_nonnegative)})
+@register("rmsprop", state={"square_avg": 2, "momentum_buffer": 0},
+          knobs={"beta2": Knob(0.99, check_beta), "eps": Knob(1e-8, check_nonnegative),
+                 "momentum": Knob(0.0, check_beta)})
 def rmsprop(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
             params: Tensors) -> Update:
-    """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``."""
+    """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``; with torch's
+    ``momentum`` μ > 0, the buffer ``b ← μ b + g / (√v + ε)`` (a direction: order 0)."""
     v = ema(entry(state, "square_avg", grads), grads, hyper["beta2"], squared=True)
     u, dead = _by_root(grads, v, hyper)
-    return Update(u, {"square_avg": v}, dead)
+    new = {"square_avg": v}
+    if _any_positive(hyper["momentum"]):
+        new["momentum_buffer"] = ema(entry(state, "momentum_buffer", u), u, hyper["momentum"], weight=1.0)
+        u = new["momentum_buffer"].tensors
+    return Update(u, new, dead)
 
 
 @register("adagrad", state={"sum": 2}, knobs={"eps": Knob(1e-10, check_nonnegative)})

@@ -36,7 +36,7 @@ BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
 #: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
 #: history (an update rule, the loss frame, the log grid, the engines' arithmetic), and
 #: only then, so that a release that does not touch training keeps stored results found.
-TRAINING_VERSION = 2
+TRAINING_VERSION = 3
 
 
 def _integer(v: object, low: int, high: float = math.inf) -> bool:

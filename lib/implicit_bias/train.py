@@ -135,8 +135,8 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     ``engine``: ``'auto'`` (the default) trains every group of compatible runs (same model
     config, data, dtype, steps, loss and batch scheme) together in the batched engine
     (:mod:`implicit_bias.batched`), in chunks of at most ``max_batch`` runs (default: what
-    fits, see :func:`batched.chunk_size`), and the rest (:data:`batched.UNBATCHED`
-    optimizers, optimizers not built from registered rules) one by one in the reference
+    fits, see :func:`batched.chunk_size`), and the rest (optimizers not built from registered
+    rules, or that need per-sample gradients: :func:`batched.why_not`) one by one in the reference
     loop; ``'loop'`` uses the loop for all; ``'batched'`` refuses runs the batched engine
     cannot take. ``History.engine`` says which trained each run (and, for the loop, why).
 
