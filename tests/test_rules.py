@@ -18,8 +18,8 @@ CASES = [
     ("NormalizedGD", {}), ("NormalizedGD", {"momentum": 0.5}), ("MomentumGD", {}),
     ("MomentumGD", {"normalized": False}), ("SignGD", {}), ("Signum", {}),
     ("CoordinateDescent", {}), ("SpectralDescent", {}), ("Muon", {}),
-    ("Muon", {"polar": "newton_schulz"}),
-    ("Adam", {"betas": (0.9, 0.99), "eps": 0.0}), ("Adam", {"betas": (0.9, 0.99), "eps": 1e-3}),  # the oracle's defaults
+    ("Muon", {"polar": "newton_schulz"}),  # Adam at the oracle's defaults:
+    ("Adam", {"betas": (0.9, 0.99), "eps": 0.0}), ("Adam", {"betas": (0.9, 0.99), "eps": 1e-3}),
     ("RMSProp", {}), ("AdaGrad", {}), ("MuonSignum", {"lr_signum": 0.05}),
     ("MuonAdam", {"lr_adam": 0.05, "betas": (0.8, 0.9)}),
 ]
