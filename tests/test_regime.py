@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from implicit_bias import data, regime
+from implicit_bias import data, optim, regime, rules
 from implicit_bias.train import History, Run, train
 
 
@@ -73,3 +73,39 @@ def test_warn_skips_failed_runs():
     from implicit_bias.train import RunFailed
 
     regime.warn([RunFailed(Run("Adam", 0.1, 10), "diverged")])  # no AttributeError
+
+
+def test_step_ratio_reads_the_moments_each_rule_declares():
+    """The step ratio asks the rule for its moments (rules.Moment): ours and torch's Adam
+    give the same ratios; RMSProp (a second moment only) and Signum have none."""
+    torch.manual_seed(0)
+    X, y = torch.randn(8, 3, dtype=torch.float64), torch.tensor([1.0, -1.0] * 4, dtype=torch.float64)
+    ratios = {}
+    for label, make in {"ours": lambda ps: optim.Adam(ps, 0.1, betas=(0.8, 0.9)),
+                        "torch": lambda ps: torch.optim.Adam(ps, 0.1, betas=(0.8, 0.9)),
+                        "rmsprop": lambda ps: optim.RMSProp(ps, 0.1),
+                        "signum": lambda ps: optim.Signum(ps, 0.1, momentum=0.5)}.items():
+        model = torch.nn.Linear(3, 1, bias=False).double()
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor([[0.5, -0.2, 0.1]]))
+        opt = make(list(model.parameters()))
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.softplus(-y * model(X).squeeze(1)).mean().backward()
+            opt.step()
+        ratios[label] = regime.live_step_ratios(model, opt)
+    torch.testing.assert_close(ratios["ours"]["weight"][0], ratios["torch"]["weight"][0], rtol=1e-12, atol=0)
+    assert 0 < float(ratios["ours"]["weight"][0].max()) <= 1.5
+    assert ratios["rmsprop"] == {} and ratios["signum"] == {}
+
+
+def test_a_rule_must_keep_the_moments_it_declares():
+    with pytest.raises(ValueError, match="not in its state"):
+        rules.register("bad_moments", state={"m": 1}, moments={"second": rules.Moment("v")})(lambda *a: None)
+    assert "bad_moments" not in rules.RULES
+
+
+def test_adam_beta2_is_the_optimizers_own_default():
+    assert regime.adam_beta2(Run("Adam", 0.1, 10)) == 0.999  # torch's default
+    assert regime.adam_beta2(Run("MuonAdam", 0.1, 10)) == 0.99
+    assert regime.adam_beta2(Run("Adam", 0.1, 10, options={"betas": (0.9, 0.95)})) == 0.95

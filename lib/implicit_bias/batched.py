@@ -166,9 +166,10 @@ class BatchedOptimizer:
             own["frame"] = float(self.frame[j])
             # LambdaLR after t steps: η_0 (t + 1)^{-a}, in Python floats as there.
             own["lr"] = float(group["lr"][j]) * (t + 1.0) ** (-float(self.schedules[j]))
+            gated = rules.get(own["rule"]).gated
             for name, e in group["state"].items():
-                if name == "momentum_buffer" and float(group["hyper"]["momentum"][j]) == 0:
-                    continue  # a run at β = 0 keeps no momentum buffer
+                if name in gated and float(group["hyper"][gated[name]][j]) == 0:
+                    continue  # e.g. a run at momentum 0 keeps no momentum buffer
                 run = rules.Entry([x[j:j + 1].clone() for x in e.tensors],
                                   None if e.logs is None else [lg[j:j + 1].clone() for lg in e.logs])
                 optim.store_entry([opt.state[p] for p in own["params"]], name, rules.settled(run))

@@ -199,6 +199,17 @@ class RuleOptimizer(torch.optim.Optimizer):
             warn_dead_coordinates()
 
     @torch.no_grad()
+    def moments(self, group: dict, p: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+        """Parameter ``p``'s moments as its group's rule declares them (:class:`rules.Moment`):
+        ``{'first': (m̂, ℓ), 'second': (v̂, ℓ)}``, each bias-corrected where the rule corrects
+        it, its value ``x · e^ℓ`` in the gradients' units (ℓ: the log-factor kept where the
+        state outgrew float64). Only the moments that are in the state yet."""
+        rule, state = rules.get(group["rule"]), self.state.get(p, {})
+        return {which: (m.corrected(state[m.entry], group, state["step"]),
+                        float(state.get(_log_key(m.entry), 0.0)))
+                for which, m in rule.moments.items() if m.entry in state}
+
+    @torch.no_grad()
     def root_second_moments(self) -> list[torch.Tensor]:
         """The denominators' ``√v̂`` before ε, one tensor per parameter of the adaptive
         groups (Adam: bias-corrected ``√v̂``; RMSProp: ``√v``; AdaGrad: ``√G``), in the
@@ -208,16 +219,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         steepest-descent groups and before the first step."""
         out = []
         for group in self.param_groups:
-            rule = rules.get(group["rule"])
-            second = [name for name, order in rule.state.items() if order == 2]
             for p in group["params"]:
-                state = self.state.get(p, {})
-                for name in second:
-                    if name in state:
-                        v = state_value(state, name)
-                        if "betas" in group:
-                            v = v / (1.0 - group["betas"][1] ** state["step"])
-                        out.append(v.sqrt())
+                second = self.moments(group, p).get("second")
+                if second is not None:
+                    v, log = second
+                    out.append((v * math.exp(log) if log else v).sqrt())
         return out
 
     @torch.no_grad()

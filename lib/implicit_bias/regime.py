@@ -16,11 +16,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
 import numpy as np
 import torch
+
+from . import optim, rules
 
 #: A run leaves Adam's regime when the predicted step ratio falls below e^{-this} (0.1).
 DEFICIT_LIMIT = math.log(10.0)
@@ -54,10 +57,12 @@ def ratio_deficit(history, beta2: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def adam_beta2(run) -> float | None:
-    """The β2 of a run's Adam block (Adam, Muon-Adam), or None for other optimizers."""
+    """The β2 of a run's Adam block (Adam, Muon-Adam): its ``betas`` option, else its
+    optimizer class's default; None for other optimizers."""
     if run.optimizer not in ("Adam", "MuonAdam"):
         return None
-    return float(run.options.get("betas", (0.9, 0.99))[1])
+    default = inspect.signature(optim.OPTIMIZERS[run.optimizer]).parameters["betas"].default
+    return float(run.options.get("betas", default)[1])
 
 
 def check(history) -> str | None:
@@ -85,29 +90,34 @@ def warn(histories) -> None:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _moments(optimizer, group: dict, p: torch.Tensor) -> dict:
+    """A parameter's bias-corrected moments with their log-factors: as its rule declares
+    them, or, for torch.optim's Adam family, under Adam's entry names (no log-factors)."""
+    if isinstance(optimizer, optim.RuleOptimizer):
+        return optimizer.moments(group, p)
+    state = optimizer.state.get(p, {})
+    if "betas" not in group or not all(m.entry in state for m in rules.ADAM_MOMENTS.values()):
+        return {}
+    step = int(state["step"])
+    return {which: (m.corrected(state[m.entry], group, step), 0.0) for which, m in rules.ADAM_MOMENTS.items()}
+
+
 @torch.no_grad()
 def live_step_ratios(model, optimizer) -> dict:
-    """Adam's ``|m̂|/√v̂`` per parameter of every Adam-like group (state ``exp_avg`` and
-    ``exp_avg_sq``, bias-corrected with the group's ``betas``), over the live coordinates
+    """Adam's ``|m̂|/√v̂`` per parameter of every group whose rule keeps both moments
+    (:meth:`optim.RuleOptimizer.moments`: Adam's, bias-corrected), over the live coordinates
     only: ``v̂ > 0`` and a non-zero gradient at this step (a dead unit's or a blank pixel's
     ratio decays like ``(β1/√β2)^t`` in any regime). Returns ``{name: (ratios, numel)}``;
     the frame cancels in the ratio."""
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
-        if "betas" not in group:
-            continue
-        b1, b2 = group["betas"]
         for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if "exp_avg_sq" not in state:
+            moments = _moments(optimizer, group, p)
+            if not {"first", "second"} <= set(moments):
                 continue
-            t = state["step"]
-            m = state["exp_avg"] / (1 - b1**t)
-            v = state["exp_avg_sq"] / (1 - b2**t)
-            # the entries' log-factors, where the state outgrew float64 (see implicit_bias.rules)
-            factor = math.exp(float(state.get("exp_avg_log_factor", 0.0))
-                              - float(state.get("exp_avg_sq_log_factor", 0.0)) / 2)
+            (m, log_m), (v, log_v) = moments["first"], moments["second"]
+            factor = math.exp(log_m - log_v / 2)  # the entries' factors (see implicit_bias.rules)
             live = v > 0
             if p.grad is not None:
                 live &= p.grad != 0

@@ -118,6 +118,23 @@ class Knob:
 
 
 @dataclass(frozen=True)
+class Moment:
+    """Where a rule keeps a moment of the gradient (``first``: m, ``second``: v): its state
+    entry, and the knob whose bias correction ``1 − β^t`` divides it, as ``(knob, index)``
+    (Adam's ``('betas', 1)`` for v) or None (RMSProp's and AdaGrad's v have none)."""
+
+    entry: str
+    correction: tuple[str, int] | None = None
+
+    def corrected(self, value: torch.Tensor, group: Mapping[str, Any], step: int) -> torch.Tensor:
+        """The moment's value (in the gradients' units) divided by its bias correction."""
+        if self.correction is None:
+            return value
+        knob, index = self.correction
+        return value / (1.0 - float(group[knob][index]) ** step)
+
+
+@dataclass(frozen=True)
 class Rule:
     """A registered rule: ``update(grads, state, hyper, steps, params) -> Update``.
 
@@ -129,7 +146,10 @@ class Rule:
     ``frame`` (F: the gradients are those of ``e^F L``) and, for rules that ask for it,
     ``grad_samples`` (per-sample gradients, ``(K, batch, …)`` each). ``optimizer``: the name
     of the ``torch.optim`` class :mod:`implicit_bias.optim` generates for the rule (None:
-    its class is written by hand there, or it has none)."""
+    its class is written by hand there, or it has none). ``moments``: its first and second
+    moments (:class:`Moment`), which :mod:`implicit_bias.regime` and
+    ``RuleOptimizer.root_second_moments`` read. ``gated``: state entries kept only while a
+    knob is non-zero (the momentum buffer at ``momentum`` = 0 is not kept, as in torch)."""
 
     name: str
     update: Callable
@@ -139,6 +159,8 @@ class Rule:
     per_sample: bool = False
     knobs: dict = field(default_factory=dict)
     optimizer: str | None = None
+    moments: dict[str, Moment] = field(default_factory=dict)
+    gated: dict[str, str] = field(default_factory=dict)
 
 
 RULES: dict[str, Rule] = {}
@@ -146,7 +168,8 @@ RULES: dict[str, Rule] = {}
 
 def register(name: str, state: Mapping[str, float] | None = None, numbers: Sequence[str] = (),
              options: Sequence[str] = (), per_sample: bool = False, knobs: dict[str, Knob] | None = None,
-             optimizer: str | None = None) -> Callable[[RuleFn], RuleFn]:
+             optimizer: str | None = None, moments: Mapping[str, Moment] | None = None,
+             gated: Mapping[str, str] | None = None) -> Callable[[RuleFn], RuleFn]:
     """Decorator: register ``fn`` as the rule ``name`` (see :class:`Rule`). Its
     hyperparameters are ``knobs`` (name → :class:`Knob`: a default and a check); a name
     only listed in ``numbers`` is a knob with neither."""
@@ -155,8 +178,12 @@ def register(name: str, state: Mapping[str, float] | None = None, numbers: Seque
         if name in RULES:
             raise ValueError(f"A rule named {name!r} is already registered.")
         declared = {**{n: Knob() for n in numbers}, **dict(knobs or {})}
-        RULES[name] = Rule(name, fn, dict(state or {}), tuple(declared), tuple(options), per_sample,
-                           declared, optimizer)
+        kept = dict(state or {})
+        for moment in (moments or {}).values():
+            if moment.entry not in kept:
+                raise ValueError(f"rule {name!r}: moment entry {moment.entry!r} is not in its state.")
+        RULES[name] = Rule(name, fn, kept, tuple(declared), tuple(options), per_sample, declared,
+                           optimizer, dict(moments or {}), dict(gated or {}))
         return fn
 
     return wrap
@@ -326,7 +353,7 @@ def rescale(rule: Rule, state: dict, delta: Scalar) -> dict:
 
 
 @register("steepest", state={"momentum_buffer": 1}, knobs={"momentum": Knob(0.0, check_beta)},
-          options=("norm", "normalized"))
+          options=("norm", "normalized"), gated={"momentum_buffer": "momentum"})
 def steepest(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
              params: Tensors) -> Update:
     """(Momentum) steepest descent for ``hyper['norm']``: ``m ← β m + (1−β) g``, then the
@@ -349,9 +376,11 @@ ADAM_STATE = {"exp_avg": 1, "exp_avg_sq": 2}
 
 
 ADAM_KNOBS = {"betas": Knob((0.9, 0.999), check_betas), "eps": Knob(1e-8, check_nonnegative)}
+#: Adam's m and v, each divided by its bias correction (β1 and β2 of ``betas``).
+ADAM_MOMENTS = {"first": Moment("exp_avg", ("betas", 0)), "second": Moment("exp_avg_sq", ("betas", 1))}
 
 
-@register("adam", state=ADAM_STATE, knobs=ADAM_KNOBS)
+@register("adam", state=ADAM_STATE, knobs=ADAM_KNOBS, moments=ADAM_MOMENTS)
 def adam(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
          params: Tensors) -> Update:
     """Adam (Kingma & Ba 2015): ``m̂ / (√v̂ + ε)`` with bias correction; ε may be 0."""
@@ -371,7 +400,8 @@ def adam(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: 
     return Update(u, {"exp_avg": m, "exp_avg_sq": v}, dead)
 
 
-@register("adamw", state=ADAM_STATE, knobs={**ADAM_KNOBS, "weight_decay": Knob(0.01, check_nonnegative)})
+@register("adamw", state=ADAM_STATE, knobs={**ADAM_KNOBS, "weight_decay": Knob(0.01, check_nonnegative)},
+          moments=ADAM_MOMENTS)
 def adamw(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
           params: Tensors) -> Update:
     """AdamW: Adam's direction plus the decoupled weight decay ``λθ``."""
@@ -401,7 +431,8 @@ def _by_root(grads: Tensors, acc: Entry, hyper: dict[str, Any]) -> tuple[Tensors
 
 @register("rmsprop", state={"square_avg": 2, "momentum_buffer": 0},
           knobs={"beta2": Knob(0.99, check_beta), "eps": Knob(1e-8, check_nonnegative),
-                 "momentum": Knob(0.0, check_beta)})
+                 "momentum": Knob(0.0, check_beta)},
+          moments={"second": Moment("square_avg")}, gated={"momentum_buffer": "momentum"})
 def rmsprop(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
             params: Tensors) -> Update:
     """RMSProp: ``v ← β2 v + (1−β2) g²``, direction ``g / (√v + ε)``; with torch's
@@ -415,7 +446,8 @@ def rmsprop(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], step
     return Update(u, new, dead)
 
 
-@register("adagrad", state={"sum": 2}, knobs={"eps": Knob(1e-10, check_nonnegative)})
+@register("adagrad", state={"sum": 2}, knobs={"eps": Knob(1e-10, check_nonnegative)},
+          moments={"second": Moment("sum")})
 def adagrad(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
             params: Tensors) -> Update:
     """AdaGrad: ``G ← G + g²``, direction ``g / (√G + ε)``."""
@@ -437,7 +469,7 @@ def adam_proxy(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], s
 
 
 @register("adam_clip", state=ADAM_STATE, knobs={**ADAM_KNOBS, "clip": Knob(1.0, check_positive)},
-          optimizer="ClippedAdam")
+          optimizer="ClippedAdam", moments=ADAM_MOMENTS)
 def adam_clip(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
               params: Tensors) -> Update:
     """Adam with its step clipped coordinate-wise at ``clip`` (the update clipping of
@@ -450,7 +482,7 @@ def adam_clip(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], st
                else u.clamp(-c, c) for u in step.directions]
     return step._replace(directions=clipped)
 
-__all__ = ["RULES", "Rule", "Knob", "Entry", "Update", "register", "get", "check_beta", "check_betas",
-           "check_nonnegative", "check_positive", "ADAM_KNOBS", "rescale", "ema", "settled", "aligned",
-           "entry", "bias_correction", "scaled_by_root", "eps_in_gradient_units", "decoupled_decay", "FOLD",
-           "fold_limit"]
+__all__ = ["RULES", "Rule", "Knob", "Moment", "Entry", "Update", "register", "get", "check_beta",
+           "check_betas", "check_nonnegative", "check_positive", "ADAM_KNOBS", "ADAM_MOMENTS",
+           "rescale", "ema", "settled", "aligned", "entry", "bias_correction", "scaled_by_root",
+           "eps_in_gradient_units", "decoupled_decay", "FOLD", "fold_limit"]
