@@ -193,6 +193,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     if session is not None and chunk_seconds is not None:
         limit = _time_limit(runs, datasets, session.keys, session.store, chunk_seconds, dev, norms,
                             log_points, frame)
+    done: set[int]
     todo, done = chunks(runs, datasets, engine, max_batch, dev, limit), set()
     if session is not None:
         todo, done = session.pending(todo, progress)
