@@ -847,7 +847,7 @@ class Session:
         store.check_writable()  # a read-only folder fails now, not after the first chunk
         return cls(store, keys, prints, settings, runs, from_env)
 
-    def pending(self, todo: list[Chunk], progress: bool) -> tuple[list[Chunk], set[int]]:
+    def pending(self, todo: list[Chunk], progress: bool | Literal["runs"]) -> tuple[list[Chunk], set[int]]:
         """``(the chunks still to train, the indices of the runs stored)``. A chunk is trained
         again whole unless all its runs are stored: a stack's size can change its runs' last
         bits, and a resumed sweep must equal an uninterrupted one. A damaged file is moved to

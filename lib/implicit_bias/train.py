@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -120,7 +120,7 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
-          frame: bool = True, progress: bool = True, device=None, observe=None,
+          frame: bool = True, progress: bool | Literal["runs"] = True, device=None, observe=None,
           engine: str = "auto", max_batch: int | None = None, failures: str = "raise",
           store=None, executor=None, directions=True, chunk_seconds: float | None = 60):
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
