@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
+    from .executors import Executor
     from .runs import History, Run, RunFailed
     from .store import Allow, RunStore, StoreError, StoreLike
 
@@ -341,7 +342,7 @@ def load(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = No
 
 
 def run(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = None,
-        executor: object = None, progress: bool | Literal["runs"] = "runs",
+        executor: Executor | None = None, progress: bool | Literal["runs"] = "runs",
         **overrides: Any) -> tuple[Sweep, Sequence[History | RunFailed]]:
     """Train the sweep file ``path`` into its store (or ``store``); runs already stored
     are skipped. Returns the :class:`Sweep` and its histories. A failed run is recorded
