@@ -15,6 +15,10 @@ import errno
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import StoreError
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # the command line saves figures, it shows none
 
@@ -94,8 +98,8 @@ def _command(args) -> int:
     if args.command == "sweep":
         return _sweep(args, sweep)
     # Files that cannot be trusted and runs that failed: listed after the table, exit status 1.
-    skipped: list[str] = []
-    failed: list[str] = []
+    skipped: list[StoreError] = []
+    failed: list[dict[str, Any]] = []
     try:
         sweep.report(args.store, out=args.out, level=args.level, figures=not args.no_figures,
                      allow=args.allow, errors=skipped, failed=failed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from typing import TypeVar
 
 import torch
 
@@ -31,7 +32,10 @@ def profile() -> str:
     return name
 
 
-def sized(smoke, book, paper=None):
+_T = TypeVar("_T")
+
+
+def sized(smoke: _T, book: _T, paper: _T | None = None) -> _T:
     """Pick the value for the active profile: ``sized(smoke=200, book=5000, paper=50000)``.
     ``paper`` defaults to ``book``."""
     return {"smoke": smoke, "book": book, "paper": book if paper is None else paper}[profile()]

@@ -13,8 +13,18 @@ import multiprocessing
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from .runs import RunFailed, describe
+
+
+class Executor(Protocol):
+    """What ``train(executor=...)`` takes: anything with ``submit(fn, *args)`` returning a
+    future with ``result()`` (a ``concurrent.futures`` pool, dask's, submitit's)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Any: ...
+
 
 #: How many times a chunk whose worker process was killed is submitted again.
 WORKER_RETRIES = 2
@@ -56,7 +66,7 @@ def executor(spec: str):
     return ex
 
 
-def default(executor):
+def default(executor: Executor | None) -> Executor | None:
     """``executor``, or when None the one the environment names (``IMPLICIT_BIAS_EXECUTOR``,
     a spec for :func:`executor`), or None."""
     if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
@@ -109,7 +119,9 @@ def _executor_spec(spec) -> tuple:
     return kind, int(arg)
 
 
-def dispatch(executor, todo, work, task):
+def dispatch(executor: Executor, todo: Sequence[tuple[Sequence[int], str | None]],
+             work: Callable[..., list[Any]], task: Callable[[Sequence[int], str | None], tuple[Any, ...]],
+             ) -> Iterator[tuple[Sequence[int], list[Any]]]:
     """Submit every chunk (``todo``: ``(chunk, reason)`` pairs) to ``executor`` as
     ``work(*task(chunk, reason))`` and yield ``(chunk, histories)`` as each
     finishes: ``concurrent.futures`` futures through ``as_completed``, others (dask's,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -108,7 +109,8 @@ class Explorer:
         s = self.settings
         runs = [Run(name, RATES[name], s.steps, schedule=s.schedule, model={"kind": "linear"},
                     options=_options(name, s)) for name in s.optimizers]
-        self.histories = train(runs, self.data(), norms=NORMS, log_points=40, progress=False)
+        # no store given: train returns a list
+        self.histories = cast(list, train(runs, self.data(), norms=NORMS, log_points=40, progress=False))
         return self.histories
 
     def figure(self, **changes):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def step_frames(log_loss: np.ndarray, frames: np.ndarray, reframe, runs, t: int,
     return recentre(log_loss, frames, reframe) if frame else frames
 
 
-def in_pieces(rescale_gradients):
+def in_pieces(rescale_gradients: Callable[[float], object]) -> Callable[[float], None]:
     """A ``reframe(delta)`` for an optimizer that only has ``rescale_gradients(ratio)`` (a
     user's): the factor ``e^delta`` in pieces of at most ``e^MAX_PIECE``."""
 

@@ -29,9 +29,11 @@ from __future__ import annotations
 import functools
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from scipy.linalg import solve_triangular
 
@@ -39,7 +41,17 @@ from . import models
 from . import norms as _norms
 from .data import check_data
 from .kkt import kkt_certificate
-from .norms import _cvxpy
+from .norms import Shapes, _cvxpy
+
+#: Data or a weight: a tensor or anything numpy makes an array of.
+Array = torch.Tensor | npt.ArrayLike
+#: What ``norm`` may be: a Norm, a registered name, or a symmetric positive-definite matrix M
+#: (or a positive vector, ``diag(M)``) for the Mahalanobis norm ``sqrt(wᵀMw)``.
+NormLike = _norms.Norm | str | torch.Tensor | npt.ArrayLike
+#: The weight's named blocks: ``{name: shape}``, or a linear model whose parameters name them.
+Blocks = dict[str, int | Sequence[int]] | torch.nn.Module
+#: A solution's direction: one array, or one per named block.
+Direction = np.ndarray | dict[str, np.ndarray]
 
 #: The solver's ``w`` must have ``min_i y_i x_i·w = 1`` to this relative tolerance: below
 #: it is infeasible, above it is not the shortest ``w``.
@@ -87,7 +99,7 @@ class MaxMarginSolverError(RuntimeError):
 
 @dataclass
 class MaxMarginSolution:
-    direction: np.ndarray  # unit-norm in `norm`
+    direction: Direction  # unit-norm in `norm` ({name: array} with blocks)
     margin: float  # max over unit-norm w of min_i y_i x_i·w
     norm: str
     dual: np.ndarray  # KKT multipliers λ of min ½‖w‖² s.t. y_i x_i·w ≥ 1 (any norm)
@@ -95,18 +107,18 @@ class MaxMarginSolution:
     gap: float  # certified: the maximum margin is at most margin · (1 + gap)
     solver: str  # the solver whose answer passed the checks
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"MaxMarginSolution(norm={self.norm!r}, margin={self.margin:.6g}, "
                 f"support={self.support.tolist()}, gap={self.gap:.1e})")
 
 
-def _as_numpy(a):
+def _as_numpy(a: Array) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().double().numpy()
     return np.asarray(a, dtype=float)
 
 
-def _as_norm(norm, shapes=None) -> _norms.Norm:
+def _as_norm(norm: NormLike, shapes: Shapes | None = None) -> _norms.Norm:
     """A :class:`~implicit_bias.norms.Norm`, a registered name, or a symmetric
     positive-definite matrix M (or a positive vector, ``diag(M)``) for the Mahalanobis norm
     ``sqrt(wᵀMw)``. ``shapes``, the weight's blocks, builds norms that depend on them (hybrid)."""
@@ -116,24 +128,25 @@ def _as_norm(norm, shapes=None) -> _norms.Norm:
     return _norms.Mahalanobis(_as_numpy(norm))
 
 
-def _blocks(ws, shapes) -> list[torch.Tensor]:
+def _blocks(ws: npt.ArrayLike, shapes: Shapes) -> list[torch.Tensor]:
     """The flat weight ``ws`` as one tensor per block."""
     return _norms._unflat(torch.as_tensor(np.asarray(ws, dtype=float).reshape(-1)),
                           [torch.empty(s, device="meta") for s in shapes])
 
 
-def _value(ws, shapes, norm: _norms.Norm) -> float:
+def _value(ws: npt.ArrayLike, shapes: Shapes, norm: _norms.Norm) -> float:
     return float(norm(_blocks(ws, shapes)))
 
 
-def norm_value(w, norm) -> float:
+def norm_value(w: Array, norm: NormLike) -> float:
     """Value of ``w`` (one weight, numpy or torch) in ``norm``: a Norm, a registered name or a
     PSD matrix M."""
     w = _as_numpy(w)
     return _value(w, [w.shape], _as_norm(norm, [w.shape]))
 
 
-def _weight_shapes(X, blocks) -> tuple[list[tuple], dict | None]:
+def _weight_shapes(X: np.ndarray,
+                   blocks: Blocks | None) -> tuple[list[tuple[int, ...]], dict[str, tuple[int, ...]] | None]:
     """The weight's block shapes and names: one block shaped like an input, or ``blocks``
     (a dict ``{name: shape}``, or a model whose parameters name them, which must then be the
     linear model ``f(x) = Σ_k ⟨θ_k, x_k⟩`` on these inputs)."""
@@ -150,7 +163,7 @@ def _weight_shapes(X, blocks) -> tuple[list[tuple], dict | None]:
     return list(named.values()), named
 
 
-def _check_block_linear(model, X) -> None:
+def _check_block_linear(model: torch.nn.Module, X: np.ndarray) -> None:
     """Refuse a model that is not ``⟨θ, x⟩`` on X (its max-margin problem is not this one)."""
     with torch.no_grad():
         theta = torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters()])
@@ -164,7 +177,7 @@ def _check_block_linear(model, X) -> None:
                          "{name: shape} for a linear model, or certify a network with kkt_certificate.")
 
 
-def _signed_inputs(X, y, norm: _norms.Norm, shapes):
+def _signed_inputs(X: Array, y: Array, norm: _norms.Norm, shapes: Shapes) -> np.ndarray:
     """``Z = y_i x_i`` flattened to (n, size)."""
     X, y = _as_numpy(X), _as_numpy(y)
     check_data(X, y)
@@ -173,10 +186,11 @@ def _signed_inputs(X, y, norm: _norms.Norm, shapes):
         raise ValueError(f"The {norm.name} max margin needs matrix inputs (n, a, b); got {X.shape}.")
     if len(shapes) == 1 and (X.ndim != ndim + 1 or X[0].size == 0):
         raise ValueError(f"X must be (n, d) with d ≥ 1 for the {norm.name} max margin; got {X.shape}.")
-    return y[:, None] * X.reshape(X.shape[0], -1)
+    Z: np.ndarray = y[:, None] * X.reshape(X.shape[0], -1)  # numpy's arithmetic on float arrays is Any
+    return Z
 
 
-def _rescaled(Z):
+def _rescaled(Z: np.ndarray) -> tuple[np.ndarray, int]:
     """``(Z / 2^e, e)`` with ``max |Z / 2^e|`` in [½, 1).
 
     Exact: every ``w`` has margin ``min_i c z_i·w = c · min_i z_i·w`` on the data ``cZ``
@@ -188,15 +202,16 @@ def _rescaled(Z):
     return np.ldexp(Z, -e), e
 
 
-def _rows_rescaled(Z) -> np.ndarray:
+def _rows_rescaled(Z: np.ndarray) -> np.ndarray:
     """Each row ``z_i`` divided by the power of two that brings ``max |z_i|`` into [½, 1):
     exact, and ``z_i·w > 0`` for the same ``w`` as before, so the separating directions are
     unchanged, while rows of 1e-150 and 1e150 in one set no longer under- or overflow."""
     exponents = np.frexp(np.abs(Z).max(axis=1))[1]  # 0 for a zero row, which stays zero
-    return np.ldexp(Z, -exponents[:, None])
+    rows: np.ndarray = np.ldexp(Z, -exponents[:, None])  # a ufunc's result is Any to mypy
+    return rows
 
 
-def _spread(Z) -> str:
+def _spread(Z: np.ndarray) -> str:
     """Words for a set whose samples' scales span more than float64 can solve together."""
     sizes = np.abs(Z).max(axis=1)
     low, high = sizes[sizes > 0].min(), sizes.max()
@@ -206,7 +221,7 @@ def _spread(Z) -> str:
             "float64 problem can hold: rescale the samples or drop the outlying ones")
 
 
-def _check_separable(Z) -> None:
+def _check_separable(Z: np.ndarray) -> None:
     """Raise :class:`NotSeparableError` unless some ``w`` has ``z_i·w > 0`` for all i.
 
     Gordan's alternative decided by the LP ``max t s.t. z_i·w ≥ t, ‖w‖∞ ≤ 1`` (HiGHS) on
@@ -241,7 +256,8 @@ def _installed_solvers() -> frozenset[str]:
     return frozenset(_cvxpy().installed_solvers())
 
 
-def _solve(Zs, shapes, norm: _norms.Norm, solver: str) -> tuple[np.ndarray, np.ndarray] | str:
+def _solve(Zs: np.ndarray, shapes: Shapes, norm: _norms.Norm,
+           solver: str) -> tuple[np.ndarray, np.ndarray] | str:
     """``min ‖w‖ s.t. Zs w ≥ 1`` with one solver: ``(w, λ)``, λ the multipliers of
     ``min ½‖w‖²``, or the reason it failed (a string)."""
     if solver == "HIGHS":
@@ -273,7 +289,7 @@ def _solve(Zs, shapes, norm: _norms.Norm, solver: str) -> tuple[np.ndarray, np.n
     return ws, dual
 
 
-def _solve_lp(Zs, norm: _norms.Norm) -> tuple[np.ndarray, np.ndarray] | str:
+def _solve_lp(Zs: np.ndarray, norm: _norms.Norm) -> tuple[np.ndarray, np.ndarray] | str:
     """The ℓ∞ or ℓ1 max margin as the linear program ``max γ s.t. Zs u ≥ γ, ‖u‖ ≤ 1``
     (ℓ1: ``u = a − b``, ``a, b ≥ 0``, ``Σ a + b ≤ 1``), with HiGHS's interior-point method
     (far beyond cvxpy's reach; 8 s at 3000 × 500). Then ``w = u / γ`` solves
@@ -299,7 +315,7 @@ def _solve_lp(Zs, norm: _norms.Norm) -> tuple[np.ndarray, np.ndarray] | str:
     return u / gamma, -result.ineqlin.marginals[:n] / gamma**2
 
 
-def _solvers(Zs, norm: _norms.Norm) -> list[str]:
+def _solvers(Zs: np.ndarray, norm: _norms.Norm) -> list[str]:
     """The solvers to try on ``Zs``, by its size: HiGHS for ℓ∞ and ℓ1 problems (linear
     programs) above :data:`LP_TO_HIGHS` up to :data:`MAX_LP_ENTRIES`, else cvxpy's installed
     ones up to :data:`MAX_CVXPY_ENTRIES`; a larger problem is refused with its size."""
@@ -318,7 +334,7 @@ def _solvers(Zs, norm: _norms.Norm) -> list[str]:
         f"{'; ℓ∞ and ℓ1 go further (linear programs)' if norm.lp not in (1, np.inf) else ''}.")
 
 
-def _gap(Zs, direction, dual, shapes, norm: _norms.Norm) -> float:
+def _gap(Zs: np.ndarray, direction: np.ndarray, dual: np.ndarray, shapes: Shapes, norm: _norms.Norm) -> float:
     """Relative duality gap ``‖Zsᵀλ̂‖_* / γ − 1``, λ̂ = λ⁺/Σλ⁺ on the simplex: every unit
     ``w`` has ``min_i z_i·w ≤ ⟨Zsᵀλ̂, w⟩ ≤ ‖Zsᵀλ̂‖_*``, so the maximum margin lies between
     γ = min_i z_i·direction and ``‖Zsᵀλ̂‖_*``, equal at the optimum (minimax)."""
@@ -329,7 +345,7 @@ def _gap(Zs, direction, dual, shapes, norm: _norms.Norm) -> float:
     return float(norm.dual(combination)) / float((Zs @ direction).min()) - 1.0
 
 
-def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
+def _kkt_epsilon(Zs: np.ndarray, direction: np.ndarray, shapes: Shapes, norm: _norms.Norm) -> float | None:
     """The certificate ε of the direction on the rescaled data (labels folded into Zs);
     None for a norm without a cvxpy dual expression (the duality gap still checks it)."""
     if type(norm).dual_expr is _norms.Norm.dual_expr:
@@ -355,7 +371,8 @@ def _kkt_epsilon(Zs, direction, shapes, norm: _norms.Norm) -> float | None:
                            active_tol=KKT_ACTIVE_TOL, method=method, solver=solver).epsilon
 
 
-def _failed_check(Zs, ws, dual, shapes, norm: _norms.Norm):
+def _failed_check(Zs: np.ndarray, ws: np.ndarray, dual: np.ndarray, shapes: Shapes,
+                  norm: _norms.Norm) -> tuple[np.ndarray, float] | str:
     """The checked ``(direction, gap)`` of a solver's answer, or what failed (a string)."""
     if not (np.isfinite(ws).all() and np.isfinite(dual).all()):
         return "its answer is not finite"
@@ -374,7 +391,7 @@ def _failed_check(Zs, ws, dual, shapes, norm: _norms.Norm):
     return direction, max(gap, 0.0)
 
 
-def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
+def max_margin(X: Array, y: Array, norm: NormLike = "l2", blocks: Blocks | None = None) -> MaxMarginSolution:
     """Max-margin direction of a linear model without bias in ``norm``: a
     :class:`~implicit_bias.norms.Norm` or its name (``'l2'``, ``'linf'``, ``'l1'``,
     ``'spectral'``, a registered one), or a symmetric positive-definite matrix ``M`` (or a
@@ -400,7 +417,7 @@ def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
     norm = _as_norm(norm, shapes)
     Z = _signed_inputs(X, y, norm, shapes)
     Zs, e = _rescaled(Z)
-    failures = []
+    failures: list[str] = []
     for solver in _solvers(Zs, norm):
         answer = _solve(Zs, shapes, norm, solver)
         checked = answer if isinstance(answer, str) else _failed_check(Zs, *answer, shapes, norm)
@@ -416,8 +433,8 @@ def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
     if failures:
         warnings.warn(f"max_margin: {'; '.join(failures)}; the answer of {solver} passed the "
                       "checks and is returned.", RuntimeWarning, stacklevel=2)
+    assert not isinstance(checked, str) and not isinstance(answer, str)  # it passed the checks
     direction, gap = checked
-    assert not isinstance(answer, str)  # it passed the checks
     with np.errstate(over="ignore", under="ignore"):  # checked below
         dual = np.ldexp(answer[1], -2 * e)  # the multipliers of Z = 2^e Zs (see _rescaled)
     weighty = answer[1] > 1e-9 * answer[1].max()
@@ -427,14 +444,16 @@ def max_margin(X, y, norm="l2", blocks=None) -> MaxMarginSolution:
     margins = Z @ direction  # in the data's own units
     gamma = float(margins.min())
     support = np.flatnonzero(margins <= gamma * (1 + 1e-6))
+    solution: Direction
     if names is not None:
-        direction = {name: part.numpy() for name, part in zip(names, _blocks(direction, shapes))}
+        solution = {name: part.numpy() for name, part in zip(names, _blocks(direction, shapes))}
     else:
-        direction = direction.reshape(shapes[0])
-    return MaxMarginSolution(direction, gamma, norm.name, dual, support, gap, solver)
+        solution = direction.reshape(shapes[0])
+    return MaxMarginSolution(solution, gamma, norm.name, dual, support, gap, solver)
 
 
-def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
+def solution_spread(X: Array, y: Array, norm: NormLike = "linf", tol: float = 1e-9,
+                    blocks: Blocks | None = None) -> float:
     """How far apart two max-margin solutions can be: the largest coordinate range over
     the set of unit-norm directions whose margin is within ``tol`` (relative) of the
     maximum. About 0 when the solution is unique; ℓ∞ and ℓ1 solutions often are not, and
@@ -457,7 +476,7 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     w = cp.Variable(Zs.shape[1])
     gamma = float((Zs @ flat_direction(best.direction)).min())
     feasible = [norm.value_expr(w, shapes) <= 1, Zs @ w >= gamma * (1 - tol)]
-    ends = []
+    ends: list[float] = []
     for j in range(Zs.shape[1]):
         for sense in (cp.Maximize, cp.Minimize):
             problem = cp.Problem(sense(w[j]), feasible)
@@ -469,14 +488,16 @@ def solution_spread(X, y, norm="linf", tol: float = 1e-9, blocks=None) -> float:
     return max(hi - lo for hi, lo in zip(ends[::2], ends[1::2]))
 
 
-def flat_direction(direction) -> np.ndarray:
+def flat_direction(direction: Direction) -> np.ndarray:
     """A solution's direction as one flat vector (its blocks concatenated in order)."""
     if isinstance(direction, dict):
         return np.concatenate([np.asarray(v).reshape(-1) for v in direction.values()])
     return np.asarray(direction).reshape(-1)
 
 
-def nearness(model, X, y, solutions: dict) -> dict:
+def nearness(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+             solutions: dict[str, tuple[_norms.Norm | str, MaxMarginSolution]],
+             ) -> dict[str, dict[str, float]]:
     """How near a trained linear model ends to exact solutions. ``solutions``:
     ``{name: (norm, MaxMarginSolution)}``. Returns ``{"cos": {name: cosine of θ with the
     solution}, "margin": {name: θ's normalized margin in that norm ÷ the maximum}}``."""
@@ -507,19 +528,20 @@ class AdaptiveNormSolution:
     iterations: int
     residuals: np.ndarray  # ‖λ(α_k)/Σλ − α_k‖₁ per iteration
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"AdaptiveNormSolution(margin={self.margin:.6g}, support={self.support.tolist()}, "
                 f"iterations={self.iterations}, residual={self.residuals[-1]:.2g})")
 
 
-def adaptive_matrix(Z, alpha) -> np.ndarray:
+def adaptive_matrix(Z: Array, alpha: Array) -> np.ndarray:
     """The diagonal of ``M(α) = diag(sqrt(Σ_i α_i² z_i∘z_i))``: AdamProxy's denominator
     ``sqrt(Σ_i ∇L_i²)`` when the per-sample loss weights are proportional to α."""
     Z, alpha = _as_numpy(Z), _as_numpy(alpha)
-    return np.sqrt((alpha[:, None] ** 2 * Z**2).sum(axis=0))
+    diagonal: np.ndarray = np.sqrt((alpha[:, None] ** 2 * Z**2).sum(axis=0))  # a ufunc's result is Any
+    return diagonal
 
 
-def adaptive_mahalanobis(X, y, damping: float = 0.5, tol: float = 1e-9,
+def adaptive_mahalanobis(X: Array, y: Array, damping: float = 0.5, tol: float = 1e-9,
                          max_iter: int = 500) -> AdaptiveNormSolution:
     """The limit direction of AdamProxy (β2 → 1 per-sample Adam; Baek, Song & Yun 2025)
     on separable data ``(X, y)``, by the dual fixed point: with ``z_i = y_i x_i`` and
@@ -543,7 +565,7 @@ def adaptive_mahalanobis(X, y, damping: float = 0.5, tol: float = 1e-9,
         raise ValueError(f"X must be (n, d); got {X.shape}.")
     Z = y[:, None] * X
     alpha = np.full(len(y), 1.0 / len(y))
-    residuals = []
+    residuals: list[float] = []
     for _ in range(max_iter):
         M = adaptive_matrix(Z, alpha)
         if M.min() <= 0:

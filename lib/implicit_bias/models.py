@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from torch import nn
 
 from .config import DTYPE
 
+Tensors = Sequence[torch.Tensor]
 
 class Activation(nn.Module):
     """A positively homogeneous activation ``σ(cz) = c^q σ(z)`` (c > 0), ``q = degree``.
@@ -33,7 +35,10 @@ class Activation(nn.Module):
     degree: float = 1.0
     smooth: bool = False
 
-    def value_and_slope(self, z):
+    if TYPE_CHECKING:  # nn.Module.__call__ returns Any: an activation maps a tensor to a tensor
+        def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             x = z.detach().requires_grad_(True)
             value = self(x)
@@ -44,10 +49,10 @@ class Activation(nn.Module):
 class ReLU(Activation):
     degree, smooth = 1.0, False
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.relu(z)
 
-    def value_and_slope(self, z):
+    def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = torch.relu(z)
         return r, (r > 0).to(z.dtype)
 
@@ -61,17 +66,17 @@ class ReLUPower(Activation):
             raise ValueError(f"ReLUPower needs a finite q ≥ 1 to be homogeneous and monotone, got {q!r}.")
         self.degree, self.smooth = float(q), q > 1
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.relu(z) ** self.degree
 
-    def value_and_slope(self, z):
+    def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = torch.relu(z)
         if self.degree == 2.0:  # the default: two products instead of two powers
             return r * r, 2.0 * r
         # (r > 0): at q = 1, r^0 would be 1 where z ≤ 0
         return r**self.degree, self.degree * r ** (self.degree - 1.0) * (r > 0)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"q={self.degree:g}"
 
 
@@ -80,10 +85,10 @@ class Quadratic(Activation):
 
     degree, smooth = 2.0, True
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z * z
 
-    def value_and_slope(self, z):
+    def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z * z, 2.0 * z
 
 
@@ -92,18 +97,22 @@ class Identity(Activation):
 
     degree, smooth = 1.0, True
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
-    def value_and_slope(self, z):
+    def value_and_slope(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z, torch.ones_like(z)
 
 
-ACTIVATIONS = {"relu": ReLU, "relu2": ReLUPower, "squared_relu": ReLUPower,
-               "quadratic": Quadratic, "linear": Identity}
+ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "relu2": ReLUPower, "squared_relu": ReLUPower,
+                                            "quadratic": Quadratic, "linear": Identity}
+
+#: What :func:`make_activation` takes: an activation, its name, or ``('relu_power', q)`` (or
+#: the list JSON makes of it).
+ActivationSpec = Activation | str | tuple[str, float] | list[str | float]
 
 
-def make_activation(spec) -> Activation:
+def make_activation(spec: ActivationSpec) -> Activation:
     """An activation from a name (``relu``, ``relu2``/``squared_relu``, ``quadratic``,
     ``linear``), from ``('relu_power', q)`` (or the list JSON makes of it), or an
     :class:`Activation` instance."""
@@ -111,7 +120,7 @@ def make_activation(spec) -> Activation:
         check_activation(spec)
         return spec
     if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == "relu_power":
-        return ReLUPower(spec[1])
+        return ReLUPower(cast(float, spec[1]))  # ReLUPower checks it is a number
     if isinstance(spec, str) and spec in ACTIVATIONS:
         return ACTIVATIONS[spec]()
     raise ValueError(
@@ -157,18 +166,18 @@ def check_activation(act: Activation) -> None:
                                  "slope on z in [-3, 3]: fix it, or delete it to inherit the autograd one.")
 
 
-def _is_real(x) -> bool:
+def _is_real(x: object) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _size(name: str, value) -> int:
+def _size(name: str, value: object) -> int:
     """A dimension or width: a positive integer."""
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1:
+        return int(value)
+    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
-def _check_init(seed, init_scale, dtype) -> None:
+def _check_init(seed: int, init_scale: float, dtype: torch.dtype) -> None:
     """The arguments every model shares."""
     if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
@@ -178,11 +187,12 @@ def _check_init(seed, init_scale, dtype) -> None:
         raise TypeError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}.")
 
 
-def _init(shape, fan_in, generator, scale, dtype):
+def _init(shape: Sequence[int], fan_in: int, generator: torch.Generator, scale: float,
+          dtype: torch.dtype) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape, generator=generator, dtype=dtype) * scale / math.sqrt(fan_in))
 
 
-def _generator(seed):
+def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -198,14 +208,17 @@ class HomogeneousModel(nn.Module):
 
     degree: float
 
-    def margins(self, X, y):
+    if TYPE_CHECKING:  # nn.Module.__call__ returns Any: a model maps inputs to outputs
+        def __call__(self, X: torch.Tensor) -> torch.Tensor: ...
+
+    def margins(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample margins ``q_i = y_i f(x_i; θ)``."""
         return y * self(X)
 
     def symmetry_size(self, group: str = "neuron") -> int:
         return 0
 
-    def rescaled(self, params, s, group: str = "neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         return list(params)
 
 
@@ -214,7 +227,8 @@ class Linear(HomogeneousModel):
     an a×b matrix and the inputs are a×b matrices, so the spectral norm of ``w`` is a
     genuine matrix norm."""
 
-    def __init__(self, d, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int | Sequence[int], seed: int = 0, init_scale: float = 1.0,
+                 dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         shape: tuple[int, ...]
@@ -227,7 +241,7 @@ class Linear(HomogeneousModel):
         self.w = _init(shape, math.prod(shape), _generator(seed), init_scale, dtype)
         self.degree = 1.0
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         return X.reshape(X.shape[0], -1) @ self.w.reshape(-1)
 
 
@@ -245,7 +259,8 @@ class BlockLinear(HomogeneousModel):
     ``W``; Signum or Adam the vector ``u``; the hybrid norm ``max{r‖W‖_op, ‖u‖_∞}`` prices
     one against the other, so ``r`` changes the predictor, not a split of it."""
 
-    def __init__(self, d: int, blocks: dict, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int, blocks: dict[str, int | Sequence[int]], seed: int = 0, init_scale: float = 1.0,
+                 dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         self.shapes = block_shapes(blocks)
@@ -258,16 +273,16 @@ class BlockLinear(HomogeneousModel):
             self.register_parameter(name, _init(shape, total, g, init_scale, dtype))
         self.degree = 1.0
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         return X.reshape(X.shape[0], -1) @ torch.cat([p.reshape(-1) for p in self.parameters()])
 
 
-def block_shapes(blocks) -> dict[str, tuple[int, ...]]:
+def block_shapes(blocks: object) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` checked: names that can name a parameter, shapes of positive sizes
     (an integer is a vector's length)."""
     if not isinstance(blocks, dict) or not blocks:
         raise ValueError(f"blocks must be a non-empty dict {{name: shape}}, got {blocks!r}.")
-    out = {}
+    out: dict[str, tuple[int, ...]] = {}
     for name, shape in blocks.items():
         if not (isinstance(name, str) and name.isidentifier()):
             raise ValueError(f"a block's name must be a Python identifier, got {name!r}.")
@@ -279,7 +294,8 @@ def block_shapes(blocks) -> dict[str, tuple[int, ...]]:
 class DiagonalLinear(HomogeneousModel):
     """Depth-D diagonal linear network ``f(x) = Σ_j Π_l w_l[j] x[j]`` (degree D)."""
 
-    def __init__(self, d: int, depth: int = 2, seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int, depth: int = 2, seed: int = 0, init_scale: float = 1.0,
+                 dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         d, depth = _size("d", d), _size("depth", depth)
@@ -288,19 +304,19 @@ class DiagonalLinear(HomogeneousModel):
             [_init((d,), 1, g, init_scale, dtype) for _ in range(depth)])
         self.degree = float(depth)
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         return (len(self.layers) - 1) * (self.layers[0].numel() if group == "neuron" else 1)
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         # layer l < D−1 times e^{s_l}, the last layer times e^{−Σ s_l}: every product unchanged
         s = s.reshape(len(params) - 1, -1)
         return [p * torch.exp(g) for p, g in zip(params, [*s, -s.sum(0)])]
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         # Index one by one: a slice of a ParameterList bypasses torch.func.functional_call,
         # which would silently drop those layers from the margin gradients of `kkt`.
-        w = self.layers[0]
+        w: torch.Tensor = self.layers[0]  # ParameterList items are untyped
         for i in range(1, len(self.layers)):
             w = w * self.layers[i]
         return X @ w
@@ -310,8 +326,8 @@ class TwoLayer(HomogeneousModel):
     """``f(x) = Σ_j a_j σ(w_j·x)``, bias-free; degree ``1 + q`` for a degree-q activation
     (3 for the squared ReLU). Parameters: ``W`` (width × d) and ``a`` (width)."""
 
-    def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
-                 init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int, width: int, activation: ActivationSpec = "relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         d, width = _size("d", d), _size("width", width)
@@ -321,16 +337,16 @@ class TwoLayer(HomogeneousModel):
         self.a = _init((width,), width, g, init_scale, dtype)
         self.degree = 1.0 + self.act.degree
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         return self.W.shape[0] if group == "neuron" else 1
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         # (w_j, a_j) → (c_j w_j, a_j / c_j^q): σ(c z) = c^q σ(z) for c > 0
         W, a = params
         return [W * torch.exp(s)[:, None], a * torch.exp(-self.act.degree * s)]
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.act(X @ self.W.T) @ self.a
 
 
@@ -344,8 +360,8 @@ class TwoLayerWithVectorUnit(HomogeneousModel):
     of one layer, no rescaling trades one for the other, so ``r`` decides how much of ``f``
     each branch carries. Degree ``1 + q``."""
 
-    def __init__(self, d: int, width: int, activation="relu2", seed: int = 0,
-                 init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int, width: int, activation: ActivationSpec = "relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         d, width = _size("d", d), _size("width", width)
@@ -357,11 +373,11 @@ class TwoLayerWithVectorUnit(HomogeneousModel):
         self.b = _init((1,), width + 1, g, init_scale, dtype)
         self.degree = 1.0 + self.act.degree
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         return self.W.shape[0] + 1 if group == "neuron" else 1
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         W, a, v, b = params
         q = self.act.degree
         if group == "layer":
@@ -369,11 +385,11 @@ class TwoLayerWithVectorUnit(HomogeneousModel):
         return [W * torch.exp(s[:-1])[:, None], a * torch.exp(-q * s[:-1]), v * torch.exp(s[-1]),
                 b * torch.exp(-q * s[-1])]
 
-    def branches(self, X):
+    def branches(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two branches' outputs ``(Σ_j a_j σ(w_j·x), b σ(v·x))``; ``f`` is their sum."""
         return self.act(X @ self.W.T) @ self.a, self.act(X @ self.v) * self.b
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         matrix, vector = self.branches(X)
         return matrix + vector
 
@@ -382,8 +398,8 @@ class MLP(HomogeneousModel):
     """Bias-free fully connected network ``widths = [d, h_1, …, h_k, 1]``; the output layer
     is linear. Degree: ``L_1 = q``, ``L_{l+1} = q (L_l + 1)``, output ``L_k + 1``."""
 
-    def __init__(self, widths, activation="relu2", seed: int = 0, init_scale: float = 1.0,
-                 dtype=DTYPE):
+    def __init__(self, widths: Sequence[int], activation: ActivationSpec = "relu2", seed: int = 0,
+                 init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         widths = list(widths)
@@ -399,18 +415,19 @@ class MLP(HomogeneousModel):
             degree = self.act.degree * (degree + 1.0)
         self.degree = degree + 1.0
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         hidden = [w.shape[0] for w in self.weights][:-1]
         return sum(hidden) if group == "neuron" else len(hidden)
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         # hidden unit j of layer l: incoming row × c, outgoing column × c^{−q}
         hidden = [w.shape[0] for w in params][:-1]
         if group == "layer":
             s = torch.cat([s[i].expand(h) for i, h in enumerate(hidden)])
         scales = [*torch.split(s, hidden), None]
-        out, prev = [], None
+        out: list[torch.Tensor] = []
+        prev: torch.Tensor | None = None
         for w, row in zip(params, scales):
             if row is not None:
                 w = w * torch.exp(row)[:, None]
@@ -420,12 +437,13 @@ class MLP(HomogeneousModel):
             prev = row
         return out
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         h = X
         last = len(self.weights) - 1
         for i in range(last):  # indexed, not sliced: see DiagonalLinear.forward
             h = self.act(h @ self.weights[i].T)
-        return (h @ self.weights[last].T).squeeze(-1)
+        head: torch.Tensor = self.weights[last]  # ParameterList items are untyped
+        return (h @ head.T).squeeze(-1)
 
 
 class TwoLayerMulticlass(HomogeneousModel):
@@ -433,8 +451,8 @@ class TwoLayerMulticlass(HomogeneousModel):
     an output matrix ``A`` (k × width) in place of the vector ``a``. Degree ``1 + q``. Hidden
     unit j rescales as ``(w_j, A[:, j]) → (c w_j, A[:, j] / c^q)``."""
 
-    def __init__(self, d: int, width: int, num_classes: int = 10, activation="relu2", seed: int = 0,
-                 init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, d: int, width: int, num_classes: int = 10, activation: ActivationSpec = "relu2",
+                 seed: int = 0, init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         d, width, k = _size("d", d), _size("width", width), _size("num_classes", num_classes)
@@ -446,15 +464,15 @@ class TwoLayerMulticlass(HomogeneousModel):
         self.A = _init((k, width), width, g, init_scale, dtype)
         self.num_classes, self.degree = k, 1.0 + self.act.degree
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         return self.W.shape[0] if group == "neuron" else 1
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         W, A = params
         return [W * torch.exp(s)[:, None], A * torch.exp(-self.act.degree * s)[None, :]]
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.act(X.reshape(X.shape[0], -1) @ self.W.T) @ self.A.T
 
 
@@ -469,8 +487,9 @@ class ConvNet(HomogeneousModel):
     second divided by c^q; a map of the second convolution times c, the head's columns
     reading it divided by c (nothing nonlinear sits between them)."""
 
-    def __init__(self, side: int = 8, channels=(8, 8), num_classes: int = 10, activation="relu2",
-                 seed: int = 0, init_scale: float = 1.0, dtype=DTYPE):
+    def __init__(self, side: int = 8, channels: Sequence[int] = (8, 8), num_classes: int = 10,
+                 activation: ActivationSpec = "relu2", seed: int = 0, init_scale: float = 1.0,
+                 dtype: torch.dtype = DTYPE):
         super().__init__()
         _check_init(seed, init_scale, dtype)
         side, k = _size("side", side), _size("num_classes", num_classes)
@@ -485,11 +504,11 @@ class ConvNet(HomogeneousModel):
         self.head = _init((k, c2 * self.out_side**2), c2 * self.out_side**2, g, init_scale, dtype)
         self.num_classes, self.degree = k, self.act.degree + 2.0
 
-    def symmetry_size(self, group="neuron"):
+    def symmetry_size(self, group: str = "neuron") -> int:
         _check_group(group)
         return self.conv1.shape[0] + self.conv2.shape[0] if group == "neuron" else 2
 
-    def rescaled(self, params, s, group="neuron"):
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         c1, c2 = self.conv1.shape[0], self.conv2.shape[0]
         if group == "layer":
             s = torch.cat([s[0].expand(c1), s[1].expand(c2)])
@@ -501,7 +520,7 @@ class ConvNet(HomogeneousModel):
         per_map = torch.exp(-s2).repeat_interleave(self.out_side**2)  # the head reads maps channel-major
         return [k1, k2, head * per_map[None, :]]
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         h = X.reshape(X.shape[0], 1, self.side, self.side)
         h = self.act(F.conv2d(h, self.conv1, padding=1))
         h = F.conv2d(h, self.conv2, stride=2, padding=1)
@@ -532,41 +551,43 @@ class Pairwise(HomogeneousModel):
         self.model, self.num_pairs = model, int(k) - 1
         self.degree = cast(float, model.degree)  # the inner model's (a module attribute)
 
-    def symmetry_size(self, group="neuron"):
-        return self.model.symmetry_size(group)
+    def symmetry_size(self, group: str = "neuron") -> int:
+        return cast(HomogeneousModel, self.model).symmetry_size(group)  # its symmetries, if it has them
 
-    def rescaled(self, params, s, group="neuron"):
-        return self.model.rescaled(params, s, group)
+    def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
+        return cast(HomogeneousModel, self.model).rescaled(params, s, group)
 
-    def scores(self, X):
+    def scores(self, X: torch.Tensor) -> torch.Tensor:
         """The inner model's ``(n, k)`` scores."""
-        return self.model(X)
+        scores: torch.Tensor = self.model(X)  # an nn.Module's call is untyped
+        return scores
 
-    def forward(self, Z):
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
         k = self.num_pairs + 1
         x, coef = Z[:, :-k], Z[:, -k:]
         g, m = self.num_pairs, Z.shape[0]
         if g > 1 and m > g and m % g == 0 and not _is_batched(Z):
             xs = x.reshape(m // g, g, -1)
             if torch.equal(xs, xs[:, :1].expand_as(xs)):  # each sample's pairs share x
-                f = self.model(xs[:, 0]).repeat_interleave(g, dim=0)
+                f: torch.Tensor = self.model(xs[:, 0]).repeat_interleave(g, dim=0)
                 return (f * coef).sum(-1)
-        return (self.model(x) * coef).sum(-1)
+        inner: torch.Tensor = self.model(x)  # an nn.Module's call is untyped
+        return (inner * coef).sum(-1)
 
 
-def _is_batched(t) -> bool:
+def _is_batched(t: torch.Tensor) -> bool:
     """Inside ``torch.func.vmap`` a tensor's values cannot steer Python control flow."""
     return bool(torch._C._functorch.is_batchedtensor(t))
 
 
-def pairwise_factory(cls, **options):
+def pairwise_factory(cls: type[nn.Module], **options: object) -> Callable[[int | tuple[int, ...]], Pairwise]:
     """A ``Run(model=...)`` factory for a multi-output model class (:class:`TwoLayerMulticlass`,
     :class:`ConvNet`, …) trained on :func:`~implicit_bias.data.class_pairs`: it returns
     ``Pairwise(cls(**options, seed=s))`` with ``s`` drawn from torch's generator, which
     :meth:`Run.build_model` seeds with the run's seed — so every seed gets its own
     initialization, reproducibly. ``options`` may hold ``d`` (for :class:`TwoLayerMulticlass`);
     the factory's ``input_dim`` argument (``d + k``, pairs included) is not used."""
-    def factory(input_dim):
+    def factory(input_dim: int | tuple[int, ...]) -> Pairwise:
         seed = int(torch.randint(0, 2**31 - 1, ()))
         return Pairwise(cls(**options, seed=seed))
 
@@ -578,19 +599,20 @@ def pairwise_factory(cls, **options):
 GROUPS = ("neuron", "layer")
 
 
-def _check_group(group) -> None:
+def _check_group(group: str) -> None:
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}.")
 
 
-def example_input_dim(spec: dict) -> int:
+def example_input_dim(spec: dict[str, Any]) -> int:
     """An input size a model config accepts (to check the config before any data is seen):
     a block model's total size, else 2."""
     blocks = spec.get("blocks") if isinstance(spec, dict) else None
     return sum(math.prod(s) for s in block_shapes(blocks).values()) if blocks is not None else 2
 
 
-def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
+def build(spec: dict[str, Any], d: int | tuple[int, ...], seed: int = 0,
+          dtype: torch.dtype = DTYPE) -> HomogeneousModel:
     """A model from a small config dict, e.g. ``{'kind': 'two_layer', 'width': 64,
     'activation': 'relu2'}``; kinds: ``linear``, ``diagonal``, ``two_layer``, ``mlp``,
     ``two_layer_vector_unit``, ``block_linear`` (with ``blocks``; the multi-output models are built
@@ -599,22 +621,25 @@ def build(spec: dict, d, seed: int = 0, dtype=DTYPE) -> HomogeneousModel:
     spec = dict(spec)
     kind = _kind(spec.pop("kind", None))
     if kind == "mlp":
-        return MLP([d, *spec.pop("hidden", []), 1], seed=seed, dtype=dtype, **spec)
+        # an MLP takes flat inputs: a shape d is refused by MLP's own check of its widths
+        return MLP([cast(int, d), *spec.pop("hidden", []), 1], seed=seed, dtype=dtype, **spec)
     return KINDS[kind](d, seed=seed, dtype=dtype, **spec)
 
 
 #: The model kinds of :func:`build`.
-KINDS = {"linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
-         "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear}
+KINDS: dict[str, type[HomogeneousModel]] = {
+    "linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
+    "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear,
+}
 
 
-def _kind(kind) -> str:
+def _kind(kind: object) -> str:
     if kind not in KINDS:
         raise ValueError(f"Unknown model kind {kind!r}; choose one of {sorted(KINDS)}.")
     return kind
 
 
-def parameter_count(spec: dict, d) -> int:
+def parameter_count(spec: dict[str, Any], d: int | Sequence[int]) -> int:
     """The number of parameters of ``build(spec, d)``, from the config alone: nothing is
     allocated, so a model too large for memory is refused before it is built. Sizes are
     checked as :func:`build` checks them (positive integers)."""
@@ -640,7 +665,7 @@ def parameter_count(spec: dict, d) -> int:
     return width * size + width + (size + 1 if kind == "two_layer_vector_unit" else 0)
 
 
-def narrowed(spec: dict) -> dict:
+def narrowed(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` with every width, depth and block size 1: a model that :func:`build` checks
     as it checks ``spec`` (kind, activation, options) in a few bytes, whatever its size."""
     out = dict(spec)
@@ -655,7 +680,7 @@ def narrowed(spec: dict) -> dict:
     return out
 
 
-def hidden_units(spec) -> int:
+def hidden_units(spec: dict[str, Any] | Callable[..., nn.Module]) -> int:
     """The hidden units a model spec keeps per sample in a step (for memory estimates); a
     user's model (not a spec) is assumed wide, so that estimates err on the safe side."""
     if not isinstance(spec, dict):

@@ -22,12 +22,21 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from collections.abc import Sequence
-from typing import cast
+import types
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias, cast, overload
 
+import numpy.typing as npt
 import torch
 
 Tensors = Sequence[torch.Tensor]
+#: The shapes of a parameter list, as ``value_expr``/``dual_expr`` take them.
+Shapes = Sequence[Sequence[int]]
+#: A cvxpy expression: cvxpy ships no type hints, so it is Any to mypy.
+Expr: TypeAlias = Any
+#: What :func:`register` takes: a Norm subclass built with no arguments, or a function of
+#: the parameter list (None when the caller has none) returning a Norm.
+NormFactory = type["Norm"] | Callable[[Tensors | None], "Norm"]
 
 #: Newton–Schulz quintic coefficients of Keller Jordan's Muon (and ``torch.optim.Muon``).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -38,7 +47,8 @@ def _flat(xs: Tensors) -> torch.Tensor:
 
 
 def _unflat(v: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
-    out, i = [], 0
+    out: list[torch.Tensor] = []
+    i = 0
     for x in like:
         out.append(v[i : i + x.numel()].view_as(x))
         i += x.numel()
@@ -67,14 +77,20 @@ def as_matrices(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _one_run(fn, xs: Tensors):
+@overload
+def _one_run(fn: Callable[[Tensors], torch.Tensor], xs: Tensors) -> torch.Tensor: ...
+@overload
+def _one_run(fn: Callable[[Tensors], list[torch.Tensor]], xs: Tensors) -> list[torch.Tensor]: ...
+def _one_run(fn: Callable[[Tensors], torch.Tensor | list[torch.Tensor]],
+             xs: Tensors) -> torch.Tensor | list[torch.Tensor]:
     """A stacked method ``fn`` (runs along dimension 0) applied to one unstacked list: the
     K = 1 case, so that each norm's maths is written once."""
     out = fn([x.unsqueeze(0) for x in xs])
     return out[0] if torch.is_tensor(out) else [u[0] for u in out]
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS,
+def newton_schulz(g: torch.Tensor, steps: int = 5,
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
                   eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Approximate polar factor of every matrix of a batch ``(…, rows, cols)`` (or of one
     matrix) by the quintic Newton–Schulz iteration of Muon.
@@ -107,10 +123,17 @@ def polar_factor(g: torch.Tensor) -> torch.Tensor:
     return polar_factors(as_matrix(g)).reshape(g.shape)
 
 
+def _svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reduced SVD ``(U, S, Vᴴ)`` of every matrix of a batch (torch.linalg has no type
+    hints: this gives its result one)."""
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    return u, s, vh
+
+
 def polar_factors(m: torch.Tensor) -> torch.Tensor:
     """:func:`polar_factor` of every matrix of a batch ``(…, rows, cols)``, by one batched
     SVD (the batched engine steps K runs' matrices at once)."""
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    u, s, vh = _svd(m)
     if not s.numel():
         return u @ vh
     keep = (s > s.amax(dim=-1, keepdim=True) * m.shape[-1] * torch.finfo(m.dtype).eps).to(m.dtype)
@@ -168,28 +191,28 @@ class Norm(abc.ABC):
     # cvxpy expressions, for KKT certificates and max-margin problems. ``expr`` is a cvxpy
     # vector holding tensors of ``shapes`` flattened in C order (torch's) and concatenated.
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         """The norm of ``expr`` as a cvxpy expression (what :func:`maxmargin.max_margin`
         minimizes)."""
         raise TypeError(f"{type(self).__name__} has no cvxpy expression of its value; implement "
                         "value_expr(expr, shapes) to solve max-margin problems in it.")
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         """The dual norm of ``expr`` as a cvxpy expression (the convex program of
         :func:`kkt.kkt_certificate`)."""
         raise TypeError(f"{type(self).__name__} has no cvxpy expression of its dual norm; implement "
                         "dual_expr(expr, shapes) to get KKT certificates in it.")
 
-    def max_margin_objective(self, expr, shapes):
+    def max_margin_objective(self, expr: Expr, shapes: Shapes) -> Expr:
         """What max_margin minimizes: ``‖w‖`` (this default, a cone program), or ``½‖w‖²``
         where that is a quadratic form (a QP)."""
         return self.value_expr(expr, shapes)
 
-    def dual_is_sdp(self, shapes) -> bool:
+    def dual_is_sdp(self, shapes: Shapes) -> bool:
         """Whether :meth:`dual_expr` needs a semidefinite cone (kkt then picks SCS/Clarabel)."""
         return False
 
-    def dual_projections(self, shapes) -> list[str]:
+    def dual_projections(self, shapes: Shapes) -> list[str]:
         """Per tensor, the projections that never increase the dual norm there, for kkt's
         exact reduction of its program: ``'l2'`` (onto a subspace: a Euclidean dual),
         ``'spectral'`` (onto column and row spaces: a nuclear-norm dual) or ``'none'``."""
@@ -199,21 +222,22 @@ class Norm(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-def _spans(shapes) -> list[tuple[int, int]]:
+def _spans(shapes: Shapes) -> list[tuple[int, int]]:
     """Where each tensor of ``shapes`` lies in the flat C-order vector."""
-    out, start = [], 0
+    out: list[tuple[int, int]] = []
+    start = 0
     for shape in shapes:
         out.append((start, start + math.prod(shape)))
         start += math.prod(shape)
     return out
 
 
-def _matrix_shape(shape) -> tuple[int, int]:
+def _matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
     rows, cols = as_matrix(torch.empty(shape, device="meta")).shape
     return rows, cols
 
 
-def _cvxpy():
+def _cvxpy() -> types.ModuleType:
     """cvxpy, imported when a max-margin problem or a certificate first needs it."""
     try:
         import cvxpy
@@ -223,17 +247,17 @@ def _cvxpy():
     return cvxpy
 
 
-def _cp_sum(terms):
+def _cp_sum(terms: Sequence[Expr]) -> Expr:
     cp = _cvxpy()
     return cp.sum(cp.hstack(terms)) if len(terms) > 1 else terms[0]
 
 
-def _cp_max(terms):
+def _cp_max(terms: Sequence[Expr]) -> Expr:
     cp = _cvxpy()
     return cp.max(cp.hstack(terms)) if len(terms) > 1 else terms[0]
 
 
-def _per_run(fn, gs):
+def _per_run(fn: Callable[[Tensors], list[torch.Tensor]], gs: Tensors) -> list[torch.Tensor]:
     runs = [fn([g[k] for g in gs]) for k in range(gs[0].shape[0])]
     return [torch.stack(parts) for parts in zip(*runs, strict=True)]
 
@@ -244,7 +268,8 @@ def _flat_runs(xs: Tensors) -> torch.Tensor:
 
 
 def _unflat_runs(v: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
-    out, i = [], 0
+    out: list[torch.Tensor] = []
+    i = 0
     for x in like:
         n = x[0].numel()
         out.append(v[:, i:i + n].reshape(x.shape))
@@ -252,7 +277,11 @@ def _unflat_runs(v: torch.Tensor, like: Tensors) -> list[torch.Tensor]:
     return out
 
 
-def column(v, like: torch.Tensor):
+@overload
+def column(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor: ...
+@overload
+def column(v: float, like: torch.Tensor) -> float: ...
+def column(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
     """A per-run vector ``(K,)`` shaped to broadcast against ``like`` ``(K, …)``; a plain
     number is returned as it is."""
     return v.reshape(-1, *([1] * (like.dim() - 1))) if torch.is_tensor(v) else v
@@ -266,43 +295,43 @@ class L2(Norm):
     lp = 2
     strictly_convex = True
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return cp.norm(expr, 2)
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         return self.value_expr(expr, shapes)
 
-    def max_margin_objective(self, expr, shapes):
+    def max_margin_objective(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return 0.5 * cp.sum_squares(expr)  # a QP: the hard-margin SVM
 
-    def dual_projections(self, shapes):
+    def dual_projections(self, shapes: Shapes) -> list[str]:
         return ["l2"] * len(shapes)
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         return _one_run(self.dual_stacked, xs)
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         return self(gs)
 
-    def dual_stacked(self, gs):
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
         flat = _flat_runs(gs)
         # torch sums raw squares: a float32 vector of entries ~1e-23 would have norm 0.
         scale = flat.abs().amax(dim=1)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         return torch.where(scale > 0, scale * (flat / safe[:, None]).norm(dim=1), scale)
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         return _one_run(self.steepest_stacked, gs)
 
-    def steepest_stacked(self, gs):
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
         n = self.dual_stacked(gs)
         safe = torch.where(n > 0, n, torch.ones_like(n))
         return [torch.where(column(n, g) > 0, g / column(safe, g), torch.zeros_like(g)) for g in gs]
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         return self.steepest(xs)
 
 
@@ -313,32 +342,32 @@ class Linf(Norm):
     label = r"$\ell_\infty$"
     lp = math.inf
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return cp.norm(expr, "inf")
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return cp.norm(expr, 1)
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         return _flat(xs).abs().max()
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
         return _one_run(self.dual_stacked, gs)
 
-    def dual_stacked(self, gs):
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
         return _flat_runs(gs).abs().sum(dim=1)
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         return self.steepest_stacked(gs)
 
-    def steepest_stacked(self, gs):
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
         return [torch.sign(g) for g in gs]
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         # sign(x_j) e_j at one coordinate attaining the max.
         v = _flat(xs)
         u = torch.zeros_like(v)
@@ -355,29 +384,29 @@ class L1(Norm):
     label = r"$\ell_1$"
     lp = 1
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return cp.norm(expr, 1)
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         return cp.norm(expr, "inf")
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         return _flat(xs).abs().sum()
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
         return _one_run(self.dual_stacked, gs)
 
-    def dual_stacked(self, gs):
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
         return _flat_runs(gs).abs().amax(dim=1)
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         return _one_run(self.steepest_stacked, gs)
 
-    def steepest_stacked(self, gs):
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
         # sign(g_j) e_j at the first coordinate of largest |g_j|, per run.
         flat = _flat_runs(gs)
         rows = torch.arange(flat.shape[0], device=flat.device)
@@ -386,7 +415,7 @@ class L1(Norm):
         u[rows, j] = torch.sign(flat[rows, j])
         return _unflat_runs(u, gs)
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         return [torch.sign(x) for x in xs]
 
 
@@ -401,7 +430,7 @@ class Spectral(Norm):
     label = "max-spectral"
     max_margin_ndim = 2
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         terms = []
         for shape, (a, b) in zip(shapes, _spans(shapes)):
@@ -411,7 +440,7 @@ class Spectral(Norm):
                 terms.append(cp.sigma_max(cp.reshape(expr[a:b], _matrix_shape(shape), order="C")))
         return _cp_max(terms)
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         terms = []
         for shape, (a, b) in zip(shapes, _spans(shapes)):
@@ -422,10 +451,10 @@ class Spectral(Norm):
                 terms.append(cp.normNuc(cp.reshape(expr[a:b], (m, n), order="C")))
         return _cp_sum(terms)
 
-    def dual_is_sdp(self, shapes):
+    def dual_is_sdp(self, shapes: Shapes) -> bool:
         return any(min(_matrix_shape(s)) > 1 for s in shapes)
 
-    def dual_projections(self, shapes):
+    def dual_projections(self, shapes: Shapes) -> list[str]:
         return ["spectral"] * len(shapes)
 
     polar: str
@@ -443,40 +472,40 @@ class Spectral(Norm):
                             f"torch.bfloat16, got {ns_dtype!r}.")
         self.polar, self.ns_steps, self.ns_dtype = polar, ns_steps, ns_dtype
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Spectral()" if self.polar == "svd" else f"Spectral(polar={self.polar!r})"
 
-    def _per_tensor(self, xs):
+    def _per_tensor(self, xs: Tensors) -> torch.Tensor:
         return torch.stack([torch.linalg.matrix_norm(as_matrix(x), ord=2) for x in xs])
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         return self._per_tensor(xs).max()
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
         return _one_run(self.dual_stacked, gs)
 
-    def dual_stacked(self, gs):
-        return sum(torch.linalg.matrix_norm(as_matrices(g), ord="nuc") for g in gs)
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
+        return cast(torch.Tensor, sum(torch.linalg.matrix_norm(as_matrices(g), ord="nuc") for g in gs))
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         self.check(gs)
         return _one_run(self.steepest_stacked, gs)
 
-    def steepest_stacked(self, gs):
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
         if self.polar == "newton_schulz":
             # Approximate: not unit-norm, see newton_schulz.
             return [newton_schulz(as_matrices(g), self.ns_steps, dtype=self.ns_dtype).reshape(g.shape)
                     for g in gs]
         return [polar_factors(as_matrices(g)).reshape(g.shape) for g in gs]
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         # u₁v₁ᵀ of one tensor attaining the max, zero elsewhere.
         self.check(xs)
         k = int(self._per_tensor(xs).argmax())
         out = [torch.zeros_like(x) for x in xs]
-        u, _, vh = torch.linalg.svd(as_matrix(xs[k]), full_matrices=False)
+        u, _, vh = _svd(as_matrix(xs[k]))
         out[k] = torch.outer(u[:, 0], vh[0]).reshape(xs[k].shape)
         return out
 
@@ -494,46 +523,47 @@ class Nuclear(Norm):
     label = "nuclear"
     max_margin_ndim = 2
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         return Spectral().dual_expr(expr, shapes)  # Σ ‖·‖_nuc (ℓ2 on vectors)
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         return Spectral().value_expr(expr, shapes)  # max σ_max (ℓ2 on vectors)
 
-    def dual_is_sdp(self, shapes):
+    def dual_is_sdp(self, shapes: Shapes) -> bool:
         return any(min(_matrix_shape(s)) > 1 for s in shapes)
 
-    def dual_projections(self, shapes):
+    def dual_projections(self, shapes: Shapes) -> list[str]:
         # P_U v P_V never increases a spectral norm either, so the reduction is exact here too.
         return ["spectral"] * len(shapes)
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
-        return sum(torch.linalg.matrix_norm(as_matrix(x), ord="nuc") for x in xs)
+        return cast(torch.Tensor, sum(torch.linalg.matrix_norm(as_matrix(x), ord="nuc") for x in xs))
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
         return _one_run(self.dual_stacked, gs)
 
-    def dual_stacked(self, gs):
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
         return torch.stack([torch.linalg.matrix_norm(as_matrices(g), ord=2) for g in gs]).amax(dim=0)
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         self.check(gs)
         return _one_run(self.steepest_stacked, gs)
 
-    def steepest_stacked(self, gs):
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
         # Per run: u₁v₁ᵀ of the tensor whose top singular value is largest (the first on ties).
-        tops, pairs = [], []
+        tops: list[torch.Tensor] = []
+        pairs: list[torch.Tensor] = []
         for g in gs:
-            u, s, vh = torch.linalg.svd(as_matrices(g), full_matrices=False)
+            u, s, vh = _svd(as_matrices(g))
             tops.append(s[:, 0])
             pairs.append((u[:, :, 0, None] * vh[:, None, 0, :]).reshape(g.shape))
         winner = torch.stack(tops).argmax(dim=0)  # (K,)
         return [torch.where(column(winner == i, pair) & (column(tops[i], pair) > 0), pair,
                             torch.zeros_like(pair)) for i, pair in enumerate(pairs)]
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         # The polar factor U Vᵀ of every tensor: spectral norm 1, ⟨U Vᵀ, X⟩ = ‖X‖_nuc.
         self.check(xs)
         return [polar_factor(x) for x in xs]
@@ -551,42 +581,46 @@ class MaxNorm(Norm):
 
     name = "max"
 
-    def _block_shapes(self, shapes) -> list[list]:
+    def _block_shapes(self, shapes: Shapes) -> list[list[Sequence[int]]]:
         if len(shapes) != self.size:
             raise ValueError(f"{self.name}: built for {self.size} tensors but got {len(shapes)}; build "
                              "the norm for this model's parameter list.")
         return [[shapes[i] for i in idx] for _, idx, _ in self.blocks]
 
-    def _block_exprs(self, expr, shapes):
+    def _block_exprs(self, expr: Expr,
+                     shapes: Shapes) -> list[tuple[Norm, float, Expr, list[Sequence[int]]]]:
         """Per block: its norm, weight, the cvxpy sub-vector of its tensors and their shapes."""
         cp = _cvxpy()
         spans = _spans(shapes)
-        out = []
+        out: list[tuple[Norm, float, Expr, list[Sequence[int]]]] = []
         for (norm, idx, w), sub in zip(self.blocks, self._block_shapes(shapes)):
             parts = [expr[spans[i][0]:spans[i][1]] for i in idx]
             out.append((norm, w, cp.hstack(parts) if len(parts) > 1 else parts[0], sub))
         return out
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         blocks = self._block_exprs(expr, shapes)
         return _cp_max([w * norm.value_expr(part, sub) for norm, w, part, sub in blocks])
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         blocks = self._block_exprs(expr, shapes)
         return _cp_sum([norm.dual_expr(part, sub) / w for norm, w, part, sub in blocks])
 
-    def dual_is_sdp(self, shapes):
+    def dual_is_sdp(self, shapes: Shapes) -> bool:
         subs = self._block_shapes(shapes)
         return any(norm.dual_is_sdp(sub) for (norm, _, _), sub in zip(self.blocks, subs))
 
-    def dual_projections(self, shapes):
+    def dual_projections(self, shapes: Shapes) -> list[str]:
         kinds = ["none"] * len(shapes)
         for (norm, idx, _), sub in zip(self.blocks, self._block_shapes(shapes)):
             for i, kind in zip(idx, norm.dual_projections(sub)):
                 kinds[i] = kind
         return kinds
 
-    def __init__(self, blocks, name: str | None = None):
+    blocks: list[tuple[Norm, list[int], float]]
+    size: int
+
+    def __init__(self, blocks: Sequence[tuple[Norm, Iterable[int], float]], name: str | None = None):
         if not blocks:
             raise ValueError("MaxNorm needs at least one block (norm, indices, weight).")
         self.blocks = []
@@ -606,7 +640,8 @@ class MaxNorm(Norm):
             self.name = name
 
     @classmethod
-    def named(cls, names, blocks, name: str | None = None) -> MaxNorm:
+    def named(cls, names: torch.nn.Module | Iterable[str],
+              blocks: Sequence[tuple[Norm, Sequence[str], float]], name: str | None = None) -> MaxNorm:
         """The same norm over *named* parameter blocks: ``names`` is the parameter list's
         names in order (a model, whose ``named_parameters()`` give them, or a list or dict of
         names) and ``blocks`` a list of ``(norm, [names], weight)``. For the block model
@@ -621,7 +656,7 @@ class MaxNorm(Norm):
             raise ValueError(f"MaxNorm.named: no parameter named {unknown}; the parameters are {names}.")
         return cls([(norm, [position[b] for b in part], w) for norm, part, w in blocks], name=name)
 
-    def check(self, xs):
+    def check(self, xs: Tensors) -> None:
         super().check(xs)
         if len(xs) != self.size:
             raise ValueError(
@@ -629,32 +664,32 @@ class MaxNorm(Norm):
                 "norm for this model's parameter list."
             )
 
-    def _split(self, xs):
+    def _split(self, xs: Tensors) -> list[tuple[Norm, list[int], float, list[torch.Tensor]]]:
         return [(norm, idx, w, [xs[i] for i in idx]) for norm, idx, w in self.blocks]
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         return torch.stack([w * norm(part) for norm, _, w, part in self._split(xs)]).max()
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
-        return sum(norm.dual(part) / w for norm, _, w, part in self._split(gs))
+        return cast(torch.Tensor, sum(norm.dual(part) / w for norm, _, w, part in self._split(gs)))
 
-    def dual_stacked(self, gs):
-        return sum(norm.dual_stacked(part) / w for norm, _, w, part in self._split(gs))
+    def dual_stacked(self, gs: Tensors) -> torch.Tensor:
+        return cast(torch.Tensor, sum(norm.dual_stacked(part) / w for norm, _, w, part in self._split(gs)))
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         self.check(gs)
         return _one_run(self.steepest_stacked, gs)
 
-    def steepest_stacked(self, gs):
-        out = [None] * len(gs)
+    def steepest_stacked(self, gs: Tensors) -> list[torch.Tensor]:
+        out: list[torch.Tensor | None] = [None] * len(gs)
         for norm, idx, w, part in self._split(gs):
             for i, u in zip(idx, norm.steepest_stacked(part)):
                 out[i] = u / w
-        return out
+        return cast(list[torch.Tensor], out)  # the blocks partition the list: none is left None
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         self.check(xs)
         parts = self._split(xs)
         k = int(torch.stack([w * norm(p) for norm, _, w, p in parts]).argmax())
@@ -664,7 +699,7 @@ class MaxNorm(Norm):
             out[i] = w * u
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner_ = ", ".join(f"({n!r}, {idx}, {w:g})" for n, idx, w in self.blocks)
         return f"MaxNorm([{inner_}])"
 
@@ -680,7 +715,10 @@ class Mahalanobis(Norm):
     label = r"$\|\cdot\|_M$"
     strictly_convex = True
 
-    def __init__(self, M):
+    M: torch.Tensor
+    chol: torch.Tensor
+
+    def __init__(self, M: torch.Tensor | npt.ArrayLike):
         M = torch.as_tensor(M, dtype=torch.float64)
         M = torch.diag(M) if M.dim() == 1 else M
         if M.dim() != 2 or M.shape[0] != M.shape[1] or not torch.allclose(M, M.T):
@@ -691,7 +729,7 @@ class Mahalanobis(Norm):
         self.M = M
         self.chol = torch.linalg.cholesky(M)  # M = L Lᵀ: ‖θ‖_M = ‖Lᵀθ‖₂, ‖g‖_{M⁻¹} = ‖L⁻¹g‖₂
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Mahalanobis(M of size {self.M.shape[0]})"
 
     def _check_size(self, n: int) -> None:
@@ -700,48 +738,51 @@ class Mahalanobis(Norm):
             raise ValueError(f"{self.name}: M is {d}×{d} but the parameters have {n} entries; M must "
                              f"be a symmetric {n}×{n} matrix.")
 
-    def check(self, xs):
+    def check(self, xs: Tensors) -> None:
         super().check(xs)
         self._check_size(sum(x.numel() for x in xs))
 
     def _like(self, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         return m.to(dtype=t.dtype, device=t.device)
 
-    def __call__(self, xs):
+    def __call__(self, xs: Tensors) -> torch.Tensor:
         self.check(xs)
         v = _flat(xs)
-        return (self._like(v, self.chol).T @ v).norm()
+        value: torch.Tensor = (self._like(v, self.chol).T @ v).norm()  # Tensor.norm has no hints
+        return value
 
-    def dual(self, gs):
+    def dual(self, gs: Tensors) -> torch.Tensor:
         self.check(gs)
         v = _flat(gs)
-        return torch.linalg.solve_triangular(self._like(v, self.chol), v[:, None], upper=False).norm()
+        solved = torch.linalg.solve_triangular(self._like(v, self.chol), v[:, None], upper=False)
+        value: torch.Tensor = solved.norm()  # torch.linalg and Tensor.norm have no type hints
+        return value
 
-    def steepest(self, gs):
+    def steepest(self, gs: Tensors) -> list[torch.Tensor]:
         self.check(gs)
         v = _flat(gs)
         size = self.dual(gs)
         u = torch.cholesky_solve(v[:, None], self._like(v, self.chol))[:, 0]
         return _unflat(u / size if size > 0 else torch.zeros_like(v), gs)
 
-    def subgradient(self, xs):
+    def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         v = _flat(xs)
         size = self(xs)
         u = self._like(v, self.M) @ v
         return _unflat(u / size if size > 0 else torch.zeros_like(v), xs)
 
-    def value_expr(self, expr, shapes):
+    def value_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         self._check_size(sum(math.prod(s) for s in shapes))
         return cp.norm(self.chol.T.numpy() @ expr, 2)
 
-    def dual_expr(self, expr, shapes):
+    def dual_expr(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         self._check_size(sum(math.prod(s) for s in shapes))
         eye = torch.eye(self.M.shape[0], dtype=torch.float64)
         return cp.norm(torch.linalg.solve_triangular(self.chol, eye, upper=False).numpy() @ expr, 2)
 
-    def max_margin_objective(self, expr, shapes):
+    def max_margin_objective(self, expr: Expr, shapes: Shapes) -> Expr:
         cp = _cvxpy()
         self._check_size(sum(math.prod(s) for s in shapes))
         return 0.5 * cp.quad_form(expr, cp.psd_wrap(self.M.numpy()))  # a QP
@@ -779,10 +820,10 @@ def _hybrid_label(r: float = 1.0) -> str:
 
 # --- norms by name ------------------------------------------------------------------------
 
-_REGISTRY: dict[str, tuple] = {}
+_REGISTRY: dict[str, tuple[NormFactory, str | None]] = {}
 
 
-def register(name: str, factory, label: str | None = None) -> None:
+def register(name: str, factory: NormFactory, label: str | None = None) -> None:
     """Make a norm known by ``name`` wherever a name is accepted (margins, certificates,
     max-margin problems, runs, figures). ``factory`` is a :class:`Norm` subclass, built with
     no arguments, or a function of the model's parameter list (``None`` when the caller has
@@ -815,7 +856,7 @@ def by_name(name: str, params: Tensors | None = None) -> Norm:
     return norm
 
 
-def as_norm(norm, params: Tensors | None = None) -> Norm:
+def as_norm(norm: Norm | str, params: Tensors | None = None) -> Norm:
     """A :class:`Norm` as it is, or the one registered under a name (see :func:`by_name`)."""
     if isinstance(norm, Norm):
         return norm
@@ -825,7 +866,7 @@ def as_norm(norm, params: Tensors | None = None) -> Norm:
                     f"got {type(norm).__name__}.")
 
 
-def label_of(norm) -> str:
+def label_of(norm: Norm | str) -> str:
     """The figure label of a Norm or of a registered name (an unknown name labels itself)."""
     if isinstance(norm, Norm):
         return norm.label or norm.name
@@ -833,7 +874,7 @@ def label_of(norm) -> str:
     return label or getattr(factory, "label", None) or str(norm)
 
 
-def _hybrid_by_name(params):
+def _hybrid_by_name(params: Tensors | None) -> Norm:
     if params is None:
         raise ValueError("by_name('hybrid') needs the parameter list to split it.")
     return hybrid(params)

@@ -4,6 +4,7 @@ when a figure is drawn, not with the package."""
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 
 import numpy as np
@@ -69,7 +70,7 @@ def style() -> None:
     _pyplot()
 
 
-def _pyplot():
+def _pyplot() -> types.ModuleType:
     """``matplotlib.pyplot`` in the book's style, imported on first use (not with the package)."""
     try:
         import matplotlib.pyplot as plt

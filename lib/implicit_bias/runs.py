@@ -15,7 +15,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -259,7 +259,7 @@ class History:
         ``train(directions=k)`` kept fewer rows. Read a direction's step here, never in ``steps``."""
         return np.asarray(self.steps if self.direction_steps is None else self.direction_steps)
 
-    def direction_row(self, step: int) -> int:
+    def direction_row(self, step: float) -> int:
         """The first row of ``directions`` logged at or after ``step`` (the row of ``step``
         itself when its direction was kept)."""
         row = int(np.searchsorted(self.direction_grid, step))
@@ -281,7 +281,7 @@ class History:
     def direction(self) -> torch.Tensor:
         return torch.as_tensor(self.directions[-1])
 
-    def model_at(self, index: int) -> torch.nn.Module:
+    def model_at(self, index: SupportsIndex) -> torch.nn.Module:
         """A copy of the model with the (unit-ℓ2) direction of row ``index`` of ``directions``,
         logged at step ``direction_grid[index]``: enough for anything scale-invariant."""
         model = copy.deepcopy(self.model)

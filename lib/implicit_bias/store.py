@@ -54,12 +54,31 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
+
+if TYPE_CHECKING:
+    from .norms import Norm
+    from .runs import History, Run, RunFailed
+
+#: A value read from JSON (a stored file's): anything until it is checked where it is used.
+JSON: TypeAlias = Any
+#: Where a message says the trouble is: a file, or words such as ``"a stored file"``.
+Where = Path | str
+#: Names or patterns of code a store may import (see :func:`allowed`): one, several, or none.
+Allow = str | Iterable[str] | None
+#: A store: a :class:`RunStore` or its folder.
+StoreLike: TypeAlias = "RunStore | str | os.PathLike[str]"
+#: A field's check and what it expects, for the tables of fields below.
+FieldCheck = tuple[Callable[[Any], bool], str]
+#: A unit of a sweep (:func:`train.chunks`): indices into its runs, and why it goes to the
+#: reference loop (None: batched).
+Chunk = tuple[Sequence[int], str | None]
 
 #: The layout of a stored run file; bumped when the layout changes.
 FORMAT = 1
@@ -81,7 +100,7 @@ class StoreError(ValueError):
     """A stored file that cannot be trusted: the message (one line) names the file and what
     is wrong."""
 
-    def __init__(self, message=""):
+    def __init__(self, message: object = "") -> None:
         super().__init__(" ".join(str(message).split()))
 
 
@@ -120,7 +139,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _hash(obj) -> str:
+def _hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -134,14 +153,14 @@ def _hash(obj) -> str:
 _NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 #: Objects this process stored by name: the user's own factories, classes and observers.
-_ENCODED: dict = {}
+_ENCODED: dict[str, Callable[..., object]] = {}
 
 
-def _name_of(obj) -> str:
+def _name_of(obj: object) -> str:
     return f"{getattr(obj, '__module__', None)}:{getattr(obj, '__qualname__', '')}"
 
 
-def _import(name: str):
+def _import(name: str) -> Any:  # whatever the name is: a class, a function, a module
     """The object at ``module:qualname``; imports the module, so only for trusted names."""
     module, _, qualname = name.partition(":")
     obj = importlib.import_module(module)
@@ -150,7 +169,7 @@ def _import(name: str):
     return obj
 
 
-def library_names() -> dict:
+def library_names() -> dict[str, type]:
     """The names a stored file may use without being allowed, by import path: the optimizer
     classes of :data:`optim.OPTIMIZERS` (with any added by :func:`optim.register`) and of
     ``torch.optim``, and the model classes of :mod:`implicit_bias.models`."""
@@ -164,7 +183,7 @@ def library_names() -> dict:
     return {_name_of(c): c for c in classes}
 
 
-def allowed(name: str, allow) -> bool:
+def allowed(name: str, allow: Iterable[str]) -> bool:
     """Whether ``name`` (``module:qualname``) matches one of the ``allow`` patterns: a whole
     name (``'mypkg.models:make_net'``) or a glob over names or modules (``'mypkg.*'``: the
     package ``mypkg`` and everything in it)."""
@@ -173,7 +192,7 @@ def allowed(name: str, allow) -> bool:
                or (p.endswith(".*") and module == p[:-2]) for p in allow)
 
 
-def _allow(allow) -> tuple:
+def _allow(allow: Allow) -> tuple[str, ...]:
     allow = (allow,) if isinstance(allow, str) else tuple(allow or ())
     if not all(isinstance(p, str) and p.strip() for p in allow):
         raise TypeError("allow must hold names such as 'mypkg.models:make_net' or patterns such as "
@@ -181,24 +200,24 @@ def _allow(allow) -> tuple:
     return allow
 
 
-def _short(value, size: int = 60) -> str:
+def _short(value: object, size: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= size else text[:size] + "…"
 
 
-def _valid_name(where, name) -> str:
-    if not (isinstance(name, str) and len(name) <= 300 and _NAME.fullmatch(name)):
-        raise StoreError(f"{where}: {_short(name)} is not an import path module:name.")
-    return name
+def _valid_name(where: Where, name: object) -> str:
+    if isinstance(name, str) and len(name) <= 300 and _NAME.fullmatch(name):
+        return name
+    raise StoreError(f"{where}: {_short(name)} is not an import path module:name.")
 
 
-def _refused(where, name: str) -> StoreError:
+def _refused(where: Where, name: str) -> StoreError:
     return StoreError(f"{where}: names {name!r}, which the library does not register; loading it "
                       "would import and run that code. If you trust this file, allow it: "
                       f"RunStore(root, allow=[{name!r}]) or --allow {name}.")
 
 
-def _resolve(where, name, allow=()):
+def _resolve(where: Where, name: object, allow: Iterable[str] = ()) -> Any:
     """The object a stored ``{"import": name}`` stands for, if it may be trusted."""
     name = _valid_name(where, name)
     if name in _ENCODED:
@@ -218,7 +237,7 @@ def _resolve(where, name, allow=()):
 # --- run configs as JSON ------------------------------------------------------------------
 
 
-def _encode(value):
+def _encode(value: object) -> object:
     """A run config's value as JSON: an optimizer class or a model factory by its import
     path (``{"import": "module:qualname"}``), tuples as lists."""
     if isinstance(value, dict):
@@ -242,7 +261,7 @@ def _encode(value):
     return value
 
 
-def _decode(value, where="a stored file", allow=()):
+def _decode(value: JSON, where: Where = "a stored file", allow: Iterable[str] = ()) -> Any:
     """A stored config's JSON with its ``{"import": name}`` resolved by :func:`_resolve`."""
     if isinstance(value, dict):
         if set(value) == {"import"}:
@@ -253,7 +272,7 @@ def _decode(value, where="a stored file", allow=()):
     return value
 
 
-def norm_key(norm) -> str:
+def norm_key(norm: Norm | str) -> str:
     """A norm in a store key: its name, or its class and a hash of all its attributes (a
     Mahalanobis matrix, hybrid weights) — its ``repr`` abbreviates them."""
     if isinstance(norm, str):
@@ -267,27 +286,30 @@ def norm_key(norm) -> str:
     return f"{type(norm).__module__}:{type(norm).__qualname__}:{digest.hexdigest()[:16]}"
 
 
-def run_config(run) -> dict:
+def run_config(run: Run | Mapping[str, Any]) -> dict[str, Any]:
     """``run.config()`` as JSON (see :func:`_encode`)."""
-    return json.loads(json.dumps(_encode(run.config() if hasattr(run, "config") else dict(run))))
+    config: dict[str, Any] = json.loads(json.dumps(_encode(run.config() if hasattr(run, "config")
+                                                           else dict(run))))
+    return config
 
 
-def data_fingerprint(X, y) -> str:
+def data_fingerprint(X: torch.Tensor | npt.ArrayLike, y: torch.Tensor | npt.ArrayLike) -> str:
     """A SHA-256 of the data as float64 (shapes and bytes): the same data give the same
     fingerprint whatever they are called, other data another."""
     h = hashlib.sha256()
     for a in (X, y):
-        a = a.detach().cpu().to(torch.float64).contiguous().numpy() if torch.is_tensor(a) else \
-            np.ascontiguousarray(np.asarray(a, dtype=np.float64))
-        h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
+        array: np.ndarray = a.detach().cpu().to(torch.float64).contiguous().numpy() if torch.is_tensor(a) \
+            else np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+        h.update(repr(array.shape).encode())
+        h.update(array.tobytes())
     return h.hexdigest()
 
 
 # --- one file per run ---------------------------------------------------------------------
 
 
-def run_key(config: dict, data: str, settings: dict, training_version: int | None = None) -> str:
+def run_key(config: dict[str, Any], data: str, settings: dict[str, Any],
+            training_version: int | None = None) -> str:
     """The name of a run's file: a hash of its JSON config, its data's :func:`data_fingerprint`,
     the training ``settings`` and the training version (not the package version)."""
     tv = _training_version() if training_version is None else training_version
@@ -300,33 +322,33 @@ _SERIES = ("steps", "log_loss", "param_norm")
 # --- what a stored file may hold ----------------------------------------------------------
 
 
-def _integer(x, low=None, high=None) -> bool:
+def _integer(x: object, low: int | None = None, high: int | None = None) -> bool:
     return (isinstance(x, int) and not isinstance(x, bool) and (low is None or x >= low)
             and (high is None or x <= high))
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _is_import(value) -> bool:
+def _is_import(value: object) -> bool:
     return isinstance(value, dict) and set(value) == {"import"}
 
 
-def _names(x) -> bool:
+def _names(x: object) -> bool:
     """Margin or observed names: distinct short strings."""
     return (isinstance(x, list) and len(x) <= 10_000 and len(set(map(repr, x))) == len(x)
             and all(isinstance(n, str) and 0 < len(n) <= 200 for n in x))
 
 
-def _dtype(x) -> bool:
+def _dtype(x: object) -> bool:
     from .runs import DTYPES
 
     return isinstance(x, str) and x in DTYPES
 
 
 #: The other fields of a run file's config.json (those present are checked).
-_META_FIELDS = {
+_META_FIELDS: dict[str, FieldCheck] = {
     "key": (lambda v: isinstance(v, str), "a string"),
     "training_version": (_integer, "an integer"),
     "data": (lambda v: isinstance(v, str) and len(v) <= 200, "a data fingerprint"),
@@ -345,13 +367,13 @@ _META = {"format", "key", "training_version", "run", "data", "settings", "margin
          "input_dim", "dtype"}
 
 
-def _check_fields(where, table: dict, checks: dict, what: str) -> None:
+def _check_fields(where: Where, table: dict[str, Any], checks: Mapping[str, FieldCheck], what: str) -> None:
     for name, (ok, expected) in checks.items():
         if name in table and not ok(table[name]):
             raise StoreError(f"{where}: {what} {name} is {_short(table[name])}, not {expected}.")
 
 
-def _check_run_config(where, config) -> None:
+def _check_run_config(where: Where, config: JSON) -> None:
     """A stored run config's fields have the types :class:`runs.Run` takes (checked
     before anything is decoded or built)."""
     from .runs import FIELD_CHECKS, Run
@@ -368,7 +390,7 @@ def _check_run_config(where, config) -> None:
     _check_fields(where, config, checks, "the run's")
 
 
-def _input_dim(where, value):
+def _input_dim(where: Where, value: JSON) -> int | tuple[int, ...]:
     """A stored input dimension: a positive integer, or a shape (a list) of at most 8."""
     shape = value if isinstance(value, list) else [value]
     if not (1 <= len(shape) <= 8 and all(_integer(k, 1) for k in shape)
@@ -378,7 +400,7 @@ def _input_dim(where, value):
     return tuple(shape) if isinstance(value, list) else value
 
 
-def _check_observer(where, observe, allow) -> None:
+def _check_observer(where: Where, observe: JSON, allow: Iterable[str]) -> None:
     """The observer a run was trained with is only a name in its key (loading never calls
     it): the library's, this process's own or an allowed one."""
     if observe is None:
@@ -391,7 +413,7 @@ def _check_observer(where, observe, allow) -> None:
         raise _refused(where, name)
 
 
-def _check_meta(path, meta, allow) -> None:
+def _check_meta(path: Path, meta: JSON, allow: Iterable[str]) -> None:
     """A run file's config.json: its fields, their types and the names it holds."""
     if not isinstance(meta, dict):
         raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
@@ -407,13 +429,13 @@ def _check_meta(path, meta, allow) -> None:
     _check_observer(path, meta["settings"].get("observe"), allow)
 
 
-def _array_names(meta) -> list:
+def _array_names(meta: dict[str, Any]) -> list[str]:
     return [*_SERIES, "directions", "direction_steps", "parameters",
             *(f"margin_{i}" for i in range(len(meta["margins"]))),
             *(f"observed_{i}" for i in range(len(meta["observed"])))]
 
 
-def _array(path, z: zipfile.ZipFile, name: str) -> np.ndarray:
+def _array(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray:
     try:
         info = z.getinfo(f"{name}.npy")
     except KeyError:
@@ -424,7 +446,7 @@ def _array(path, z: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _check_arrays(path, meta, arrays) -> None:
+def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Every array of a run file has the type and length its config implies."""
     steps = arrays["steps"]
     if (steps.ndim != 1 or steps.dtype.kind != "i" or len(steps) == 0 or steps[0] < 1
@@ -452,10 +474,11 @@ def _check_arrays(path, meta, arrays) -> None:
 
 
 #: Parameter counts already made (a sweep's runs share a few model configs).
-_COUNTS: dict = {}
+_COUNTS: dict[str, int] = {}
 
 
-def _parameter_count(where, model, dim=None) -> int:
+def _parameter_count(where: Where, model: dict[str, Any] | Callable[..., torch.nn.Module],
+                     dim: int | tuple[int, ...] | None = None) -> int:
     """The parameters of ``model`` (a config, or a class of :mod:`models`) at ``dim`` (default:
     an input its config accepts), counted on torch's meta device: nothing is allocated, so a
     forged width costs nothing."""
@@ -469,6 +492,7 @@ def _parameter_count(where, model, dim=None) -> int:
         return _COUNTS[key]
     try:
         with torch.device("meta"):
+            built: torch.nn.Module
             if isinstance(model, dict):
                 built = models.build(model, models.example_input_dim(model) if dim is None else dim)
             else:
@@ -483,7 +507,7 @@ def _parameter_count(where, model, dim=None) -> int:
     return count
 
 
-def _run_of(where, config, allow):
+def _run_of(where: Where, config: JSON, allow: Iterable[str]) -> Run:
     """A stored run config as a :class:`runs.Run`: types checked, names resolved (the
     library's, this process's own or allowed), a model config's size bounded before the run
     builds it."""
@@ -499,7 +523,8 @@ def _run_of(where, config, allow):
         raise StoreError(f"{where}: its run config does not fit the current code: {err}") from None
 
 
-def _model_of(path, run, dim, dtype, vector: np.ndarray):
+def _model_of(path: Path, run: Run, dim: int | tuple[int, ...], dtype: torch.dtype,
+              vector: np.ndarray) -> torch.nn.Module:
     """The run's model rebuilt with the stored parameters ``vector``. A model of the library
     is counted first (nothing allocated) against the stored parameters."""
     from . import models
@@ -532,18 +557,18 @@ class RunStore:
     and this process's own: ``'module:qualname'`` or a pattern such as ``'mypkg.*'``. Only
     allow what you trust: loading imports and calls it."""
 
-    def __init__(self, root, allow=()):
+    def __init__(self, root: str | os.PathLike[str], allow: Allow = ()) -> None:
         self.root = Path(root)
         self.folder = self.root / "runs"
         self.allow = _allow(allow)
 
     @classmethod
-    def of(cls, store, allow=()) -> RunStore:
+    def of(cls, store: StoreLike, allow: Allow = ()) -> RunStore:
         if isinstance(store, RunStore):
             return store if not allow else cls(store.root, (*store.allow, *_allow(allow)))
         return cls(store, allow)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
 
     def path(self, key: str) -> Path:
@@ -576,7 +601,7 @@ class RunStore:
             return False
         return True
 
-    def quarantine(self, key_or_path) -> Path | None:
+    def quarantine(self, key_or_path: str | os.PathLike[str]) -> Path | None:
         """Move a stored file to ``<root>/quarantine/`` (kept for a look, out of the store);
         returns where it went, or None when it could not be moved."""
         path = self._path(key_or_path)
@@ -606,10 +631,11 @@ class RunStore:
                              "a writable folder (store=..., --store) or fix its permissions.") from None
         self.clean()
 
-    def clean(self, age: float = TMP_AGE) -> list:
+    def clean(self, age: float = TMP_AGE) -> list[Path]:
         """Remove the temporary files (``.<name>.*.tmp``) older than ``age`` seconds: a
         killed writer's. A younger one may be another process writing; it is left alone."""
-        removed, now = [], time.time()
+        removed: list[Path] = []
+        now = time.time()
         for tmp in self.folder.glob(".*.tmp"):
             try:
                 if now - tmp.stat().st_mtime > age:
@@ -622,10 +648,11 @@ class RunStore:
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.npz"))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.keys())
 
-    def save(self, key: str, history, data: str, settings: dict, input_dim, device: str = "") -> Path:
+    def save(self, key: str, history: History, data: str, settings: dict[str, Any],
+             input_dim: int | tuple[int, ...], device: str = "") -> Path:
         """Write ``history`` (its run on data ``data``, of ``input_dim`` features, trained
         with ``settings``) as ``key``'s file."""
         config = run_config(history.run)
@@ -659,7 +686,7 @@ class RunStore:
         _atomic_write(path, buffer.getvalue())
         return path
 
-    def meta(self, key_or_path) -> dict:
+    def meta(self, key_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         """A stored run's ``config.json``, validated against its name (not its arrays)."""
         path = self._path(key_or_path)
         try:
@@ -670,15 +697,15 @@ class RunStore:
         except Exception as err:  # any failure to read a file is that file's
             raise StoreError(f"{path}: not a readable stored run ({type(err).__name__}: {err}).") from None
 
-    def _path(self, key_or_path) -> Path:
+    def _path(self, key_or_path: str | os.PathLike[str]) -> Path:
         p = Path(key_or_path)
         return p if p.suffix == ".npz" else self.path(str(key_or_path))
 
-    def _meta(self, path: Path, z: zipfile.ZipFile) -> dict:
+    def _meta(self, path: Path, z: zipfile.ZipFile) -> dict[str, Any]:
         try:
             if z.getinfo("config.json").file_size > 2**20:
                 raise StoreError(f"{path}: config.json is over 1 MiB; a stored run's is a few kB.")
-            meta = json.loads(z.read("config.json"))
+            meta: dict[str, Any] = json.loads(z.read("config.json"))  # checked by _check_meta below
         except (KeyError, ValueError) as err:
             if isinstance(err, StoreError):
                 raise
@@ -693,7 +720,7 @@ class RunStore:
             raise self._stale(path, meta)
         return meta
 
-    def _stale(self, path: Path, meta: dict) -> StoreError:
+    def _stale(self, path: Path, meta: dict[str, Any]) -> StoreError:
         """A whole file of another training version: where its run is now, if retrained."""
         current = run_key(meta["run"], meta["data"], meta["settings"])
         then = (f"retrained by the current code as {current}" if self.has(current)
@@ -701,7 +728,7 @@ class RunStore:
         return StoreError(f"{path}: stale: written by training version {meta['training_version']} "
                           f"(the code trains as version {_training_version()}); {then}.")
 
-    def _read(self, path: Path) -> tuple[dict, dict]:
+    def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """A stored run's config.json and arrays, every part checked."""
         try:
             with zipfile.ZipFile(path) as z:
@@ -714,7 +741,7 @@ class RunStore:
         _check_arrays(path, meta, arrays)
         return meta, arrays
 
-    def load(self, key_or_path, expected: str | None = None):
+    def load(self, key_or_path: str | os.PathLike[str], expected: str | None = None) -> History:
         """The stored run as a :class:`History` (its model rebuilt from the stored
         parameters), every part checked; ``expected`` is the key the caller asked for."""
         from .runs import DTYPES, History
@@ -736,12 +763,12 @@ class RunStore:
             engine=meta.get("engine", {}),
             direction_steps=None if np.array_equal(ds, steps) else ds)
 
-    def histories(self, errors: list | None = None):
+    def histories(self, errors: list[StoreError] | None = None) -> Iterator[History]:
         """Every stored run that can be trusted, loaded one at a time (memory stays that of
         one run). A file that cannot (damaged, stale, naming code not allowed) is skipped:
         its :class:`StoreError` is appended to ``errors``, or, without a list, all are named
         in one warning at the end."""
-        skipped = [] if errors is None else errors
+        skipped: list[StoreError] = [] if errors is None else errors
         start = len(skipped)
         for key in self.keys():
             try:
@@ -756,18 +783,22 @@ class RunStore:
                           f"trusted:\n{lines}", StoreWarning, stacklevel=2)
 
 
-class StoredHistories(Sequence):
+class StoredHistories(Sequence["History | RunFailed"]):
     """What ``train(..., store=...)`` returns: the sweep's histories in the order of its
     runs, each read from the store when it is used (so a long sweep is not held in
     memory); a run that failed under ``failures='return'`` is its :class:`RunFailed`."""
 
-    def __init__(self, store: RunStore, keys, failed: dict):
+    def __init__(self, store: RunStore, keys: Iterable[str], failed: Mapping[int, RunFailed]) -> None:
         self.store, self.keys, self.failed = store, list(keys), dict(failed)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> History | RunFailed: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[History | RunFailed]: ...
+    def __getitem__(self, i: int | slice) -> History | RunFailed | list[History | RunFailed]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         i = range(len(self))[i]
@@ -775,7 +806,7 @@ class StoredHistories(Sequence):
             return self.failed[i]
         return self.store.load(self.keys[i], expected=self.keys[i])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"StoredHistories({len(self)} runs in {self.store.root})"
 
 
@@ -784,12 +815,15 @@ class Session:
     fingerprint and settings), the chunks still to train, each finished run saved as it
     comes (a failed one recorded, :func:`save_failed`), and what the call returns."""
 
-    def __init__(self, store: RunStore, keys: list, prints: dict, settings: dict, runs, from_env: bool):
+    def __init__(self, store: RunStore, keys: list[str], prints: dict[str, str], settings: dict[str, Any],
+                 runs: Sequence[Run], from_env: bool) -> None:
         self.store, self.keys, self.prints, self.settings = store, keys, prints, settings
         self.runs, self.from_env = runs, from_env
 
     @classmethod
-    def open(cls, store, runs, datasets, settings: dict) -> Session | None:
+    def open(cls, store: StoreLike | Literal[False] | None, runs: Sequence[Run],
+             datasets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+             settings: dict[str, Any]) -> Session | None:
         """The session of a ``train`` call: ``store`` a folder, a :class:`RunStore`, None (the
         one ``IMPLICIT_BIAS_STORE`` names, if any) or False (none). None without a store, and
         for a call the environment's store cannot key (it trains unstored, with a warning)."""
@@ -813,7 +847,7 @@ class Session:
         store.check_writable()  # a read-only folder fails now, not after the first chunk
         return cls(store, keys, prints, settings, runs, from_env)
 
-    def pending(self, todo: list, progress) -> tuple:
+    def pending(self, todo: list[Chunk], progress: bool | Literal["runs"]) -> tuple[list[Chunk], set[int]]:
         """``(the chunks still to train, the indices of the runs stored)``. A chunk is trained
         again whole unless all its runs are stored: a stack's size can change its runs' last
         bits, and a resumed sweep must equal an uninterrupted one. A damaged file is moved to
@@ -826,7 +860,8 @@ class Session:
             print(f"{again} run{'s' * (again > 1)} failed before; training again.", file=sys.stderr)
         return todo, done
 
-    def save(self, i: int, history, input_dim, device: str) -> None:
+    def save(self, i: int, history: History | RunFailed, input_dim: int | tuple[int, ...],
+             device: str) -> None:
         """Save run ``i``'s history (each file atomic), or record its failure."""
         key, data = self.keys[i], self.prints[self.runs[i].data]
         if isinstance(history, Exception):
@@ -841,7 +876,7 @@ class Session:
         n = sum(self.store.has(k) for k in self.keys)
         return f"interrupted: {n} of {len(self.keys)} runs stored in {self.store.root}; rerun to resume."
 
-    def result(self, failed: dict):
+    def result(self, failed: Mapping[int, RunFailed]) -> StoredHistories | list[History | RunFailed]:
         """What the call returns: a :class:`StoredHistories`, or for a store set by the
         environment a plain list (existing code then resumes without a change)."""
         stored = StoredHistories(self.store, self.keys, failed)
@@ -856,18 +891,19 @@ class Session:
 # that then succeeds has its record removed.
 
 
-def failed_step(err) -> int | None:
+def failed_step(err: object) -> int | None:
     """The step a :class:`RunFailed` names ("… at step 12 …"), or None."""
     found = re.search(r"\bstep (\d+)", str(err))
     return int(found[1]) if found else None
 
 
-def failed_path(store, key: str) -> Path:
+def failed_path(store: StoreLike, key: str) -> Path:
     """Where run ``key``'s failure is recorded (its partial history: the same name, ``.npz``)."""
     return RunStore.of(store).root / "failed" / f"{key}.json"
 
 
-def save_failed(store, key: str, error, data: str, settings: dict, step: int | None = None) -> Path:
+def save_failed(store: StoreLike, key: str, error: RunFailed, data: str, settings: dict[str, Any],
+                step: int | None = None) -> Path:
     """Record ``error`` (a :class:`runs.RunFailed`) as the failure of run ``key`` (its run on
     data ``data``, trained with ``settings``), failed at ``step`` (None: unknown)."""
     config = run_config(error.run)
@@ -895,10 +931,10 @@ def save_failed(store, key: str, error, data: str, settings: dict, step: int | N
     return path
 
 
-def failed_runs(store) -> dict:
+def failed_runs(store: StoreLike) -> dict[str, dict[str, Any]]:
     """The failures recorded in ``store``: key → record (``run``, ``label``, ``step``,
     ``reason``, …). A record that cannot be read is skipped: it is a note, not a result."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for path in sorted((RunStore.of(store).root / "failed").glob("*.json")):
         try:
             record = json.loads(path.read_text())
@@ -909,7 +945,7 @@ def failed_runs(store) -> dict:
     return out
 
 
-def failed_history(store, key: str) -> dict | None:
+def failed_history(store: StoreLike, key: str) -> dict[str, np.ndarray] | None:
     """What run ``key`` logged before it failed, as arrays (``steps``, ``log_loss``,
     ``param_norm``, ``margin_<i>`` for the record's ``margins``), or None."""
     path = failed_path(store, key).with_suffix(".npz")
@@ -919,7 +955,7 @@ def failed_history(store, key: str) -> dict | None:
         return {name: z[name] for name in z.files}
 
 
-def forget_failed(store, key: str) -> None:
+def forget_failed(store: StoreLike, key: str) -> None:
     """Remove run ``key``'s failure record (it was trained again and stored)."""
     path = failed_path(store, key)
     path.with_suffix(".npz").unlink(missing_ok=True)
@@ -929,12 +965,12 @@ def forget_failed(store, key: str) -> None:
 # --- chapters' paper-size tables ----------------------------------------------------------
 
 
-def _configs(runs) -> list[dict]:
+def _configs(runs: Iterable[Run | Mapping[str, Any]]) -> list[dict[str, Any]]:
     # Through JSON so that tuples and lists (betas) hash alike before and after a round trip.
     return [run_config(r) for r in runs]
 
 
-def key(runs, data: dict, version: int | None = None) -> str:
+def key(runs: Iterable[Run | Mapping[str, Any]], data: dict[str, Any], version: int | None = None) -> str:
     """The hash that names a table file: its run configs, a description of its data
     (``data``, e.g. ``{"set": "digits_even_odd", "n": None}``: the runs only name it) and
     the training version ``version`` (default :data:`runs.TRAINING_VERSION`; not the
@@ -949,14 +985,15 @@ class Store:
     JSON table per paper-size sweep, ``results/<chapter>/<key>.json``. ``allow``: names of
     code its run configs may name beyond the library's (see :class:`RunStore`)."""
 
-    def __init__(self, root, allow=()):
+    def __init__(self, root: str | os.PathLike[str], allow: Allow = ()) -> None:
         self.root = Path(root)
         self.allow = _allow(allow)
 
-    def path(self, chapter: str, runs, data: dict) -> Path:
+    def path(self, chapter: str, runs: Sequence[Run], data: dict[str, Any]) -> Path:
         return self.root / chapter / f"{key(runs, data)}.json"
 
-    def save(self, chapter: str, runs, data: dict, results: dict, device: str = "",
+    def save(self, chapter: str, runs: Sequence[Run], data: dict[str, Any], results: dict[str, Any],
+             device: str = "",
              seconds: float = 0.0) -> Path:
         """Write ``results`` (JSON-serializable, small) for the sweep ``runs`` on ``data``."""
         entry = {"chapter": chapter, "key": key(runs, data), "training_version": _training_version(),
@@ -967,7 +1004,7 @@ class Store:
         _atomic_write(path, (json.dumps(entry, indent=1, sort_keys=True) + "\n").encode())
         return path
 
-    def load(self, chapter: str, runs, data: dict) -> dict | None:
+    def load(self, chapter: str, runs: Sequence[Run], data: dict[str, Any]) -> dict[str, Any] | None:
         """The stored table of the sweep ``runs`` on ``data`` at this training version, or
         None; a file at that name that is not that table raises :class:`StoreError`."""
         path = self.path(chapter, runs, data)
@@ -983,7 +1020,7 @@ class Store:
 
 
 #: A table file's fields: what each must be.
-_TABLE_FIELDS = {
+_TABLE_FIELDS: dict[str, FieldCheck] = {
     "chapter": (lambda v: isinstance(v, str), "a chapter's name"),
     "key": (lambda v: isinstance(v, str), "a string"),
     "training_version": (_integer, "an integer"),
@@ -994,7 +1031,7 @@ _TABLE_FIELDS = {
 }
 
 
-def check(path, allow=()) -> dict:
+def check(path: str | os.PathLike[str], allow: Allow = ()) -> dict[str, Any]:
     """Raise :class:`StoreError` unless the stored table loads, is named by its own key, was
     written at the current training version, and its run configs are valid :class:`train.Run`
     configs of the current code (no missing or unknown fields, values the constructor

@@ -35,10 +35,14 @@ import importlib
 import itertools
 import json
 import math
+import os
 import re
 import sys
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -47,6 +51,31 @@ from . import data as datasets
 from .executors import executor
 from .runs import FIELD_CHECKS as RUN_FIELDS
 from .runs import _integer
+
+if TYPE_CHECKING:
+    from typing import NotRequired, TypedDict
+
+    import torch
+    from matplotlib.figure import Figure
+
+    from .executors import Executor
+    from .runs import History, Run, RunFailed
+    from .store import Allow, RunStore, StoreError, StoreLike
+
+    class _Group(TypedDict):
+        """Stored runs that differ only in their seed (:func:`_groups`)."""
+
+        run: dict[str, Any]  # their config without the seed, with the label
+        seeds: list[int]
+        steps: np.ndarray
+        loss: list[np.ndarray]  # log10 loss, per seed
+        margins: dict[str, list[np.ndarray]]  # norm -> normalized margins, per seed
+        name: NotRequired[str]  # set once every group is known
+
+#: A value read from a TOML file: anything until it is checked where it is used.
+TOML: TypeAlias = Any
+#: A field's check and what it expects (the tables of checks below).
+FieldCheck = tuple[Callable[[Any], bool], str]
 
 #: Run fields a sweep file may set (a list is a dimension of the product).
 FIELDS = ("optimizer", "lr", "steps", "schedule", "seed", "model", "data", "options", "loss",
@@ -61,13 +90,13 @@ TRAIN_OPTIONS = ("norms", "log_points", "frame", "directions", "engine", "max_ba
 class Sweep:
     """A sweep file read for the active run size: its runs, data, store and train options."""
 
-    runs: list
-    data: dict  # name -> (X, y)
+    runs: list[Run]
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (X, y)
     store: Path | None
-    options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def _toml(path: Path) -> dict:
+def _toml(path: Path) -> dict[str, TOML]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # Python 3.10
@@ -81,19 +110,19 @@ def _toml(path: Path) -> dict:
             raise ValueError(f"{path}: not a valid TOML file: {err}.") from None
 
 
-def _sized(value):
+def _sized(value: TOML) -> TOML:
     """A ``{smoke, book[, paper]}`` table resolved for the run size; anything else as is."""
     if isinstance(value, dict) and {"smoke", "book"} <= set(value) <= set(config.PROFILES):
         return config.sized(**value)
     return value
 
 
-def _loader(name: str):
+def _loader(name: object) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     if not isinstance(name, str):
         raise ValueError(f"set must name a data set (a string), got {name!r}.")
     if name in getattr(datasets, "LOADERS", {}):
         return datasets.LOADERS[name]
-    fn = getattr(datasets, name, None)
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = getattr(datasets, name, None)
     if not callable(fn) or name.startswith("_"):
         raise ValueError(f"Unknown data set {name!r}: name a loader of implicit_bias.data ("
                          f"{sorted(getattr(datasets, 'LOADERS', {}))} or a function like 'digits_even_odd').")
@@ -108,15 +137,15 @@ MAX_RUNS = 1_000_000
 EXPAND_NOTICE = 10_000
 
 
-def _is(kind):
+def _is(kind: type | tuple[type, ...]) -> Callable[[object], bool]:
     return lambda v: isinstance(v, kind)
 
 
-def _import_path(v) -> bool:
+def _import_path(v: object) -> bool:
     return isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v) is not None
 
 
-def _user_object(value: str, name: str, where: str, base: Path | None):
+def _user_object(value: str, name: str, where: str, base: Path | None) -> object:
     """A sweep file's ``"module:attribute"``: the user's own model factory or optimizer
     class, imported as a script's imports are (a sweep file is the user's own configuration,
     like Hydra's ``_target_``; a stored result naming code is another matter, see
@@ -150,13 +179,13 @@ FIELD_CHECKS = {**RUN_FIELDS, "data": (RUN_FIELDS["data"][0], "the name of a [da
                           "'module:function'")}
 
 
-def _check(name: str, value, where: str, checks: dict = FIELD_CHECKS) -> None:
+def _check(name: str, value: object, where: str, checks: Mapping[str, FieldCheck] = FIELD_CHECKS) -> None:
     ok, expected = checks[name]
     if not ok(value):
         raise ValueError(f"{where}: {name} = {value!r}: expected {expected}.")
 
 
-def _axes(block, where: str) -> dict:
+def _axes(block: TOML, where: str) -> dict[str, list[TOML] | range]:
     """One ``[[runs]]`` block as ``name -> values`` (a list or a range, not yet expanded),
     every value checked. ``seeds = N`` becomes ``seed = range(N)``."""
     if not isinstance(block, dict):
@@ -171,7 +200,7 @@ def _axes(block, where: str) -> dict:
             raise ValueError(f"{where}: give either seed or seeds (a count), not both.")
         _check("seeds", block["seeds"], where)
         block["seed"] = range(block.pop("seeds"))
-    axes = {}
+    axes: dict[str, list[TOML] | range] = {}
     for name, value in block.items():
         if isinstance(value, list) and not value:
             raise ValueError(f"{where}: {name} = []: an empty list; give at least one value.")
@@ -184,12 +213,12 @@ def _axes(block, where: str) -> dict:
     return axes
 
 
-def _expand(axes: dict, where: str, base: Path | None = None) -> list:
+def _expand(axes: Mapping[str, Sequence[TOML]], where: str, base: Path | None = None) -> list[Run]:
     """The runs of a checked block: the product of its axes, each run built and checked
     (``"module:attribute"`` models and optimizers imported, ``base``: the file's folder)."""
     from .runs import Run
 
-    out = []
+    out: list[Run] = []
     for values in itertools.product(*axes.values()):
         spec = dict(zip(axes, values))
         for name in ("model", "optimizer"):
@@ -202,7 +231,7 @@ def _expand(axes: dict, where: str, base: Path | None = None) -> list:
     return out
 
 
-def _count(blocks: list, where) -> int:
+def _count(blocks: Sequence[Mapping[str, Sequence[TOML]]], where: str | Path) -> int:
     """The runs of ``blocks`` (lists of axes), counted before any is built: more than
     :data:`MAX_RUNS` is refused, more than :data:`EXPAND_NOTICE` is announced."""
     total = sum(math.prod(len(v) for v in axes.values()) for axes in blocks)
@@ -214,7 +243,7 @@ def _count(blocks: list, where) -> int:
     return total
 
 
-def runs_of(block: dict, where: str = "[[runs]]") -> list:
+def runs_of(block: dict[str, TOML], where: str = "[[runs]]") -> list[Run]:
     """The runs of one ``[[runs]]`` block: the product of its list-valued fields. Every
     field is checked (type and range) and the runs counted before any is built; errors
     start with ``where``."""
@@ -223,13 +252,13 @@ def runs_of(block: dict, where: str = "[[runs]]") -> list:
     return _expand(axes, where)
 
 
-def _option_checks() -> dict:
+def _option_checks() -> dict[str, FieldCheck]:
     """What each top-level option of a sweep file must hold (see :data:`TRAIN_OPTIONS`)."""
     from .norms import names
     from .runs import LOG_POINTS_MAX
     from .train import ENGINES, FAILURES
 
-    def norms_ok(v):
+    def norms_ok(v: object) -> bool:
         v = [v] if isinstance(v, str) else v
         return isinstance(v, list) and bool(v) and all(isinstance(x, str) and x in names() for x in v)
 
@@ -248,14 +277,14 @@ def _option_checks() -> dict:
     }
 
 
-def _data(tables, path: Path) -> dict:
+def _data(tables: TOML, path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The data sets of a sweep file: name -> ``(X, y)``, each table's loader called with its
     options (a loader refuses a bad option, e.g. ``n`` above its data set's size)."""
     if not isinstance(tables, dict):
         raise ValueError(f"{path}: data must be a table such as [data] set = 'digits_even_odd', got "
                          f"{tables!r}.")
     tables = {"data": tables} if "set" in tables else tables
-    data = {}
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, table in tables.items():
         where = f"{path}: [data.{name}]" if name != "data" else f"{path}: [data]"
         if not isinstance(table, dict) or "set" not in table:
@@ -269,7 +298,7 @@ def _data(tables, path: Path) -> dict:
     return data
 
 
-def load(path, store=None) -> Sweep:
+def load(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = None) -> Sweep:
     """Read a sweep file for the active run size (``IMPLICIT_BIAS_PROFILE``). Every field
     is checked (its type and range: an error names the file and the field), the runs are
     counted before they are expanded, and their memory is estimated against the machine's
@@ -312,7 +341,9 @@ def load(path, store=None) -> Sweep:
     return Sweep(runs, data, Path(where) if where is not None else None, options)
 
 
-def run(path, store=None, executor=None, progress="runs", **overrides):
+def run(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = None,
+        executor: Executor | None = None, progress: bool | Literal["runs"] = "runs",
+        **overrides: Any) -> tuple[Sweep, Sequence[History | RunFailed]]:
     """Train the sweep file ``path`` into its store (or ``store``); runs already stored
     are skipped. Returns the :class:`Sweep` and its histories. A failed run is recorded
     and returned as its :class:`RunFailed` while the others train on (``failures =
@@ -334,7 +365,7 @@ def run(path, store=None, executor=None, progress="runs", **overrides):
 # --- the report ---------------------------------------------------------------------------
 
 
-def _stored(store, skipped: list):
+def _stored(store: RunStore, skipped: list[StoreError]) -> Iterator[tuple[str, dict[str, Any], History]]:
     """Every stored run as ``(key, config.json, history)``, one in memory at a time; a file
     that cannot be trusted (damaged, stale, naming code not allowed) goes to ``skipped``."""
     from .store import StoreError
@@ -348,12 +379,12 @@ def _stored(store, skipped: list):
         yield key, meta, h
 
 
-def _groups(store, skipped: list):
+def _groups(store: RunStore, skipped: list[StoreError]) -> list[_Group]:
     """Stored runs grouped by everything but the seed: name -> summary arrays. One history
     is in memory at a time; files that cannot be trusted are skipped into ``skipped``."""
     from .store import StoreError
 
-    groups: dict = {}
+    groups: dict[str, _Group] = {}
     for key, meta, h in _stored(store, skipped):
         run = {**meta["run"], "label": h.run.label}
         seed = run.pop("seed", h.run.seed)
@@ -367,7 +398,7 @@ def _groups(store, skipped: list):
         for norm, m in h.margins.items():
             g["margins"].setdefault(norm, []).append(m)
     # Name each group by its label and whatever distinguishes it from the others of that label.
-    by_label: dict = {}
+    by_label: dict[str, list[_Group]] = {}
     for g in groups.values():
         by_label.setdefault(g["run"]["label"], []).append(g)
     for label, gs in by_label.items():
@@ -379,14 +410,15 @@ def _groups(store, skipped: list):
     return sorted(groups.values(), key=lambda g: g["name"])
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     return str(value)
 
 
-def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
-           errors: list | None = None, failed: list | None = None):
+def report(store: StoreLike, out: str | os.PathLike[str] | None = None, level: float = 0.95,
+           figures: bool = True, allow: Allow = (), errors: list[StoreError] | None = None,
+           failed: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, object]], list[Path]]:
     """The summary of a stored sweep: one row per group of runs that differ only in their
     seed, with the mean ± ``level`` Student-t half-width over seeds of the final log10 loss
     and of every final margin. Prints the table; with ``figures`` saves
@@ -402,7 +434,7 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
     from .store import RunStore
 
     store = RunStore.of(store, allow)
-    skipped = [] if errors is None else errors
+    skipped: list[StoreError] = [] if errors is None else errors
     start = len(skipped)
     groups = _groups(store, skipped)
     records = _failed(store)
@@ -416,9 +448,9 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
                              "skipped, listed above).")
         raise ValueError(f"{store.root}: no stored runs.")
     norms = list(dict.fromkeys(n for g in groups for n in g["margins"]))
-    rows = []
+    rows: list[dict[str, object]] = []
     for g in groups:
-        row = {"runs": g["name"], "seeds": len(g["seeds"])}
+        row: dict[str, object] = {"runs": g["name"], "seeds": len(g["seeds"])}
         for name, values in [("log10 loss", g["loss"]), *((n, g["margins"].get(n)) for n in norms)]:
             if values is None:
                 row[name] = "–"
@@ -440,7 +472,7 @@ def report(store, out=None, level: float = 0.95, figures: bool = True, allow=(),
     return rows, paths
 
 
-def _failed(store) -> list:
+def _failed(store: RunStore) -> list[dict[str, Any]]:
     """The failure records of runs not stored (a rerun that stored a run removed its
     record; one left by a concurrent writer is no failure)."""
     from .store import failed_runs
@@ -448,7 +480,7 @@ def _failed(store) -> list:
     return [r for key, r in failed_runs(store).items() if not store.path(key).exists()]
 
 
-def _list_failed(store, records: list) -> None:
+def _list_failed(store: RunStore, records: list[dict[str, Any]]) -> None:
     if records:
         print(f"{len(records)} run(s) failed, not in the table (recorded in {store.root / 'failed'}; "
               "rerun the sweep to train them again):")
@@ -456,14 +488,14 @@ def _list_failed(store, records: list) -> None:
             print(f"  {r.get('reason', r.get('label'))}")
 
 
-def _list_skipped(skipped: list) -> None:
+def _list_skipped(skipped: Sequence[StoreError]) -> None:
     if skipped:
         print(f"skipped {len(skipped)} stored file(s) that cannot be trusted:", file=sys.stderr)
         for err in skipped:
             print(f"  {err}", file=sys.stderr)
 
 
-def _figures(groups, norms, out: Path, level: float) -> list:
+def _figures(groups: Sequence[_Group], norms: Sequence[str], out: Path, level: float) -> list[Path]:
     import matplotlib.colors
 
     from .plots import _pyplot, color, norm_label
@@ -471,9 +503,9 @@ def _figures(groups, norms, out: Path, level: float) -> list:
 
     plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
     # Groups of one optimizer share its colour, from dark to light (e.g. over its rates).
-    shades = {}
+    shades: dict[str, tuple[float, ...]] = {}
     by_label: dict[str, list[str]] = {}
     for g in groups:
         by_label.setdefault(g["run"]["label"], []).append(g["name"])
@@ -518,7 +550,7 @@ def _figures(groups, norms, out: Path, level: float) -> list:
     return paths
 
 
-def _save(fig, path: Path, plt) -> Path:
+def _save(fig: Figure, path: Path, plt: types.ModuleType) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -14,10 +14,11 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from . import batched, executors, losses, models, optim, regime
@@ -47,9 +48,33 @@ from .runs import (
 )
 from .warn import aggregate_warnings
 
+#: ``(X, y)``: tensors, or anything numpy makes arrays of.
+Pair = Sequence[torch.Tensor | npt.ArrayLike]
+#: What :func:`train` trains on: one ``(X, y)`` (a tuple or list) for all runs, or ``(X, y)`` by
+#: name (``Run.data``).
+Data = tuple[torch.Tensor | npt.ArrayLike, ...] | list[torch.Tensor | npt.ArrayLike] | Mapping[str, Pair]
+#: Each data set's ``(X, y)`` as tensors, by name.
+Datasets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+#: ``observe(model, optimizer, frame)``: numbers or arrays by name, logged at every log point.
+Observer = Callable[[torch.nn.Module, torch.optim.Optimizer, float], dict[str, Any]]
+#: A history, or a failed run's :class:`RunFailed`, per run.
+Results = Sequence[History | RunFailed]
 
-def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0,
-                         scale: float = 1.0) -> list[torch.Tensor]:
+
+class _Updates(Protocol):
+    """What an engine ticks once a step: a progress bar, or a probe's clock."""
+
+    def update(self, n: int = 1) -> object: ...
+
+
+class _Bar(_Updates, Protocol):
+    """A progress bar (tqdm's)."""
+
+    def close(self) -> object: ...
+
+
+def per_sample_gradients(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, loss: str = "logistic",
+                         frame: float = 0.0, scale: float = 1.0) -> list[torch.Tensor]:
     """The gradients of ``scale · e^F ℓ(q_i)`` for every sample i, one tensor of shape
     ``(n, *p.shape)`` per parameter (``torch.func``: ``vmap`` of ``grad``). Their sum over i
     is the gradient of the framed loss ``scale · e^F Σ_i ℓ(q_i)``. A linear model takes a
@@ -63,7 +88,7 @@ def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0
         return [(dq * y)[:, None] * X.reshape(X.shape[0], -1)]
     params = {name: p.detach() for name, p in model.named_parameters()}
 
-    def term(p, x, yi):
+    def term(p: dict[str, torch.Tensor], x: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         q = yi * functional_call(model, p, (x.unsqueeze(0),))
         return torch.exp(losses.log_terms(q, loss) + frame).sum() * scale
 
@@ -71,11 +96,12 @@ def per_sample_gradients(model, X, y, loss: str = "logistic", frame: float = 0.0
     return [out[name] for name, _ in model.named_parameters()]
 
 
-def _datasets(data, runs, dev):
+def _datasets(data: Data, runs: Sequence[Run],
+              dev: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each run's ``(X, y)`` as tensors on ``dev`` (numpy arrays are accepted)."""
     if isinstance(data, (tuple, list)):
         data = {run.data: tuple(data) for run in runs}
-    out = {}
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for run in runs:
         if run.data not in data:
             raise KeyError(f"Run {run.label!r} asks for data {run.data!r}; got only {sorted(data)}.")
@@ -89,11 +115,11 @@ def _datasets(data, runs, dev):
     return out
 
 
-def _check_models(runs, datasets, dev) -> None:
+def _check_models(runs: Sequence[Run], datasets: Datasets, dev: torch.device) -> None:
     """Measure a user's model (a ``Run.model`` factory) on its data before any training:
     a wrong ``degree`` or an ``(n, 1)`` output would otherwise log wrong margins silently
     (:func:`homogeneity.check_homogeneous`). Once per factory, data set and dtype."""
-    seen = set()
+    seen: set[tuple[int, str, str]] = set()
     for run in runs:
         key = (id(run.model), run.data, run.dtype)
         if isinstance(run.model, dict) or key in seen:
@@ -119,10 +145,14 @@ class SweepInterrupted(KeyboardInterrupt):
     message says how many runs and that the same call resumes."""
 
 
-def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
-          frame: bool = True, progress: bool = True, device=None, observe=None,
+def train(runs: Run | Iterable[Run], data: Data,
+          norms: str | Norm | Iterable[str | Norm] = ("l2", "linf", "spectral"), log_points: int = 60,
+          frame: bool = True, progress: bool | Literal["runs"] = True,
+          device: str | torch.device | None = None, observe: Observer | None = None,
           engine: str = "auto", max_batch: int | None = None, failures: str = "raise",
-          store=None, executor=None, directions=True, chunk_seconds: float | None = 60):
+          store: stores.StoreLike | Literal[False] | None = None,
+          executor: executors.Executor | None = None, directions: bool | int = True,
+          chunk_seconds: float | None = 60) -> list[History | RunFailed] | stores.StoredHistories:
     """Train every run in ``runs`` (a :class:`Run` or a list of them) and return their
     histories in the same order.
 
@@ -193,6 +223,7 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     if session is not None and chunk_seconds is not None:
         limit = _time_limit(runs, datasets, session.keys, session.store, chunk_seconds, dev, norms,
                             log_points, frame)
+    done: set[int]
     todo, done = chunks(runs, datasets, engine, max_batch, dev, limit), set()
     if session is not None:
         todo, done = session.pending(todo, progress)
@@ -206,7 +237,9 @@ def train(runs, data, norms=("l2", "linf", "spectral"), log_points: int = 60,
     return collected.result()
 
 
-def _check_options(log_points, engine, max_batch, failures, chunk_seconds, directions, progress) -> None:
+def _check_options(log_points: int, engine: str, max_batch: int | None, failures: str,
+                   chunk_seconds: float | None, directions: bool | int,
+                   progress: bool | Literal["runs"]) -> None:
     """:func:`train`'s options, each checked against its type and range."""
     if not (isinstance(log_points, int) and not isinstance(log_points, bool) and log_points >= 1):
         raise ValueError(f"log_points must be a positive integer, got {log_points!r}.")
@@ -226,7 +259,7 @@ def _check_options(log_points, engine, max_batch, failures, chunk_seconds, direc
         raise ValueError(f"progress must be True, False or 'runs', got {progress!r}.")
 
 
-def _progress_bar(progress, runs, done):
+def _progress_bar(progress: bool | Literal["runs"], runs: Sequence[Run], done: Iterable[int]) -> _Bar | None:
     """A bar over steps (``progress=True``) or runs (``'runs'``), started at the runs
     already ``done``; None without progress."""
     if not progress:
@@ -234,20 +267,23 @@ def _progress_bar(progress, runs, done):
     from tqdm import tqdm
 
     per_run = progress is True
-    return tqdm(total=sum(r.steps if per_run else 1 for r in runs), unit="step" if per_run else "run",
+    bar: _Bar = tqdm(total=sum(r.steps if per_run else 1 for r in runs), unit="step" if per_run else "run",
                 initial=sum(runs[i].steps if per_run else 1 for i in done), mininterval=1.0)
+    return bar
 
 
 #: :func:`train_chunk`'s arguments up to ``directions`` (a chunk's runs, X, y, norms, …).
-_ChunkArgs = tuple[list[Run], Any, Any, Any, int, bool, Any, Any, str, "str | None", Any]
-_ChunkTask = Callable[[list[int], "str | None"], _ChunkArgs]
+_ChunkArgs = tuple[list[Run], torch.Tensor, torch.Tensor, tuple[str | Norm, ...], int, bool,
+                   "str | torch.device | None", "Observer | None", str, "str | None", "bool | int"]
+_ChunkTask = Callable[[Sequence[int], "str | None"], _ChunkArgs]
 
 
-def _chunk_task(runs, datasets, norms, log_points, frame, device, observe, failures, directions,
-                remote) -> _ChunkTask:
+def _chunk_task(runs: Sequence[Run], datasets: Datasets, norms: tuple[str | Norm, ...], log_points: int,
+                frame: bool, device: str | torch.device | None, observe: Observer | None, failures: str,
+                directions: bool | int, remote: bool) -> _ChunkTask:
     """``task(chunk, reason)``: the arguments of :func:`train_chunk` for one chunk (for a
     ``remote`` worker, its data on the CPU: the worker moves them to its own device)."""
-    def task(c, why):
+    def task(c: Sequence[int], why: str | None) -> _ChunkArgs:
         X, y = datasets[runs[c[0]].data]
         if remote:
             X, y = X.cpu(), y.cpu()
@@ -261,14 +297,15 @@ class _Collected:
     """What :func:`train` hands back: the histories in the order of the runs, and the
     failures by index; with a store :class:`~store.Session`, each chunk saved as it comes."""
 
-    def __init__(self, runs, datasets, session, device: str):
+    def __init__(self, runs: Sequence[Run], datasets: Datasets, session: stores.Session | None,
+                 device: str) -> None:
         self.runs, self.datasets, self.session, self.device = runs, datasets, session, device
         self.out: list[History | RunFailed | None] = [None] * len(runs)
         self.failed: dict[int, RunFailed] = {}
 
-    def add(self, c, hists) -> list:
+    def add(self, c: Sequence[int], hists: Results) -> list[RunFailed]:
         """Keep (or store) chunk ``c``'s histories; return its failures."""
-        new = []
+        new: list[RunFailed] = []
         for i, h in zip(c, hists, strict=True):
             if isinstance(h, RunFailed):
                 self.out[i] = self.failed[i] = h
@@ -280,14 +317,20 @@ class _Collected:
                 self.session.save(i, h, _input_dim(X), self.device)
         return new
 
-    def result(self):
-        return self.out if self.session is None else self.session.result(self.failed)
+    def result(self) -> list[History | RunFailed] | stores.StoredHistories:
+        # every run has its history or failure by now: no None is left
+        return cast(list[History | RunFailed], self.out) if self.session is None else \
+            self.session.result(self.failed)
 
 
-def _train_chunks(todo, task: _ChunkTask, executor, bar, progress, collected, failures) -> None:
+def _train_chunks(todo: list[stores.Chunk], task: _ChunkTask, executor: executors.Executor | None,
+                  bar: _Bar | None, progress: bool | Literal["runs"], collected: _Collected,
+                  failures: str) -> None:
     """Train the chunks, here one after another or on ``executor``, keeping each as it
     finishes. With a store, Ctrl-C keeps every finished chunk (one caught while it was being
     saved too) and raises :class:`SweepInterrupted`."""
+    in_hand: tuple[Sequence[int], list[History | RunFailed]] | None
+    finished: Iterator[tuple[Sequence[int], list[History | RunFailed]]]
     runs, in_hand = collected.runs, None
     try:
         if executor is None:
@@ -315,8 +358,9 @@ def _train_chunks(todo, task: _ChunkTask, executor, bar, progress, collected, fa
             bar.close()
 
 
-def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, dev=None,
-           limit=None) -> list:
+def chunks(runs: Sequence[Run], datasets: Datasets, engine: str = "auto", max_batch: int | None = None,
+           dev: torch.device | None = None,
+           limit: Callable[[list[int], int], int] | None = None) -> list[stores.Chunk]:
     """The units a sweep trains in, as ``(indices into runs, reason)``: each group of
     compatible runs (:func:`batched.group_key`) cut into stacks of at most ``max_batch``
     runs or what fits (:func:`batched.chunk_size`), reason None; and every run the batched
@@ -324,7 +368,7 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
     ``limit(members, size)``, if given, may lower a group's stack size (:func:`_time_limit`)."""
     dev = dev if dev is not None else default_device()
     groups: dict[Any, list[int]] = {}
-    alone = []
+    alone: list[stores.Chunk] = []
     for i, run in enumerate(runs):
         reason = batched.why_not(run) if engine != "loop" else "engine='loop'"
         if reason is None:
@@ -333,7 +377,7 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
             raise ValueError(f"Run {run.label!r} cannot be batched: {reason}. Use engine='auto'.")
         else:
             alone.append(([i], reason))
-    out = []
+    out: list[stores.Chunk] = []
     for members in groups.values():
         first = runs[members[0]]
         X, _ = datasets[first.data]
@@ -345,7 +389,7 @@ def chunks(runs, datasets, engine: str = "auto", max_batch: int | None = None, d
     return out + alone
 
 
-def _parameter_count(run, d) -> int:
+def _parameter_count(run: Run, d: int | tuple[int, ...]) -> int:
     """``run``'s parameter count: from its config (nothing built), or its factory's model."""
     if isinstance(run.model, dict):
         return models.parameter_count(run.model, d)
@@ -355,14 +399,16 @@ def _parameter_count(run, d) -> int:
 # --- chunks bounded by time ---------------------------------------------------------------
 
 
-def _time_limit(runs, datasets, keys, store, seconds, dev, norms, log_points, frame):
+def _time_limit(runs: Sequence[Run], datasets: Datasets, keys: Sequence[str], store: stores.RunStore,
+                seconds: float, dev: torch.device, norms: tuple[str | Norm, ...], log_points: int,
+                frame: bool) -> Callable[[list[int], int], int]:
     """For :func:`chunks`: a group's stack size such that no chunk is estimated to train
     longer than ``seconds`` (an interrupt then loses at most that). Each optimizer of the
     group is timed on the first steps of a stack (:func:`_timed_size`), once: the size is
     kept in the store (``<root>/chunks/``), since a resumed sweep must cut its chunks as
     the first did (a stack's size can change its runs' last bits)."""
 
-    def limit(members, size):
+    def limit(members: list[int], size: int) -> int:
         if size == 1 or len(members) == 1 or all(store.has(keys[i]) for i in members):
             return size
         plan = stores._hash({"runs": [keys[i] for i in members], "seconds": seconds, "device": dev.type})
@@ -372,7 +418,7 @@ def _time_limit(runs, datasets, keys, store, seconds, dev, norms, log_points, fr
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not timed yet (an unreadable plan is timed again)
         X, y = datasets[runs[members[0]].data]
-        kinds = {}  # one optimizer's stack may be slower than a mixed one: time each
+        kinds: dict[str, list[Run]] = {}  # one optimizer's stack may be slower than a mixed one: time each
         for i in members:
             name = getattr(runs[i].optimizer, "__name__", runs[i].optimizer)
             kinds.setdefault(str(name), []).append(runs[i])
@@ -384,7 +430,8 @@ def _time_limit(runs, datasets, keys, store, seconds, dev, norms, log_points, fr
     return limit
 
 
-def _timed_size(runs, X, y, size, seconds, dev, norms, log_points, frame) -> int:
+def _timed_size(runs: Sequence[Run], X: torch.Tensor, y: torch.Tensor, size: int, seconds: float,
+                dev: torch.device, norms: tuple[str | Norm, ...], log_points: int, frame: bool) -> int:
     """The largest stack (≤ ``size``) of runs like ``runs`` (of one optimizer) estimated to
     train within ``seconds``: timed at up to ``size`` of them, then at fewer while too slow
     (three probes at most)."""
@@ -407,11 +454,11 @@ class _StepClock:
     """A probe's stand-in for a progress bar: the engine calls ``update`` once a step; the
     clock notes when, and ends the probe after :data:`PROBE_STEPS` steps or ``limit`` s."""
 
-    def __init__(self, limit: float):
+    def __init__(self, limit: float) -> None:
         self.limit, self.start = limit, time.perf_counter()
         self.times: list[float] = []
 
-    def update(self, n=1):
+    def update(self, n: int = 1) -> None:
         self.times.append(time.perf_counter())
         if len(self.times) >= PROBE_STEPS or self.times[-1] - self.start > self.limit:
             raise _ProbeDone
@@ -424,25 +471,30 @@ class _StepClock:
         if len(gaps) < 3:
             return steps * float(gaps.max()) if len(gaps) else 0.0
         step = float(np.median(gaps[2:]))
-        return max(0.0, gaps[0] - step) + steps * step + log_points * max(0.0, gaps[1] - step)
+        total: float = max(0.0, gaps[0] - step) + steps * step + log_points * max(0.0, gaps[1] - step)
+        return total
 
 
-def _probe(runs, X, y, seconds, dev, norms, log_points, frame) -> float:
+def _probe(runs: Sequence[Run], X: torch.Tensor, y: torch.Tensor, seconds: float, dev: torch.device,
+           norms: tuple[str | Norm, ...], log_points: int, frame: bool) -> float:
     """The estimated seconds to train ``runs`` as one stack, timed on its first steps (for
     at most ``seconds / 20``). The observer is left out: it may have side effects."""
     clock = _StepClock(seconds / 20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the chunk itself warns
         try:
-            batched.train_group(runs, X, y, norms, 2, frame, dev, clock)
+            train_group: Callable[..., list[History]] = batched.train_group  # batched: no hints yet
+            train_group(runs, X, y, norms, 2, frame, dev, clock)
         except (_ProbeDone, RunFailed):
             pass  # what was timed is the estimate; a failing run fails again in its chunk
     return clock.estimate(runs[0].steps, log_points)
 
 
-def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 60, frame: bool = True,
-                device=None, observe=None, failures: str = "raise", reason: str | None = None,
-                directions=True, bar=None) -> list:
+def train_chunk(runs: Sequence[Run], X: torch.Tensor | npt.ArrayLike, y: torch.Tensor | npt.ArrayLike,
+                norms: Iterable[str | Norm] = ("l2", "linf", "spectral"), log_points: int = 60,
+                frame: bool = True, device: str | torch.device | None = None, observe: Observer | None = None,
+                failures: str = "raise", reason: str | None = None, directions: bool | int = True,
+                bar: _Updates | None = None) -> list[History | RunFailed]:
     """Train one chunk of :func:`chunks` (what an executor runs): compatible ``runs`` as
     one stack in the batched engine, or (``reason`` given) one run in the reference loop.
     Returns their histories, or with ``failures='return'`` a :class:`RunFailed` in a failed
@@ -458,8 +510,9 @@ def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 
                 hists = [_train_one(runs[i], X, y, norms, log_points, frame, dev, bar, observe, reason)
                          for i in chunk]
             else:
-                hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points, frame,
-                                            dev, bar, observe)
+                train_group: Callable[..., list[History]] = batched.train_group  # batched: no hints yet
+                hists = train_group([runs[i] for i in chunk], X, y, norms, log_points, frame,
+                                    dev, bar, observe)
         except RunFailed as err:
             if failures == "raise":
                 raise
@@ -470,10 +523,10 @@ def train_chunk(runs, X, y, norms=("l2", "linf", "spectral"), log_points: int = 
         for i, h in zip(chunk, hists):
             out[i] = _thin(h, directions)
         chunk = []
-    return out
+    return cast(list[History | RunFailed], out)  # every run has its history or failure by now
 
 
-def _thin(h: History, directions) -> History:
+def _thin(h: History, directions: bool | int) -> History:
     """Keep ``directions`` of ``h``'s direction rows (True: all; False: none; an int:
     about that many, evenly spread over the log points, the first and the last kept)."""
     if directions is True:
@@ -486,11 +539,13 @@ def _thin(h: History, directions) -> History:
     return h
 
 
-def _input_dim(X):
+def _input_dim(X: torch.Tensor) -> int | tuple[int, ...]:
     return X.shape[1] if X.dim() == 2 else tuple(X.shape[1:])
 
 
-def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None, reason=None) -> History:
+def _train_one(run: Run, X: torch.Tensor, y: torch.Tensor, norms: Iterable[str | Norm], log_points: int,
+               frame: bool, dev: torch.device, bar: _Updates | None, observe: Observer | None = None,
+               reason: str | None = None) -> History:
     """The reference loop: one run, its optimizer object stepped as torch's are."""
     start = time.perf_counter()
     dtype = DTYPES[run.dtype]
@@ -515,7 +570,7 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
     n = X.shape[0]
-    sampler = None
+    sampler: Iterator[torch.Tensor] | None = None
     if run.batch != "full":
         assert run.batch_size is not None  # Run sets it for every batch scheme
         sampler = batches(run.batch, n, run.batch_size, run.seed)
@@ -546,7 +601,9 @@ def _train_one(run: Run, X, y, norms, log_points, frame, dev, bar, observe=None,
     return history(run, grid, rec, model, time.perf_counter() - start, engine, observed)
 
 
-def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample) -> float:
+def _loop_step(t: int, run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor,
+               y: torch.Tensor, F: float, frame: bool, reframe: Callable[[float], object] | None,
+               sampler: Iterator[torch.Tensor] | None, per_sample: bool) -> float:
     """One step of the reference loop; returns the frame F after it."""
     n = X.shape[0]
     opt.zero_grad(set_to_none=True)
@@ -560,7 +617,8 @@ def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
         # overflows the frame, and steps of different batches stay on one scale.
         with torch.no_grad():
             log_l = float(losses.log_loss(y * model(X), run.loss))
-    moved = step_frames(np.array([log_l]), np.array([F]), lambda d: reframe(float(d[0])), [run], t, frame)
+    shift = cast(Callable[[float], object], reframe)  # None only without a frame: then never called
+    moved = step_frames(np.array([log_l]), np.array([F]), lambda d: shift(float(d[0])), [run], t, frame)
     F = float(moved[0])
     if sampler is None and not per_sample:
         torch.exp(terms + F).sum().backward()
@@ -574,7 +632,8 @@ def _loop_step(t, run, model, opt, X, y, F, frame, reframe, sampler, per_sample)
     return F
 
 
-def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
+def _backward_batch(model: torch.nn.Module, Xb: torch.Tensor, yb: torch.Tensor, loss: str, frame: float,
+                    scale: float, per_sample: bool) -> None:
     """Gradients of the framed batch loss ``scale · e^F Σ_B ℓ(q_i)`` (``scale = n/b``, so
     it estimates the full loss without bias) into ``p.grad``; with ``per_sample`` also the
     per-sample gradients into ``p.grad_sample`` (for :class:`optim.AdamProxy`).
@@ -594,11 +653,12 @@ def _backward_batch(model, Xb, yb, loss, frame, scale, per_sample):
         # AdamProxy squares the per-sample gradients: they underflow below e^-350.
         warn_underflow(losses.log_terms(yb * model(Xb), loss) + frame, limit=-350.0)
     for p, g in zip(model.parameters(), per_sample_gradients(model, Xb, yb, loss, frame, scale)):
-        p.grad_sample = g
+        p.grad_sample = g  # type: ignore[attr-defined]  # a new attribute, read by AdamProxy (as Opacus's)
         p.grad = g.sum(dim=0)
 
 
-def adaptive_scales(model, optimizer, frame: float) -> dict:
+def adaptive_scales(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    frame: float) -> dict[str, float]:
     """An observer for ``train(observe=...)``: ``log10`` of the largest gradient entry
     ``max_j |∂L/∂θ_j|`` and of the largest and smallest non-zero ``√v̂`` of an adaptive
     optimizer (:meth:`optim.RuleOptimizer.root_second_moments`), in the units of the

@@ -25,9 +25,14 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import profile
+
+#: A table row: ``label``, ``seed`` and numbers by column (e.g. :func:`implicit_bias.train.summary`'s).
+Row = Mapping[str, Any]
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Verdict:
     lines: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    def require(self, condition, message: str) -> bool:
+    def require(self, condition: object, message: str) -> bool:
         """Record ``message`` as a failure unless ``condition`` holds (a NaN counts as false)."""
         ok = bool(condition)
         if not ok:
@@ -76,7 +81,7 @@ class Verdict:
             out += textwrap.wrap(line, self.width, initial_indent="  ", subsequent_indent="      ") or [""]
         return "\n".join(out)
 
-    def record(self, key: str, mutant: str | None = None, scope: str | None = None) -> dict:
+    def record(self, key: str, mutant: str | None = None, scope: str | None = None) -> dict[str, str | None]:
         """What the status page shows of this verdict, under glue keys ``<key>-<field>``:
         ``claim``, ``status``, ``numbers`` and ``mutant`` (a verdict) or ``scope`` (a
         measurement: why no theorem covers it)."""
@@ -125,7 +130,7 @@ class Verdict:
 KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
-def _glue_record(record: dict) -> None:
+def _glue_record(record: dict[str, str | None]) -> None:
     """Glue a verdict's record; the first one in a kernel also glues ``run-size`` (the status
     page states the size the book was built at)."""
     global _size_glued
@@ -138,7 +143,7 @@ def _glue_record(record: dict) -> None:
 _size_glued = False
 
 
-def glue(values: dict) -> bool:
+def glue(values: Mapping[str, object]) -> bool:
     """Glue each ``name: value`` with myst-nb's ``glue``, hidden, for pages that paste it
     (``{glue:text}`` with ``chapter::name``); returns whether it did. Outside a Jupyter
     kernel, or without myst-nb (Colab), there is no page to paste into and nothing is glued."""
@@ -157,7 +162,8 @@ def glue(values: dict) -> bool:
     return True
 
 
-def own_norm_wins(rows, own: dict, key=None) -> Verdict:
+def own_norm_wins(rows: Sequence[Row], own: dict[str, str],
+                  key: Callable[[str], str] | None = None) -> Verdict:
     """On every seed, the optimizer named after each norm has the largest value of that norm's
     column among the optimizers in ``own`` (``{optimizer label: norm column}``).
 
@@ -187,7 +193,7 @@ def own_norm_wins(rows, own: dict, key=None) -> Verdict:
     return v
 
 
-def on_every_seed(per_seed: dict, name: str = "seed") -> Verdict:
+def on_every_seed(per_seed: Mapping[Any, Verdict], name: str = "seed") -> Verdict:
     """One verdict from the same predicate run on each seed (``{seed: Verdict}``; ``name``
     says what the keys are, e.g. ``"draw"`` for data draws): it passes when it passes on
     every one; its numbers and failures are each one's, labelled."""
@@ -203,7 +209,7 @@ def on_every_seed(per_seed: dict, name: str = "seed") -> Verdict:
     return v
 
 
-def _num(x) -> float:
+def _num(x: float) -> float:
     x = float(x)
     return x if math.isfinite(x) else -math.inf
 

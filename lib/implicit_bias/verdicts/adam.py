@@ -28,14 +28,21 @@ regime) would drag the median to 1e-18 in a run whose live coordinates step at r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .. import regime as _regime
 from ..maxmargin import max_margin
 from ..train import adaptive_scales
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..maxmargin import MaxMarginSolution
+    from ..runs import History
 
 #: The step ratio that counts as "of order one": a median over the live coordinates, then
 #: over the logged steps of the run's second half (:func:`regime`). Measured on chapter 5's
@@ -47,16 +54,18 @@ RATIO_MIN = 0.1
 # --- observers -------------------------------------------------------------------
 
 
-def scales(model, optimizer, frame: float) -> dict:
+def scales(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frame: float) -> dict[str, float]:
     """:func:`implicit_bias.train.adaptive_scales` and :func:`implicit_bias.regime.step_ratio`
     in one observer."""
     return {**adaptive_scales(model, optimizer, frame), **_regime.step_ratio(model, optimizer, frame)}
 
 
-def conditioner(model, optimizer, frame: float) -> dict:
+def conditioner(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                frame: float) -> dict[str, float | np.ndarray]:
     """:func:`scales` and ``√G`` (AdaGrad), ``√v`` (RMSProp) or ``√v̂`` (Adam) of every
     coordinate in the plain loss's units, under ``'root'``."""
-    root = torch.cat([r.reshape(-1) for r in optimizer.root_second_moments()])
+    # an adaptive optim.RuleOptimizer's method (the optimizers this observer is for)
+    root = torch.cat([r.reshape(-1) for r in optimizer.root_second_moments()])  # type: ignore[attr-defined]
     return {"root": (root.log() - frame).exp().cpu().numpy(), **scales(model, optimizer, frame)}
 
 
@@ -69,33 +78,34 @@ def _merge(v: Verdict, other: Verdict) -> Verdict:
     return v
 
 
-def _betas(h):
+def _betas(h: History) -> tuple[float, float]:
     opts = h.run.options
     return tuple(opts.get("betas", (opts.get("momentum", 0.9), opts.get("beta2", 0.99))))
 
 
-def handover(h, eps: float):
+def handover(h: History, eps: float) -> int | None:
     """Index of the first logged step with ``max √v̂ < ε`` (None if it never happens)."""
     below = np.flatnonzero(h.observed["log10_root_v_max"] < np.log10(eps)) if eps > 0 else np.array([], int)
     return int(below[0]) if len(below) else None
 
 
-def _cosines_where_both_kept(h, ref, steps) -> np.ndarray:
+def _cosines_where_both_kept(h: History, ref: History, steps: np.ndarray) -> np.ndarray:
     """``cos(θ_t of h, θ_t of ref)`` at those of ``steps`` where both kept a direction."""
     shared = np.intersect1d(steps, np.intersect1d(h.direction_grid, ref.direction_grid))
     return np.array([h.directions[h.direction_row(s)] @ ref.directions[ref.direction_row(s)]
                      for s in shared])
 
 
-def _unit(w) -> np.ndarray:
+def _unit(w: npt.ArrayLike) -> np.ndarray:
     w = np.asarray(w, dtype=float).reshape(-1)
-    return w / np.linalg.norm(w)
+    unit: np.ndarray = w / np.linalg.norm(w)  # numpy's arithmetic is Any to mypy
+    return unit
 
 
 # --- verdicts --------------------------------------------------------------------
 
 
-def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0.5) -> Verdict:
+def regime(h: History, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0.5) -> Verdict:
     """The run stays in the regime the ε = 0 theorem describes.
 
     Three checks. Over the last ``1 − tail`` of the run (intervals starting at step
@@ -137,7 +147,9 @@ def regime(h, tail: float = 0.1, ratio_min: float = RATIO_MIN, window: float = 0
     return v
 
 
-def linear(adam, ngd, unit: dict, spread: float, cos_min: float = 0.98) -> Verdict:
+def linear(adam: History | list[History] | tuple[History, ...],
+           ngd: History | list[History] | tuple[History, ...], unit: dict[str, np.ndarray], spread: float,
+           cos_min: float = 0.98) -> Verdict:
     """Adam (ε = 0) ends with cosine ≥ ``cos_min`` with the ℓ∞ max-margin direction and
     closer to it than to the ℓ2 one; normalized GD the other way round; the ℓ∞ solution is
     unique (``spread < 1e-2``), so a cosine is a fair test; and Adam's run is in its
@@ -170,7 +182,8 @@ def linear(adam, ngd, unit: dict, spread: float, cos_min: float = 0.98) -> Verdi
     return v
 
 
-def network(rows, adam_runs=(), key=None, ratio_range=(0.25, 4.0)) -> Verdict:
+def network(rows: Sequence[Row], adam_runs: Iterable[History] = (), key: Callable[[str], str] | None = None,
+            ratio_range: tuple[float, float] = (0.25, 4.0)) -> Verdict:
     """On every seed: every run separated the data; Adam's ℓ∞ margin is within
     ``ratio_range`` of Signum's and above NormalizedGD's and Muon's; Adam's ℓ2 margin is
     below NormalizedGD's; and every Adam run in ``adam_runs`` is in its :func:`regime`.
@@ -206,10 +219,11 @@ def network(rows, adam_runs=(), key=None, ratio_range=(0.25, 4.0)) -> Verdict:
     return v
 
 
-def linear_sweep_rows(hs, eps_values, unit: dict, solutions: dict) -> list[dict]:
+def linear_sweep_rows(hs: Sequence[History], eps_values: Sequence[float], unit: dict[str, np.ndarray],
+                      solutions: dict[str, MaxMarginSolution]) -> list[dict[str, object]]:
     """The ε sweep on linear data, one row per run: hand-over step, cosines with the ℓ∞ and
     ℓ2 solutions (peak, at the hand-over, at the end), margins and the final gradient."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for h, eps in zip(hs, eps_values):
         k = handover(h, eps)
         c_inf, c_2 = h.directions @ unit["linf"], h.directions @ unit["l2"]
@@ -224,7 +238,8 @@ def linear_sweep_rows(hs, eps_values, unit: dict, solutions: dict) -> list[dict]
     return rows
 
 
-def eps_sweep_linear(hs, eps_values, unit: dict, track: float = 0.999, slack: float = 0.002,
+def eps_sweep_linear(hs: Sequence[History], eps_values: Sequence[float], unit: dict[str, np.ndarray],
+                     track: float = 0.999, slack: float = 0.002,
                      late: int = 4) -> Verdict:
     """Chapter 5's four checks on the linear ε sweep (the histories need the :func:`scales`
     observer; ``eps_values[i]`` is the ε of ``hs[i]``, and one of them is 0):
@@ -293,7 +308,7 @@ def eps_sweep_linear(hs, eps_values, unit: dict, track: float = 0.999, slack: fl
 TIE = 1e-3
 
 
-def eps_sweep_network(hs, eps_values, late: int = 4) -> Verdict:
+def eps_sweep_network(hs: Sequence[History], eps_values: Sequence[float], late: int = 4) -> Verdict:
     """On the network: every run separated the data; the final ℓ∞ margin falls and the ℓ2
     margin rises strictly with ε; a run that handed over before the last ``late`` log
     points ends with its ℓ∞ margin below its own peak; the ε = 0 run is in its
@@ -325,14 +340,16 @@ def eps_sweep_network(hs, eps_values, late: int = 4) -> Verdict:
     return _merge(v, regime(hs[list(eps_values).index(0.0)]))
 
 
-def conditioner_solution(h, X, y):
+def conditioner_solution(h: History, X: torch.Tensor,
+                         y: torch.Tensor) -> tuple[np.ndarray, MaxMarginSolution]:
     """``M = √G_∞ + ε`` from a run's final ``'root'`` observation (:func:`conditioner`) and the
     max-margin solution of the norm ``√(wᵀ M w)``."""
     M = h.observed["root"][-1] + h.run.options.get("eps", 0.0)
     return M, max_margin(X, y, M)
 
 
-def preconditioned(rms, ada, X, y, floor: float, gap_rms: float = 0.01, gap_ada: float = 0.005) -> Verdict:
+def preconditioned(rms: History, ada: History, X: torch.Tensor, y: torch.Tensor, floor: float,
+                   gap_rms: float = 0.01, gap_ada: float = 0.005) -> Verdict:
     """RMSProp (ε > 0) ends closer to the ℓ2 solution than to the ℓ∞ one by ``gap_rms`` in
     cosine, with cosine ≥ ``floor``, and has handed over (``max √v < ε``). AdaGrad ends
     closer to the max-margin solution of its own final conditioner ``M`` than to either the
@@ -344,7 +361,7 @@ def preconditioned(rms, ada, X, y, floor: float, gap_rms: float = 0.01, gap_ada:
     v = Verdict("RMSProp with ε → ℓ2; AdaGrad → the max-margin direction of its own conditioner")
     sol = {n: max_margin(X, y, n) for n in ("l2", "linf")}
     M, sol["M"] = conditioner_solution(ada, X, y)
-    unit = {n: _unit(s.direction) for n, s in sol.items()}
+    unit = {n: _unit(cast(np.ndarray, s.direction)) for n, s in sol.items()}  # no blocks: one array each
     Z = (y[:, None] * X).numpy()
     cos = {h.run.label: {n: float(_unit(h.directions[-1]) @ u) for n, u in unit.items()} for h in (rms, ada)}
     c_r, c_a = cos[rms.run.label], cos[ada.run.label]
@@ -375,7 +392,8 @@ def beta_bound(beta1: float, beta2: float) -> float:
     return (1 - beta1) / math.sqrt((1 - beta2) * (1 - beta1**2 / beta2))
 
 
-def beta_cases(ok, mild, bad, unit: dict, messages) -> Verdict:
+def beta_cases(ok: History, mild: History, bad: History, unit: dict[str, np.ndarray],
+               messages: Iterable[object]) -> Verdict:
     """Three Adam runs on linear data: ``ok`` (β1 ≤ β2), ``mild`` (β2 < β1 < √β2) and ``bad``
     (β1² > β2), with the :func:`implicit_bias.regime.step_ratio` observer. ``ok`` and
     ``mild``: the largest step ratio stays below Kingma & Ba's bound, the direction ends
@@ -385,7 +403,7 @@ def beta_cases(ok, mild, bad, unit: dict, messages) -> Verdict:
     ``messages`` (the warnings raised) must include the β1 > β2 warning for ``bad``."""
     v = Verdict("β1² > β2 makes Adam's steps unbounded; β1 ≤ β2 (or at least β1² < β2) keeps them sign-sized")
 
-    def summary(h):
+    def summary(h: History) -> tuple[float, float, float, float, float, float]:
         w = _unit(h.directions[-1])
         b1, b2 = _betas(h)
         r = h.observed["step ratio max"]
@@ -414,7 +432,8 @@ def beta_cases(ok, mild, bad, unit: dict, messages) -> Verdict:
     return v
 
 
-def dead_coordinates(start: torch.nn.Module, end: torch.nn.Module, X, messages) -> Verdict:
+def dead_coordinates(start: torch.nn.Module, end: torch.nn.Module, X: torch.Tensor,
+                     messages: Iterable[object]) -> Verdict:
     """Adam with ε = 0 on raw digits from an initialization ``start`` with a dead unit: every
     parameter of ``end`` is finite, the ε = 0 warning was raised exactly once, and at least
     the coordinates that can never get a gradient did not move: the first-layer weights of

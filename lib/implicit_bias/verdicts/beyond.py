@@ -20,12 +20,21 @@ nets, the ReLU case) is measured, not proved, and has no predicate here.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from .. import losses
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..runs import History
+
+#: A run's curves for :func:`smoothed_margin_rises`: steps, log-loss, smoothed margins and the
+#: loss's name.
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray, str]
 
 #: A logged smoothed margin may fall by this much (relative to its size) and still count as
 #: non-decreasing: rounding of ``log L`` and ``‖θ‖`` in float64.
@@ -37,15 +46,17 @@ def loss_threshold(loss: str) -> float:
     return 0.0 if loss == "exponential" else math.log(math.log(2.0))
 
 
-def smoothed_margins(history, degree: float | None = None) -> np.ndarray:
+def smoothed_margins(history: History, degree: float | None = None) -> np.ndarray:
     """Lyu & Li's smoothed margin ``ℓ^{-1}(L) / ‖θ‖₂^L`` at every logged step of a history."""
-    degree = history.model.degree if degree is None else degree
+    degree = cast(float, history.model.degree) if degree is None else degree  # a module attribute
     log_l = torch.as_tensor(history.log_loss, dtype=torch.float64)
     inverse = losses.inverse_loss_from_log(log_l, history.run.loss)
-    return inverse.numpy() / np.asarray(history.param_norm, dtype=float) ** degree
+    smoothed: np.ndarray = inverse.numpy() / np.asarray(history.param_norm, dtype=float) ** degree
+    return smoothed
 
 
-def smoothed_margin_rises(curves: dict, rtol: float = MONOTONE_RTOL, min_points: int = 5) -> Verdict:
+def smoothed_margin_rises(curves: Mapping[str, Curve], rtol: float = MONOTONE_RTOL,
+                          min_points: int = 5) -> Verdict:
     """For every run, the smoothed margin never decreases (beyond ``rtol``) on the logged
     steps after the first one whose loss is below the threshold, which at least
     ``min_points`` logged steps must follow, and it ends strictly above where it started.
@@ -76,7 +87,7 @@ def smoothed_margin_rises(curves: dict, rtol: float = MONOTONE_RTOL, min_points:
     return v
 
 
-def curves_of(histories) -> dict:
+def curves_of(histories: Iterable[History]) -> dict[str, Curve]:
     """``{label (seed): (steps, log_loss, smoothed margins, loss)}`` for
     :func:`smoothed_margin_rises`."""
     return {f"{h.run.label} (seed {h.run.seed})": (h.steps, h.log_loss, smoothed_margins(h), h.run.loss)
@@ -86,12 +97,13 @@ def curves_of(histories) -> dict:
 def conditioner_spread(log10_root_v_max: float, log10_root_v_min: float, eps: float) -> float:
     """``(max √v + ε) / (min √v + ε)``: 1 when the adaptive step is plain gradient descent
     (scaled by 1/ε), large while the conditioner is far from uniform."""
-    top, low = 10.0 ** log10_root_v_max, 10.0 ** log10_root_v_min
+    top: float = 10.0 ** log10_root_v_max  # float ** float is Any to mypy (it may be complex)
+    low: float = 10.0 ** log10_root_v_min
     low = 0.0 if not math.isfinite(low) else low
     return (top + eps) / (low + eps)
 
 
-def rmsprop_regime(rows, uniform: float = 1.5, far: float = 10.0) -> Verdict:
+def rmsprop_regime(rows: Sequence[Row], uniform: float = 1.5, far: float = 10.0) -> Verdict:
     """Wang et al.'s mechanism at the end of training, on every seed: RMSProp's conditioner
     spread is below ``uniform`` (its step is GD's to within that factor per coordinate)
     and AdaGrad's is above ``far``.

@@ -21,24 +21,36 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..kkt import kkt_certificate
 from . import Verdict
 
+if TYPE_CHECKING:
+    from ..kkt import KKTCertificate
+    from ..runs import History
+
+#: Certificates along a run (:func:`certify_path`): the checkpoints' steps, and per checkpoint
+#: a certificate by norm.
+Path = tuple[np.ndarray, list[dict[str, "KKTCertificate"]]]
+
 # --- helpers ------------------------------------------------------------------------------
 
 
-def certify_path(history, X, y, norms, **options):
+def certify_path(history: History, X: torch.Tensor, y: torch.Tensor, norms: Iterable[str],
+                 **options: Any) -> Path:
     """KKT certificates in each of ``norms`` at every logged direction of ``history`` (the
     steps of :attr:`~implicit_bias.train.History.direction_grid`) where the model separates
     the data. Returns ``(steps, [{norm: KKTCertificate}, ...])``. ``options`` go to
     :func:`~implicit_bias.kkt.kkt_certificate` (no ``max_points`` cap by default: a cap can
     only raise ε)."""
     keep = np.flatnonzero(history.on_direction_grid(history.margins["l2"]) > 0)
-    certs = []
+    certs: list[dict[str, KKTCertificate]] = []
     for row in keep:
         model = history.model_at(row)
         certs.append({n: kkt_certificate(model, X, y, n, **options) for n in norms})
@@ -46,7 +58,8 @@ def certify_path(history, X, y, norms, **options):
 
 
 @torch.no_grad()
-def random_separating(model, X, y, seed: int = 0, tries: int = 11):
+def random_separating(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, seed: int = 0,
+                      tries: int = 11) -> tuple[torch.nn.Module, float]:
     """The control direction: ``θ + s·‖θ‖·z/‖z‖`` with ``z`` Gaussian and ``s`` the largest of
     ½, ¼, … for which the model still separates the data. Returns ``(model, s)``."""
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +75,14 @@ def random_separating(model, X, y, seed: int = 0, tries: int = 11):
     raise RuntimeError("random_separating: no separating perturbation found; is the model separating?")
 
 
-def fitted_slope(steps, values, since: float | None = None, intercept: bool = False):
+@overload
+def fitted_slope(steps: npt.ArrayLike, values: npt.ArrayLike, since: float | None = None,
+                 intercept: Literal[False] = False) -> float: ...
+@overload
+def fitted_slope(steps: npt.ArrayLike, values: npt.ArrayLike, since: float | None = None, *,
+                 intercept: Literal[True]) -> tuple[float, float]: ...
+def fitted_slope(steps: npt.ArrayLike, values: npt.ArrayLike, since: float | None = None,
+                 intercept: bool = False) -> float | tuple[float, float]:
     """Least-squares slope of ``log values`` against ``log steps`` over the steps ≥ ``since``
     (default: the last decade, ``steps[-1] / 10``); NaN with fewer than two points. With
     ``intercept=True`` returns ``(slope, c)`` of the fitted power law ``values ≈ e^c · steps^slope``."""
@@ -78,7 +98,8 @@ def fitted_slope(steps, values, since: float | None = None, intercept: bool = Fa
 # --- exact solutions ----------------------------------------------------------------------
 
 
-def exact_solutions(certs: dict, norms, own_max: float = 1e-6, other_min: float = 5e-3) -> Verdict:
+def exact_solutions(certs: Mapping[tuple[str, str], KKTCertificate], norms: Sequence[str],
+                    own_max: float = 1e-6, other_min: float = 5e-3) -> Verdict:
     """``certs[(s, n)]`` is the certificate of the exact solution of norm ``s`` in norm ``n``.
     Each solution has ε ≤ ``own_max`` and δ/Σλ ≤ ``own_max`` in its own norm and ε ≥
     ``other_min`` in every other norm (measured on the chapter's data: own ε ≤ 3e-9, the
@@ -101,7 +122,9 @@ def exact_solutions(certs: dict, norms, own_max: float = 1e-6, other_min: float 
 # --- a trained network ----------------------------------------------------------------------
 
 
-def network(paths: dict, own: dict, random: dict, drop: float, delta_max: float = 0.15) -> Verdict:
+def network(paths: Mapping[str, Path], own: Mapping[str, str],
+            random: Mapping[str, Mapping[str, KKTCertificate]], drop: float,
+            delta_max: float = 0.15) -> Verdict:
     """Certificates as convergence evidence.
 
     ``paths[label] = (steps, [{norm: certificate}, ...])`` (from :func:`certify_path`),
@@ -146,7 +169,7 @@ def network(paths: dict, own: dict, random: dict, drop: float, delta_max: float 
 # --- directional convergence ------------------------------------------------------------------
 
 
-def unit_step_l2(norm: str, model) -> float:
+def unit_step_l2(norm: str, model: torch.nn.Module) -> float:
     """The largest ℓ2 length of a unit step in ``norm`` (1 for ℓ2 and ℓ1, √p for ℓ∞, √(Σ rank)
     for max-spectral, √(Σ rank + #other entries) for the hybrid norm at r = 1): turns a path
     length in ``norm`` into an ℓ2 one."""
@@ -163,7 +186,7 @@ def unit_step_l2(norm: str, model) -> float:
     raise ValueError(f"unit_step_l2: unknown norm {norm!r}")
 
 
-def path_length_bound(history, norm: str) -> dict:
+def path_length_bound(history: History, norm: str) -> dict[str, np.ndarray]:
     """How far the direction *could* still turn after each checkpoint, given the schedule.
 
     After checkpoint ``s`` the run makes steps ``s+1 … T`` of size ``η_t = η_0 t^{−a}`` in its
@@ -182,7 +205,7 @@ def path_length_bound(history, norm: str) -> dict:
             "cos_bound": np.sqrt(np.clip(1.0 - ratio**2, 0.0, 1.0))}
 
 
-def turn_and_bound(history, norm: str, window: float = 0.5) -> tuple[float, float, float]:
+def turn_and_bound(history: History, norm: str, window: float = 0.5) -> tuple[float, float, float]:
     """From the first logged direction ``s`` at or after ``(1 − window)·T`` to the end: the
     measured turn ``∠(θ_s, θ_T)`` and the largest turn the schedule allows,
     ``arcsin(P_s/‖θ_s‖)`` (:func:`path_length_bound`), both in degrees, and
@@ -194,7 +217,8 @@ def turn_and_bound(history, norm: str, window: float = 0.5) -> tuple[float, floa
     return turn, math.degrees(math.asin(min(1.0, float(ratio)))), float(cos[first:].min())
 
 
-def directional(histories, own: dict, threshold: float = 0.99, fraction: float = 0.6,
+def directional(histories: Iterable[History], own: Mapping[str, str], threshold: float = 0.99,
+                fraction: float = 0.6,
                 window: float = 0.5) -> Verdict:
     """Directional convergence as a measurement. For each history (its own norm
     ``own[label]``), over the last ``window`` of training (:func:`turn_and_bound`):
@@ -214,7 +238,7 @@ def directional(histories, own: dict, threshold: float = 0.99, fraction: float =
                 f"{threshold}, and the direction turns by at most {fraction:.2g} of what the remaining path "
                 f"length allows")
     for h in histories:
-        label = h.run.label
+        label = cast(str, h.run.label)  # Run sets it when built
         turn, allowed, cos = turn_and_bound(h, own[label], window)
         late = h.steps >= h.steps[-1] * (1 - window)
         separated = bool((h.margins["l2"][late] > 0).all())
@@ -233,7 +257,8 @@ def directional(histories, own: dict, threshold: float = 0.99, fraction: float =
 # --- vanishing loss -------------------------------------------------------------------------
 
 
-def vanishing_loss(framed: dict, exact_max: float, below: float = -50.0, float32_floor: float = -50.0,
+def vanishing_loss(framed: Mapping[tuple[str, bool], History], exact_max: float, below: float = -50.0,
+                   float32_floor: float = -50.0,
                    float64_floor: float = -300.0, agree: float = 1e-10) -> Verdict:
     """``framed[(dtype, frame)]`` are the histories of one run in float64/float32 with and
     without the frame. Requires: the framed runs reach ``log10 L < below`` with finite

@@ -15,57 +15,70 @@ samples dominate the gradient at each stage of training.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .. import models
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..maxmargin import MaxMarginSolution
+    from ..runs import History, Run
 
 
-def _unit(w) -> np.ndarray:
+def _unit(w: npt.ArrayLike) -> np.ndarray:
     w = np.asarray(w, dtype=float).reshape(-1)
-    return w / np.linalg.norm(w)
+    unit: np.ndarray = w / np.linalg.norm(w)  # numpy's arithmetic is Any to mypy
+    return unit
 
 
-def angle(a, b) -> float:
+def angle(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """The angle between two vectors, in degrees."""
     return math.degrees(math.acos(float(np.clip(_unit(a) @ _unit(b), -1.0, 1.0))))
 
 
-def loss_gradient(X, y, w) -> np.ndarray:
+def loss_gradient(X: npt.ArrayLike, y: npt.ArrayLike, w: npt.ArrayLike) -> np.ndarray:
     """The gradient of the logistic loss ``Σ_i log(1 + e^{−y_i x_i·w})`` at ``w``, divided by
     its largest sample weight (the direction is exact at any scale of ``w``: no underflow)."""
     Z = np.asarray(y, dtype=float)[:, None] * np.asarray(X, dtype=float)
     log_weights = -np.logaddexp(0.0, Z @ np.asarray(w, dtype=float).reshape(-1))  # log σ(−q_i)
-    return -(np.exp(log_weights - log_weights.max())[:, None] * Z).sum(axis=0)
+    gradient: np.ndarray = -(np.exp(log_weights - log_weights.max())[:, None] * Z).sum(axis=0)
+    return gradient
 
 
-def initial_weights(run, d: int) -> np.ndarray:
+def initial_weights(run: Run, d: int) -> np.ndarray:
     """The weights a :class:`~implicit_bias.train.Run` of a linear model starts from (its
     seeded initialization)."""
-    model = models.build(run.model, d, seed=run.seed)
+    model = models.build(cast(dict, run.model), d, seed=run.seed)  # a config: a linear model's
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
 
 
-def rows(histories, X, y, solutions: dict) -> list[dict]:
+def rows(histories: Iterable[History], X: npt.ArrayLike, y: npt.ArrayLike,
+         solutions: Mapping[str, MaxMarginSolution]) -> list[dict[str, object]]:
     """One row per history of a linear model: ``° from <norm>`` for every exact solution in
     ``solutions`` (norm name → :func:`implicit_bias.max_margin`'s answer) and ``gradient
     turn °``, the angle between the loss gradients at the run's initialization and at its
     last iterate (``param_norm · direction``: the scale that weighs the samples is the run's
     own)."""
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-    out = []
+    out: list[dict[str, object]] = []
     for h in histories:
         w_first, w_last = initial_weights(h.run, X.shape[1]), h.param_norm[-1] * h.directions[-1]
-        row = {"optimizer": h.run.label}
-        row.update({f"° from {n}": angle(w_last, s.direction) for n, s in solutions.items()})
+        row: dict[str, object] = {"optimizer": h.run.label}
+        # a linear model's solutions: one array each (no blocks)
+        row.update({f"° from {n}": angle(w_last, cast(np.ndarray, s.direction))
+                    for n, s in solutions.items()})
         row["gradient turn °"] = angle(loss_gradient(X, y, w_first), loss_gradient(X, y, w_last))
         out.append(row)
     return out
 
 
-def own_norm_direction(rows, own: dict, max_angle: float = 4.5, min_turn: float = 13.0) -> Verdict:
+def own_norm_direction(rows: Sequence[Row], own: Mapping[str, str], max_angle: float = 4.5,
+                       min_turn: float = 13.0) -> Verdict:
     """Each optimizer named in ``own`` (label → norm name) ends within ``max_angle`` degrees
     of its own norm's exact solution and nearer to it than to every other solution in the
     rows, and its loss gradient turned by at least ``min_turn`` degrees during the run (so

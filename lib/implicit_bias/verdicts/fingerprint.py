@@ -15,11 +15,16 @@ states it, the chapter reports their fingerprints as measurements.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..fingerprint import COS_MIN, RATIO_MIN, SEPARATION
 from . import Verdict
 
+if TYPE_CHECKING:
+    from ..fingerprint import Fingerprint
 
-def named(fp, want: str) -> Verdict:
+
+def named(fp: Fingerprint, want: str) -> Verdict:
     """``fp`` (a :class:`implicit_bias.fingerprint.Fingerprint`) names ``want`` with
     confidence: every applicable linear problem confident and the overall geometry ``want``."""
     v = Verdict(f"{fp.name} maximizes the {want} margin (fingerprint, with confidence)")

@@ -6,15 +6,21 @@ stay in their regime, and whether the Muon-Adam rate ratio sets the norm of the 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from ..stats import by_label
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..runs import History
 
 
-def exact_solutions(rows, own: dict, cos_min: float = 0.99, margin_min: float = 0.99,
-                    min_draws: int = 3) -> Verdict:
+def exact_solutions(rows: Sequence[Row], own: Mapping[str, str], cos_min: float = 0.99,
+                    margin_min: float = 0.99, min_draws: int = 3) -> Verdict:
     """The hybrid theorem tested exactly, on a model whose margin problem is convex (the block
     linear model ``⟨W, X_W⟩ + ⟨u, x_u⟩``), so that its KKT point *is* the exact max-margin
     solution of each geometry. ``rows``: one per run and data draw with ``label``, ``draw``,
@@ -45,12 +51,13 @@ def exact_solutions(rows, own: dict, cos_min: float = 0.99, margin_min: float = 
     return v
 
 
-def slope(steps, eps) -> float:
+def slope(steps: npt.ArrayLike, eps: npt.ArrayLike) -> float:
     """The fitted slope of log ε against log step (negative: the certificate falls)."""
     return float(np.polyfit(np.log(steps), np.log(np.maximum(eps, 1e-12)), 1)[0])
 
 
-def certified_in_norm(rows, norm: str, named, factor: float = 2.0, min_seeds: int = 3) -> Verdict:
+def certified_in_norm(rows: Sequence[Row], norm: str, named: Collection[str], factor: float = 2.0,
+                      min_seeds: int = 3) -> Verdict:
     """KKT certificates on a network, in one norm: the runs whose theorem names ``norm`` are
     the ones heading for its KKT points. ``rows``: one per run, seed and checkpoint with
     ``label``, ``seed``, ``checkpoint`` (its index: the same index at every seed), ``step``
@@ -63,7 +70,7 @@ def certified_in_norm(rows, norm: str, named, factor: float = 2.0, min_seeds: in
                 "other optimizer's (median over seeds)")
     seeds = {r["seed"] for r in rows}
     v.require(len(seeds) >= min_seeds, f"{len(seeds)} seeds, fewer than {min_seeds}")
-    curves = {}  # label: (median step, median ε) at each checkpoint
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # label: (median step, median ε) at each checkpoint
     for label in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == label]
         points = [[r for r in mine if r["checkpoint"] == k] for k in sorted({r["checkpoint"] for r in mine})]
@@ -90,7 +97,8 @@ def certified_in_norm(rows, norm: str, named, factor: float = 2.0, min_seeds: in
     return v
 
 
-def column_winners(rows, named: dict, columns) -> Verdict:
+def column_winners(rows: Sequence[Row], named: Mapping[str, Collection[str]],
+                   columns: Iterable[str]) -> Verdict:
     """In every column, the optimizer with the largest mean (over seeds) is one that
     ``named[column]`` names, or ties the best named one within the 95% intervals (the two
     intervals overlap). ``rows``: one per run with ``label``, ``seed`` and one value per
@@ -111,7 +119,7 @@ def column_winners(rows, named: dict, columns) -> Verdict:
     return v
 
 
-def ratio_certified(rows, ratios, min_seeds: int = 5) -> Verdict:
+def ratio_certified(rows: Sequence[Row], ratios: Iterable[float], min_seeds: int = 5) -> Verdict:
     """The Muon-Adam ratio, on its KKT side (Thm 3.7): among runs at the rate ratios ``ratios``
     (labelled ``'r=<r>'``), the run with ratio r has the smallest certificate ε in the
     r-weighted hybrid norm ``max{r‖W‖_msp, ‖u‖_∞}``, on the median over ≥ ``min_seeds`` seeds.
@@ -138,7 +146,7 @@ __all__ = ["exact_solutions", "certified_in_norm", "slope", "column_winners", "r
            "adam_in_regime"]
 
 
-def adam_in_regime(histories, q90_floor: float = 0.1) -> Verdict:
+def adam_in_regime(histories: Iterable[History], q90_floor: float = 0.1) -> Verdict:
     """Every Adam-family run stayed inside the ε = 0 theorem's regime: the loss never fell
     faster than √v̂ forgets (:func:`implicit_bias.regime.check`), and at the end the 90th
     percentile of the measured step ratio ``|m̂|/√v̂`` of every Adam block is at least

@@ -14,25 +14,37 @@ Measurements shared by the chapter and the tests: :func:`end_to_end`, :func:`poi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
+import numpy as np
 import torch
 
 from .. import losses, models, optim
 from ..kkt import kkt_certificate
 from ..margins import direction_cosine, normalized_margin
 from ..optimality import search_nearby
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..maxmargin import MaxMarginSolution
+
+#: An end-to-end predictor ``w`` (:func:`end_to_end`).
+Predictor = torch.Tensor | np.ndarray
 
 # --- measurements ------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def end_to_end(model, d: int) -> torch.Tensor:
+def end_to_end(model: torch.nn.Module, d: int) -> torch.Tensor:
     """The vector ``w`` with ``f(x) = w·x`` of a linear model (any depth): ``f(e_j) = w_j``."""
-    return model(torch.eye(d, dtype=next(model.parameters()).dtype)).detach()
+    # a module's call is Any to mypy
+    w: torch.Tensor = model(torch.eye(d, dtype=next(model.parameters()).dtype)).detach()
+    return w
 
 
-def point_row(model, X, y, trials: int, radius: float = 0.05, active_tol: float = 1e-6) -> dict:
+def point_row(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, trials: int, radius: float = 0.05,
+              active_tol: float = 1e-6) -> dict[str, float]:
     """ℓ2 certificate ε, squared norm at margin 1, normalized margin γ and the relative
     improvement ``search_nearby`` finds within ``radius`` of a model's point."""
     c = kkt_certificate(model, X, y, "l2", active_tol=active_tol)
@@ -48,7 +60,8 @@ def framed_loss(q: torch.Tensor) -> torch.Tensor:
     return torch.exp(terms - torch.logsumexp(terms.detach(), dim=-1, keepdim=True)).sum()
 
 
-def train_width2(W0, a0, X, y, steps: int, lr: float, decay: float):
+def train_width2(W0: torch.Tensor, a0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+                 decay: float) -> models.TwoLayer:
     """A bias-free width-2 ReLU network ``Σ_j a_j relu(w_j·x)`` started at ``(W0, a0)`` and
     trained by the library's ``NormalizedGD`` with ``η_t = lr·t^{−decay}`` on
     :func:`framed_loss`."""
@@ -64,7 +77,8 @@ def train_width2(W0, a0, X, y, steps: int, lr: float, decay: float):
     return model
 
 
-def relu_row(model, X, y, trials: int, v_global: float = 2.0, reference=None) -> dict:
+def relu_row(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, trials: int, v_global: float = 2.0,
+             reference: torch.Tensor | None = None) -> dict[str, float]:
     """γ, the certificate ε (near-active within 1e-3), the norm at margin 1 over the global
     optimum's ``v_global``, the improvement found nearby, and (given ``reference``, a flat
     parameter vector of the same run trained elsewhere) their relative distance."""
@@ -81,13 +95,15 @@ def relu_row(model, X, y, trials: int, v_global: float = 2.0, reference=None) ->
 # --- verdicts --------------------------------------------------------------------------------
 
 
-def linear_network(w, X, y, best, cos_min: float = 0.99, ratio_min: float = 0.99) -> Verdict:
+def linear_network(w: Predictor | dict[int, Predictor], X: torch.Tensor, y: torch.Tensor,
+                   best: MaxMarginSolution, cos_min: float = 0.99, ratio_min: float = 0.99) -> Verdict:
     """The end-to-end predictor ``w`` has cosine ≥ ``cos_min`` with the ℓ2 max-margin
     direction ``best.direction`` and an ℓ2 margin ≥ ``ratio_min`` × ``best.margin``.
 
     ``w`` may also be a dict ``{seed: w}``, one predictor per training seed: the claim must
     then hold on every seed (the failures are the union, each naming its seed)."""
-    ws = w if isinstance(w, dict) else {None: w}
+    # {seed: w} is only read here: as a {seed or None: w}
+    ws = cast(dict[int | None, Predictor], w) if isinstance(w, dict) else {None: w}
     v = Verdict("the deep linear network's KKT limit is the ℓ2 max-margin solution"
                 + ("" if None in ws else f" (on each of {len(ws)} seeds)"))
     v.note(f"need: cos ≥ {cos_min}, ℓ2 margin / max ≥ {ratio_min}" + ("" if None in ws else " on every seed"))
@@ -103,7 +119,7 @@ def linear_network(w, X, y, best, cos_min: float = 0.99, ratio_min: float = 0.99
     return v
 
 
-def diagonal(rows, eps_max: float = 1e-10, flat: float = 1e-9, improve_min: float = 1e-4,
+def diagonal(rows: Sequence[Row], eps_max: float = 1e-10, flat: float = 1e-9, improve_min: float = 1e-4,
              gain: float = 1.2) -> Verdict:
     """``rows``: one per depth, with ``depth`` and the :func:`point_row` numbers of the
     balanced and the sparse point as ``"balanced ε"``, ``"sparse improvement"``, …. Both
@@ -136,7 +152,7 @@ def diagonal(rows, eps_max: float = 1e-10, flat: float = 1e-9, improve_min: floa
     return v
 
 
-def relu(bad: dict, good: dict, fraction_bad: float, fraction_good: float,
+def relu(bad: Mapping[str, float], good: Mapping[str, float], fraction_bad: float, fraction_good: float,
          gamma_bad: float = math.cos(math.radians(80)) / 2, gamma_good: float = 0.25, tol: float = 0.02,
          eps_max: float = 1e-3, improve_min: float = 1e-4, agree: float = 1e-10) -> Verdict:
     """``bad`` and ``good`` are :func:`relu_row` s of the representative runs ending at the

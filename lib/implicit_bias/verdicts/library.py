@@ -9,27 +9,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from ..kkt import kkt_certificate
 from ..margins import normalized_margin
 from . import Verdict
 
+if TYPE_CHECKING:
+    import torch
 
-def rows(histories, X, y, norm, exact, active_tol: float = 0.1) -> dict:
+    from ..maxmargin import MaxMarginSolution
+    from ..norms import Norm
+    from ..runs import History
+
+#: One data draw's numbers (:func:`rows`): ``{label: {'margin', 'cosine', 'epsilon'}}``.
+Draw = Mapping[str, Mapping[str, float]]
+
+
+def rows(histories: Iterable[History], X: torch.Tensor, y: torch.Tensor, norm: Norm | str,
+         exact: MaxMarginSolution, active_tol: float = 0.1) -> dict[str, dict[str, float]]:
     """``{label: {'margin', 'cosine', 'epsilon'}}`` for linear-model ``histories`` against
     ``exact`` (a :class:`maxmargin.MaxMarginSolution` in ``norm``)."""
-    out = {}
-    unit = np.asarray(exact.direction).reshape(-1) / np.linalg.norm(exact.direction)
+    out: dict[str, dict[str, float]] = {}
+    direction = cast(np.ndarray, exact.direction)  # a linear model's solution: one array
+    unit = np.asarray(direction).reshape(-1) / np.linalg.norm(direction)
     for h in histories:
-        out[h.run.label] = dict(
+        out[cast(str, h.run.label)] = dict(  # Run sets the label when built
             margin=normalized_margin(h.model, X, y, norm) / exact.margin,
             cosine=float(h.directions[-1] @ unit),
             epsilon=kkt_certificate(h.model, X, y, norm, active_tol=active_tol).epsilon)
     return out
 
 
-def user_norm(rows, own: str, margin_min: float = 0.9, eps_max: float = 0.06) -> Verdict:
+def user_norm(rows: Draw | list[Draw], own: str, margin_min: float = 0.9, eps_max: float = 0.06) -> Verdict:
     """The run ``own`` (steepest descent in the user's norm) reaches ``margin_min`` of the
     exact max margin in that norm with a certificate ε ≤ ``eps_max``, and has the largest
     margin and cosine to the exact direction of all ``rows``. ``rows`` is one :func:`rows`
@@ -44,7 +59,7 @@ def user_norm(rows, own: str, margin_min: float = 0.9, eps_max: float = 0.06) ->
     return v
 
 
-def _check_draw(v: Verdict, rows: dict, own: str, margin_min: float, eps_max: float, prefix: str) -> None:
+def _check_draw(v: Verdict, rows: Draw, own: str, margin_min: float, eps_max: float, prefix: str) -> None:
     if not v.require(own in rows, f"{prefix}no run labelled {own!r}"):
         return
     for label, r in rows.items():

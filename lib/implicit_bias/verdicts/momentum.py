@@ -13,14 +13,21 @@ asserts that it fails.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from .. import kkt
-from . import Verdict, own_norm_wins
+from . import Row, Verdict, own_norm_wins
 from .certificates import fitted_slope, random_separating, turn_and_bound, unit_step_l2  # chapter 3's
+
+if TYPE_CHECKING:
+    from ..runs import History, RunFailed
+
+#: A schedule sweep's runs: ``{(label, a): History, or RunFailed for a run that overflowed}``.
+Sweep = Mapping[tuple[str, float], "History | RunFailed"]
 
 #: The near-active set of every certificate in the chapter: ``q_i ≤ 1.5 q_min``.
 ACTIVE_TOL = 0.5
@@ -38,7 +45,8 @@ SCS: dict[str, Any] = {"solver": "SCS",
 # --- measurements ---------------------------------------------------------------------------
 
 
-def certify(model, X, y, norm: str, spectral_points: int | None = None) -> kkt.KKTCertificate:
+def certify(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: str,
+            spectral_points: int | None = None) -> kkt.KKTCertificate:
     """The approximate-KKT certificate of ``model``'s direction in ``norm`` with the chapter's
     settings: near-active points ``q_i ≤ 1.5 q_min``, no cap on their number for ℓ2 and ℓ∞;
     the max-spectral semidefinite program is solved by :data:`SCS` and, if
@@ -50,7 +58,8 @@ def certify(model, X, y, norm: str, spectral_points: int | None = None) -> kkt.K
     return kkt.kkt_certificate(model, X, y, norm, active_tol=ACTIVE_TOL)
 
 
-def epsilon(model, X, y, norm: str, spectral_points: int | None = None) -> float:
+def epsilon(model: torch.nn.Module | History | Exception, X: torch.Tensor, y: torch.Tensor, norm: str,
+            spectral_points: int | None = None) -> float:
     """:func:`certify`'s ε, or 1.0 (its largest value: no evidence of a KKT direction) when
     ``model`` does not separate the data or is a run that failed (a
     :class:`~implicit_bias.train.RunFailed` from ``train(failures='return')``: its loss fell
@@ -58,14 +67,14 @@ def epsilon(model, X, y, norm: str, spectral_points: int | None = None) -> float
     :class:`~implicit_bias.train.History` stands for its final model."""
     if isinstance(model, Exception):
         return 1.0
-    model = getattr(model, "model", model)
+    model = cast(torch.nn.Module, getattr(model, "model", model))  # a History: its final model
     with torch.no_grad():
         if not float((y * model(X)).min()) > 0:
             return 1.0
     return certify(model, X, y, norm, spectral_points).epsilon
 
 
-def checkpoints(history, points: int = 5, start: float = 0.1) -> np.ndarray:
+def checkpoints(history: History, points: int = 5, start: float = 0.1) -> np.ndarray:
     """Rows of ``history.directions`` of about ``points`` log-spaced checkpoints from step
     ``start · T`` (or the first logged direction where the data are separated, if later) to
     the last step ``T``, keeping those where the data are separated. Their steps are
@@ -80,8 +89,9 @@ def checkpoints(history, points: int = 5, start: float = 0.1) -> np.ndarray:
     return np.array([i for i in idx if separated[i]], dtype=int)
 
 
-def certificate_path(history, X, y, norm: str, points: int = 5, start: float = 0.1,
-                     spectral_points: int | None = None, last: float | None = None):
+def certificate_path(history: History, X: torch.Tensor, y: torch.Tensor, norm: str, points: int = 5,
+                     start: float = 0.1, spectral_points: int | None = None,
+                     last: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """ε in ``norm`` at the :func:`checkpoints` of ``history`` (from the logged directions:
     ε is scale-free). ``last``, if given, is the final model's ε, already computed. Returns
     ``(steps, eps)``."""
@@ -92,13 +102,13 @@ def certificate_path(history, X, y, norm: str, points: int = 5, start: float = 0
     return history.direction_grid[rows], np.array(eps, dtype=float)
 
 
-def drop_per_step(history, start: float = 0.1) -> float:
+def drop_per_step(history: History, start: float = 0.1) -> float:
     """The mean fall of ``log L`` per step from step ``start · T`` to T (Δ_t of the text)."""
     i = int(np.searchsorted(history.steps, history.steps[-1] * start))
     return float((history.log_loss[i] - history.log_loss[-1]) / (history.steps[-1] - history.steps[i]))
 
 
-def at_loss(history, norm: str, log_loss: float) -> tuple[float, int]:
+def at_loss(history: History, norm: str, log_loss: float) -> tuple[float, int]:
     """The normalized margin in ``norm`` and the step at the first logged step where the
     natural log of the loss is at most ``log_loss``."""
     i = np.nonzero(history.log_loss <= log_loss + 1e-12)[0]
@@ -107,7 +117,7 @@ def at_loss(history, norm: str, log_loss: float) -> tuple[float, int]:
     return float(history.margins[norm][i[0]]), int(history.steps[i[0]])
 
 
-def matched_loss(h, g, norm: str) -> dict:
+def matched_loss(h: History, g: History, norm: str) -> dict[str, float]:
     """Margins of two runs compared at *matched loss*: at the lowest loss both reach (the
     larger of their final losses), each taken when it first gets there."""
     level = max(h.log_loss[-1], g.log_loss[-1])
@@ -116,7 +126,7 @@ def matched_loss(h, g, norm: str) -> dict:
             "step (plain)": sg, "ratio": mh / mg if mg != 0 else math.nan}
 
 
-def outcome(h) -> str:
+def outcome(h: History | RunFailed) -> str:
     """``'overflow'`` for a run that failed (a :class:`~implicit_bias.train.RunFailed` from
     ``train(failures='return')``), ``'not separated'`` if its final margin is ≤ 0, else
     ``'separated'``."""
@@ -128,13 +138,14 @@ def outcome(h) -> str:
 _FAILED_RUN = {"overflow": "overflowed", "not separated": "never separated the data"}
 
 
-def sweep_rows(runs: dict, own: dict, eps: dict | None = None) -> list[dict]:
+def sweep_rows(runs: Sweep, own: Mapping[str, str],
+               eps: Mapping[tuple[str, float], float] | None = None) -> list[dict[str, object]]:
     """One row per run of a schedule sweep, ``runs[(label, a)]`` a History or a RunFailed:
     :func:`outcome`, own-norm margin (``own[label]``), final loss, the fall of log L per step
     over the last decade, and the own-norm ε where ``eps[(label, a)]`` has it."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for (label, a), h in runs.items():
-        row = {"optimizer": label, "a": a, "outcome": outcome(h)}
+        row: dict[str, object] = {"optimizer": label, "a": a, "outcome": outcome(h)}
         if isinstance(h, Exception):
             rows.append(row)
             continue
@@ -146,11 +157,12 @@ def sweep_rows(runs: dict, own: dict, eps: dict | None = None) -> list[dict]:
     return rows
 
 
-def matched_rows(runs: dict, pairs: dict, own: dict, exponents) -> list[dict]:
+def matched_rows(runs: Sweep, pairs: Mapping[str, str], own: Mapping[str, str],
+                 exponents: Iterable[float]) -> list[dict[str, object]]:
     """Momentum against no momentum at each exponent ``a``: the own-norm margins of the pair
     ``pairs = {momentum: plain}`` at matched loss (:func:`matched_loss`) and at the last
     step (matched step)."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for m, p in pairs.items():
         for a in exponents:
             h, g = runs[m, a], runs[p, a]
@@ -168,7 +180,7 @@ def matched_rows(runs: dict, pairs: dict, own: dict, exponents) -> list[dict]:
 # --- predicates -------------------------------------------------------------------------------
 
 
-def margins(rows, own: dict, key=None) -> Verdict:
+def margins(rows: Sequence[Row], own: dict[str, str], key: Callable[[str], str] | None = None) -> Verdict:
     """On every seed each momentum method has the largest final normalized margin in its own
     norm among the methods in ``own`` (``{label: norm}``); ``rows`` as from
     :func:`train.summary` (raw) or :func:`symmetry.summary` (function-level, ``key``)."""
@@ -177,7 +189,8 @@ def margins(rows, own: dict, key=None) -> Verdict:
     return v
 
 
-def certificates(eps: dict, own: dict, random_eps: dict) -> Verdict:
+def certificates(eps: Mapping[tuple[str, str], float], own: Mapping[str, str],
+                 random_eps: Mapping[str, float]) -> Verdict:
     """Final KKT certificates, compared only *within* a norm (ε's of different norms are not
     comparable): in each norm of ``own`` (``{label: norm}``) the method of that norm has the
     smallest ε among the methods in ``own``; and each method's ε in its own norm is below
@@ -206,7 +219,8 @@ def certificates(eps: dict, own: dict, random_eps: dict) -> Verdict:
 FALLING_SLOPE = -0.1
 
 
-def falling(paths: dict, max_slope: float = FALLING_SLOPE) -> Verdict:
+def falling(paths: Mapping[str, tuple[np.ndarray, Sequence[float] | np.ndarray]],
+            max_slope: float = FALLING_SLOPE) -> Verdict:
     """Each run's own-norm certificate is still falling at the end of the run: over its
     checkpoints (``paths[label] = (steps, eps)``, at least 3) the log–log slope of ε fitted
     over all of them is at most ``max_slope``, and ε is lowest at the last one. A fit over
@@ -230,7 +244,8 @@ def falling(paths: dict, max_slope: float = FALLING_SLOPE) -> Verdict:
     return v
 
 
-def same_limit(first, second, exact, names=("MomentumGD", "NormalizedGD"),
+def same_limit(first: torch.Tensor, second: torch.Tensor, exact: torch.Tensor,
+               names: tuple[str, str] = ("MomentumGD", "NormalizedGD"),
                threshold: float = 0.98) -> Verdict:
     """Where the limit is unique (a linear model, ℓ2): both final directions (``first``,
     ``second``: tensors or arrays) have cosine ≥ ``threshold`` with the exact max-margin
@@ -250,7 +265,8 @@ def same_limit(first, second, exact, names=("MomentumGD", "NormalizedGD"),
     return v
 
 
-def polar_factor(fractions: dict, exact: str = "Muon", approximations=("Muon (Newton–Schulz)", "TorchMuon"),
+def polar_factor(fractions: Mapping[str, float], exact: str = "Muon",
+                 approximations: Sequence[str] = ("Muon (Newton–Schulz)", "TorchMuon"),
                  gap: float = 0.015) -> Verdict:
     """On a problem with a known max-spectral margin, the run labelled ``exact`` reaches a
     fraction of it (``fractions[label]``) at least ``gap`` above every Newton–Schulz
@@ -266,8 +282,9 @@ def polar_factor(fractions: dict, exact: str = "Muon", approximations=("Muon (Ne
     return v
 
 
-def schedule_sweep(runs: dict, eps: dict, momentum, controls=("NormalizedGD",), inside: float = 0.8,
-                   below=(0.5, 0.6)) -> Verdict:
+def schedule_sweep(runs: Sweep, eps: Mapping[tuple[str, float], float], momentum: Collection[str],
+                   controls: Sequence[str] = ("NormalizedGD",), inside: float = 0.8,
+                   below: Sequence[float] = (0.5, 0.6)) -> Verdict:
     """The schedule condition ``a > 1 − 1/L`` of ``η_t = η_0 t^{−a}``, read from the runs
     ``runs[(label, a)]`` (Histories, or RunFailed for a run that overflowed) and their final
     own-norm certificates ``eps[(label, a)]``: below the boundary (every ``a`` in ``below``)
@@ -304,7 +321,7 @@ def schedule_sweep(runs: dict, eps: dict, momentum, controls=("NormalizedGD",), 
     return v
 
 
-def _num(x) -> float:
+def _num(x: float) -> float:
     x = float(x)
     return x if math.isfinite(x) else math.inf
 

@@ -23,26 +23,36 @@ vector, e.g. ``{'ℓ2': …, 'ℓ∞': …, 'fixed point': …}``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import regime as regimes
 from . import Verdict, on_every_seed  # noqa: F401 (re-exported: the chapter calls per_sample.on_every_seed)
 
+if TYPE_CHECKING:
+    from ..runs import History
+
+#: Unit reference directions by name (``'ℓ2'``, ``'ℓ∞'``, ``'fixed point'``).
+Directions = Mapping[str, npt.ArrayLike]
+
 L2, LINF, FIXED = "ℓ2", "ℓ∞", "fixed point"
 
 
-def cosines(h, dirs: dict) -> dict:
+def cosines(h: History, dirs: Directions) -> dict[str, float]:
     """``{name: cos(final direction of h, dirs[name])}``."""
     w = np.asarray(h.directions[-1], dtype=float)
     return {k: float(w @ np.asarray(v, dtype=float)) for k, v in dirs.items()}
 
 
-def _nearest(cos: dict) -> str:
+def _nearest(cos: Mapping[str, float]) -> str:
     return max(cos, key=lambda k: cos[k])
 
 
-def generalized_rademacher(inc, full, l2_direction, linf_margin: float, cos_min: float = 0.99,
+def generalized_rademacher(inc: History, full: History, l2_direction: np.ndarray, linf_margin: float,
+                           cos_min: float = 0.99,
                            margin_min: float = 0.95, apart_cos: float = 0.95,
                            apart_margin: float = 0.8) -> Verdict:
     """Per-sample Adam (``inc``) ends with cosine ``≥ cos_min`` with the unit ℓ2 max-margin
@@ -74,7 +84,8 @@ def generalized_rademacher(inc, full, l2_direction, linf_margin: float, cos_min:
     return v
 
 
-def gaussian(inc, proxy, full, dirs: dict, cos_min: float = 0.99, proxy_min: float = 0.999) -> Verdict:
+def gaussian(inc: History, proxy: History, full: History, dirs: Directions, cos_min: float = 0.99,
+             proxy_min: float = 0.999) -> Verdict:
     """Per-sample Adam (``inc``) ends nearer the fixed-point direction than the ℓ2 and ℓ∞
     ones with cosine ``≥ cos_min``; AdamProxy (``proxy``) nearer the fixed point with cosine
     ``≥ proxy_min``; full-batch Adam (``full``) nearer the ℓ∞ solution than the others.
@@ -93,7 +104,8 @@ def gaussian(inc, proxy, full, dirs: dict, cos_min: float = 0.99, proxy_min: flo
     return v
 
 
-def batch_schemes(per_sample: list, by_b: dict, dirs: dict, cos_min: float, b_tol: float,
+def batch_schemes(per_sample: list[History], by_b: Mapping[int, History], dirs: Directions, cos_min: float,
+                  b_tol: float,
                   agree: float = 0.01, drop: float = 0.03) -> Verdict:
     """The per-sample runs (``per_sample``: one sample per step, in different orders) each
     end with cosine ``≥ cos_min`` with the fixed point, within ``agree`` of each other; along
@@ -128,7 +140,8 @@ def batch_schemes(per_sample: list, by_b: dict, dirs: dict, cos_min: float, b_to
     return v
 
 
-def signum(long: list, short: list, dirs: dict, cos_min: float, gap: float = 0.03) -> Verdict:
+def signum(long: list[History], short: list[History], dirs: Directions, cos_min: float,
+           gap: float = 0.03) -> Verdict:
     """Every run in ``long`` (Signum with a long momentum, at several batch sizes) ends nearer
     the ℓ∞ solution than the ℓ2 and fixed-point ones, with cosine ``≥ cos_min``; every run
     in ``short`` (a short momentum, one sample per step) ends with a cosine with ℓ∞ at least
@@ -150,14 +163,15 @@ def signum(long: list, short: list, dirs: dict, cos_min: float, gap: float = 0.0
     return v
 
 
-def first_reach(h, direction, level: float):
+def first_reach(h: History, direction: npt.ArrayLike, level: float) -> int | None:
     """The first step with a logged direction whose cosine with ``direction`` is ``≥ level``,
     or None."""
     hit = np.flatnonzero(np.asarray(h.directions) @ np.asarray(direction) >= level)
     return int(h.direction_grid[hit[0]]) if len(hit) else None
 
 
-def beta2_cost(histories, beta2s, fixed_direction, level: float, final_gap: float = 0.005) -> Verdict:
+def beta2_cost(histories: Sequence[History], beta2s: Sequence[float], fixed_direction: np.ndarray,
+               level: float, final_gap: float = 0.005) -> Verdict:
     """Runs of per-sample Adam that differ only in β2 (``beta2s``, ascending, one per
     history): the shortest memory reaches cosine ``level`` with the fixed point within the
     run; the first step at which each run reaches it does not decrease as β2 grows (a run
@@ -183,16 +197,16 @@ def beta2_cost(histories, beta2s, fixed_direction, level: float, final_gap: floa
     return v
 
 
-def ratio_floor(h, n: int, floor: float = 0.1) -> float:
+def ratio_floor(h: History, n: int, floor: float = 0.1) -> float:
     """The step ratio below which a run counts as collapsed: ``floor·√(b/n)`` for batches of
     ``b`` out of ``n`` samples (``floor`` for the full batch). With one sample per step m̂
     averages the gradients of different samples, whose signs disagree, and √v̂ their root
     mean square: |m̂|/√v̂ is then of order ``√(b/n)`` even while Adam moves normally."""
-    b = n if h.run.batch == "full" else h.run.batch_size
+    b = n if h.run.batch == "full" else cast(int, h.run.batch_size)  # Run sets it for every batch scheme
     return floor * math.sqrt(b / n)
 
 
-def regime(histories, n: int, floor: float = 0.1) -> Verdict:
+def regime(histories: Iterable[History], n: int, floor: float = 0.1) -> Verdict:
     """Every history (an Adam run with the :func:`implicit_bias.regime.step_ratio` observer)
     stays in Adam's regime: :func:`implicit_bias.regime.check` finds no collapse predicted
     from its loss (``log L`` never fell faster than ``½ log(1/β2)`` per step for long enough

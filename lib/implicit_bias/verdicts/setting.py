@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
 from ..margins import normalized_margin
+from ..models import HomogeneousModel
 from . import Verdict
+
+_Model = TypeVar("_Model", bound=torch.nn.Module)
+#: ``margin(model, X, y, norm)``, as :func:`~implicit_bias.normalized_margin`.
+Margin = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, str], float]
 
 #: The scale factors c at which homogeneity and invariance are checked.
 SCALES = (0.5, 2.0, 10.0)
@@ -27,7 +34,7 @@ MARGIN_SCALES = (0.1, 3.0, 50.0)
 NORMS = ("l2", "linf", "l1", "spectral", "hybrid")
 
 
-def scaled(model, c: float):
+def scaled(model: _Model, c: float) -> _Model:
     """A copy of ``model`` with every parameter multiplied by ``c``."""
     model = copy.deepcopy(model)
     with torch.no_grad():
@@ -37,14 +44,15 @@ def scaled(model, c: float):
 
 
 @torch.no_grad()
-def measured_degree(model, X, c: float) -> float:
+def measured_degree(model: torch.nn.Module, X: torch.Tensor, c: float) -> float:
     """``log(‖f(X; cθ)‖ / ‖f(X; θ)‖) / log c``: the degree the model shows at scale ``c``."""
     f, fc = model(X), scaled(model, c)(X)
     return math.log(float(fc.norm() / f.norm())) / math.log(c)
 
 
 @torch.no_grad()
-def homogeneity(zoo: dict, X, scales=SCALES, rtol: float = 1e-10, tol: float = 1e-8) -> Verdict:
+def homogeneity(zoo: Mapping[str, HomogeneousModel], X: torch.Tensor, scales: Sequence[float] = SCALES,
+                rtol: float = 1e-10, tol: float = 1e-8) -> Verdict:
     """Every model of ``zoo`` (name → model with a ``degree``) satisfies
     ``f(X; cθ) = c^L f(X; θ)`` at every ``c`` in ``scales`` (relative ``rtol``), and the
     measured degree agrees with ``model.degree`` to ``tol``."""
@@ -65,12 +73,15 @@ def homogeneity(zoo: dict, X, scales=SCALES, rtol: float = 1e-10, tol: float = 1
     return v
 
 
-def margin_invariance(zoo: dict, X, y, norms=NORMS, scales=MARGIN_SCALES, margin=normalized_margin,
+def margin_invariance(zoo: Mapping[str, torch.nn.Module], X: torch.Tensor, y: torch.Tensor,
+                      norms: Sequence[str] = NORMS, scales: Sequence[float] = MARGIN_SCALES,
+                      margin: Margin = normalized_margin,
                       tol: float = 1e-10) -> Verdict:
     """``margin(model, X, y, norm)`` (default: :func:`~implicit_bias.normalized_margin`) is
     the same at θ and at cθ for every model of ``zoo``, every norm name in ``norms`` and
     every ``c`` in ``scales``: largest relative change ≤ ``tol``."""
     v = Verdict("the normalized margin depends on the direction of θ only")
+    where: str | None
     worst, where = 0.0, None
     for name, model in zoo.items():
         for norm in norms:

@@ -9,18 +9,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
+import numpy.typing as npt
 
 from ..maxmargin import norm_value
-from . import Verdict
+from . import Row, Verdict
+
+if TYPE_CHECKING:
+    from ..maxmargin import MaxMarginSolution
 
 
-def _unit(w) -> np.ndarray:
+def _unit(w: npt.ArrayLike) -> np.ndarray:
     w = np.asarray(w, dtype=float).reshape(-1)
-    return w / np.linalg.norm(w)
+    unit: np.ndarray = w / np.linalg.norm(w)  # numpy's arithmetic is Any to mypy
+    return unit
 
 
-def linear_rows(directions: dict, own: dict, solutions: dict, X, y) -> list[dict]:
+def linear_rows(directions: Mapping[str, npt.ArrayLike], own: Mapping[str, str],
+                solutions: Mapping[str, MaxMarginSolution], X: npt.ArrayLike,
+                y: npt.ArrayLike) -> list[dict[str, object]]:
     """One row per optimizer of a linear model: its own norm, its normalized margin in that
     norm as a fraction of the maximum, and its cosine with every exact solution.
 
@@ -28,18 +38,21 @@ def linear_rows(directions: dict, own: dict, solutions: dict, X, y) -> list[dict
     ``own`` a label to its norm's name, ``solutions`` a norm name to
     :func:`implicit_bias.max_margin`'s answer."""
     Z = np.asarray(y, dtype=float)[:, None] * np.asarray(X, dtype=float)
-    rows = []
+    rows: list[dict[str, object]] = []
     for label, w in directions.items():
         w = np.asarray(w, dtype=float).reshape(-1)
         norm = own[label]
         margin = float((Z @ w).min()) / norm_value(w, norm)
-        row = {"optimizer": label, "own norm": norm, "margin / max": margin / solutions[norm].margin}
-        row.update({f"cos {n}": float(_unit(w) @ _unit(s.direction)) for n, s in solutions.items()})
+        row: dict[str, object] = {"optimizer": label, "own norm": norm,
+                                  "margin / max": margin / solutions[norm].margin}
+        # a linear model's solutions: one array each (no blocks)
+        row.update({f"cos {n}": float(_unit(w) @ _unit(cast(np.ndarray, s.direction)))
+                    for n, s in solutions.items()})
         rows.append(row)
     return rows
 
 
-def linear(rows, spreads: dict, cos_min: float = 0.99, margin_min: float = 0.99,
+def linear(rows: Sequence[Row], spreads: Mapping[str, float], cos_min: float = 0.99, margin_min: float = 0.99,
            unique: float = 1e-2) -> Verdict:
     """Each optimizer converged to the max-margin direction of its own norm.
 
