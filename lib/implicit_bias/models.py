@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import registry
 from .config import DTYPE
 
 Tensors = Sequence[torch.Tensor]
@@ -626,11 +627,31 @@ def build(spec: dict[str, Any], d: int | tuple[int, ...], seed: int = 0,
     return KINDS[kind](d, seed=seed, dtype=dtype, **spec)
 
 
-#: The model kinds of :func:`build`.
-KINDS: dict[str, type[HomogeneousModel]] = {
+#: The model kinds of :func:`build`: each a factory ``(d, seed=, dtype=, **options)``.
+KINDS: dict[str, Callable[..., HomogeneousModel]] = {
     "linear": Linear, "diagonal": DiagonalLinear, "two_layer": TwoLayer, "mlp": MLP,
     "two_layer_vector_unit": TwoLayerWithVectorUnit, "block_linear": BlockLinear,
 }
+#: The library's own kinds, whose sizes :func:`parameter_count` and :func:`hidden_units`
+#: read from the config alone.
+BUILT_IN = frozenset(KINDS)
+
+
+@registry.entry
+def register(kind: str, factory: Callable[..., HomogeneousModel]) -> None:
+    """Make a model kind known to :func:`build` and ``Run(model={'kind': kind, …})``, as
+    every registry does (:mod:`implicit_bias.registry`): ``register(kind, factory)`` or
+    ``@register(kind)`` on a :class:`HomogeneousModel` subclass. ``factory(d, seed=seed,
+    dtype=dtype, **options)`` builds it from the input size and the config's other keys.
+    Its size is found by building it once (a built-in kind's is read from the config)."""
+    if not (isinstance(kind, str) and kind):
+        raise ValueError(f"register: a model kind must be a non-empty string, got {kind!r}.")
+    if kind in BUILT_IN:
+        raise ValueError(f"register: {kind!r} is a built-in model kind; choose another name.")
+    if not callable(factory):
+        raise TypeError(f"register: {factory!r} is not a model class or a factory "
+                        "(d, seed=, dtype=, **options).")
+    KINDS[kind] = factory
 
 
 def _kind(kind: object) -> str:
@@ -647,6 +668,8 @@ def parameter_count(spec: dict[str, Any], d: int | Sequence[int]) -> int:
         raise TypeError(f"a model config is a dict such as {{'kind': 'two_layer', 'width': 64}}, "
                         f"got {spec!r}.")
     kind = _kind(spec.get("kind"))
+    if kind not in BUILT_IN:  # a registered kind: count what it builds
+        return sum(p.numel() for p in build(spec, d if isinstance(d, int) else tuple(d)).parameters())
     dims = tuple(d) if isinstance(d, (tuple, list, torch.Size)) else (d,)
     size = math.prod(_size("each dimension of d", k) for k in dims)
     if kind == "linear":
@@ -683,9 +706,9 @@ def narrowed(spec: dict[str, Any]) -> dict[str, Any]:
 def hidden_units(spec: dict[str, Any] | Callable[..., nn.Module]) -> int:
     """The hidden units a model spec keeps per sample in a step (for memory estimates); a
     user's model (not a spec) is assumed wide, so that estimates err on the safe side."""
-    if not isinstance(spec, dict):
-        return 256  # a user's model: assume a wide one (the chunk only gets smaller)
-    kind = spec.get("kind")
+    if not (isinstance(spec, dict) and spec.get("kind") in BUILT_IN):
+        return 256  # a user's model or kind: assume a wide one (the chunk only gets smaller)
+    kind = spec["kind"]
     if kind == "two_layer":
         return int(spec.get("width", 64))
     if kind == "mlp":

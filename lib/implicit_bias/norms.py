@@ -29,6 +29,8 @@ from typing import Any, TypeAlias, cast, overload
 import numpy.typing as npt
 import torch
 
+from . import registry
+
 Tensors = Sequence[torch.Tensor]
 #: The shapes of a parameter list, as ``value_expr``/``dual_expr`` take them.
 Shapes = Sequence[Sequence[int]]
@@ -823,12 +825,15 @@ def _hybrid_label(r: float = 1.0) -> str:
 _REGISTRY: dict[str, tuple[NormFactory, str | None]] = {}
 
 
+@registry.entry
 def register(name: str, factory: NormFactory, label: str | None = None) -> None:
     """Make a norm known by ``name`` wherever a name is accepted (margins, certificates,
-    max-margin problems, runs, figures). ``factory`` is a :class:`Norm` subclass, built with
-    no arguments, or a function of the model's parameter list (``None`` when the caller has
-    none) that returns a Norm, for norms built from it like :func:`hybrid`. ``label``
-    (LaTeX, for figures) defaults to the class's. Registering a name again replaces it."""
+    max-margin problems, runs, figures), as every registry does
+    (:mod:`implicit_bias.registry`): ``register(name, factory)`` or ``@register(name)``.
+    ``factory`` is a :class:`Norm` subclass, built with no arguments, or a function of the
+    model's parameter list (``None`` when the caller has none) that returns a Norm, for
+    norms built from it like :func:`hybrid`. ``label`` (LaTeX, for figures) defaults to the
+    class's. Registering a name again replaces it."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"register: a norm's name must be a non-empty string, got {name!r}.")
     if (isinstance(factory, type) and not issubclass(factory, Norm)) or not callable(factory):

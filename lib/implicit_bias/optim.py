@@ -39,7 +39,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from . import rules
+from . import registry, rules
 from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, as_norm, matrix_indices
 from .warn import user_stacklevel
 
@@ -679,15 +679,18 @@ def from_rule(name: str, class_name: str | None = None) -> type:
         "__qualname__": class_name})
 
 
-def register(cls: type) -> type:
-    """Add an optimizer class to :data:`OPTIMIZERS` under its name, so that
-    ``Run(optimizer=name)`` trains it (usable as a class decorator). A
+@registry.entry
+def register(name: str, cls: type) -> None:
+    """Add an optimizer class to :data:`OPTIMIZERS`, so that ``Run(optimizer=name)`` trains
+    it, as every registry does (:mod:`implicit_bias.registry`): ``register(cls)`` or
+    ``@register`` (under its class name), ``register(name, cls)``, ``@register(name)``. A
     :class:`RuleOptimizer` over registered rules is stepped by the batched engine; any
     other ``torch.optim.Optimizer`` is trained by the reference loop."""
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise TypeError(f"register takes a torch.optim.Optimizer subclass, got {cls!r}.")
-    OPTIMIZERS[cls.__name__] = cls
-    return cls
+    if not (isinstance(name, str) and name):
+        raise ValueError(f"register: an optimizer's name must be a non-empty string, got {name!r}.")
+    OPTIMIZERS[name] = cls
 
 
 def make(name, params, lr: float, **options) -> torch.optim.Optimizer:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from . import registry
 from .norms import column
 
 Tensors = list[torch.Tensor]
@@ -166,27 +167,26 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, state: Mapping[str, float] | None = None, numbers: Sequence[str] = (),
+@registry.entry
+def register(name: str, fn: RuleFn, *, state: Mapping[str, float] | None = None, numbers: Sequence[str] = (),
              options: Sequence[str] = (), per_sample: bool = False, knobs: dict[str, Knob] | None = None,
              optimizer: str | None = None, moments: Mapping[str, Moment] | None = None,
-             gated: Mapping[str, str] | None = None) -> Callable[[RuleFn], RuleFn]:
-    """Decorator: register ``fn`` as the rule ``name`` (see :class:`Rule`). Its
-    hyperparameters are ``knobs`` (name → :class:`Knob`: a default and a check); a name
-    only listed in ``numbers`` is a knob with neither."""
-
-    def wrap(fn: RuleFn) -> RuleFn:
-        if name in RULES:
-            raise ValueError(f"A rule named {name!r} is already registered.")
-        declared = {**{n: Knob() for n in numbers}, **dict(knobs or {})}
-        kept = dict(state or {})
-        for moment in (moments or {}).values():
-            if moment.entry not in kept:
-                raise ValueError(f"rule {name!r}: moment entry {moment.entry!r} is not in its state.")
-        RULES[name] = Rule(name, fn, kept, tuple(declared), tuple(options), per_sample, declared,
-                           optimizer, dict(moments or {}), dict(gated or {}))
-        return fn
-
-    return wrap
+             gated: Mapping[str, str] | None = None) -> None:
+    """Register ``fn`` as the rule ``name`` (see :class:`Rule`), as every registry does
+    (:mod:`implicit_bias.registry`): ``@register(name, **spec)`` on the update function, or
+    ``register(name, fn, **spec)``. Its hyperparameters are ``knobs`` (name → :class:`Knob`:
+    a default and a check); a name only listed in ``numbers`` is a knob with neither."""
+    if name in RULES:
+        raise ValueError(f"A rule named {name!r} is already registered.")
+    if not callable(fn):
+        raise TypeError(f"rule {name!r}: the update must be a function, got {fn!r}.")
+    declared = {**{n: Knob() for n in numbers}, **dict(knobs or {})}
+    kept = dict(state or {})
+    for moment in (moments or {}).values():
+        if moment.entry not in kept:
+            raise ValueError(f"rule {name!r}: moment entry {moment.entry!r} is not in its state.")
+    RULES[name] = Rule(name, fn, kept, tuple(declared), tuple(options), per_sample, declared,
+                       optimizer, dict(moments or {}), dict(gated or {}))
 
 
 def get(name: str | None) -> Rule:
