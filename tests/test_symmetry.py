@@ -118,3 +118,51 @@ def test_a_model_without_symmetry_methods_is_refused():
     with pytest.raises(TypeError, match="symmetry_size"):
         symmetry.function_margin(Plain(), torch.ones(2, 3, dtype=torch.float64),
                                  torch.ones(2, dtype=torch.float64), "l2")
+
+
+def test_the_closed_forms_are_the_models_own_and_a_changed_symmetry_searches(net_data):
+    """The two-layer closed form is a method of the model (best_log_scales); a subclass
+    that changes the rescaling symmetry does not inherit it, and the search agrees with it."""
+    model, X, y = net_data
+    params = [p.detach() for p in model.parameters()]
+    closed = model.best_log_scales(params, norms.Linf())
+    assert closed is not None and models.HomogeneousModel.best_log_scales(model, params, norms.L2()) is None
+    searched = symmetry.best_rescaling(model, "linf", method="search")
+    linf = norms.Linf()
+    assert float(linf(model.rescaled(params, searched))) == pytest.approx(
+        float(linf(model.rescaled(params, closed))), rel=1e-6)
+
+    class Doubled(models.TwoLayer):
+        def rescaled(self, params, s, group="neuron"):  # the same maps, written anew
+            return super().rescaled(params, s, group)
+
+    other = Doubled(6, 12, "relu2", seed=2)
+    assert other.best_log_scales([p.detach() for p in other.parameters()], norms.Linf()) is None
+
+
+def test_a_norm_without_smooth_log_takes_the_subgradient_path_and_says_so_once(net_data):
+    model, X, y = net_data
+
+    class MyLinf(norms.Norm):  # ℓ∞ without smooth_log or log_terms
+        name = "my_linf"
+
+        def __call__(self, xs):
+            return torch.cat([x.reshape(-1) for x in xs]).abs().max()
+
+        def dual(self, gs):
+            return torch.cat([g.reshape(-1) for g in gs]).abs().sum()
+
+        def steepest(self, gs):
+            return [torch.sign(g) for g in gs]
+
+        def subgradient(self, xs):
+            return norms.Linf().subgradient(xs)
+
+    norms._WARNED_NO_SMOOTH_LOG.discard(MyLinf)
+    raw = normalized_margin(model, X, y, MyLinf())
+    with pytest.warns(RuntimeWarning, match="MyLinf has no smooth_log") as caught:
+        fn = symmetry.function_margin(model, X, y, MyLinf())
+        symmetry.function_margin(model, X, y, MyLinf())
+    assert sum("smooth_log" in str(w.message) for w in caught) == 1  # once per norm class
+    assert fn >= raw * (1 - 1e-12)  # never worse than the raw margin
+    assert fn <= symmetry.function_margin(model, X, y, "linf") * (1 + 1e-6)  # the smoothed path's is the best

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import registry
 from .config import DTYPE
+from .norms import L2, Linf, MaxNorm, Norm, Spectral
 
 Tensors = Sequence[torch.Tensor]
 
@@ -222,6 +223,33 @@ class HomogeneousModel(nn.Module):
     def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         return list(params)
 
+    def best_log_scales(self, params: Tensors, norm: Norm, group: str = "neuron") -> torch.Tensor | None:
+        """The log-scales ``s`` that minimize ``‖T_s θ‖`` in closed form, where the model has
+        one for ``norm``; None (this default): :func:`symmetry.best_rescaling` searches."""
+        return None
+
+
+def _two_layer_log_scales(W: torch.Tensor, a: torch.Tensor, q: float, norm: Norm) -> torch.Tensor | None:
+    """The best per-neuron log-scales of ``Σ_j a_j σ(w_j·x)`` in closed form for ℓ2, ℓ∞ and
+    the hybrid norm (papers.md §7); None for another norm. With ``A_j = ‖w_j‖``,
+    ``B_j = |a_j|``: ℓ2 balances ``c_j^{2+2q} = q B_j²/A_j²``; ℓ∞ ``c_j^{1+q} = B_j/A_j``; the
+    hybrid ``max{r‖DW‖₂, max_j |a_j| d_j^{−q}}`` is smallest at ``d_j = (|a_j|/t)^{1/q}`` with
+    ``t = (r K)^{q/(1+q)}``, ``K = ‖diag(|a|^{1/q}) W‖₂``."""
+    if not (W.norm(dim=1) > 0).all() or not (a != 0).all():
+        return None
+    if type(norm) is L2:
+        return torch.log(q * a**2 / (W**2).sum(1)) / (2 + 2 * q)
+    if type(norm) is Linf:
+        return torch.log(a.abs() / W.abs().amax(1)) / (1 + q)
+    blocks = norm.blocks if isinstance(norm, MaxNorm) else []
+    if (len(blocks) == 2 and blocks[0][1] == [0] and blocks[1][1] == [1]
+            and type(blocks[0][0]) is Spectral and type(blocks[1][0]) is Linf and blocks[1][2] == 1.0):
+        r = blocks[0][2]
+        K = torch.linalg.matrix_norm(a.abs() ** (1 / q) * W.T, ord=2)  # ‖diag(|a|^{1/q}) W‖₂
+        t = (r * K) ** (q / (1 + q))
+        return torch.log(a.abs() / t) / q
+    return None
+
 
 class Linear(HomogeneousModel):
     """``f(x) = ⟨w, x⟩`` (degree 1). ``d`` may be a shape such as ``(a, b)``: then ``w`` is
@@ -346,6 +374,13 @@ class TwoLayer(HomogeneousModel):
         # (w_j, a_j) → (c_j w_j, a_j / c_j^q): σ(c z) = c^q σ(z) for c > 0
         W, a = params
         return [W * torch.exp(s)[:, None], a * torch.exp(-self.act.degree * s)]
+
+    def best_log_scales(self, params: Tensors, norm: Norm, group: str = "neuron") -> torch.Tensor | None:
+        # the closed forms hold for this rescaling symmetry: a subclass that changes it searches
+        if group != "neuron" or type(self).rescaled is not TwoLayer.rescaled:
+            return None
+        W, a = params
+        return _two_layer_log_scales(W, a, self.act.degree, norm)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.act(X @ self.W.T) @ self.a
@@ -473,6 +508,17 @@ class TwoLayerMulticlass(HomogeneousModel):
         W, A = params
         return [W * torch.exp(s)[:, None], A * torch.exp(-self.act.degree * s)[None, :]]
 
+    def best_log_scales(self, params: Tensors, norm: Norm, group: str = "neuron") -> torch.Tensor | None:
+        """ℓ2 and ℓ∞ in closed form: the two-layer forms with ``B_j`` the ℓ2 or ℓ∞ norm of the
+        output column ``A[:, j]``."""
+        if group != "neuron" or type(self).rescaled is not TwoLayerMulticlass.rescaled:
+            return None
+        W, A = params
+        if type(norm) not in (L2, Linf):
+            return None
+        columns = A.norm(dim=0) if type(norm) is L2 else A.abs().amax(0)
+        return _two_layer_log_scales(W, columns, self.act.degree, norm)
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.act(X.reshape(X.shape[0], -1) @ self.W.T) @ self.A.T
 
@@ -557,6 +603,10 @@ class Pairwise(HomogeneousModel):
 
     def rescaled(self, params: Tensors, s: torch.Tensor, group: str = "neuron") -> list[torch.Tensor]:
         return cast(HomogeneousModel, self.model).rescaled(params, s, group)
+
+    def best_log_scales(self, params: Tensors, norm: Norm, group: str = "neuron") -> torch.Tensor | None:
+        inner = getattr(self.model, "best_log_scales", None)
+        return None if inner is None else cast(torch.Tensor | None, inner(params, norm, group))
 
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         """The inner model's ``(n, k)`` scores."""

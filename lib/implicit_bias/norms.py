@@ -23,9 +23,11 @@ import abc
 import math
 import numbers
 import types
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias, cast, overload
 
+import numpy as np
 import numpy.typing as npt
 import torch
 
@@ -220,6 +222,22 @@ class Norm(abc.ABC):
         ``'spectral'`` (onto column and row spaces: a nuclear-norm dual) or ``'none'``."""
         return ["none"] * len(shapes)
 
+    # For function-level margins (implicit_bias.symmetry), which minimize log ‖T_s θ‖ over
+    # a model's rescalings s: a smooth form of the norm, and its per-tensor terms.
+
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor | None:
+        """``log ‖xs‖`` with every max replaced by a log-sum-exp at temperature ``tau`` (an
+        upper bound within ``tau · log(#terms)``). None (this default): the norm has none,
+        and the rescaling search follows autograd's subgradient of ``log ‖xs‖`` instead,
+        slower and liable to stop at a kink (it warns once)."""
+        return None
+
+    def log_terms(self, xs: Tensors, indices: Sequence[int], tau: float) -> dict[int, torch.Tensor] | None:
+        """For a norm that is a max of per-tensor terms (ℓ∞, max-spectral, a MaxNorm of
+        them): each tensor's smooth log term, keyed by its position in ``xs`` (``indices``:
+        the positions this norm covers). None for any other norm."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -289,6 +307,49 @@ def column(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
     return v.reshape(-1, *([1] * (like.dim() - 1))) if torch.is_tensor(v) else v
 
 
+def _smooth_max(values: torch.Tensor, tau: float) -> torch.Tensor:
+    return tau * torch.logsumexp(values / tau, dim=0)
+
+
+def _log_abs(x: torch.Tensor) -> torch.Tensor:
+    x = x.reshape(-1)
+    return torch.log(x[x != 0].abs())  # a zero entry has no log-scale (and no say in any max)
+
+
+def _top_singular_value(x: torch.Tensor) -> torch.Tensor:
+    """σ_max of x's matrix view as ``u₁ᵀ M v₁`` with the singular vectors held fixed: the same
+    value and gradient (σ_max is differentiable where it is simple) for one SVD without
+    autograd through it."""
+    m = as_matrix(x)
+    if m.shape[0] == 1:
+        row: torch.Tensor = m.norm()
+        return row
+    # numpy's LAPACK: torch's multi-threaded SVD of a small matrix is ~50× slower on a busy CPU
+    u, _, vh = np.linalg.svd(m.detach().cpu().numpy(), full_matrices=False)
+    u1, v1 = (torch.as_tensor(v, dtype=m.dtype, device=m.device) for v in (u[:, 0], vh[0]))
+    top: torch.Tensor = u1 @ m @ v1
+    return top
+
+
+_WARNED_NO_SMOOTH_LOG: set[type] = set()
+
+
+def smooth_log(norm: Norm, xs: Tensors, tau: float) -> torch.Tensor:
+    """``norm.smooth_log(xs, tau)``, or, for a norm without one, ``log ‖xs‖`` itself (its
+    subgradient then drives the rescaling search), with a warning once per norm class."""
+    value = norm.smooth_log(xs, tau)
+    if value is not None:
+        return value
+    if type(norm) not in _WARNED_NO_SMOOTH_LOG:
+        _WARNED_NO_SMOOTH_LOG.add(type(norm))
+        warnings.warn(
+            f"{type(norm).__name__} has no smooth_log: function-level margins in it follow the "
+            "subgradient of log ‖T_s θ‖ over the rescalings s, which converges slowly and may stop "
+            "at a kink of a max-type norm. Define Norm.smooth_log (a log-sum-exp for each max) to "
+            "take the smoothed path.", RuntimeWarning, stacklevel=2)
+    return torch.log(norm(xs))
+
+
 class L2(Norm):
     """Euclidean norm of all parameters together; self-dual. Steepest: ``g/‖g‖₂``."""
 
@@ -336,6 +397,9 @@ class L2(Norm):
     def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         return self.steepest(xs)
 
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor:
+        return 0.5 * torch.logsumexp(2 * torch.cat([_log_abs(x) for x in xs]), dim=0)
+
 
 class Linf(Norm):
     """Max-abs norm; dual ℓ1. Steepest: ``sign(g)`` (sign descent)."""
@@ -376,6 +440,12 @@ class Linf(Norm):
         j = v.abs().argmax()
         u[j] = torch.sign(v[j])
         return _unflat(u, xs)
+
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor:
+        return _smooth_max(torch.cat([_log_abs(x) for x in xs]), tau)
+
+    def log_terms(self, xs: Tensors, indices: Sequence[int], tau: float) -> dict[int, torch.Tensor]:
+        return {i: self.smooth_log([xs[i]], tau) for i in indices}
 
 
 class L1(Norm):
@@ -419,6 +489,9 @@ class L1(Norm):
 
     def subgradient(self, xs: Tensors) -> list[torch.Tensor]:
         return [torch.sign(x) for x in xs]
+
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor:
+        return torch.logsumexp(torch.cat([_log_abs(x) for x in xs]), dim=0)
 
 
 class Spectral(Norm):
@@ -510,6 +583,12 @@ class Spectral(Norm):
         u, _, vh = _svd(as_matrix(xs[k]))
         out[k] = torch.outer(u[:, 0], vh[0]).reshape(xs[k].shape)
         return out
+
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor:
+        return _smooth_max(torch.stack([_top_singular_value(x).log() for x in xs]), tau)
+
+    def log_terms(self, xs: Tensors, indices: Sequence[int], tau: float) -> dict[int, torch.Tensor]:
+        return {i: self.smooth_log([xs[i]], tau) for i in indices}
 
 
 class Nuclear(Norm):
@@ -699,6 +778,19 @@ class MaxNorm(Norm):
         norm, idx, w, part = parts[k]
         for i, u in zip(idx, norm.subgradient(part)):
             out[i] = w * u
+        return out
+
+    def smooth_log(self, xs: Tensors, tau: float) -> torch.Tensor:
+        parts = [math.log(w) + smooth_log(norm, part, tau) for norm, _, w, part in self._split(xs)]
+        return _smooth_max(torch.stack(parts), tau)
+
+    def log_terms(self, xs: Tensors, indices: Sequence[int], tau: float) -> dict[int, torch.Tensor] | None:
+        out: dict[int, torch.Tensor] = {}
+        for norm, idx, w, _ in self._split(xs):
+            terms = norm.log_terms(xs, [indices[i] for i in idx], tau)
+            if terms is None:
+                return None
+            out.update({i: v + math.log(w) for i, v in terms.items()})
         return out
 
     def __repr__(self) -> str:

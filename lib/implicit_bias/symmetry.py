@@ -28,11 +28,10 @@ at the point found, never worse than the raw one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from . import models
 from . import norms as _norms
 from .margins import _norm, checked_margins, normalized_margin
 
@@ -41,44 +40,11 @@ from .margins import _norm, checked_margins, normalized_margin
 TEMPERATURES = (0.1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 
-def _smooth_max(values: torch.Tensor, tau: float) -> torch.Tensor:
-    return tau * torch.logsumexp(values / tau, dim=0)
-
-
-def _log_abs(x: torch.Tensor) -> torch.Tensor:
-    x = x.reshape(-1)
-    return torch.log(x[x != 0].abs())  # a zero entry has no log-scale (and no say in any max)
-
-
-def _spectral(x: torch.Tensor) -> torch.Tensor:
-    """σ_max of x's matrix view as ``u₁ᵀ M v₁`` with the singular vectors held fixed: the same
-    value and gradient (σ_max is differentiable where it is simple) for one SVD without
-    autograd through it."""
-    m = _norms.as_matrix(x)
-    if m.shape[0] == 1:
-        return m.norm()
-    # numpy's LAPACK: torch's multi-threaded SVD of a small matrix is ~50× slower on a busy CPU
-    u, _, vh = np.linalg.svd(m.detach().cpu().numpy(), full_matrices=False)
-    u1, v1 = (torch.as_tensor(v, dtype=m.dtype, device=m.device) for v in (u[:, 0], vh[0]))
-    return u1 @ m @ v1
-
-
-def smooth_log_norm(norm: _norms.Norm, xs, tau: float) -> torch.Tensor:
+def smooth_log_norm(norm: _norms.Norm, xs: Sequence[torch.Tensor], tau: float) -> torch.Tensor:
     """``log ‖xs‖`` with every max replaced by a log-sum-exp at temperature ``tau`` (an upper
-    bound within ``tau · log(#terms)``). Norms of this library are smoothed term by term; any
-    other :class:`Norm` is used as it is (autograd then sees a subgradient)."""
-    if isinstance(norm, _norms.L2):
-        return 0.5 * torch.logsumexp(2 * torch.cat([_log_abs(x) for x in xs]), dim=0)
-    if isinstance(norm, _norms.L1):
-        return torch.logsumexp(torch.cat([_log_abs(x) for x in xs]), dim=0)
-    if isinstance(norm, _norms.Linf):
-        return _smooth_max(torch.cat([_log_abs(x) for x in xs]), tau)
-    if isinstance(norm, _norms.Spectral) and norm.polar == "svd":
-        return _smooth_max(torch.stack([_spectral(x).log() for x in xs]), tau)
-    if isinstance(norm, _norms.MaxNorm):
-        blocks = [math.log(w) + smooth_log_norm(n, [xs[i] for i in idx], tau) for n, idx, w in norm.blocks]
-        return _smooth_max(torch.stack(blocks), tau)
-    return torch.log(norm(xs))
+    bound within ``tau · log(#terms)``): the norm's own :meth:`Norm.smooth_log`; a norm
+    without one is used as it is (autograd then sees a subgradient; it warns once)."""
+    return _norms.smooth_log(norm, xs, tau)
 
 
 def _check_model(model) -> None:
@@ -89,19 +55,6 @@ def _check_model(model) -> None:
             "or use the raw margin (margins.normalized_margin) if it has none.")
 
 
-def _tensor_terms(norm, indices, tau):
-    """For a norm that is a max of per-tensor terms (ℓ∞, max-spectral, a MaxNorm of them):
-    a function ``xs → {tensor index: smooth log term}``; None for any other norm."""
-    if isinstance(norm, (_norms.Linf, _norms.Spectral)) and getattr(norm, "polar", "svd") == "svd":
-        return lambda xs: {i: smooth_log_norm(norm, [xs[i]], tau) for i in indices}
-    if isinstance(norm, _norms.MaxNorm):
-        parts = [(_tensor_terms(n, [indices[i] for i in idx], tau), math.log(w)) for n, idx, w in norm.blocks]
-        if any(f is None for f, _ in parts):
-            return None
-        return lambda xs: {i: v + lw for f, lw in parts for i, v in f(xs).items()}
-    return None
-
-
 def _layer_shift(model, params, norm, group):
     """The rates ``(α, β)`` at which the log of each tensor's scale moves along the uniform
     shift ``s → s + c`` (first tensors ``+α c``, the others ``−β c``), when the model's
@@ -110,7 +63,7 @@ def _layer_shift(model, params, norm, group):
     Along that shift ``max(P + αc, Q − βc)`` is smallest at ``(βP + αQ)/(α + β)``, a smooth
     function of the rest of ``s``: the one kink that cannot be smoothed away cheaply (the
     two layers' balance) is removed exactly."""
-    if model.symmetry_size("layer") != 1 or _tensor_terms(norm, list(range(len(params))), 1.0) is None:
+    if model.symmetry_size("layer") != 1 or norm.log_terms(params, range(len(params)), 1.0) is None:
         return None
     one = torch.ones(model.symmetry_size(group), dtype=params[0].dtype, device=params[0].device)
     moved = model.rescaled(params, one, group)
@@ -123,50 +76,13 @@ def _layer_shift(model, params, norm, group):
     return up[0], down[0], [r > 0 for r in rates]
 
 
-def _closed_form(model, params, norm, group):
-    """The best per-neuron log-scales of a :class:`models.TwoLayer` (or of the multi-output
-    :class:`models.TwoLayerMulticlass`, with ``B_j`` the ℓ2 or ℓ∞ norm of the output column
-    ``A[:, j]``) in closed form for ℓ2, ℓ∞ and the hybrid norm (papers.md §7); None
-    elsewhere. With ``A_j = ‖w_j‖``, ``B_j = |a_j|``: ℓ2 balances ``c_j^{2+2q} = q B_j²/A_j²``; ℓ∞
-    ``c_j^{1+q} = B_j/A_j``; the hybrid ``max{r‖DW‖₂, max_j |a_j| d_j^{−q}}`` is smallest at
-    ``d_j = (|a_j|/t)^{1/q}`` with ``t = (r K)^{q/(1+q)}``, ``K = ‖diag(|a|^{1/q}) W‖₂``."""
-    if isinstance(model, models.Pairwise):
-        model = model.model
-    multi = type(model) is models.TwoLayerMulticlass
-    if not (type(model) is models.TwoLayer or multi) or group != "neuron":
-        return None
-    W, a = params
-    q = model.act.degree
-    if multi:
-        if isinstance(norm, _norms.L2):
-            a = a.norm(dim=0)
-        elif isinstance(norm, _norms.Linf):
-            a = a.abs().amax(0)
-        else:
-            return None
-    if not (W.norm(dim=1) > 0).all() or not (a != 0).all():
-        return None
-    if isinstance(norm, _norms.L2):
-        return torch.log(q * a**2 / (W**2).sum(1)) / (2 + 2 * q)
-    if isinstance(norm, _norms.Linf):
-        return torch.log(a.abs() / W.abs().amax(1)) / (1 + q)
-    blocks = getattr(norm, "blocks", None)
-    if (isinstance(norm, _norms.MaxNorm) and len(blocks) == 2 and blocks[0][1] == [0] and blocks[1][1] == [1]
-            and isinstance(blocks[0][0], _norms.Spectral) and blocks[0][0].polar == "svd"
-            and type(blocks[1][0]) is _norms.Linf and blocks[1][2] == 1.0):
-        r = blocks[0][2]
-        K = torch.linalg.matrix_norm(a.abs() ** (1 / q) * W.T, ord=2)  # ‖diag(|a|^{1/q}) W‖₂
-        t = (r * K) ** (q / (1 + q))
-        return torch.log(a.abs() / t) / q
-    return None
-
-
 def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
                    rtol: float = 1e-9, method: str = "auto") -> torch.Tensor:
     """The log-scales ``s`` that minimize ``‖T_s θ‖`` over the model's symmetry ``group``
     (``'neuron'``: every hidden unit on its own; ``'layer'``: one scale per layer).
 
-    ``method='auto'`` takes the two-layer closed forms where they exist (``_closed_form``);
+    ``method='auto'`` takes the model's closed form where it has one
+    (:meth:`models.HomogeneousModel.best_log_scales`: the two-layer nets in ℓ2, ℓ∞, hybrid);
     otherwise, and always with ``method='search'``: L-BFGS on a smoothed log-norm, tightening
     the smoothing until a temperature improves the exact norm by less than ``rtol``
     (relative), with the layers' balance solved exactly where the model allows
@@ -180,7 +96,8 @@ def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
     s = torch.zeros(size, dtype=params[0].dtype, device=params[0].device)
     if size == 0:
         return s
-    closed = _closed_form(model, params, norm, group) if method == "auto" else None
+    closed_form = getattr(model, "best_log_scales", None) if method == "auto" else None
+    closed = closed_form(params, norm, group) if closed_form is not None else None
     if closed is not None:
         return closed
     shift = _layer_shift(model, params, norm, group)
@@ -190,9 +107,9 @@ def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
         if shift is None:
             return smooth_log_norm(norm, xs, tau)
         a, b, first = shift
-        terms = _tensor_terms(norm, list(range(len(xs))), tau)(xs)
-        P = _smooth_max(torch.stack([v for i, v in terms.items() if first[i]]), tau)
-        Q = _smooth_max(torch.stack([v for i, v in terms.items() if not first[i]]), tau)
+        terms = norm.log_terms(xs, range(len(xs)), tau)
+        P = _norms._smooth_max(torch.stack([v for i, v in terms.items() if first[i]]), tau)
+        Q = _norms._smooth_max(torch.stack([v for i, v in terms.items() if not first[i]]), tau)
         return (b * P + a * Q) / (a + b)
 
     def exact(s):
