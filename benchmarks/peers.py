@@ -47,7 +47,7 @@ import implicit_bias as ib
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from implicit_bias.runs import log_grid
+from implicit_bias.history import log_grid
 from implicit_bias.train import Run, train
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap

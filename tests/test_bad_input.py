@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from implicit_bias import data, margins, models, norms, optim, runs
+from implicit_bias import data, history, margins, models, norms, optim
 from implicit_bias.kkt import kkt_certificate
 from implicit_bias.maxmargin import max_margin
 from implicit_bias.norms import Spectral
@@ -620,7 +620,7 @@ def test_failures_return_keeps_the_other_runs(engine):
     good = Run("Adam", 0.1, 5, model=LINEAR)
     bad = Run("NormalizedGD", 0.1, 5, model=NaNGradient)
     out = quiet_train([good, bad], (X, y), engine=engine, failures="return")
-    assert isinstance(out[0], runs.History) and isinstance(out[1], RunFailed)
+    assert isinstance(out[0], history.History) and isinstance(out[1], RunFailed)
     assert out[1].run is bad
 
 
@@ -783,12 +783,12 @@ def test_the_history_logs_parameters_past_1e154():
 
 def test_record_at_a_norm_of_1e200():
     w = torch.tensor([3e200, -4e200], dtype=F64)
-    rec = {"log_loss": [], "param_norm": [], "directions": [], "l2": []}
+    rec = history.Recording(history.margin_norms(["l2"], [w]))
     q = torch.tensor([1e200], dtype=F64)
-    runs.record(rec, [w], q, 1.0, "logistic", runs.margin_norms(["l2"], [w]))
-    assert rec["param_norm"] == [pytest.approx(5e200)]
-    np.testing.assert_allclose(rec["directions"][0], [0.6, -0.8])
-    assert rec["l2"] == [pytest.approx(0.2)]
+    rec.add([w], q, 1.0, "logistic")
+    assert rec.param_norm == [pytest.approx(5e200)]
+    np.testing.assert_allclose(rec.directions[0], [0.6, -0.8])
+    assert rec.margins["l2"] == [pytest.approx(0.2)]
 
 
 # --- solvers at scale: the answer scales with the data ----------------------------------------

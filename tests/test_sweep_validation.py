@@ -25,6 +25,7 @@ import torch
 from implicit_bias import batched, data, homogeneity, margins, maxmargin, models, runs, sweep, train
 from implicit_bias.__main__ import main
 from implicit_bias.fingerprint import fingerprint
+from implicit_bias.history import History, RunFailed
 from implicit_bias.kkt import solve_cvxpy
 from implicit_bias.maxmargin import MaxMarginSolverError, NotSeparableError, max_margin
 from implicit_bias.warn import aggregate_warnings
@@ -401,11 +402,11 @@ def test_a_dead_network_stops_its_run_and_its_stack_trains_on(engine, net, monke
     else:
         runs_ = [runs.Run("SignGD", 0.1, 20, seed=s, model=model) for s in range(3)]
     kw = dict(norms="l2", log_points=5, progress=False, device="cpu", engine=engine)
-    with pytest.raises(runs.RunFailed, match=re.escape(f"SignGD (lr=0.1, seed=0, schedule=0), step 1: "
+    with pytest.raises(RunFailed, match=re.escape(f"SignGD (lr=0.1, seed=0, schedule=0), step 1: "
                                                        f"{homogeneity.DEAD}.")):
         train.train(runs_, (X, y), **kw)
     got = train.train(runs_, (X, y), failures="return", **kw)
-    assert isinstance(got[0], runs.RunFailed) and len(got[0].history.steps) == 0
+    assert isinstance(got[0], RunFailed) and len(got[0].history.steps) == 0
     # The other runs are kept, equal to the bit to a sweep without the dead run (as a stack
     # of 2 trains: the size of a stack can change the last bits) and to one without the check.
     alone = train.train(runs_[1:], (X, y), **kw)
@@ -413,7 +414,7 @@ def test_a_dead_network_stops_its_run_and_its_stack_trains_on(engine, net, monke
     monkeypatch.setattr(train, "dead_output", lambda *a: None)
     unchecked = train.train(runs_[1:], (X, y), **kw)
     for a, b, c in zip(got[1:], alone, unchecked, strict=True):
-        assert isinstance(a, runs.History) and a.steps[-1] == 20
+        assert isinstance(a, History) and a.steps[-1] == 20
         for name in ("log_loss", "param_norm", "directions"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
             assert np.array_equal(getattr(a, name), getattr(c, name)), name

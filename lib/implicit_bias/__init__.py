@@ -24,7 +24,7 @@ _SHORTCUTS = {
     "device": "config", "profile": "config", "sized": "config",
     "direction_cosine": "margins", "normalized_margin": "margins", "smoothed_margin": "margins",
     "NotSeparableError": "maxmargin", "MaxMarginSolverError": "maxmargin", "max_margin": "maxmargin",
-    "History": "runs", "Run": "runs",
+    "History": "history", "Run": "runs",
 }
 
 

@@ -27,22 +27,11 @@ from . import losses, models, optim, rules, stacked
 from .config import device as default_device
 from .config import free_memory, peak_memory
 from .frame import step_frames, warn_underflow
+from .history import LOG_POINTS_MAX, Recording, RunFailed, log_grid, margin_norms
 from .homogeneity import DEAD, dead_runs
 from .norms import Norm, column
-from .runs import (
-    DTYPES,
-    LOG_POINTS_MAX,
-    RunFailed,
-    activation_bytes,
-    batches,
-    describe,
-    history,
-    log_grid,
-    margin_norms,
-    observe_point,
-    record,
-    run_bytes,
-)
+from .runs import DTYPES, activation_bytes, describe, run_bytes
+from .sampling import batches
 
 #: On a CPU, a chunk's activations should stay within about this many bytes: larger
 #: stacks are limited by memory traffic, not arithmetic (see benchmarks/batched_engine.py).
@@ -218,7 +207,7 @@ def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_
     ``max_batch`` runs) whose estimated peak memory (:func:`runs.run_bytes` × :data:`PEAK_FACTOR`,
     from the parameter count of its config, :func:`models.parameter_count`, and the size of
     its data) exceeds the memory available on ``device``; and more than
-    :data:`runs.LOG_POINTS_MAX` log points.
+    :data:`history.LOG_POINTS_MAX` log points.
     ``datasets``: name -> ``(X, y)``. A run whose model is a factory is not estimated."""
     whole = isinstance(log_points, int) and not isinstance(log_points, bool)
     if not (whole and 1 <= log_points <= LOG_POINTS_MAX):
@@ -318,13 +307,12 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
             log(y * group.stack.outputs(X), first.steps, grads, F)
     except RunFailed as err:  # hand back what the failed run logged before it failed
         k = runs.index(err.run)
-        done = len(log.records[k]["log_loss"])
-        err.history = history(err.run, grid[:done], log.records[k], group.nets[k], 0.0,
-                              {"name": "batched", "failed": True}, log.observed[k])
+        failed = {"name": "batched", "failed": True}
+        err.history = log.records[k].history(err.run, grid, group.nets[k], 0.0, failed)
         raise
     seconds = (time.perf_counter() - start_time) / len(runs)
     engine = {"name": "batched", "runs": len(runs), "peak_bytes": peak_memory(dev)}
-    return [history(run, grid, log.records[k], net, seconds, engine, log.observed[k])
+    return [log.records[k].history(run, grid, net, seconds, engine)
             for k, (run, net) in enumerate(zip(runs, group.final_models()))]
 
 
@@ -401,11 +389,7 @@ class _Log:
 
     def __init__(self, group: _Group, norms, observe):
         self.group, self.observe = group, observe
-        self.norms = margin_norms(norms, group.plist[0])
-        self.records: list[dict[str, list[Any]]] = [
-            {"log_loss": [], "param_norm": [], "directions": [], **{n: [] for n in self.norms}}
-            for _ in group.runs]
-        self.observed: list[dict[str, Any]] = [{} for _ in group.runs]
+        self.records = [Recording(margin_norms(norms, group.plist[0])) for _ in group.runs]
         self.segment_of = {seg.start + j: (seg, j) for seg in group.segments for j in range(seg.k)}
 
     def __call__(self, q_all, t, grads, F):
@@ -415,8 +399,7 @@ class _Log:
         _check_alive(q_all, grads, lambda i: g.stacked_runs[i], t)
         for k in range(len(g.runs)):
             i = g.position[k]
-            record(self.records[k], g.stack.run_params(i), q_all[i], g.stack.degree, g.runs[0].loss,
-                   self.norms)
+            self.records[k].add(g.stack.run_params(i), q_all[i], g.stack.degree, g.runs[0].loss)
             if self.observe is None:
                 continue
             with torch.no_grad():
@@ -425,7 +408,7 @@ class _Log:
                     p.grad = G[i].clone()
                 seg, j = self.segment_of[i]
                 seg.export(j, g.opts[k], t)
-            observe_point(self.observed[k], self.observe, g.nets[k], g.opts[k], float(F[i]), g.runs[k], t)
+            self.records[k].observe(self.observe, g.nets[k], g.opts[k], float(F[i]), g.runs[k], t)
 
 
 __all__ = ["train_group", "why_not", "group_key", "chunk_size", "BatchedOptimizer", "signature",

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from .runs import RunFailed, describe
+from .history import RunFailed
+from .runs import describe
 
 
 class Executor(Protocol):

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .runs import RunFailed, describe
+from .history import RunFailed
+from .runs import describe
 
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 SLACK = 20.0

@@ -351,6 +351,17 @@ class DiagonalLinear(HomogeneousModel):
         return X @ w
 
 
+def _hidden_layer(d: int, width: int, activation: ActivationSpec, seed: int, init_scale: float,
+                  dtype: torch.dtype) -> tuple[Activation, nn.Parameter, torch.Generator, int]:
+    """The two-layer nets' shared start, checked: the activation and the hidden layer ``W``
+    (width × d), drawn first from the seed's generator, which is returned for the rest of
+    the model's parameters, with the width."""
+    _check_init(seed, init_scale, dtype)
+    d, width = _size("d", d), _size("width", width)
+    g = _generator(seed)
+    return make_activation(activation), _init((width, d), d, g, init_scale, dtype), g, width
+
+
 class TwoLayer(HomogeneousModel):
     """``f(x) = Σ_j a_j σ(w_j·x)``, bias-free; degree ``1 + q`` for a degree-q activation
     (3 for the squared ReLU). Parameters: ``W`` (width × d) and ``a`` (width)."""
@@ -358,11 +369,7 @@ class TwoLayer(HomogeneousModel):
     def __init__(self, d: int, width: int, activation: ActivationSpec = "relu2", seed: int = 0,
                  init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
-        _check_init(seed, init_scale, dtype)
-        d, width = _size("d", d), _size("width", width)
-        self.act = make_activation(activation)
-        g = _generator(seed)
-        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.act, self.W, g, width = _hidden_layer(d, width, activation, seed, init_scale, dtype)
         self.a = _init((width,), width, g, init_scale, dtype)
         self.degree = 1.0 + self.act.degree
 
@@ -399,11 +406,7 @@ class TwoLayerWithVectorUnit(HomogeneousModel):
     def __init__(self, d: int, width: int, activation: ActivationSpec = "relu2", seed: int = 0,
                  init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
-        _check_init(seed, init_scale, dtype)
-        d, width = _size("d", d), _size("width", width)
-        self.act = make_activation(activation)
-        g = _generator(seed)
-        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.act, self.W, g, width = _hidden_layer(d, width, activation, seed, init_scale, dtype)
         self.a = _init((width,), width + 1, g, init_scale, dtype)
         self.v = _init((d,), d, g, init_scale, dtype)
         self.b = _init((1,), width + 1, g, init_scale, dtype)
@@ -490,13 +493,10 @@ class TwoLayerMulticlass(HomogeneousModel):
     def __init__(self, d: int, width: int, num_classes: int = 10, activation: ActivationSpec = "relu2",
                  seed: int = 0, init_scale: float = 1.0, dtype: torch.dtype = DTYPE):
         super().__init__()
-        _check_init(seed, init_scale, dtype)
-        d, width, k = _size("d", d), _size("width", width), _size("num_classes", num_classes)
+        k = _size("num_classes", num_classes)
         if k < 2:
             raise ValueError(f"num_classes must be at least 2, got {k}.")
-        self.act = make_activation(activation)
-        g = _generator(seed)
-        self.W = _init((width, d), d, g, init_scale, dtype)
+        self.act, self.W, g, width = _hidden_layer(d, width, activation, seed, init_scale, dtype)
         self.A = _init((k, width), width, g, init_scale, dtype)
         self.num_classes, self.degree = k, 1.0 + self.act.degree
 

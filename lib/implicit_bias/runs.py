@@ -1,36 +1,28 @@
-"""Runs and their histories: what a sweep trains, and what it returns.
+"""Runs: what a sweep trains.
 
-A :class:`Run` is a small config (optimizer, rate, schedule, model, data, steps, seed);
-:func:`implicit_bias.train.train` turns runs into :class:`History` objects, the loss,
-margins, parameter norm and direction logged on a log-spaced step grid. Both engines
-(the batched one and the reference loop) record through :func:`record`.
+A :class:`Run` is a small config (optimizer, rate, schedule, model, data, steps, seed),
+checked when it is built; :func:`implicit_bias.train.train` turns runs into histories
+(:mod:`implicit_bias.history`). Here too: the training version stored results are keyed
+by, and the memory a run takes.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, SupportsIndex
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 
 from . import losses, models, optim
 from .homogeneity import declared_degree
-from .norms import L2, Norm, by_name
+from .sampling import BATCH_SCHEMES
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-#: Which samples each step uses: all of them, or batches of ``Run.batch_size`` taken in a
-#: fixed cyclic order, drawn uniformly with replacement, or reshuffled every epoch.
-BATCH_SCHEMES = ("full", "cyclic", "replacement", "reshuffle")
-
 
 #: The version of what training computes. Stored results are keyed by it, not by the
 #: package version (:mod:`implicit_bias.store`): bump it with any change that alters a
@@ -232,92 +224,6 @@ class Run:
         return optim.make(self.optimizer, params, self.lr, **self.options)
 
 
-@dataclass
-class History:
-    """What a run logged, on the step grid ``steps`` (1-based)."""
-
-    run: Run
-    steps: np.ndarray
-    log_loss: np.ndarray  # natural log of the loss
-    margins: dict  # norm name -> normalized margins
-    param_norm: np.ndarray  # ℓ2 norm of θ
-    directions: np.ndarray  # θ_t / ‖θ_t‖₂, one row per logged step (see direction_steps)
-    model: torch.nn.Module  # the trained model
-    seconds: float  # wall time; for batched runs the stack's time divided by its runs
-    observed: dict = field(default_factory=dict)  # name -> values from train(observe=...)
-    engine: dict = field(default_factory=lambda: {"name": "loop"})  # which engine trained it
-    # The steps of ``directions``' rows when train(directions=...) kept fewer (None: ``steps``).
-    direction_steps: np.ndarray | None = None
-
-    def final(self, norm: str) -> float:
-        """The normalized margin in ``norm`` at the last step."""
-        return float(self.margins[norm][-1])
-
-    @property
-    def direction_grid(self) -> np.ndarray:
-        """The step of each row of ``directions``: ``steps``, or ``direction_steps`` when
-        ``train(directions=k)`` kept fewer rows. Read a direction's step here, never in ``steps``."""
-        return np.asarray(self.steps if self.direction_steps is None else self.direction_steps)
-
-    def direction_row(self, step: float) -> int:
-        """The first row of ``directions`` logged at or after ``step`` (the row of ``step``
-        itself when its direction was kept)."""
-        row = int(np.searchsorted(self.direction_grid, step))
-        if row == len(self.direction_grid):
-            raise ValueError(f"Run {self.run.label!r}: no direction kept at or after step {step} "
-                             f"(kept: {self.direction_grid.tolist()}).")
-        return row
-
-    def on_direction_grid(self, series: npt.ArrayLike) -> np.ndarray:
-        """``series`` (one value per logged step, as ``log_loss``, a margin or an observed
-        array) at the steps of the rows of ``directions``."""
-        return np.asarray(series)[np.searchsorted(self.steps, self.direction_grid)]
-
-    def cosine_to_final(self) -> np.ndarray:
-        """``cos(θ_t, θ_final)`` at every row of ``directions`` (steps: :attr:`direction_grid`)."""
-        cosines: np.ndarray = self.directions @ self.directions[-1]
-        return cosines
-
-    def direction(self) -> torch.Tensor:
-        return torch.as_tensor(self.directions[-1])
-
-    def model_at(self, index: SupportsIndex) -> torch.nn.Module:
-        """A copy of the model with the (unit-ℓ2) direction of row ``index`` of ``directions``,
-        logged at step ``direction_grid[index]``: enough for anything scale-invariant."""
-        model = copy.deepcopy(self.model)
-        params = list(model.parameters())
-        vector = torch.as_tensor(self.directions[index], dtype=params[0].dtype, device=params[0].device)
-        torch.nn.utils.vector_to_parameters(vector, params)
-        return model
-
-
-def log_grid(steps: int, points: int = 60) -> np.ndarray:
-    """About ``points`` log-spaced steps in [1, steps], always including the last."""
-    grid = np.unique(np.geomspace(1, steps, num=points).round().astype(int))
-    return grid if grid[-1] == steps else np.r_[grid, steps]
-
-
-def batches(scheme: str, n: int, size: int, seed: int = 0) -> Iterator[torch.Tensor]:
-    """The indices of the samples of each step, forever: ``'cyclic'`` walks through
-    ``0 … n−1`` in order in consecutive batches of ``size``; ``'reshuffle'`` does the same
-    through a fresh random permutation every epoch (in both, an epoch visits every sample
-    once and its last batch is smaller when ``size`` does not divide ``n``); ``'replacement'``
-    draws ``size`` indices uniformly with replacement at every step. Deterministic given
-    ``seed`` (its own random stream, independent of the model's initialization)."""
-    if scheme not in BATCH_SCHEMES[1:]:
-        raise ValueError(f"scheme must be one of {BATCH_SCHEMES[1:]}, got {scheme!r}.")
-    if not (isinstance(size, int) and 1 <= size <= n):
-        raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {size!r}.")
-    rng = np.random.default_rng([int(seed), 0xBA7C4])
-    while True:
-        if scheme == "replacement":
-            yield torch.as_tensor(rng.integers(n, size=size))
-            continue
-        order = np.arange(n) if scheme == "cyclic" else rng.permutation(n)
-        for start in range(0, n, size):
-            yield torch.as_tensor(order[start:start + size])
-
-
 def describe(run: Run) -> str:
     """A run in messages: its label and what tells it from other runs of that label."""
     def g(x: object) -> str:
@@ -326,97 +232,8 @@ def describe(run: Run) -> str:
     return f"{run.label} (lr={g(run.lr)}, seed={run.seed}, schedule={g(run.schedule)})"
 
 
-class RunFailed(FloatingPointError):
-    """A run left the float range or met a non-finite value (its loss, its gradient): the
-    message names the run, the step and the quantity. ``run`` is the :class:`Run` and
-    ``history`` what it logged before it failed (a :class:`History` on the logged steps so
-    far, or None); ``train(..., failures='return')`` returns this error in the run's place
-    instead of raising it."""
-
-    def __init__(self, run: Run, message: str, history: History | None = None):
-        super().__init__(message)
-        self.run, self.history = run, history
-
-    def __reduce__(self) -> tuple[type[RunFailed], tuple[Run, str, History | None]]:
-        # so that it crosses process boundaries (train(executor=...))
-        return type(self), (self.run, str(self), self.history)
-
-
-def history(run: Run, grid: np.ndarray, rec: dict[str, list], model: torch.nn.Module, seconds: float,
-            engine: dict, observed: dict | None = None) -> History:
-    return History(
-        run=run,
-        steps=grid,
-        log_loss=np.array(rec["log_loss"]),
-        margins={n: np.array(rec[n]) for n in rec if n not in ("log_loss", "param_norm", "directions")},
-        param_norm=np.array(rec["param_norm"]),
-        directions=np.array(rec["directions"]),
-        model=model,
-        seconds=seconds,
-        observed={name: np.array(values) for name, values in (observed or {}).items()},
-        engine=engine,
-    )
-
-
-def record(rec: dict[str, list], params: Sequence[torch.Tensor], q: torch.Tensor, degree: float, loss: str,
-           norm_objs: dict[str, Norm]) -> None:
-    """Append to ``rec`` one log point: loss, parameter norm, direction and margins of
-    ``params`` whose margins are ``q``."""
-    rec["log_loss"].append(float(losses.log_loss(q, loss)))
-    flat = torch.cat([p.reshape(-1) for p in params])
-    size = L2()([flat])  # scale-safe: flat.norm() overflows past about 1e154
-    rec["param_norm"].append(float(size))
-    rec["directions"].append((flat / size).cpu().numpy())
-    q_min = q.min()
-    for name, norm in norm_objs.items():
-        rec[name].append(float(q_min / norm(params) ** degree))
-
-
-def margin_norms(norms: Iterable[str | Norm], params: Sequence[torch.Tensor]) -> dict[str, Norm]:
-    """The norms whose margins a run logs, by name: each a name of
-    :func:`norms.by_name` or a :class:`norms.Norm` object (logged under its ``name``)."""
-    out = {}
-    for norm in norms:
-        obj = norm if isinstance(norm, Norm) else by_name(norm, params)
-        out[norm if isinstance(norm, str) else obj.name] = obj
-    return out
-
-
-class ObserveError(RuntimeError):
-    """``train(observe=...)`` raised: names the run and the step (the cause is chained)."""
-
-
-@torch.no_grad()
-def observe_point(observed: dict, observe: Callable[..., dict], model: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer, frame: float, run: Run | None = None,
-                  step: int | None = None) -> None:
-    """Append one log point of ``observe(model, optimizer, frame)`` to ``observed``."""
-    try:
-        values = observe(model, optimizer, frame)
-    except Exception as err:
-        label = getattr(run, "label", "?")
-        raise ObserveError(f"observe({getattr(observe, '__name__', observe)!r}) failed on run {label!r} "
-                           f"at step {step}: {type(err).__name__}: {err}") from err
-    for name, value in values.items():
-        observed.setdefault(name, []).append(np.asarray(value, dtype=float))
-
-
-def summary(histories: Iterable[History], norms: Iterable[str] | None = None) -> list[dict]:
-    """One row per history: label, seed, final log10 loss and final margins."""
-    rows = []
-    for h in histories:
-        row = {"label": h.run.label, "seed": h.run.seed,
-               "log10_loss": h.log_loss[-1] / math.log(10)}
-        for n in norms or h.margins:
-            row[n] = h.final(n)
-        rows.append(row)
-    return rows
-
-
 # --- limits, checked before anything is allocated -----------------------------------------
 
-#: The most log points a run may ask for (each keeps a direction: n_params floats).
-LOG_POINTS_MAX = 100_000
 def activation_bytes(run: Run, n: int) -> int:
     """The bytes of one step's activations of ``run`` on ``n`` samples (and a batch)."""
     itemsize = torch.finfo(DTYPES[run.dtype]).bits // 8
@@ -431,6 +248,5 @@ def run_bytes(run: Run, n: int, n_params: int) -> int:
     return activation_bytes(run, n) + 8 * n_params * itemsize
 
 
-__all__ = ["Run", "TRAINING_VERSION", "describe", "History", "RunFailed", "ObserveError", "log_grid",
-           "batches", "history", "record", "summary", "run_bytes", "activation_bytes", "DTYPES",
-           "BATCH_SCHEMES", "LOG_POINTS_MAX"]
+__all__ = ["Run", "TRAINING_VERSION", "describe", "run_bytes", "activation_bytes", "DTYPES",
+           "BATCH_SCHEMES", "FIELD_CHECKS"]

@@ -63,8 +63,9 @@ import numpy.typing as npt
 import torch
 
 if TYPE_CHECKING:
+    from .history import History, RunFailed
     from .norms import Norm
-    from .runs import History, Run, RunFailed
+    from .runs import Run
 
 #: A value read from JSON (a stored file's): anything until it is checked where it is used.
 JSON: TypeAlias = Any
@@ -744,7 +745,8 @@ class RunStore:
     def load(self, key_or_path: str | os.PathLike[str], expected: str | None = None) -> History:
         """The stored run as a :class:`History` (its model rebuilt from the stored
         parameters), every part checked; ``expected`` is the key the caller asked for."""
-        from .runs import DTYPES, History
+        from .history import History
+        from .runs import DTYPES
 
         path = self._path(key_or_path)
         if expected is not None and path.stem != expected:
@@ -904,7 +906,7 @@ def failed_path(store: StoreLike, key: str) -> Path:
 
 def save_failed(store: StoreLike, key: str, error: RunFailed, data: str, settings: dict[str, Any],
                 step: int | None = None) -> Path:
-    """Record ``error`` (a :class:`runs.RunFailed`) as the failure of run ``key`` (its run on
+    """Record ``error`` (a :class:`history.RunFailed`) as the failure of run ``key`` (its run on
     data ``data``, trained with ``settings``), failed at ``step`` (None: unknown)."""
     config = run_config(error.run)
     if run_key(config, data, settings) != key:

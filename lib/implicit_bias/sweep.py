@@ -31,6 +31,7 @@ spec into an executor for ``train(executor=...)``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import json
@@ -50,7 +51,7 @@ from . import config
 from . import data as datasets
 from .executors import executor
 from .runs import FIELD_CHECKS as RUN_FIELDS
-from .runs import _integer
+from .runs import Run, _integer
 
 if TYPE_CHECKING:
     from typing import NotRequired, TypedDict
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .executors import Executor
-    from .runs import History, Run, RunFailed
+    from .history import History, RunFailed
     from .store import Allow, RunStore, StoreError, StoreLike
 
     class _Group(TypedDict):
@@ -78,8 +79,7 @@ TOML: TypeAlias = Any
 FieldCheck = tuple[Callable[[Any], bool], str]
 
 #: Run fields a sweep file may set (a list is a dimension of the product).
-FIELDS = ("optimizer", "lr", "steps", "schedule", "seed", "model", "data", "options", "loss",
-          "label", "dtype", "batch", "batch_size")
+FIELDS = tuple(f.name for f in dataclasses.fields(Run))
 
 #: Top-level keys of a sweep file other than its tables, and the train() options they set.
 TRAIN_OPTIONS = ("norms", "log_points", "frame", "directions", "engine", "max_batch", "failures",
@@ -254,8 +254,8 @@ def runs_of(block: dict[str, TOML], where: str = "[[runs]]") -> list[Run]:
 
 def _option_checks() -> dict[str, FieldCheck]:
     """What each top-level option of a sweep file must hold (see :data:`TRAIN_OPTIONS`)."""
+    from .history import LOG_POINTS_MAX
     from .norms import names
-    from .runs import LOG_POINTS_MAX
     from .train import ENGINES, FAILURES
 
     def norms_ok(v: object) -> bool:

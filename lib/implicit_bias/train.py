@@ -28,24 +28,11 @@ from .config import device as default_device
 from .data import check_data
 from .frame import SLACK as FRAME_SLACK
 from .frame import in_pieces, step_frames, warn_underflow
+from .history import History, Recording, RunFailed, log_grid, margin_norms, summary
 from .homogeneity import check_homogeneous, dead_output
 from .norms import Norm
-from .runs import (
-    BATCH_SCHEMES,
-    DTYPES,
-    TRAINING_VERSION,
-    History,
-    Run,
-    RunFailed,
-    batches,
-    describe,
-    history,
-    log_grid,
-    margin_norms,
-    observe_point,
-    record,
-    summary,
-)
+from .runs import DTYPES, TRAINING_VERSION, Run, describe
+from .sampling import BATCH_SCHEMES, batches
 from .warn import aggregate_warnings
 
 #: ``(X, y)``: tensors, or anything numpy makes arrays of.
@@ -563,10 +550,7 @@ def _train_one(run: Run, X: torch.Tensor, y: torch.Tensor, norms: Iterable[str |
                       RuntimeWarning, stacklevel=3)
         frame = False
     grid = log_grid(run.steps, log_points)
-    norm_objs = margin_norms(norms, params)
-    rec: dict[str, list[Any]] = {"log_loss": [], "param_norm": [], "directions": [],
-                                 **{n: [] for n in norm_objs}}
-    observed: dict[str, Any] = {}
+    rec = Recording(margin_norms(norms, params))
     F = 0.0  # the frame: we differentiate e^F L
     next_log = 0
     n = X.shape[0]
@@ -589,16 +573,16 @@ def _train_one(run: Run, X: torch.Tensor, y: torch.Tensor, norms: Iterable[str |
                     if dead is not None:
                         raise RunFailed(run, f"{describe(run)}, step {t}: {dead}.")
                     degree = cast(float, model.degree)  # a HomogeneousModel (check_homogeneous)
-                    record(rec, [p.detach() for p in model.parameters()], q, degree, run.loss, norm_objs)
+                    rec.add([p.detach() for p in model.parameters()], q, degree, run.loss)
                 if observe is not None:
-                    observe_point(observed, observe, model, opt, F, run, t)
+                    rec.observe(observe, model, opt, F, run, t)
                 next_log += 1
     except RunFailed as err:  # hand back what the run logged before it failed
-        err.history = history(run, grid[:next_log], rec, model, time.perf_counter() - start,
-                              {"name": "loop", "failed": True}, observed)
+        seconds = time.perf_counter() - start
+        err.history = rec.history(run, grid, model, seconds, {"name": "loop", "failed": True})
         raise
     engine = {"name": "loop"} if reason is None else {"name": "loop", "reason": reason}
-    return history(run, grid, rec, model, time.perf_counter() - start, engine, observed)
+    return rec.history(run, grid, model, time.perf_counter() - start, engine)
 
 
 def _loop_step(t: int, run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor,

@@ -41,8 +41,8 @@ from ..train import adaptive_scales
 from . import Row, Verdict
 
 if TYPE_CHECKING:
+    from ..history import History
     from ..maxmargin import MaxMarginSolution
-    from ..runs import History
 
 #: The step ratio that counts as "of order one": a median over the live coordinates, then
 #: over the logged steps of the run's second half (:func:`regime`). Measured on chapter 5's

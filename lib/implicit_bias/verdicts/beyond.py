@@ -30,7 +30,7 @@ from .. import losses
 from . import Row, Verdict
 
 if TYPE_CHECKING:
-    from ..runs import History
+    from ..history import History
 
 #: A run's curves for :func:`smoothed_margin_rises`: steps, log-loss, smoothed margins and the
 #: loss's name.

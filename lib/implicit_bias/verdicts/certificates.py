@@ -32,8 +32,8 @@ from ..kkt import kkt_certificate
 from . import Verdict
 
 if TYPE_CHECKING:
+    from ..history import History
     from ..kkt import KKTCertificate
-    from ..runs import History
 
 #: Certificates along a run (:func:`certify_path`): the checkpoints' steps, and per checkpoint
 #: a certificate by norm.

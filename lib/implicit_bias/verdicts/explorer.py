@@ -26,8 +26,9 @@ from .. import models
 from . import Row, Verdict
 
 if TYPE_CHECKING:
+    from ..history import History
     from ..maxmargin import MaxMarginSolution
-    from ..runs import History, Run
+    from ..runs import Run
 
 
 def _unit(w: npt.ArrayLike) -> np.ndarray:

@@ -16,7 +16,7 @@ from ..stats import by_label
 from . import Row, Verdict
 
 if TYPE_CHECKING:
-    from ..runs import History
+    from ..history import History
 
 
 def exact_solutions(rows: Sequence[Row], own: Mapping[str, str], cos_min: float = 0.99,

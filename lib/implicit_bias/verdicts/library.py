@@ -21,9 +21,9 @@ from . import Verdict
 if TYPE_CHECKING:
     import torch
 
+    from ..history import History
     from ..maxmargin import MaxMarginSolution
     from ..norms import Norm
-    from ..runs import History
 
 #: One data draw's numbers (:func:`rows`): ``{label: {'margin', 'cosine', 'epsilon'}}``.
 Draw = Mapping[str, Mapping[str, float]]

@@ -24,7 +24,7 @@ from . import Row, Verdict, own_norm_wins
 from .certificates import fitted_slope, random_separating, turn_and_bound, unit_step_l2  # chapter 3's
 
 if TYPE_CHECKING:
-    from ..runs import History, RunFailed
+    from ..history import History, RunFailed
 
 #: A schedule sweep's runs: ``{(label, a): History, or RunFailed for a run that overflowed}``.
 Sweep = Mapping[tuple[str, float], "History | RunFailed"]

@@ -33,7 +33,7 @@ from .. import regime as regimes
 from . import Verdict, on_every_seed  # noqa: F401 (re-exported: the chapter calls per_sample.on_every_seed)
 
 if TYPE_CHECKING:
-    from ..runs import History
+    from ..history import History
 
 #: Unit reference directions by name (``'ℓ2'``, ``'ℓ∞'``, ``'fixed point'``).
 Directions = Mapping[str, npt.ArrayLike]
