@@ -363,7 +363,8 @@ def test_numpy_data_and_norm_objects(small_data):
 
 def test_why_not_names_the_reason_a_run_goes_to_the_loop():
     lin = {"kind": "linear"}
-    assert "TorchMuon: it is not built from registered update rules" in batched.why_not(Run("TorchMuon", 0.1, 5, model=lin))
+    torch_muon = batched.why_not(Run("TorchMuon", 0.1, 5, model=lin))
+    assert "TorchMuon: it is not built from registered update rules" in torch_muon
     assert "per-sample gradients" in batched.why_not(Run("AdamProxy", 0.1, 5, model=lin))
     assert "Adagrad: it is not built from registered update rules" in batched.why_not(
         Run(torch.optim.Adagrad, 0.1, 5, model=lin))
