@@ -41,6 +41,25 @@ def sized(smoke: _T, book: _T, paper: _T | None = None) -> _T:
     return {"smoke": smoke, "book": book, "paper": book if paper is None else paper}[profile()]
 
 
+#: The environment variable that caps every run's steps (a rehearsal of a run size).
+MAX_STEPS_ENV = "IMPLICIT_BIAS_MAX_STEPS"
+
+
+def max_steps() -> int | None:
+    """The cap on every run's steps from ``IMPLICIT_BIAS_MAX_STEPS`` (None when unset): a
+    rehearsal of the paper size on a CPU (``IMPLICIT_BIAS_PROFILE=paper
+    IMPLICIT_BIAS_MAX_STEPS=3``) walks every chapter's code path, shapes, dtypes and
+    solvers in a few steps, so a GPU run does not meet its first error after an hour. The
+    verdicts cannot hold in 3 steps: ``scripts/rehearse.py`` tells their failures apart
+    from errors."""
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not raw:
+        return None
+    if not (raw.isdigit() and int(raw) >= 1):
+        raise ValueError(f"{MAX_STEPS_ENV}={raw!r} is not a positive integer (e.g. 3), or unset it.")
+    return int(raw)
+
+
 def device() -> torch.device:
     """CUDA when present, otherwise the CPU (override with ``IMPLICIT_BIAS_DEVICE``)."""
     name = os.environ.get("IMPLICIT_BIAS_DEVICE")

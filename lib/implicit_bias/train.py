@@ -10,6 +10,7 @@ continues to losses far below float64's range.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -23,7 +24,7 @@ import torch
 
 from . import batched, executors, losses, models, optim, regime
 from . import store as stores
-from .config import DTYPE
+from .config import DTYPE, MAX_STEPS_ENV, max_steps
 from .config import device as default_device
 from .data import check_data
 from .frame import SLACK as FRAME_SLACK
@@ -195,7 +196,7 @@ def train(runs: Run | Iterable[Run], data: Data,
     none (False) or at about that many (an int, always the first and the last);
     ``History.direction_steps`` says which. ``progress``: a bar over steps (True), over
     runs (``'runs'``) or none."""
-    runs = [runs] if isinstance(runs, Run) else list(runs)
+    runs = _capped([runs] if isinstance(runs, Run) else list(runs))
     norms = (norms,) if isinstance(norms, (str, Norm)) else tuple(norms)
     _check_options(log_points, engine, max_batch, failures, chunk_seconds, directions, progress)
     dev = torch.device(device) if device is not None else default_device()
@@ -222,6 +223,17 @@ def train(runs: Run | Iterable[Run], data: Data,
     with aggregate_warnings():  # many runs' warnings: one line per kind, with the runs, after the bar
         _train_chunks(todo, task, executor, bar, progress, collected, failures)
     return collected.result()
+
+
+def _capped(runs: list[Run]) -> list[Run]:
+    """The runs with their steps capped at ``IMPLICIT_BIAS_MAX_STEPS`` (a rehearsal; see
+    :func:`config.max_steps`), saying so once per call; unchanged when it is unset."""
+    cap = max_steps()
+    if cap is None or all(run.steps <= cap for run in runs):
+        return runs
+    warnings.warn(f"{MAX_STEPS_ENV}={cap}: every run is cut to at most {cap} steps (a rehearsal: "
+                  "its results are not the run size's).", RuntimeWarning, stacklevel=3)
+    return [dataclasses.replace(run, steps=min(run.steps, cap)) for run in runs]
 
 
 def _check_options(log_points: int, engine: str, max_batch: int | None, failures: str,
