@@ -9,8 +9,11 @@ The chapters run with ``IMPLICIT_BIAS_PROFILE`` (default ``paper``) and
 are the paper size's while training takes seconds: a shape, dtype or memory error shows
 here, not after an hour on a GPU. Each chapter is executed cell by cell in its own kernel.
 A cell that fails its own ``assert`` (a verdict: it cannot hold after 3 steps) is counted
-and the chapter goes on; any other error (an assertion inside the library included) stops
-that chapter and is reported with its cell.
+and the chapter goes on. A :class:`~implicit_bias.margins.NotSeparatingError` (runs cut
+short have not separated the data, which a certificate needs) stops the chapter without
+an error, and says which cells were not rehearsed (more ``--steps`` reach further). Any
+other error (an assertion inside the library included) stops the chapter and is reported
+with its cell.
 Per chapter it prints the seconds, the failed verdicts and the peak memory of its kernel
 (the paper size's models and data, held on the CPU). Exit status 1 if any chapter had an
 error.
@@ -32,13 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PEAK = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 
 
+def cell_name(index: int, cell: nbformat.NotebookNode) -> str:
+    first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+    return f"cell {index} ({first[:60]!r})"
+
+
 def rehearse(path: Path, timeout: int) -> dict:
     """Run one chapter cell by cell: ``{'seconds', 'verdicts' (failed asserts), 'error'
     (None, or the first other error with its cell), 'peak_mib'}``."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    out: dict = {"verdicts": 0, "error": None, "peak_mib": None}
+    out: dict = {"verdicts": 0, "error": None, "unseparated": None, "peak_mib": None}
     start = time.perf_counter()
     with client.setup_kernel():
         for index, cell in enumerate(nb.cells):
@@ -50,8 +58,10 @@ def rehearse(path: Path, timeout: int) -> dict:
                 if err.ename == "AssertionError" and "implicit_bias/" not in str(err):  # the cell's own
                     out["verdicts"] += 1
                     continue
-                first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-                out["error"] = f"cell {index} ({first[:60]!r}): {err.ename}: {err.evalue}"
+                if err.ename == "NotSeparatingError":  # a run cut short has not separated the data
+                    out["unseparated"] = cell_name(index, cell)
+                    break
+                out["error"] = f"{cell_name(index, cell)}: {err.ename}: {err.evalue}"
                 break
         probe = nbformat.v4.new_code_cell(PEAK)
         nb.cells.append(probe)
@@ -80,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         result = rehearse(path, args.timeout)
         peak = "?" if result["peak_mib"] is None else f"{result['peak_mib']:,.0f} MiB"
         status = "ok" if result["error"] is None else f"ERROR in {result['error']}"
+        if result["unseparated"]:
+            status += (f" (stopped at {result['unseparated']}: its runs have not separated the data "
+                       f"in {args.steps} steps; the cells after it were not rehearsed)")
         print(f"{path.name}: {result['seconds']:.0f} s, {result['verdicts']} verdict(s) failed "
               f"(expected after {args.steps} steps), peak memory {peak}: {status}", flush=True)
         errors += result["error"] is not None

@@ -10,6 +10,7 @@ import torch
 from helpers import one_thread
 from implicit_bias import data, kkt, models, norms
 from implicit_bias.kkt.reduce import reduce_program
+from implicit_bias.margins import NotSeparatingError
 from implicit_bias.train import Run, train
 
 F64 = torch.float64
@@ -167,7 +168,7 @@ def test_rescaling_invariance_on_a_network(tiny_net):
 def test_not_separating_raises(linear_data, solutions):
     X, y = linear_data
     model = linear_model(-solutions["l2"].direction)
-    with pytest.raises(ValueError, match="not separating the data"):
+    with pytest.raises(NotSeparatingError, match="not separating the data"):  # a ValueError
         kkt.kkt_certificate(model, X, y, "l2")
     with pytest.raises(ValueError, match="not separating the data"):
         kkt.kkt_certificate(linear_model(np.zeros(6)), X, y, "linf")

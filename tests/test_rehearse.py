@@ -65,6 +65,13 @@ def test_a_failed_verdict_is_counted_and_an_error_is_reported(tmp_path):
     assert "ERROR in cell 1" in failed.stdout and "RuntimeError: shapes (3, 4) and (5, 6)" in failed.stdout
 
 
+def test_runs_that_have_not_separated_stop_the_chapter_without_an_error(tmp_path):
+    cells = ["import implicit_bias as ib", "raise ib.margins.NotSeparatingError('min q = -0.3')", "x = 1"]
+    out = rehearse(str(notebook(tmp_path, "short.ipynb", cells)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "stopped at cell 1" in out.stdout and "have not separated the data in 3 steps" in out.stdout
+
+
 def test_a_chapter_runs_at_the_paper_size_in_a_few_steps():
     out = rehearse(str(ROOT / "chapters" / "01_setting.ipynb"))
     assert out.returncode == 0, out.stdout + out.stderr

@@ -119,6 +119,12 @@ def multiclass_margins(model: torch.nn.Module, X: torch.Tensor, labels: torch.Te
     return own - others.amax(1)
 
 
+class NotSeparatingError(ValueError):
+    """The model does not separate the data (its smallest margin is ≤ 0), where what was
+    asked needs a separating model: a certificate's control, a function-level gain, a
+    nearby search. A run cut short (``IMPLICIT_BIAS_MAX_STEPS``) often ends here."""
+
+
 def checked_margins(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The per-sample margins ``q_i = y_i f(x_i; θ)`` and the degree ``L``, after checking the
     data (finite rows, labels ±1 of shape ``(n,)``, X in the model's dtype), the output shape

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .margins import NotSeparatingError
 from .norms import Norm, by_name
 
 
@@ -82,7 +83,7 @@ def search_nearby(model, X, y, norm="l2", radius: float = 0.05, trials: int = 30
     start = _flat(model)
     v0, q0 = value(start)
     if not math.isfinite(v0):
-        raise ValueError(f"The model is not separating the data: margin ≤ 0 (min q = {q0:.3g}).")
+        raise NotSeparatingError(f"The model is not separating the data: margin ≤ 0 (min q = {q0:.3g}).")
     center = start / q0 ** (1.0 / float(degree))  # exactly feasible, min q = 1
     scale = float(center.norm()) * radius
     gen = torch.Generator().manual_seed(int(seed))

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from . import norms as _norms
-from .margins import _norm, checked_margins, normalized_margin
+from .margins import NotSeparatingError, _norm, checked_margins, normalized_margin
 
 #: Smoothing temperatures of the max-type norms, tightened in turn (a log-sum-exp with
 #: temperature τ over N terms is within τ log N of the max).
@@ -173,7 +173,7 @@ def rebalancing_gain(model, X, y, norm="l2", group: str = "neuron") -> float:
 
     raw = normalized_margin(model, X, y, norm)
     if not raw > 0:
-        raise ValueError(f"rebalancing_gain needs separated data (raw margin {raw:.3g} ≤ 0).")
+        raise NotSeparatingError(f"rebalancing_gain needs separated data (raw margin {raw:.3g} ≤ 0).")
     return function_margin(model, X, y, norm, group) / raw
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..margins import as_pairs, checked_margins
+from ..margins import NotSeparatingError, as_pairs, checked_margins
 from ..norms import Norm, _unflat, as_norm
 from .jacobian import margin_jacobian
 from .solve_cvxpy import solve_cvxpy
@@ -93,7 +93,7 @@ def _rescaled(model, X, y, params, degree):
         q = (y * model(X)).detach()
     q_min = float(q.min())
     if not q_min > 0:
-        raise ValueError(
+        raise NotSeparatingError(
             f"The model is not separating the data: margin ≤ 0 (min_i y_i f(x_i) = {q_min:.3g}); "
             "a KKT certificate needs a positive margin. Train longer first."
         )

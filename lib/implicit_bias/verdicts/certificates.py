@@ -29,6 +29,7 @@ import numpy.typing as npt
 import torch
 
 from ..kkt import kkt_certificate
+from ..margins import NotSeparatingError
 from . import Verdict
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def random_separating(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, 
                                             list(candidate.parameters()))
         if (y * candidate(X)).min() > 0:
             return candidate, float(scale)
-    raise RuntimeError("random_separating: no separating perturbation found; is the model separating?")
+    raise NotSeparatingError("random_separating: no separating perturbation found; is the model separating?")
 
 
 @overload
