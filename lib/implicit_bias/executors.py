@@ -14,10 +14,16 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .history import RunFailed
 from .runs import describe
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    from distributed import Worker
+    from distributed.diagnostics.plugin import WorkerPlugin
 
 
 class Executor(Protocol):
@@ -30,10 +36,17 @@ class Executor(Protocol):
 #: How many times a chunk whose worker process was killed is submitted again.
 WORKER_RETRIES = 2
 
-_EXECUTORS: dict = {}
+_EXECUTORS: dict[str, Executor] = {}
+
+#: A chunk of a sweep (its runs' indices) and why it goes to the executor (None: no reason given).
+_Chunk = tuple[Sequence[int], str | None]
+#: What makes a chunk's arguments to ``work``; its first is the chunk's runs.
+_Task = Callable[[Sequence[int], str | None], tuple[Any, ...]]
+#: A chunk in a process pool's queue: chunk, reason, tries so far.
+_Try = tuple[Sequence[int], str | None, int]
 
 
-def executor(spec: str):
+def executor(spec: str) -> Executor:
     """An executor from a short spec, made once per process: ``processes:N`` (a local
     process pool), ``dask-local:N`` (a dask LocalCluster of N single-thread worker
     processes), ``dask:ADDRESS`` (a running dask scheduler, e.g. ``tcp://host:8786``).
@@ -49,8 +62,9 @@ def executor(spec: str):
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: the parent may hold CUDA state, which a forked worker cannot use
-        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_use_threads, initargs=(threads,))
+        count = cast(int | None, workers)  # processes:N gives a count (None: one per CPU)
+        ex: Executor = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_use_threads, initargs=(threads,))
     else:
         try:
             from distributed import Client, LocalCluster
@@ -71,7 +85,8 @@ def default(executor: Executor | None) -> Executor | None:
     """``executor``, or when None the one the environment names (``IMPLICIT_BIAS_EXECUTOR``,
     a spec for :func:`executor`), or None."""
     if executor is None and os.environ.get("IMPLICIT_BIAS_EXECUTOR"):
-        return globals()["executor"](os.environ["IMPLICIT_BIAS_EXECUTOR"])
+        made: Executor = globals()["executor"](os.environ["IMPLICIT_BIAS_EXECUTOR"])
+        return made
     return executor
 
 
@@ -82,7 +97,7 @@ def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _dask_threads(threads: int):
+def _dask_threads(threads: int) -> WorkerPlugin:
     """A dask worker plugin (defined here: dask is optional) by which each worker, also one
     started later, uses ``threads`` of torch's threads."""
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -90,13 +105,13 @@ def _dask_threads(threads: int):
     class Threads(WorkerPlugin):
         name = "implicit-bias-threads"
 
-        def setup(self, worker):
+        def setup(self, worker: Worker) -> None:
             _use_threads(threads)
 
     return Threads()
 
 
-def _executor_spec(spec) -> tuple:
+def _executor_spec(spec: str) -> tuple[str, str | int | None]:
     """``(kind, workers)`` of an executor spec: a worker count ≥ 1 (None: one per CPU) for
     ``processes`` and ``dask-local``, the address for ``dask``; anything else is refused."""
     usage = "use processes:N, dask-local:N (N an integer ≥ 1) or dask:ADDRESS"
@@ -156,30 +171,32 @@ def dispatch(executor: Executor, todo: Sequence[tuple[Sequence[int], str | None]
                 f.cancel()
 
 
-def _lost_worker(err) -> bool:
+def _lost_worker(err: BaseException | None) -> bool:
     """Whether ``err`` says a chunk's worker process died (rather than the chunk failing)."""
     from concurrent.futures.process import BrokenProcessPool
 
     return isinstance(err, BrokenProcessPool) or type(err).__name__ in ("KilledWorker", "UncompletedJobError")
 
 
-def _lost(chunk, task, how: str) -> list:
+def _lost(chunk: _Chunk, task: _Task, how: str) -> list[RunFailed]:
     """The failures of a chunk whose worker died ``how``."""
     return [RunFailed(run, f"{describe(run)}: the worker process training it died {how} (out of memory, "
                            "or killed?); rerun to try it again.")
             for run in task(*chunk)[0]]
 
 
-def _result(future, chunk, task) -> list:
+def _result(future: Any, chunk: _Chunk, task: _Task) -> list[Any]:
     try:
-        return future.result()
+        histories: list[Any] = future.result()  # any executor's future (dask's, submitit's job)
+        return histories
     except Exception as err:
         if not _lost_worker(err):
             raise
         return _lost(chunk, task, f"after the executor's own retries ({type(err).__name__})")
 
 
-def _pool_dispatch(pool, todo, work, task):
+def _pool_dispatch(pool: ProcessPoolExecutor, todo: Sequence[_Chunk], work: Callable[..., list[Any]],
+                   task: _Task) -> Iterator[tuple[Sequence[int], list[Any]]]:
     """:func:`dispatch` for a process pool, which a killed worker breaks: one chunk per
     worker is in flight, so a kill loses only those; the pool is rebuilt and each lost
     chunk submitted again, at most :data:`WORKER_RETRIES` times, the last time alone (so
@@ -188,8 +205,9 @@ def _pool_dispatch(pool, todo, work, task):
     its worker comes back as a failure, the others are trained."""
     import concurrent.futures as cf
 
-    queue = deque((c, why, 0) for c, why in todo)  # chunk, reason, tries so far
-    flying, built = {}, None
+    queue: deque[_Try] = deque((c, why, 0) for c, why in todo)  # chunk, reason, tries so far
+    flying: dict[Future[list[Any]], _Try] = {}
+    built: ProcessPoolExecutor | None = None
     try:
         while queue or flying:
             broken = not _fill(pool, queue, flying, work, task)
@@ -197,7 +215,7 @@ def _pool_dispatch(pool, todo, work, task):
             broken = broken or any(_lost_worker(f.exception()) for f in done)
             if broken:  # the pool fails every chunk in flight: collect them all
                 done, _ = cf.wait(list(flying))
-            lost = []
+            lost: list[_Try] = []
             for f in done:
                 c, why, tries = flying.pop(f)
                 if not _lost_worker(f.exception()):
@@ -212,7 +230,8 @@ def _pool_dispatch(pool, todo, work, task):
             if broken and queue:  # a pool like the broken one (the user's stays theirs)
                 if built is not None:
                     built.shutdown(wait=False)
-                pool = built = type(pool)(pool._max_workers, mp_context=pool._mp_context,
+                # _max_workers: private, and not in typeshed's stub
+                pool = built = type(pool)(pool._max_workers, mp_context=pool._mp_context,  # type: ignore[attr-defined]
                                           initializer=pool._initializer, initargs=pool._initargs)
     finally:
         for f in flying:
@@ -221,13 +240,14 @@ def _pool_dispatch(pool, todo, work, task):
             built.shutdown(wait=False, cancel_futures=True)
 
 
-def _fill(pool, queue, flying, work, task) -> bool:
+def _fill(pool: ProcessPoolExecutor, queue: deque[_Try], flying: dict[Future[list[Any]], _Try],
+          work: Callable[..., list[Any]], task: _Task) -> bool:
     """Submit queued chunks while a worker is free; a chunk on its last try goes alone.
     False if the pool was found broken."""
     from concurrent.futures.process import BrokenProcessPool
 
     last = WORKER_RETRIES
-    while queue and len(flying) < pool._max_workers:
+    while queue and len(flying) < pool._max_workers:  # type: ignore[attr-defined]  # private, not in typeshed
         if any(t == last for *_, t in flying.values()) or (queue[0][2] == last and flying):
             break
         c, why, tries = queue[0]

@@ -34,34 +34,39 @@ import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast, overload
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.optimizer import ParamsT
 
 from . import registry, rules
 from .norms import L1, L2, Linf, Norm, Spectral, as_matrix, as_norm, matrix_indices
 from .warn import user_stacklevel
 
+#: ``betas`` as a caller may give them (a group stores the tuple).
+_Betas = tuple[float, float] | list[float]
 
-def _check_lr(lr):
+
+def _check_lr(lr: float) -> None:
     if not (rules._is_number(lr) and lr >= 0):
         hint = ": pass float(lr)" if torch.is_tensor(lr) else ""
         raise ValueError(f"Learning rate must be a finite number ≥ 0, got {lr!r}{hint}.")
 
 
-def _check_flag(name, x):
+def _check_flag(name: str, x: bool) -> None:
     if not isinstance(x, bool):
         raise TypeError(f"{name} must be True or False, got {x!r}.")
 
 
-def _pair(betas) -> tuple:
+def _pair(betas: _Betas) -> tuple[float, ...]:
     """``betas`` as the tuple a group stores (checked by the rule's knob, :func:`check_group`)."""
     rules.check_betas("betas", betas)
     return tuple(betas)
 
 
-def check_group(group: dict) -> None:
+def check_group(group: dict[str, Any]) -> None:
     """Validate a parameter group's rule and numbers (clear errors before any step): each of
     the rule's knobs (:class:`rules.Knob`) by its own check."""
     rule = rules.get(group.get("rule"))
@@ -94,7 +99,7 @@ def warn_dead_coordinates() -> None:
     )
 
 
-def _one(xs):
+def _one(xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Tensors as a stack of one run (the rules' K = 1 case)."""
     return [x.unsqueeze(0) for x in xs]
 
@@ -103,7 +108,7 @@ def _one(xs):
 #: value each may take, and why another is refused. ``foreach`` and ``fused`` choose how
 #: torch computes the same update, so any value is accepted (the update here is already
 #: one pass per group, and the batched engine stacks runs).
-TORCH_FLAGS = {
+TORCH_FLAGS: dict[str, tuple[object, str | None]] = {
     "foreach": (None, None),
     "fused": (None, None),
     "capturable": (False, "CUDA-graph capture is not supported"),
@@ -118,7 +123,7 @@ TORCH_FLAGS = {
 }
 
 
-def _torch_flags(name: str, flags: dict) -> None:
+def _torch_flags(name: str, flags: dict[str, object]) -> None:
     for flag, value in flags.items():
         default, why = TORCH_FLAGS[flag]
         if why is not None and value != default and not (default is False and value is None):
@@ -132,7 +137,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     optimizers do: at their defaults they change nothing, ``foreach`` and ``fused`` are
     accepted at any value, and any other value is refused with the reason."""
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_takes_torch_flags", False):
@@ -141,19 +146,19 @@ class RuleOptimizer(torch.optim.Optimizer):
         taken = [f for f in TORCH_FLAGS if f not in own]
 
         @functools.wraps(init)
-        def __init__(self, *args, **kw):
+        def __init__(self: RuleOptimizer, *args: Any, **kw: Any) -> None:
             flags = {f: kw.pop(f) for f in taken if f in kw}
             _torch_flags(cls.__name__, flags)
             init(self, *args, **kw)
 
-        __init__._takes_torch_flags = True
-        cls.__init__ = __init__
+        vars(__init__)["_takes_torch_flags"] = True  # a function attribute (mypy knows of none)
+        cls.__init__ = __init__  # type: ignore[method-assign]  # replacing the subclass's __init__ is the point
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self._warned_dead = False
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict) -> None:
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's, and the group joins the optimizer's loss frame and is validated."""
         frame = self.param_groups[0]["frame"] if self.param_groups else 0.0
         super().add_param_group(param_group)
@@ -165,8 +170,14 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -177,9 +188,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                 self._step_group(group, params)
         return loss
 
-    def _step_group(self, group, params):
+    def _step_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         rule = rules.get(group["rule"])
-        grads = [p.grad for p in params]
+        grads = cast(list[torch.Tensor], [p.grad for p in params])  # step() passes those with a grad
         _check_finite(grads, group, params)
         states = [self.state[p] for p in params]
         steps = [s.get("step", 0) + 1 for s in states]
@@ -217,7 +228,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         loss; inf where that overflows). A coordinate is in the sign-like regime while
         ``√v̂ ≫ ε`` and GD-like once ``√v̂ ≪ ε`` (Wang et al. 2021). Empty for
         steepest-descent groups and before the first step."""
-        out = []
+        out: list[torch.Tensor] = []
         for group in self.param_groups:
             for p in group["params"]:
                 second = self.moments(group, p).get("second")
@@ -249,7 +260,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"rescale ratio must be finite and positive, got {ratio}.")
         self.reframe(math.log(ratio))
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch's, with each group's norm stored by its ``repr`` (a plain string), so the
         file loads with ``torch.load(weights_only=True)``."""
         out = super().state_dict()
@@ -258,7 +269,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 group["norm"] = repr(group["norm"])
         return out
 
-    def load_state_dict(self, state_dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's; the norms stay this optimizer's own (a checkpoint of another norm is refused)."""
         norms_ = [group.get("norm") for group in self.param_groups]
         for norm, saved in zip(norms_, state_dict["param_groups"]):
@@ -276,7 +287,7 @@ def _log_key(name: str) -> str:
     return f"{name}_log_factor"
 
 
-def _entry(states, params, name) -> rules.Entry:
+def _entry(states: Sequence[dict[str, Any]], params: Sequence[torch.Tensor], name: str) -> rules.Entry:
     """A rule's state entry from per-parameter states (torch's layout): tensors under
     ``name`` and, where a factor e^ℓ is kept, its log under ``<name>_log_factor``."""
     tensors = _one([s[name] if name in s else torch.zeros_like(p) for s, p in zip(states, params)])
@@ -286,7 +297,7 @@ def _entry(states, params, name) -> rules.Entry:
     return rules.Entry(tensors, [s.get(_log_key(name), zero) for s in states])
 
 
-def store_entry(states, name, e: rules.Entry) -> None:
+def store_entry(states: Sequence[dict[str, Any]], name: str, e: rules.Entry) -> None:
     """Write a rule's state entry into per-parameter states (the inverse of :func:`_entry`)."""
     for i, s in enumerate(states):
         s[name] = e.tensors[i][0]
@@ -296,14 +307,14 @@ def store_entry(states, name, e: rules.Entry) -> None:
             s[_log_key(name)] = e.logs[i]
 
 
-def state_value(state: dict, name: str) -> torch.Tensor:
+def state_value(state: dict[str, Any], name: str) -> torch.Tensor:
     """A state entry of one parameter in the gradients' units (its tensor times its factor;
     inf where that overflows float64)."""
-    x = state[name]
+    x: torch.Tensor = state[name]
     return x * torch.exp(state[_log_key(name)]) if _log_key(name) in state else x
 
 
-def _check_finite(grads, group, params) -> None:
+def _check_finite(grads: list[torch.Tensor], group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
     norms_ = torch._foreach_norm(grads)
     if not bool(torch.stack(norms_).isfinite().all()):
         i = next(i for i, n in enumerate(norms_) if not bool(n.isfinite()))
@@ -313,24 +324,24 @@ def _check_finite(grads, group, params) -> None:
             "Check the data and the loss for non-finite values, or lower the learning rate.")
 
 
-def _grad_samples(params):
+def _grad_samples(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     samples = [getattr(p, "grad_sample", None) for p in params]
     if any(s is None or s.shape[1:] != p.shape for s, p in zip(samples, params)):
         raise RuntimeError(
             "AdamProxy divides by the per-sample gradients: set p.grad_sample (shape "
             "(batch, *p.shape)) before step(). implicit_bias.train.train does this; "
             "by hand, use train.per_sample_gradients.")
-    return samples
+    return cast(list[torch.Tensor], samples)  # none is None (checked above)
 
 
-def _params_list(params) -> list[torch.Tensor]:
-    params = [params] if torch.is_tensor(params) else list(params)
-    if params and isinstance(params[0], dict):
+def _params_list(params: ParamsT) -> list[torch.Tensor]:
+    listed = [params] if torch.is_tensor(params) else list(params)
+    if listed and isinstance(listed[0], dict):
         raise TypeError(
             "This optimizer builds its own parameter groups; pass a plain list of parameters "
             "(and add_param_group for more)."
         )
-    return params
+    return cast(list[torch.Tensor], listed)  # parameter groups are refused above
 
 
 # --- steepest descent family -------------------------------------------------
@@ -344,7 +355,8 @@ class SteepestDescent(RuleOptimizer):
     Gronich & Vardi 2026 (Thm 3.3): with ``∫η = ∞`` and ``η(t) = o(t^{1/L−1})`` the limit
     direction is a KKT direction of ``norm``'s margin problem."""
 
-    def __init__(self, params, norm: Norm | str, lr: float, momentum: float = 0.0, normalized: bool = True):
+    def __init__(self, params: ParamsT, norm: Norm | str, lr: float, momentum: float = 0.0,
+                 normalized: bool = True) -> None:
         if isinstance(norm, str):
             params = _params_list(params)
             norm = as_norm(norm, params)
@@ -355,7 +367,7 @@ class SteepestDescent(RuleOptimizer):
 class NormalizedGD(SteepestDescent):
     """Normalized gradient descent: steepest descent for ℓ2."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0) -> None:
         super().__init__(params, L2(), lr, momentum=momentum)
 
 
@@ -363,28 +375,28 @@ class MomentumGD(SteepestDescent):
     """Gradient descent with EMA momentum, normalized by default (ℓ2; Thm 3.3).
     With ``normalized=False`` it equals ``torch.optim.SGD(lr=lr·(1−β), momentum=β)``."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, normalized: bool = True):
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, normalized: bool = True) -> None:
         super().__init__(params, L2(), lr, momentum=momentum, normalized=normalized)
 
 
 class SignGD(SteepestDescent):
     """Sign descent: steepest descent for ℓ∞."""
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params: ParamsT, lr: float) -> None:
         super().__init__(params, Linf(), lr)
 
 
 class Signum(SteepestDescent):
     """Sign of the momentum (Bernstein et al. 2018): momentum steepest descent for ℓ∞."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9):
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9) -> None:
         super().__init__(params, Linf(), lr, momentum=momentum)
 
 
 class CoordinateDescent(SteepestDescent):
     """Greedy coordinate descent: steepest descent for ℓ1."""
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params: ParamsT, lr: float) -> None:
         super().__init__(params, L1(), lr)
 
 
@@ -392,7 +404,7 @@ class SpectralDescent(SteepestDescent):
     """Steepest descent for the max-spectral norm: the exact polar factor of each
     parameter's gradient (a vector is a 1×n matrix, so it is ℓ2-normalized)."""
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params: ParamsT, lr: float) -> None:
         super().__init__(params, Spectral(), lr)
 
 
@@ -401,8 +413,8 @@ class Muon(SteepestDescent):
     Cor 3.4). ``polar='svd'`` (default) is exact; ``'newton_schulz'`` is Keller Jordan's
     5-step quintic iteration (``ns_dtype=torch.bfloat16`` reproduces ``torch.optim.Muon``)."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, polar: str = "svd",
-                 ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, polar: str = "svd",
+                 ns_steps: int = 5, ns_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, Spectral(polar, ns_steps, ns_dtype), lr, momentum=momentum)
 
 
@@ -418,8 +430,8 @@ class TorchMuon(torch.optim.Muon):
     supports the framed loss (:meth:`rescale_gradients`). With ``nesterov=False`` it equals
     ``Muon(polar='newton_schulz', ns_dtype=torch.bfloat16)`` up to bfloat16 rounding."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns_steps: int = 5):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.9,
+                 nesterov: bool = True, weight_decay: float = 0.0, ns_steps: int = 5) -> None:
         _check_lr(lr)
         rules.check_beta("momentum", momentum)
         rules.check_nonnegative("weight_decay", weight_decay)
@@ -428,7 +440,8 @@ class TorchMuon(torch.optim.Muon):
             raise ValueError(f"ns_steps (Newton–Schulz iterations) must be a positive integer, "
                              f"got {ns_steps!r}.")
         self._originals: list[torch.Tensor] = _params_list(params)
-        self._shadows = [torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
+        self._shadows: list[torch.nn.Parameter] = [
+            torch.nn.Parameter(as_matrix(p.detach()).clone()) for p in self._originals]
         groups = [dict(params=[s], lr=lr / math.sqrt(max(1.0, s.shape[0] / s.shape[1])))
                   for s in self._shadows]
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov,
@@ -444,8 +457,14 @@ class TorchMuon(torch.optim.Muon):
                 else:
                     p.grad.zero_()
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -457,16 +476,16 @@ class TorchMuon(torch.optim.Muon):
         for p, s in zip(self._originals, self._shadows):
             s.copy_(as_matrix(p))
             s.grad = None if p.grad is None else torch.ldexp(as_matrix(p.grad) / residual, shift)
-        super().step()
+        super().step()  # type: ignore[no-untyped-call]  # torch.optim.Muon.step has no annotations
         for p, s in zip(self._originals, self._shadows):
             p.copy_(s.reshape(p.shape))
         return loss
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch's, plus (log2 of) the part of the frame's factor not yet in the buffers."""
         return {**super().state_dict(), "grad_log2_residual": self._log2}
 
-    def load_state_dict(self, state_dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         self._log2 = float(state_dict.pop("grad_log2_residual", 0.0))
         super().load_state_dict(state_dict)
@@ -512,7 +531,7 @@ class TorchMuon(torch.optim.Muon):
 # --- adaptive family -----------------------------------------------------------
 
 
-def _warn_if_beta1_above_beta2(betas, stacklevel=3):
+def _warn_if_beta1_above_beta2(betas: _Betas, stacklevel: int = 3) -> None:
     if betas[0] > betas[1]:
         warnings.warn(
             f"beta1 = {betas[0]} > beta2 = {betas[1]}: the Adam implicit-bias theorem assumes "
@@ -524,7 +543,8 @@ class Adam(RuleOptimizer):
     may be exactly 0: the theorem of Gronich & Vardi 2026 (Thm 3.6, the ℓ∞ limit) needs it,
     so pass ``eps=0.0`` for it (the book does)."""
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: _Betas = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         super().__init__(params, dict(rule="adam", lr=lr, betas=_pair(betas), eps=eps))
         _warn_if_beta1_above_beta2(betas)
 
@@ -533,8 +553,8 @@ class AdamW(RuleOptimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``θ ← θ − η(m̂/(√v̂ + ε)
     + λθ)``. Matches ``torch.optim.AdamW`` (its defaults too)."""
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: _Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(params, dict(rule="adamw", lr=lr, betas=_pair(betas), eps=eps,
                                       weight_decay=weight_decay))
 
@@ -544,7 +564,8 @@ class Lion(RuleOptimizer):
     ``m ← β2 m + (1−β2) g``. Without weight decay, sign descent (ℓ∞ steepest descent) on
     an interpolated momentum."""
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.99), weight_decay: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float, betas: _Betas = (0.9, 0.99),
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, dict(rule="lion", lr=lr, betas=_pair(betas), weight_decay=weight_decay))
 
 
@@ -561,7 +582,7 @@ class AdamProxy(RuleOptimizer):
     #: The training loop hands this optimizer per-sample gradients (``p.grad_sample``).
     needs_per_sample_gradients = True
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params: ParamsT, lr: float) -> None:
         super().__init__(params, dict(rule="adam_proxy", lr=lr))
 
 
@@ -571,8 +592,8 @@ class RMSProp(RuleOptimizer):
     then the buffer ``b ← μ b + g / (√v + ε)``; torch's ``OneCycleLR`` cycles it as it does
     torch's). With ε > 0 its limit is ℓ2 (Wang et al. 2021)."""
 
-    def __init__(self, params, lr: float = 1e-2, beta2: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float = 1e-2, beta2: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0) -> None:
         super().__init__(params, dict(rule="rmsprop", lr=lr, beta2=beta2, eps=eps, momentum=momentum))
 
 
@@ -580,7 +601,7 @@ class AdaGrad(RuleOptimizer):
     """AdaGrad: ``G ← G + g²``, ``θ ← θ − η g / (√G + ε)``; equals ``torch.optim.Adagrad``,
     its defaults too."""
 
-    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10):
+    def __init__(self, params: ParamsT, lr: float = 1e-2, eps: float = 1e-10) -> None:
         super().__init__(params, dict(rule="adagrad", lr=lr, eps=eps))
 
 
@@ -594,16 +615,17 @@ class Hybrid(RuleOptimizer):
     groups share (torch's schedulers read it: a shared ``momentum`` lets ``OneCycleLR``
     cycle it)."""
 
-    def __init__(self, params, matrix_group: dict, rest_group: dict, defaults: dict | None = None):
+    def __init__(self, params: Iterable[torch.Tensor], matrix_group: dict[str, Any],
+                 rest_group: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         self._templates = (matrix_group, rest_group)
         super().__init__(self._split(_params_list(params)), dict(defaults or {}))
 
-    def _split(self, params):
+    def _split(self, params: list[torch.Tensor]) -> list[dict[str, Any]]:
         mats, rest = matrix_indices(params)
         return [dict(template, params=[params[i] for i in idx])
                 for template, idx in zip(self._templates, (mats, rest)) if idx]
 
-    def add_param_group(self, param_group: dict) -> None:
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "rule" in param_group:
             return super().add_param_group(param_group)
         params = param_group["params"]
@@ -618,7 +640,8 @@ class MuonSignum(Hybrid):
     scalars), sharing the momentum β. ``lr`` is Muon's base rate; ``lr_signum`` defaults to
     it. Limit: KKT of ``max{‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Cor 3.5)."""
 
-    def __init__(self, params, lr: float, lr_signum: float | None = None, momentum: float = 0.9):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, lr_signum: float | None = None,
+                 momentum: float = 0.9) -> None:
         lr_signum = lr if lr_signum is None else lr_signum
         common = dict(rule="steepest", momentum=momentum, normalized=True)
         super().__init__(params, dict(common, norm=Spectral(), lr=lr),
@@ -630,8 +653,8 @@ class MuonAdam(Hybrid):
     ``lr_adam`` Adam's η^A_0 (default: equal). Limit: KKT of
     ``max{(η^A_0/η^M_0)‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Thm 3.7)."""
 
-    def __init__(self, params, lr: float, lr_adam: float | None = None, momentum: float = 0.9,
-                 betas=(0.9, 0.99), eps: float = 0.0):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, lr_adam: float | None = None,
+                 momentum: float = 0.9, betas: _Betas = (0.9, 0.99), eps: float = 0.0) -> None:
         lr_adam = lr if lr_adam is None else lr_adam
         super().__init__(
             params,
@@ -647,7 +670,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-def from_rule(name: str, class_name: str | None = None) -> type:
+def from_rule(name: str, class_name: str | None = None) -> type[RuleOptimizer]:
     """A ``torch.optim`` class for the registered rule ``name``: ``Cls(params, lr, **knobs)``,
     each knob (:class:`rules.Knob`) defaulting to the rule's default and checked by its check,
     the rule's docstring as its own. Every rule that names an ``optimizer`` gets its class
@@ -656,7 +679,7 @@ def from_rule(name: str, class_name: str | None = None) -> type:
     rule = rules.get(name)
     class_name = class_name or rule.optimizer or name
 
-    def __init__(self, params, lr: float, **options):
+    def __init__(self: RuleOptimizer, params: ParamsT, lr: float, **options: Any) -> None:
         unknown = sorted(set(options) - set(rule.knobs))
         if unknown:
             raise TypeError(f"{class_name}() got unknown hyperparameters {unknown}; the rule "
@@ -693,10 +716,12 @@ def register(name: str, cls: type) -> None:
     OPTIMIZERS[name] = cls
 
 
-def make(name, params, lr: float, **options) -> torch.optim.Optimizer:
+def make(name: str | type[torch.optim.Optimizer], params: ParamsT, lr: float,
+         **options: Any) -> torch.optim.Optimizer:
     """Build an optimizer from its name (a key of :data:`OPTIMIZERS`) or its class."""
     if isinstance(name, type):
-        return name(params, lr, **options)
+        given: Callable[..., torch.optim.Optimizer] = name  # each class has its own knobs
+        return given(params, lr, **options)
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)} "
                          "or register your own with implicit_bias.optim.register.")

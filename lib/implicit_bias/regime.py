@@ -19,11 +19,18 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from . import optim, rules
+
+if TYPE_CHECKING:
+    from .history import History, RunFailed
+    from .runs import Run
 
 #: A run leaves Adam's regime when the predicted step ratio falls below e^{-this} (0.1).
 DEFICIT_LIMIT = math.log(10.0)
@@ -36,27 +43,28 @@ def forget_rate(beta2: float) -> float:
     return 0.5 * math.log(1.0 / beta2)
 
 
-def loss_drop_per_step(history) -> tuple[np.ndarray, np.ndarray]:
+def loss_drop_per_step(history: History) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, drop)``: the mean fall of ``log L`` per step between consecutive logged
     steps (positive while the loss falls), at the end step of each interval."""
     steps = np.asarray(history.steps, dtype=float)
     return history.steps[1:], -np.diff(history.log_loss) / np.diff(steps)
 
 
-def ratio_deficit(history, beta2: float) -> tuple[np.ndarray, np.ndarray]:
+def ratio_deficit(history: History, beta2: float) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, deficit)``: the predicted ``−log`` of Adam's step ratio from the loss alone.
     Each step the ratio shrinks by the loss's fall in excess of :func:`forget_rate` and
     recovers at that rate when the loss falls slower, never above 1 (deficit ≥ 0)."""
     steps, drop = loss_drop_per_step(history)
     widths = np.diff(np.asarray(history.steps, dtype=float))
-    deficit, out = 0.0, []
+    deficit = 0.0
+    out: list[float] = []
     for d, w in zip(drop, widths):
         deficit = max(0.0, deficit + (d - forget_rate(beta2)) * w)
         out.append(deficit)
     return steps, np.array(out)
 
 
-def adam_beta2(run) -> float | None:
+def adam_beta2(run: Run) -> float | None:
     """The β2 of a run's Adam block (Adam, Muon-Adam): its ``betas`` option, else its
     optimizer class's default; None for other optimizers."""
     if run.optimizer not in ("Adam", "MuonAdam"):
@@ -65,7 +73,7 @@ def adam_beta2(run) -> float | None:
     return float(run.options.get("betas", default)[1])
 
 
-def check(history) -> str | None:
+def check(history: History) -> str | None:
     """A message if an Adam-family run left its regime (the predicted step ratio ended below
     ``e^{−DEFICIT_LIMIT}``), else None."""
     beta2 = adam_beta2(history.run)
@@ -82,15 +90,17 @@ def check(history) -> str | None:
             "rate. See implicit_bias.regime.")
 
 
-def warn(histories) -> None:
+def warn(histories: Iterable[History | RunFailed]) -> None:
     """Warn once for every history of :func:`check` (``train`` calls this)."""
     for h in histories:
-        message = check(h) if hasattr(h, "log_loss") else None  # a RunFailed has no history
+        # a RunFailed has no history (no log_loss): the others are histories
+        message = check(cast("History", h)) if hasattr(h, "log_loss") else None
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _moments(optimizer, group: dict, p: torch.Tensor) -> dict:
+def _moments(optimizer: torch.optim.Optimizer, group: dict[str, Any],
+             p: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
     """A parameter's bias-corrected moments with their log-factors: as its rule declares
     them, or, for torch.optim's Adam family, under Adam's entry names (no log-factors)."""
     if isinstance(optimizer, optim.RuleOptimizer):
@@ -103,14 +113,15 @@ def _moments(optimizer, group: dict, p: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def live_step_ratios(model, optimizer) -> dict:
+def live_step_ratios(model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer) -> dict[str, tuple[torch.Tensor, int]]:
     """Adam's ``|m̂|/√v̂`` per parameter of every group whose rule keeps both moments
     (:meth:`optim.RuleOptimizer.moments`: Adam's, bias-corrected), over the live coordinates
     only: ``v̂ > 0`` and a non-zero gradient at this step (a dead unit's or a blank pixel's
     ratio decays like ``(β1/√β2)^t`` in any regime). Returns ``{name: (ratios, numel)}``;
     the frame cancels in the ratio."""
     names = {id(p): name for name, p in model.named_parameters()}
-    out = {}
+    out: dict[str, tuple[torch.Tensor, int]] = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
             moments = _moments(optimizer, group, p)
@@ -125,7 +136,7 @@ def live_step_ratios(model, optimizer) -> dict:
     return out
 
 
-def step_ratio(model, optimizer, frame: float) -> dict:
+def step_ratio(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frame: float) -> dict[str, float]:
     """An observer for ``train(observe=...)``: Adam's step ``|m̂|/√v̂`` in units of η_t over
     the live coordinates (:func:`live_step_ratios`) of every Adam group. For every parameter
     ``'step ratio <name>'`` (the median) and ``'step ratio <name> q90'`` (the 90th
@@ -134,7 +145,9 @@ def step_ratio(model, optimizer, frame: float) -> dict:
     group. Coordinates whose gradient keeps changing sign have a small ratio in any regime;
     when the whole block freezes (the loss falls faster than √v̂ forgets) the 90th
     percentile collapses too."""
-    out, pooled, total = {}, [], 0
+    out: dict[str, float] = {}
+    pooled: list[torch.Tensor] = []
+    total = 0
     for name, (ratio, size) in live_step_ratios(model, optimizer).items():
         pooled.append(ratio)
         total += size
@@ -150,7 +163,8 @@ def step_ratio(model, optimizer, frame: float) -> dict:
 
 
 @torch.no_grad()
-def gradient_direction(model, optimizer, frame: float) -> dict:
+def gradient_direction(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       frame: float) -> dict[str, np.ndarray]:
     """An observer for ``train(observe=...)``: the loss gradient's unit ℓ2 direction
     ``g / ‖g‖₂`` (one flat vector; the frame cancels). For a ReLU network this is the
     normalized (sub)gradient autograd picks at the kinks: the non-smooth theory assumes
@@ -161,7 +175,8 @@ def gradient_direction(model, optimizer, frame: float) -> dict:
     return {"gradient direction": (g / size if size > 0 else g).cpu().numpy()}
 
 
-def direction_settling(directions, steps, last: float = 0.5) -> dict:
+def direction_settling(directions: npt.ArrayLike, steps: npt.ArrayLike,
+                       last: float = 0.5) -> dict[str, float]:
     """How far unit vectors logged over training (rows of ``directions``, e.g. the
     ``'gradient direction'`` of :func:`gradient_direction` or ``History.directions``) still
     move over the last ``last`` fraction of the run's logged steps on a log scale:
@@ -179,7 +194,7 @@ def direction_settling(directions, steps, last: float = 0.5) -> dict:
             "mid gap": float(1 - d[mid] @ d[-1]), "min consecutive cos": float(consecutive.min())}
 
 
-def steps_to_reach(steps, values, level: float) -> float:
+def steps_to_reach(steps: npt.ArrayLike, values: npt.ArrayLike, level: float) -> float:
     """The first logged step at which ``values`` reach ``level`` (inf if never)."""
     hit = np.flatnonzero(np.asarray(values, dtype=float) >= level)
     return float(np.asarray(steps)[hit[0]]) if len(hit) else math.inf

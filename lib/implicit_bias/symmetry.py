@@ -28,12 +28,16 @@ at the point found, never worse than the raw one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 
 from . import norms as _norms
 from .margins import NotSeparatingError, _norm, checked_margins, normalized_margin
+
+if TYPE_CHECKING:
+    from .history import History
 
 #: Smoothing temperatures of the max-type norms, tightened in turn (a log-sum-exp with
 #: temperature τ over N terms is within τ log N of the max).
@@ -47,15 +51,27 @@ def smooth_log_norm(norm: _norms.Norm, xs: Sequence[torch.Tensor], tau: float) -
     return _norms.smooth_log(norm, xs, tau)
 
 
-def _check_model(model) -> None:
+class _Symmetric(Protocol):
+    """A model that describes its rescaling symmetries, as :class:`models.HomogeneousModel` does."""
+
+    def symmetry_size(self, group: str = "neuron") -> int: ...
+
+    def rescaled(self, params: Sequence[torch.Tensor], s: torch.Tensor,
+                 group: str = "neuron") -> list[torch.Tensor]: ...
+
+
+def _check_model(model: torch.nn.Module) -> _Symmetric:
+    """``model``, checked to describe its rescaling symmetries."""
     if not (hasattr(model, "symmetry_size") and hasattr(model, "rescaled")):
         raise TypeError(
             f"{type(model).__name__} does not describe its rescaling symmetries: define "
             "`symmetry_size(group)` and `rescaled(params, s, group)` (see models.HomogeneousModel), "
             "or use the raw margin (margins.normalized_margin) if it has none.")
+    return cast(_Symmetric, model)
 
 
-def _layer_shift(model, params, norm, group):
+def _layer_shift(model: _Symmetric, params: list[torch.Tensor], norm: _norms.Norm,
+                 group: str) -> tuple[float, float, list[bool]] | None:
     """The rates ``(α, β)`` at which the log of each tensor's scale moves along the uniform
     shift ``s → s + c`` (first tensors ``+α c``, the others ``−β c``), when the model's
     symmetry has one such shift and ``norm`` is a max of per-tensor terms; else None.
@@ -76,8 +92,8 @@ def _layer_shift(model, params, norm, group):
     return up[0], down[0], [r > 0 for r in rates]
 
 
-def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
-                   rtol: float = 1e-9, method: str = "auto") -> torch.Tensor:
+def best_rescaling(model: torch.nn.Module, norm: _norms.Norm | str = "l2", group: str = "neuron",
+                   max_iter: int = 100, rtol: float = 1e-9, method: str = "auto") -> torch.Tensor:
     """The log-scales ``s`` that minimize ``‖T_s θ‖`` over the model's symmetry ``group``
     (``'neuron'``: every hidden unit on its own; ``'layer'``: one scale per layer).
 
@@ -87,34 +103,35 @@ def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
     the smoothing until a temperature improves the exact norm by less than ``rtol``
     (relative), with the layers' balance solved exactly where the model allows
     (``_layer_shift``)."""
-    _check_model(model)
+    symmetric = _check_model(model)
     if method not in ("auto", "search"):
         raise ValueError(f"method must be 'auto' or 'search', got {method!r}.")
     params = [p.detach() for p in model.parameters()]
     norm = _norm(norm, params)
-    size = model.symmetry_size(group)
+    size = symmetric.symmetry_size(group)
     s = torch.zeros(size, dtype=params[0].dtype, device=params[0].device)
     if size == 0:
         return s
     closed_form = getattr(model, "best_log_scales", None) if method == "auto" else None
-    closed = closed_form(params, norm, group) if closed_form is not None else None
+    closed: torch.Tensor | None = closed_form(params, norm, group) if closed_form is not None else None
     if closed is not None:
         return closed
-    shift = _layer_shift(model, params, norm, group)
+    shift = _layer_shift(symmetric, params, norm, group)
 
-    def objective(s, tau):
-        xs = model.rescaled(params, s, group)
+    def objective(s: torch.Tensor, tau: float) -> torch.Tensor:
+        xs = symmetric.rescaled(params, s, group)
         if shift is None:
             return smooth_log_norm(norm, xs, tau)
         a, b, first = shift
-        terms = norm.log_terms(xs, range(len(xs)), tau)
+        # not None: _layer_shift found the norm a max of per-tensor terms
+        terms = cast(dict[int, torch.Tensor], norm.log_terms(xs, range(len(xs)), tau))
         P = _norms._smooth_max(torch.stack([v for i, v in terms.items() if first[i]]), tau)
         Q = _norms._smooth_max(torch.stack([v for i, v in terms.items() if not first[i]]), tau)
         return (b * P + a * Q) / (a + b)
 
-    def exact(s):
+    def exact(s: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(norm(model.rescaled(params, s, group)))
+            return float(norm(symmetric.rescaled(params, s, group)))
 
     s.requires_grad_(True)
     best, best_value = s.detach().clone(), exact(s.detach())
@@ -122,7 +139,7 @@ def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
         opt = torch.optim.LBFGS([s], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
                                 tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
 
-        def closure(opt=opt, tau=tau):
+        def closure(opt: torch.optim.LBFGS = opt, tau: float = tau) -> torch.Tensor:
             opt.zero_grad()
             value = objective(s, tau)
             value.backward()
@@ -141,7 +158,7 @@ def best_rescaling(model, norm="l2", group: str = "neuron", max_iter: int = 100,
     return best
 
 
-def _balance(exact, s) -> float:
+def _balance(exact: Callable[[torch.Tensor], float], s: torch.Tensor) -> float:
     """The uniform shift ``c`` minimizing the exact norm at ``s + c`` (a 1-D convex problem)."""
     from scipy.optimize import minimize_scalar
 
@@ -149,15 +166,18 @@ def _balance(exact, s) -> float:
     return float(res.x) if res.fun <= math.log(exact(s)) else 0.0
 
 
-def rebalanced_params(model, norm="l2", group: str = "neuron") -> list[torch.Tensor]:
+def rebalanced_params(model: torch.nn.Module, norm: _norms.Norm | str = "l2",
+                      group: str = "neuron") -> list[torch.Tensor]:
     """The parameters at the best point of the symmetry: same function, smallest norm."""
     s = best_rescaling(model, norm, group)
     with torch.no_grad():
-        return [p.detach() for p in model.rescaled([p.detach() for p in model.parameters()], s, group)]
+        symmetric = cast(_Symmetric, model)  # best_rescaling checked it
+        return [p.detach() for p in symmetric.rescaled([p.detach() for p in model.parameters()], s, group)]
 
 
 @torch.no_grad()
-def function_margin(model, X, y, norm="l2", group: str = "neuron") -> float:
+def function_margin(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: _norms.Norm | str = "l2",
+                    group: str = "neuron") -> float:
     """The normalized margin ``min_i q_i / ‖T_s θ‖^L`` at the best rescaling ``s``: a property
     of the function ``f``, the same for every parametrization of it."""
     q, degree = checked_margins(model, X, y)
@@ -166,7 +186,8 @@ def function_margin(model, X, y, norm="l2", group: str = "neuron") -> float:
     return float(q_min / _norm(norm, params)(params) ** degree)
 
 
-def rebalancing_gain(model, X, y, norm="l2", group: str = "neuron") -> float:
+def rebalancing_gain(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: _norms.Norm | str = "l2",
+                     group: str = "neuron") -> float:
     """``function_margin / normalized_margin`` (≥ 1; = 1 at a KKT point of the margin
     problem in ``norm``). Defined for separated data (positive margins)."""
     from .margins import normalized_margin
@@ -177,15 +198,17 @@ def rebalancing_gain(model, X, y, norm="l2", group: str = "neuron") -> float:
     return function_margin(model, X, y, norm, group) / raw
 
 
-def summary(histories, X, y, norms, group: str = "neuron") -> list[dict]:
+def summary(histories: Iterable[History], X: torch.Tensor, y: torch.Tensor, norms: Iterable[str],
+            group: str = "neuron") -> list[dict[str, Any]]:
     """One row per history, like :func:`train.summary`: ``label``, ``seed``, then for every
     norm the function-level margin under ``norm``, the raw one under ``'<norm> raw'`` and
     their ratio under ``'<norm> gain'`` (final models). ``X, y`` are the training data."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for h in histories:
         model = h.model.cpu()
         Xc, yc = X.to(next(model.parameters()).dtype), y.to(next(model.parameters()).dtype)
-        row = {"label": h.run.label, "seed": h.run.seed, "log10_loss": h.log_loss[-1] / math.log(10)}
+        row: dict[str, Any] = {"label": h.run.label, "seed": h.run.seed,
+                               "log10_loss": h.log_loss[-1] / math.log(10)}
         for n in norms:
             params = [p.detach() for p in model.parameters()]
             nobj = _norm(n, params)

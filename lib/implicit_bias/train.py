@@ -482,8 +482,7 @@ def _probe(runs: Sequence[Run], X: torch.Tensor, y: torch.Tensor, seconds: float
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the chunk itself warns
         try:
-            train_group: Callable[..., list[History]] = batched.train_group  # batched: no hints yet
-            train_group(runs, X, y, norms, 2, frame, dev, clock)
+            batched.train_group(runs, X, y, norms, 2, frame, dev, clock)
         except (_ProbeDone, RunFailed):
             pass  # what was timed is the estimate; a failing run fails again in its chunk
     return clock.estimate(runs[0].steps, log_points)
@@ -509,9 +508,8 @@ def train_chunk(runs: Sequence[Run], X: torch.Tensor | npt.ArrayLike, y: torch.T
                 hists = [_train_one(runs[i], X, y, norms, log_points, frame, dev, bar, observe, reason)
                          for i in chunk]
             else:
-                train_group: Callable[..., list[History]] = batched.train_group  # batched: no hints yet
-                hists = train_group([runs[i] for i in chunk], X, y, norms, log_points, frame,
-                                    dev, bar, observe)
+                hists = batched.train_group([runs[i] for i in chunk], X, y, norms, log_points, frame,
+                                            dev, bar, observe)
         except RunFailed as err:
             if failures == "raise":
                 raise

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from ..margins import NotSeparatingError, as_pairs, checked_margins
 from ..norms import Norm, _unflat, as_norm
 from .jacobian import margin_jacobian
 from .solve_cvxpy import solve_cvxpy
-from .solve_l2 import qr_factors, solve_l2_reduced, solve_nnls
+from .solve_l2 import Factors, qr_factors, solve_l2_reduced, solve_nnls
 from .solve_linf import solve_linf_ipm
 
 #: ℓ∞ programs whose gradient block has at least this many entries (p·k) use the
@@ -43,7 +45,7 @@ class KKTCertificate:
     seconds: float
     status: str
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"KKTCertificate(norm={self.norm!r}, epsilon={self.epsilon:.3e} "
             f"[stationarity={self.stationarity:.3e}, subgradient_gap={self.subgradient_gap:.3e}], "
@@ -60,11 +62,11 @@ class Program:
 
     A: np.ndarray
     theta_hat: np.ndarray
-    shapes: list
+    shapes: list[tuple[int, ...]]
     norm: Norm
 
 
-def _check_arguments(method, active_tol, max_points) -> None:
+def _check_arguments(method: str, active_tol: float, max_points: int | None) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'auto', 'cvxpy', 'ipm' or 'nnls', got {method!r}.")
     if not (isinstance(active_tol, numbers.Real) and not isinstance(active_tol, bool)
@@ -87,7 +89,8 @@ def _check_route(norm: Norm, method: str) -> None:
         raise ValueError("method='ipm' is the ℓ∞ route; use 'auto' or 'cvxpy' for other norms.")
 
 
-def _rescaled(model, X, y, params, degree):
+def _rescaled(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor],
+              degree: float) -> tuple[list[torch.Tensor], torch.Tensor]:
     """θ / (min q)^{1/L} and its margins q (so that min q = 1)."""
     with torch.no_grad():
         q = (y * model(X)).detach()
@@ -101,27 +104,28 @@ def _rescaled(model, X, y, params, degree):
     return [p * scale for p in params], q / q_min
 
 
-def _near_active(q, active_tol, max_points) -> torch.Tensor:
+def _near_active(q: torch.Tensor, active_tol: float, max_points: int | None) -> torch.Tensor:
     """Indices with ``q_i ≤ 1 + active_tol``, smallest margins first, at most ``max_points``."""
     order = torch.argsort(q)
     active = order[q[order] <= 1.0 + active_tol]
     return active if max_points is None else active[:max_points]
 
 
-def _program(model, params, X, y, norm: Norm, norm_value: float, degree: float) -> Program:
+def _program(model: torch.nn.Module, params: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, norm: Norm,
+             norm_value: float, degree: float) -> Program:
     J = margin_jacobian(model, params, X, y)
     A = (J.T * (norm_value / degree)).cpu().double().numpy()
     flat_theta = torch.cat([p.reshape(-1) for p in params]).cpu().double().numpy()
     return Program(A, flat_theta / norm_value, [tuple(p.shape) for p in params], norm)
 
 
-def evaluate(program: Program, mu, v):
+def evaluate(program: Program, mu: np.ndarray, v: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(stationarity, gap, μ) at a feasible point: μ clipped to ≥ 0 and v scaled into the
     dual ball, so the sum is a valid upper bound on the program's minimum."""
     mu = np.clip(mu, 0.0, None)
     like = [torch.empty(s, dtype=torch.float64) for s in program.shapes]
 
-    def dual(vec):
+    def dual(vec: np.ndarray) -> float:
         return float(program.norm.dual(_unflat(torch.as_tensor(vec, dtype=torch.float64), like)))
 
     v_dual = dual(v)
@@ -130,13 +134,14 @@ def evaluate(program: Program, mu, v):
     return dual(program.A @ mu - v), max(float(1.0 - program.theta_hat @ v), 0.0), mu
 
 
-def _solve(program: Program, method, solver, solver_options):
+def _solve(program: Program, method: str, solver: str | None,
+           solver_options: Mapping[str, Any] | None) -> tuple[float, float, np.ndarray, str]:
     """Route the program to its solver (the ℓ2 and ℓ∞ fast paths key on ``norm.lp``);
     returns ``(stationarity, gap, μ, status)`` at a feasible point."""
     A, theta_hat, norm = program.A, program.theta_hat, program.norm
     factors = qr_factors(A, theta_hat) if method in ("auto", "nnls") and norm.lp == 2 else None
-    if method == "nnls":
-        mu, v, status = solve_nnls(factors, theta_hat)
+    if method == "nnls":  # ℓ2 only (_check_route), so factored above
+        mu, v, status = solve_nnls(cast(Factors, factors), theta_hat)
     elif factors is not None:
         mu, v, status = solve_l2_reduced(factors, solver, solver_options)
     elif method == "ipm" or (method == "auto" and norm.lp == math.inf and A.size >= IPM_MIN_SIZE):
@@ -158,9 +163,10 @@ def _solve(program: Program, method, solver, solver_options):
     return stationarity, gap, mu, str(status)
 
 
-def kkt_certificate(model, X, y, norm="l2", active_tol: float = 0.5, max_points: int | None = None,
-                    method: str = "auto", solver: str | None = None,
-                    solver_options: dict | None = None) -> KKTCertificate:
+def kkt_certificate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: Norm | str = "l2",
+                    active_tol: float = 0.5, max_points: int | None = None, method: str = "auto",
+                    solver: str | None = None,
+                    solver_options: dict[str, Any] | None = None) -> KKTCertificate:
     """How close the model's direction is to a KKT direction of ``norm``'s margin problem.
 
     ``model`` is a homogeneous model (``model.degree`` = L), ``(X, y)`` the training data

@@ -11,10 +11,14 @@ only the small ``c`` is a variable. Which tensors qualify is the norm's to say
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..norms import Norm, _matrix_shape, _spans
+from ..norms import Norm, Shapes, _matrix_shape, _spans
+
+#: The bases ``(U, V)`` that lift a projected tensor back (None: the tensor was kept).
+_Bases = tuple[np.ndarray, np.ndarray] | None
 
 
 def basis(M: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
@@ -24,7 +28,8 @@ def basis(M: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     return U[:, sv > rtol * sv.max()] if sv.size and sv.max() > 0 else U[:, :0]
 
 
-def _reduce_tensor(At, tt, shape, kind: str):
+def _reduce_tensor(At: np.ndarray, tt: np.ndarray, shape: Sequence[int],
+                   kind: str) -> tuple[np.ndarray, np.ndarray, Sequence[int], _Bases]:
     """One tensor's rows of A and θ̂, projected when that is exact and smaller. Returns the
     new rows, the new shape and the bases ``(U, V)`` that lift it back (None: kept)."""
     k = At.shape[1]
@@ -41,8 +46,9 @@ def _reduce_tensor(At, tt, shape, kind: str):
     return R[:k].reshape(k, -1).T, R[k].reshape(-1), new_shape, (U, V)
 
 
-def _lift(v_small, shapes, bases) -> np.ndarray:
-    out, start = [], 0
+def _lift(v_small: np.ndarray, shapes: Shapes, bases: Sequence[_Bases]) -> np.ndarray:
+    out: list[np.ndarray] = []
+    start = 0
     for shape, pair in zip(shapes, bases):
         part = v_small[start : start + math.prod(shape)]
         start += math.prod(shape)
@@ -54,7 +60,8 @@ def _lift(v_small, shapes, bases) -> np.ndarray:
     return np.concatenate(out)
 
 
-def reduce_program(norm: Norm, A, theta_hat, shapes):
+def reduce_program(norm: Norm, A: np.ndarray, theta_hat: np.ndarray, shapes: Shapes) -> tuple[
+        np.ndarray, np.ndarray, list[Sequence[int]], Callable[[np.ndarray], np.ndarray]]:
     """Shrink the program exactly (see the module docstring). Returns the reduced
     ``(A, θ̂, shapes)`` and a function lifting a reduced v back to the full space."""
     parts = [_reduce_tensor(A[a:b], theta_hat[a:b], shape, kind)

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
-from ..norms import Norm, _cvxpy
+from ..norms import Expr, Norm, Shapes, _cvxpy
 from .reduce import reduce_program
 
 #: Solver options used for semidefinite programs (spectral / hybrid norms) unless given.
-SDP_DEFAULTS = {"solver": "SCS", "eps_abs": 1e-5, "eps_rel": 1e-5, "max_iters": 20000, "scale": 1.0}
+SDP_DEFAULTS: dict[str, Any] = {"solver": "SCS", "eps_abs": 1e-5, "eps_rel": 1e-5, "max_iters": 20000,
+                                "scale": 1.0}
 #: Semidefinite programs with at most this many reduced parameters × candidates go to
 #: Clarabel instead (interior point: accurate to ~1e-8 and fast while the program is small).
 SMALL_SDP = 2000
@@ -22,14 +26,14 @@ _TIME_OPTION = {"CLARABEL": "time_limit", "SCS": "time_limit_secs"}
 MAX_ENTRIES = 20_000_000
 
 
-def dual_norm_expr(norm: Norm, expr, shapes):
+def dual_norm_expr(norm: Norm, expr: Expr, shapes: Shapes) -> Expr:
     """The cvxpy expression of ``norm.dual`` applied to ``expr``, a cvxpy vector holding a
     list of tensors of the given ``shapes`` flattened in C order (torch's order) and
     concatenated: the norm's :meth:`~implicit_bias.norms.Norm.dual_expr`."""
     return norm.dual_expr(expr, shapes)
 
 
-def solve_problem(problem, solver, solver_options):
+def solve_problem(problem: Any, solver: str | None, solver_options: Mapping[str, Any] | None) -> str:
     """Solve a cvxpy problem with ``solver`` (None: cvxpy's choice) and options; its status.
     Clarabel and SCS get :data:`TIME_LIMIT` unless the options set their own; a solve that
     stops there returns its last iterate (status ``user_limit``) or no solution."""
@@ -40,10 +44,12 @@ def solve_problem(problem, solver, solver_options):
     if limit is not None:
         options.setdefault(limit, TIME_LIMIT)
     problem.solve(**options)
-    return problem.status
+    status: str = problem.status  # problem: a cvxpy Problem (cvxpy has no hints)
+    return status
 
 
-def solve_cvxpy(A, theta_hat, norm: Norm, shapes, solver, solver_options):
+def solve_cvxpy(A: np.ndarray, theta_hat: np.ndarray, norm: Norm, shapes: Shapes, solver: str | None,
+                solver_options: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray, str]:
     """min_{μ ≥ 0, ‖v‖_* ≤ 1} ‖Aμ − v‖_* + 1 − ⟨v, θ̂⟩ with cvxpy, after the exact
     reduction. The columns of A are scaled to unit length first (μ is scaled back):
     first-order solvers (SCS) need far fewer iterations on the equilibrated problem.

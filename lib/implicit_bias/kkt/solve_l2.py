@@ -3,19 +3,26 @@ a QR factorization, and the fixed-subgradient variant by non-negative least squa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from ..norms import _cvxpy
 from .solve_cvxpy import solve_problem
 
+#: ``(Q, R_A, r_θ)``: the thin QR factors of ``[A, θ̂]`` (:func:`qr_factors`).
+Factors = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-def qr_factors(A, theta_hat):
+
+def qr_factors(A: np.ndarray, theta_hat: np.ndarray) -> Factors:
     """Thin QR of ``[A, θ̂]``: returns ``(Q, R_A, r_θ)`` with ``A = Q R_A``, ``θ̂ = Q r_θ``."""
     Q, R = np.linalg.qr(np.column_stack([A, theta_hat]))
     return Q, R[:, :-1], R[:, -1]
 
 
-def solve_l2_reduced(factors, solver, solver_options):
+def solve_l2_reduced(factors: Factors, solver: str | None,
+                     solver_options: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The ℓ2 program, reduced exactly to the span of the gradients and θ.
 
     With ``[A, θ̂] = QR`` (thin QR), any v splits as ``Qc + w`` with ``w ⊥ range(Q)``; then
@@ -32,7 +39,7 @@ def solve_l2_reduced(factors, solver, solver_options):
     return np.asarray(mu.value), Q @ np.asarray(c.value), status
 
 
-def solve_nnls(factors, theta_hat):
+def solve_nnls(factors: Factors, theta_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """ℓ2 with v fixed to θ̂ (the only point of ∂‖θ‖₂): ``min_{μ≥0} ‖Aμ − θ̂‖₂`` by NNLS,
     on the QR factors (``‖Aμ − θ̂‖ = ‖R_A μ − r_θ‖``: k + 1 rows instead of p). Gap 0; an
     upper bound on the relaxed program, which may also move v."""

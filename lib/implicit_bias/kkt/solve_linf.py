@@ -12,14 +12,20 @@ in Nocedal & Wright, Alg. 14.3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import numpy as np
+
+#: A solve of the normal equations (or their product with a vector): ``(r₁, r₀) ↦ (Δy₁, Δy₀)``.
+_Solve = Callable[[np.ndarray, float], tuple[np.ndarray, float]]
 
 
 class _LinfLP:
     """The LP ``min cᵀx s.t. E x = b, x ≥ 0`` of the module docstring, for unit-column
     ``Ak`` (p × k) and θ̂ restricted to the same rows; ``b = (0, 1)``."""
 
-    def __init__(self, Ak, th):
+    def __init__(self, Ak: np.ndarray, th: np.ndarray) -> None:
         self.Ak, self.th = Ak, th
         p, k = self.p, self.k = Ak.shape
         self.n = k + 4 * p + 1
@@ -27,14 +33,14 @@ class _LinfLP:
         self.b1, self.b0 = np.zeros(p), 1.0
         self.cuts = np.cumsum([k, p, p, p, p])
 
-    def E(self, x):
+    def E(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         mu, a, b, e, f, w = np.split(x, self.cuts)
         return self.Ak @ mu - a + b - e + f, a.sum() + b.sum() + w[0]
 
-    def ET(self, y1, y0):
+    def ET(self, y1: np.ndarray, y0: float) -> np.ndarray:
         return np.concatenate([self.Ak.T @ y1, -y1 + y0, y1 + y0, -y1, y1, [y0]])
 
-    def start(self):
+    def start(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """A strictly feasible primal-dual start. Primal: v = 0, the budget half used, r = Aμ
         split with a cushion. Dual: y₁ = −θ̂/2, y₀ = −2, feasible because ⟨A_i, θ̂⟩ = q_i > 0
         (Euler's identity), so every slack is positive."""
@@ -50,7 +56,7 @@ class _LinfLP:
             s = s + (1e-3 - s.min())
         return x, y1, y0, s
 
-    def normal_solver(self, D, cg_steps: int):
+    def normal_solver(self, D: np.ndarray, cg_steps: int) -> _Solve:
         """A solver for the normal equations ``(E D Eᵀ) Δy = r``, with D > 0 diagonal."""
         from scipy.linalg import cho_factor, cho_solve
 
@@ -63,25 +69,27 @@ class _LinfLP:
         m = Db - Da
         m00 = Da.sum() + Db.sum() + Dw[0]
 
-        def m11_inv(r):
+        def m11_inv(r: np.ndarray) -> np.ndarray:
             rd = r / d[:, None]
-            return rd - Bd @ cho_solve(chol, B.T @ rd)
+            out: np.ndarray = rd - Bd @ cho_solve(chol, B.T @ rd)  # scipy has no hints
+            return out
 
         t = m11_inv(m[:, None])[:, 0]
         schur = m00 - m @ t
 
-        def woodbury(r1, r0):
+        def woodbury(r1: np.ndarray, r0: float) -> tuple[np.ndarray, float]:
             u = m11_inv(r1[:, None])[:, 0]
             dy0 = (r0 - m @ u) / schur
             return u - t * dy0, dy0
 
-        def apply(y1, y0):
+        def apply(y1: np.ndarray, y0: float) -> tuple[np.ndarray, float]:
             return d * y1 + Ak @ (Dmu * (Ak.T @ y1)) + m * y0, m @ y1 + m00 * y0
 
         return lambda r1, r0: _refined(woodbury, apply, r1, r0, cg_steps)
 
 
-def _refined(woodbury, apply, r1, r0, cg_steps: int):
+def _refined(woodbury: _Solve, apply: _Solve, r1: np.ndarray, r0: float,
+             cg_steps: int) -> tuple[np.ndarray, float]:
     """Woodbury loses digits when D spans many orders of magnitude near the optimum;
     conjugate gradients on the exact system (``apply``), preconditioned by it, recover
     them (a few cheap O(p·k) iterations)."""
@@ -90,34 +98,36 @@ def _refined(woodbury, apply, r1, r0, cg_steps: int):
     e1, e0 = r1 - a1, r0 - a0
     z1, z0 = woodbury(e1, e0)
     d1, d0 = z1, z0
-    rz = e1 @ z1 + e0 * z0
+    rz = cast(float, e1 @ z1 + e0 * z0)  # a dot product: a scalar (numpy's hints say array)
     target = 1e-15 * np.sqrt(r1 @ r1 + r0**2)
     for _ in range(cg_steps):
         if np.sqrt(e1 @ e1 + e0**2) <= target or rz <= 0:
             break
         q1, q0 = apply(d1, d0)
-        curvature = d1 @ q1 + d0 * q0
+        curvature = cast(float, d1 @ q1 + d0 * q0)
         if not curvature > 0:
             break
         alpha = rz / curvature
         x1, x0 = x1 + alpha * d1, x0 + alpha * d0
         e1, e0 = e1 - alpha * q1, e0 - alpha * q0
         z1, z0 = woodbury(e1, e0)
-        rz_new = e1 @ z1 + e0 * z0
+        rz_new = cast(float, e1 @ z1 + e0 * z0)
         d1, d0 = z1 + (rz_new / rz) * d1, z0 + (rz_new / rz) * d0
         rz = rz_new
     return x1, x0
 
 
-def _step_length(x, dx) -> float:
+def _step_length(x: np.ndarray, dx: np.ndarray) -> float:
     neg = dx < 0
     return min(1.0, float(np.min(-x[neg] / dx[neg]))) if neg.any() else 1.0
 
 
-def _mehrotra_step(lp: _LinfLP, x, y1, y0, s, rb1, rb0, rc, gap, solve):
+def _mehrotra_step(lp: _LinfLP, x: np.ndarray, y1: np.ndarray, y0: float, s: np.ndarray, rb1: np.ndarray,
+                   rb0: float, rc: np.ndarray, gap: float,
+                   solve: _Solve) -> tuple[np.ndarray, np.ndarray, float, np.ndarray] | None:
     """One predictor-corrector step; None when it stalls (step lengths below 1e-8)."""
 
-    def direction(rxs):
+    def direction(rxs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """Newton direction for E Δx = −r_b, EᵀΔy + Δs = −r_c, SΔx + XΔs = rxs."""
         g1, g0 = lp.E(rxs / s + D * rc)
         dy1, dy0 = solve(-rb1 - g1, -rb0 - g0)
@@ -135,7 +145,7 @@ def _mehrotra_step(lp: _LinfLP, x, y1, y0, s, rb1, rb0, rc, gap, solve):
     return x + ap * dx, y1 + ad * dy1, y0 + ad * dy0, s + ad * ds
 
 
-def _interior_point(lp: _LinfLP, tol: float, max_iter: int, cg_steps: int):
+def _interior_point(lp: _LinfLP, tol: float, max_iter: int, cg_steps: int) -> tuple[np.ndarray, str, float]:
     """Iterate from ``lp.start()`` until the scaled residuals and duality gap are below
     ``tol``; returns the best iterate, the status and its error."""
     x, y1, y0, s = lp.start()
@@ -169,7 +179,8 @@ def _interior_point(lp: _LinfLP, tol: float, max_iter: int, cg_steps: int):
     return best_x, status, best
 
 
-def solve_linf_ipm(A, theta_hat, tol: float = 1e-8, max_iter: int = 100, cg_steps: int = 10):
+def solve_linf_ipm(A: np.ndarray, theta_hat: np.ndarray, tol: float = 1e-8, max_iter: int = 100,
+                   cg_steps: int = 10) -> tuple[np.ndarray, np.ndarray, str]:
     """The ℓ∞ program by the interior-point method of the module docstring; returns
     ``(μ, v, status)``. Rows of A that are zero are dropped first: there
     ``|v_j| − v_j θ̂_j ≥ 0`` and v_j spends budget, so ``v_j = 0`` is optimal."""
