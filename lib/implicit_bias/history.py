@@ -88,6 +88,38 @@ class History:
         torch.nn.utils.vector_to_parameters(vector, params)
         return model
 
+    # A run's file (implicit_bias.store) holds these arrays; margins and observed values by
+    # their position in ``margins`` and ``observed``, whose names go in its config.
+
+    def series(self) -> dict[str, np.ndarray]:
+        """The logged series as a file names them: ``steps``, ``log_loss``, ``param_norm``
+        and ``margin_<i>`` (the i-th of ``margins``), in float64 (steps int64)."""
+        return {"steps": np.asarray(self.steps, dtype=np.int64),
+                "log_loss": np.asarray(self.log_loss, dtype=np.float64),
+                "param_norm": np.asarray(self.param_norm, dtype=np.float64),
+                **{f"margin_{i}": np.asarray(self.margins[name], dtype=np.float64)
+                   for i, name in enumerate(self.margins)}}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything a run's file keeps but the model: :meth:`series`, ``directions``,
+        ``direction_steps`` and ``observed_<i>``."""
+        return {**self.series(), "directions": np.asarray(self.directions, dtype=np.float64),
+                "direction_steps": np.asarray(self.direction_grid, dtype=np.int64),
+                **{f"observed_{i}": np.asarray(values) for i, values in enumerate(self.observed.values())}}
+
+    @classmethod
+    def from_arrays(cls, run: Run, model: torch.nn.Module, arrays: dict[str, np.ndarray],
+                    margins: Sequence[str], observed: Sequence[str], seconds: float = 0.0,
+                    engine: dict | None = None) -> History:
+        """The history :meth:`arrays` wrote (arrays checked by the caller), with its model."""
+        steps, kept = arrays["steps"], arrays["direction_steps"]
+        return cls(run=run, steps=steps, log_loss=arrays["log_loss"],
+                   margins={name: arrays[f"margin_{i}"] for i, name in enumerate(margins)},
+                   param_norm=arrays["param_norm"], directions=arrays["directions"], model=model,
+                   seconds=seconds, engine=dict(engine or {}),
+                   observed={name: arrays[f"observed_{i}"] for i, name in enumerate(observed)},
+                   direction_steps=None if np.array_equal(kept, steps) else kept)
+
 
 @dataclass
 class Recording:

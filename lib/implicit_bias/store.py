@@ -660,17 +660,9 @@ class RunStore:
         if run_key(config, data, settings) != key:
             raise ValueError(f"key {key} is not the key of run {history.run.label!r} with these settings.")
         params = [p.detach().cpu() for p in history.model.parameters()]
-        arrays = {"steps": np.asarray(history.steps, dtype=np.int64),
-                  "log_loss": history.log_loss, "param_norm": history.param_norm,
-                  "directions": np.asarray(history.directions, dtype=np.float64),
-                  "direction_steps": np.asarray(history.steps if history.direction_steps is None
-                                                else history.direction_steps, dtype=np.int64),
+        arrays = {**history.arrays(),
                   "parameters": torch.cat([p.reshape(-1) for p in params]).to(torch.float64).numpy()}
         margins, observed = list(history.margins), list(history.observed)
-        for i, name in enumerate(margins):
-            arrays[f"margin_{i}"] = history.margins[name]
-        for i, name in enumerate(observed):
-            arrays[f"observed_{i}"] = history.observed[name]
         meta = {"format": FORMAT, "key": key, "training_version": _training_version(),
                 "library_version": _library_version(), "run": config, "data": data,
                 "settings": settings, "margins": margins, "observed": observed,
@@ -755,15 +747,8 @@ class RunStore:
         run = _run_of(path, meta["run"], self.allow)
         dim = _input_dim(path, meta["input_dim"])
         model = _model_of(path, run, dim, DTYPES[meta["dtype"]], arrays["parameters"])
-        steps, ds = arrays["steps"], arrays["direction_steps"]
-        return History(
-            run=run, steps=steps, log_loss=arrays["log_loss"],
-            margins={name: arrays[f"margin_{i}"] for i, name in enumerate(meta["margins"])},
-            param_norm=arrays["param_norm"], directions=arrays["directions"], model=model,
-            seconds=float(meta.get("seconds", 0.0)),
-            observed={name: arrays[f"observed_{i}"] for i, name in enumerate(meta["observed"])},
-            engine=meta.get("engine", {}),
-            direction_steps=None if np.array_equal(ds, steps) else ds)
+        return History.from_arrays(run, model, arrays, meta["margins"], meta["observed"],
+                                   float(meta.get("seconds", 0.0)), meta.get("engine", {}))
 
     def histories(self, errors: list[StoreError] | None = None) -> Iterator[History]:
         """Every stored run that can be trusted, loaded one at a time (memory stays that of
@@ -919,13 +904,9 @@ def save_failed(store: StoreLike, key: str, error: RunFailed, data: str, setting
     h = error.history
     if h is not None and len(h.steps):
         meta["margins"] = list(h.margins)
-        arrays: dict[str, Any] = {"steps": np.asarray(h.steps, dtype=np.int64),
-                  "log_loss": np.asarray(h.log_loss, dtype=np.float64),
-                  "param_norm": np.asarray(h.param_norm, dtype=np.float64),
-                  **{f"margin_{i}": np.asarray(h.margins[n], dtype=np.float64)
-                     for i, n in enumerate(h.margins)}}
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        series: dict[str, Any] = h.series()  # numpy's hints type savez's keywords as its own
+        np.savez(buffer, **series)
         _atomic_write(path.with_suffix(".npz"), buffer.getvalue())
     else:
         path.with_suffix(".npz").unlink(missing_ok=True)
