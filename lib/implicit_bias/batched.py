@@ -28,7 +28,7 @@ from . import losses, models, optim, rules, stacked
 from .config import device as default_device
 from .config import free_memory, peak_memory
 from .frame import step_frames, warn_underflow
-from .history import LOG_POINTS_MAX, Recording, RunFailed, log_grid, margin_norms
+from .history import LOG_POINTS_MAX, Observer, Recording, RunFailed, Updates, log_grid, margin_norms
 from .homogeneity import DEAD, dead_runs
 from .norms import Norm, column
 from .runs import DTYPES, activation_bytes, describe, run_bytes
@@ -37,7 +37,6 @@ from .sampling import batches
 if TYPE_CHECKING:
     from .history import History
     from .runs import Run
-    from .train import Observer, _Updates
 
 #: What must agree for runs to share one batched update (:func:`signature`): per parameter
 #: group, its rule, its parameters' positions and its options.
@@ -289,7 +288,7 @@ def _check_alive(q: torch.Tensor, grads: Sequence[torch.Tensor], run_at: Callabl
 
 
 def train_group(runs: Sequence[Run], X: torch.Tensor, y: torch.Tensor, norms: Iterable[str | Norm],
-                log_points: int, frame: bool, dev: torch.device, bar: _Updates | None,
+                log_points: int, frame: bool, dev: torch.device, bar: Updates | None,
                 observe: Observer | None = None) -> list[History]:
     """Train compatible ``runs`` (one :func:`group_key`) as one stack, exactly as
     :func:`train.train`'s loop would one by one; returns their histories in order.

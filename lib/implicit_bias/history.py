@@ -14,7 +14,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, SupportsIndex
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 
 #: The most log points a run may ask for (each keeps a direction: n_params floats).
 LOG_POINTS_MAX = 100_000
+
+#: ``observe(model, optimizer, frame)``: numbers or arrays by name, logged at every log point.
+Observer = Callable[[torch.nn.Module, torch.optim.Optimizer, float], dict[str, Any]]
+
+
+class Updates(Protocol):
+    """What an engine ticks once a step: a progress bar, or a probe's clock."""
+
+    def update(self, n: int = 1) -> object: ...
 
 
 @dataclass
@@ -221,5 +230,5 @@ def summary(histories: Iterable[History], norms: Iterable[str] | None = None) ->
     return rows
 
 
-__all__ = ["History", "Recording", "RunFailed", "ObserveError", "log_grid", "margin_norms", "summary",
-           "LOG_POINTS_MAX"]
+__all__ = ["History", "Recording", "RunFailed", "ObserveError", "Observer", "Updates", "log_grid",
+           "margin_norms", "summary", "LOG_POINTS_MAX"]

@@ -29,7 +29,7 @@ from .config import device as default_device
 from .data import check_data
 from .frame import SLACK as FRAME_SLACK
 from .frame import in_pieces, step_frames, warn_underflow
-from .history import History, Recording, RunFailed, log_grid, margin_norms, summary
+from .history import History, Observer, Recording, RunFailed, Updates, log_grid, margin_norms, summary
 from .homogeneity import check_homogeneous, dead_output
 from .norms import Norm
 from .runs import DTYPES, TRAINING_VERSION, Run, describe
@@ -43,19 +43,11 @@ Pair = Sequence[torch.Tensor | npt.ArrayLike]
 Data = tuple[torch.Tensor | npt.ArrayLike, ...] | list[torch.Tensor | npt.ArrayLike] | Mapping[str, Pair]
 #: Each data set's ``(X, y)`` as tensors, by name.
 Datasets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-#: ``observe(model, optimizer, frame)``: numbers or arrays by name, logged at every log point.
-Observer = Callable[[torch.nn.Module, torch.optim.Optimizer, float], dict[str, Any]]
 #: A history, or a failed run's :class:`RunFailed`, per run.
 Results = Sequence[History | RunFailed]
 
 
-class _Updates(Protocol):
-    """What an engine ticks once a step: a progress bar, or a probe's clock."""
-
-    def update(self, n: int = 1) -> object: ...
-
-
-class _Bar(_Updates, Protocol):
+class _Bar(Updates, Protocol):
     """A progress bar (tqdm's)."""
 
     def close(self) -> object: ...
@@ -492,7 +484,7 @@ def train_chunk(runs: Sequence[Run], X: torch.Tensor | npt.ArrayLike, y: torch.T
                 norms: Iterable[str | Norm] = ("l2", "linf", "spectral"), log_points: int = 60,
                 frame: bool = True, device: str | torch.device | None = None, observe: Observer | None = None,
                 failures: str = "raise", reason: str | None = None, directions: bool | int = True,
-                bar: _Updates | None = None) -> list[History | RunFailed]:
+                bar: Updates | None = None) -> list[History | RunFailed]:
     """Train one chunk of :func:`chunks` (what an executor runs): compatible ``runs`` as
     one stack in the batched engine, or (``reason`` given) one run in the reference loop.
     Returns their histories, or with ``failures='return'`` a :class:`RunFailed` in a failed
@@ -541,7 +533,7 @@ def _input_dim(X: torch.Tensor) -> int | tuple[int, ...]:
 
 
 def _train_one(run: Run, X: torch.Tensor, y: torch.Tensor, norms: Iterable[str | Norm], log_points: int,
-               frame: bool, dev: torch.device, bar: _Updates | None, observe: Observer | None = None,
+               frame: bool, dev: torch.device, bar: Updates | None, observe: Observer | None = None,
                reason: str | None = None) -> History:
     """The reference loop: one run, its optimizer object stepped as torch's are."""
     start = time.perf_counter()
