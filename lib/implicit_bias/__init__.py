@@ -13,6 +13,7 @@ is quick and pulls in neither cvxpy nor matplotlib until a solver or a figure ne
 
 import pkgutil
 from importlib import import_module
+from typing import Any
 
 __version__ = "0.4.0"
 
@@ -28,7 +29,7 @@ _SHORTCUTS = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:  # a submodule, or a shortcut's class or function
     if name in _SUBMODULES:
         value = import_module(f".{name}", __name__)
     elif name in _SHORTCUTS:
@@ -39,8 +40,11 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted({*globals(), *_SUBMODULES, *_SHORTCUTS})
+
+
+del Any  # imported for the annotations above only: the package's namespace (and dir()) stays as it was
 
 
 __all__ = [*_SUBMODULES, *_SHORTCUTS, "__version__"]

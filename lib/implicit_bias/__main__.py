@@ -15,15 +15,18 @@ import errno
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from .executors import Executor
     from .store import StoreError
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # the command line saves figures, it shows none
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m implicit_bias", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="on an error, show its traceback (before "
                         "the command: python -m implicit_bias --debug sweep FILE)")
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
 _SELF_EXPLAINED = (ValueError, TypeError, FileNotFoundError, MemoryError, ImportError)
 
 
-def _as_message(command, debug: bool = False) -> int:
+def _as_message(command: Callable[[], int], debug: bool = False) -> int:
     """``command()``'s exit status; any error ends it with one message, ``error: …``, and
     status 2, with no traceback unless ``debug`` (``--debug``)."""
     try:
@@ -92,7 +95,7 @@ def _message(err: Exception) -> str:
     return text or type(err).__name__
 
 
-def _command(args) -> int:
+def _command(args: argparse.Namespace) -> int:
     from . import sweep
 
     if args.command == "sweep":
@@ -111,7 +114,7 @@ def _command(args) -> int:
     return 1 if skipped or failed else 0
 
 
-def _sweep(args, sweep) -> int:
+def _sweep(args: argparse.Namespace, sweep: ModuleType) -> int:
     """The sweep command: train, then one line per failed run. Exit status 0 when every
     run is stored, 1 when some failed (they are recorded; a rerun tries them again), 2 for
     a file or option that is wrong."""
@@ -144,13 +147,13 @@ def _sweep(args, sweep) -> int:
         print(f"  {failure}")
     if failed:
         print("The failures are recorded in the store's failed/ folder; a rerun trains them again.")
-    skipped: list[str] = []
+    skipped: list[StoreError] = []
     if args.report:
         sweep.report(spec.store, allow=args.allow, errors=skipped)
     return 1 if skipped or failed else 0
 
 
-def _stop_workers(executor) -> None:
+def _stop_workers(executor: Executor | None) -> None:
     """After Ctrl-C, end a process pool's workers now, not once their chunks finish (a
     terminal's Ctrl-C reaches them too; ``kill -INT`` reaches only this process)."""
     for process in list((getattr(executor, "_processes", None) or {}).values()):
@@ -159,14 +162,14 @@ def _stop_workers(executor) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _until_ctrl_c(command) -> int:
+def _until_ctrl_c(command: Callable[[], int]) -> int:
     """``command()``'s exit status; Ctrl-C ends it with one line and status 130. The
     handler notes the signal, so an interrupt that some library swallowed still ends so."""
     from .train import SweepInterrupted
 
-    caught = []
+    caught: list[int] = []
 
-    def on_ctrl_c(signum, frame):
+    def on_ctrl_c(signum: int, frame: FrameType | None) -> NoReturn:
         caught.append(signum)
         raise KeyboardInterrupt
 

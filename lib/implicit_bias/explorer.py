@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import torch
 
 from . import data as datasets
 from . import plots
-from .maxmargin import max_margin
+from .maxmargin import MaxMarginSolution, max_margin
 from .train import Run, train
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .history import History
 
 # In 2-D two support points fix the direction for every norm, so these sets are chosen to
 # have ℓ2, ℓ∞ and ℓ1 solutions that differ.
@@ -51,14 +57,14 @@ class Settings:
     (and AdaGrad's); ``schedule`` the exponent a of η_t = η_0 t^{−a}."""
 
     dataset: str = "four points"
-    optimizers: tuple = ("NormalizedGD", "SignGD", "CoordinateDescent", "Adam")
+    optimizers: tuple[str, ...] = ("NormalizedGD", "SignGD", "CoordinateDescent", "Adam")
     eps: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
     schedule: float = 0.5
     steps: int = 500
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {self.dataset!r}.")
         unknown = set(self.optimizers) - set(RATES)
@@ -72,7 +78,7 @@ class Settings:
             raise ValueError(f"steps must be an integer in [10, 100000], got {self.steps!r}.")
 
 
-def _options(name: str, s: Settings) -> dict:
+def _options(name: str, s: Settings) -> dict[str, Any]:
     if name in ("MomentumGD", "Signum"):
         return {"momentum": s.beta1}
     if name == "Adam":
@@ -89,13 +95,13 @@ class Explorer:
     """Holds the current settings, the exact solutions per data set, and the last runs."""
 
     settings: Settings = field(default_factory=Settings)
-    histories: list = field(default_factory=list)
-    _exact: dict = field(default_factory=dict)
+    histories: list[History] = field(default_factory=list)
+    _exact: dict[str, dict[str, MaxMarginSolution]] = field(default_factory=dict)
 
-    def data(self):
+    def data(self) -> tuple[torch.Tensor, torch.Tensor]:
         return DATASETS[self.settings.dataset]()
 
-    def exact(self) -> dict:
+    def exact(self) -> dict[str, MaxMarginSolution]:
         """The exact unit max-margin directions of the current data set, per norm."""
         name = self.settings.dataset
         if name not in self._exact:
@@ -103,17 +109,18 @@ class Explorer:
             self._exact[name] = {n: max_margin(X, y, n) for n in NORMS}
         return self._exact[name]
 
-    def run(self, **changes) -> list:
+    def run(self, **changes: Any) -> list[History]:  # Any: each Settings field has its own type
         """Apply ``changes`` to the settings (validated) and train every chosen optimizer."""
         self.settings = replace(self.settings, **changes)
         s = self.settings
         runs = [Run(name, RATES[name], s.steps, schedule=s.schedule, model={"kind": "linear"},
                     options=_options(name, s)) for name in s.optimizers]
         # no store given: train returns a list
-        self.histories = cast(list, train(runs, self.data(), norms=NORMS, log_points=40, progress=False))
+        self.histories = cast("list[History]", train(runs, self.data(), norms=NORMS, log_points=40,
+                                                      progress=False))
         return self.histories
 
-    def figure(self, **changes):
+    def figure(self, **changes: Any) -> Figure:
         """Train with ``changes`` applied and draw the three panels; returns the figure."""
         import matplotlib.pyplot as plt
 
@@ -127,23 +134,28 @@ class Explorer:
         ax_data.scatter(*X[y < 0].T, marker="_", color="k", s=30)
         line = np.linspace(-lim, lim, 2)
 
-        def angle(v):  # degrees relative to the exact ℓ2 direction, wrapped to (−180, 180]
-            reference = math.atan2(exact["l2"].direction[1], exact["l2"].direction[0])
-            return (np.degrees(np.arctan2(v[..., 1], v[..., 0]) - reference) + 180) % 360 - 180
+        def angle(v: np.ndarray) -> np.ndarray | np.floating:
+            # degrees relative to the exact ℓ2 direction, wrapped to (−180, 180]
+            l2 = cast(np.ndarray, exact["l2"].direction)  # no blocks: one array
+            reference = math.atan2(l2[1], l2[0])
+            degrees: np.ndarray | np.floating = (np.degrees(np.arctan2(v[..., 1], v[..., 0]) - reference)
+                                                 + 180) % 360 - 180
+            return degrees
 
         offsets = {n: float(angle(np.asarray(exact[n].direction))) for n in NORMS}
         for n, style in zip(NORMS, ("-", "--", ":")):
-            w = exact[n].direction
+            w = cast(np.ndarray, exact[n].direction)  # no blocks: one array
             ax_data.plot(line * -w[1], line * w[0], style, color="0.6", lw=1)
             ax_angle.axhline(offsets[n], ls=style, color="0.6", lw=1, label=f"exact {n}")
         for h in self.histories:
             w = h.direction().numpy()
-            ax_data.plot(line * -w[1], line * w[0], color=plots.color(h.run.label), lw=1.5, label=h.run.label)
-            ax_angle.plot(h.direction_grid, angle(h.directions), color=plots.color(h.run.label), lw=1.3)
-            ax_margin.plot(h.steps, h.margins["l2"] / exact["l2"].margin, color=plots.color(h.run.label),
-                           lw=1.3, label=f"{h.run.label}: ℓ2")
+            label = cast(str, h.run.label)  # Run sets it when built
+            ax_data.plot(line * -w[1], line * w[0], color=plots.color(label), lw=1.5, label=label)
+            ax_angle.plot(h.direction_grid, angle(h.directions), color=plots.color(label), lw=1.3)
+            ax_margin.plot(h.steps, h.margins["l2"] / exact["l2"].margin, color=plots.color(label),
+                           lw=1.3, label=f"{label}: ℓ2")
             ax_margin.plot(h.steps, h.margins["linf"] / exact["linf"].margin, ls="--",
-                           color=plots.color(h.run.label), lw=1.3)
+                           color=plots.color(label), lw=1.3)
         zoom = max(3 * max(abs(v) for v in offsets.values()), 2.0)
         ax_angle.set_ylim(-zoom, zoom)
         ax_data.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
@@ -159,7 +171,7 @@ class Explorer:
         fig.tight_layout()
         return fig
 
-    def widgets(self):
+    def widgets(self) -> tuple[Any, dict[str, Any]]:  # ipywidgets' objects (the library has no hints)
         """ipywidgets controls that redraw on every change (needs ``ipywidgets``)."""
         import ipywidgets as w
 
@@ -176,7 +188,7 @@ class Explorer:
             "steps": w.IntSlider(min=50, max=5000, step=50, value=s.steps, description="steps"),
         }
 
-        def draw(**values):
+        def draw(**values: Any) -> None:
             import matplotlib.pyplot as plt
 
             values["optimizers"] = tuple(values["optimizers"])

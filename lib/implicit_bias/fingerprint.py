@@ -42,14 +42,26 @@ import math
 import textwrap
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+from torch.optim.optimizer import ParamsT
 
 from . import data as _data
 from . import norms as _norms
 from .margins import normalized_margin
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .history import History
+
+#: What :func:`fingerprint` takes: a callable ``params -> torch.optim.Optimizer``.
+OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 #: The geometries a fingerprint can name.
 GEOMETRIES = ("l2", "linf", "l1", "spectral", "nuclear")
@@ -112,19 +124,19 @@ class Problem:
     name: str
     X: torch.Tensor
     y: torch.Tensor
-    model: dict
-    candidates: tuple
-    solutions: dict = field(default_factory=dict)  # geometry -> unit-ℓ2 direction (flat)
-    margins: dict = field(default_factory=dict)  # geometry -> max normalized margin
+    model: dict[str, Any]
+    candidates: tuple[str, ...]
+    solutions: dict[str, np.ndarray] = field(default_factory=dict)  # geometry -> unit-ℓ2 direction (flat)
+    margins: dict[str, float] = field(default_factory=dict)  # geometry -> max normalized margin
 
-    def solution_cosines(self) -> dict:
+    def solution_cosines(self) -> dict[tuple[str, str], float]:
         """Pairwise cosines of the exact solutions: how different the geometries are here."""
         g = list(self.solutions)
         return {(a, b): float(self.solutions[a] @ self.solutions[b])
                 for i, a in enumerate(g) for b in g[i + 1:]}
 
 
-def _multiclass_data():
+def _multiclass_data() -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(16)  # chosen so that the five solutions differ (cosines ≤ 0.91)
     k, d, n = 4, 4, 12
     labels = np.arange(n) % k
@@ -132,7 +144,7 @@ def _multiclass_data():
     return _data.multiclass_pairs(X, labels, k)
 
 
-def _solve(X, norm):
+def _solve(X: torch.Tensor, norm: str) -> tuple[np.ndarray, float]:
     from .maxmargin import max_margin
 
     matrix = _norms.by_name(norm).max_margin_ndim == 2
@@ -142,7 +154,7 @@ def _solve(X, norm):
 
 
 @functools.cache
-def battery() -> dict:
+def battery() -> dict[str, Problem]:
     """The problems (cached: the exact solutions are solved once per process, ~2 s)."""
     Xb, yb = _data.small_gaussian(n=8, d=12, seed=25)  # chosen: ℓ2, ℓ∞, ℓ1 cosines ≤ 0.81
     Zm, ym = _multiclass_data()
@@ -170,15 +182,16 @@ class RandomDirection(torch.optim.Optimizer):
     grows only like ``√(Σ η_t²)``, so with ``Σ η_t = ∞`` its direction too tends to the ℓ2
     max-margin solution. A fingerprint must not name it earlier than the evidence allows."""
 
-    def __init__(self, params, lr: float, seed: int = 0):
+    def __init__(self, params: ParamsT, lr: float, seed: int = 0) -> None:
         super().__init__(params, {"lr": lr})
         self.generator = torch.Generator().manual_seed(seed)
 
     def reframe(self, shift: float) -> None:
         """Scale-free: the loss frame changes nothing."""
 
+    # The controls ignore a closure and return None; torch types step(closure) as returning its loss.
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             ps = [p for p in group["params"] if p.grad is not None]
             r = [torch.randn(p.shape, generator=self.generator, dtype=torch.float64).to(p) for p in ps]
@@ -194,7 +207,7 @@ class WeightedSignDescent(torch.optim.Optimizer):
     steepest descent for the weighted norm ``max_j w_j |θ_j|``, so its limit is that norm's
     max-margin direction, not ℓ∞'s."""
 
-    def __init__(self, params, lr: float, spread: float = 1.0, seed: int = 0):
+    def __init__(self, params: ParamsT, lr: float, spread: float = 1.0, seed: int = 0) -> None:
         super().__init__(params, {"lr": lr})
         generator = torch.Generator().manual_seed(seed)
         for group in self.param_groups:
@@ -205,8 +218,9 @@ class WeightedSignDescent(torch.optim.Optimizer):
     def reframe(self, shift: float) -> None:
         """Scale-free: the loss frame changes nothing."""
 
+    # The controls ignore a closure and return None; torch types step(closure) as returning its loss.
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
@@ -221,9 +235,9 @@ class ProblemPrint:
     """The fingerprint on one problem (see the module docstring)."""
 
     problem: str
-    cosine: dict  # geometry -> cosine to its exact solution (linear problems)
-    margin_ratio: dict  # geometry -> normalized margin / its maximum (network: function margin)
-    epsilon: dict  # geometry -> KKT certificate ε
+    cosine: dict[str, float]  # geometry -> cosine to its exact solution (linear problems)
+    margin_ratio: dict[str, float]  # geometry -> normalized margin / its maximum (network: function margin)
+    epsilon: dict[str, float]  # geometry -> KKT certificate ε
     nearest: str | None
     confident: bool
     converged: bool
@@ -232,9 +246,9 @@ class ProblemPrint:
     growth: float  # ‖θ_T‖ / ‖θ_{T/2}‖ − 1
     log10_loss: float
     framed: bool
-    reasons: list = field(default_factory=list)  # why not confident
+    reasons: list[str] = field(default_factory=list)  # why not confident
     error: str | None = None  # the optimizer could not run here (e.g. 2-D parameters only)
-    history: object = None
+    history: History | None = None
 
     @property
     def applicable(self) -> bool:
@@ -248,18 +262,18 @@ class Fingerprint:
     ``confident`` and the wall time. ``str()`` is the text card."""
 
     name: str
-    problems: dict
+    problems: dict[str, ProblemPrint]
     geometry: str | None
     confident: bool
     seconds: float
     seed: int
     steps: int
 
-    def table(self) -> list[dict]:
+    def table(self) -> list[dict[str, Any]]:
         """One row per problem: nearest geometry, cosines, ratios, ε and flags."""
         rows = []
         for p in self.problems.values():
-            row = {"optimizer": self.name, "problem": p.problem, "nearest": p.nearest,
+            row: dict[str, Any] = {"optimizer": self.name, "problem": p.problem, "nearest": p.nearest,
                    "confident": p.confident}
             if p.error:
                 rows.append({**row, "error": p.error})
@@ -301,7 +315,7 @@ class Fingerprint:
                          f"{'' if p.framed else ', plain loss (no frame)'}")
         return "\n".join(lines)
 
-    def figure(self, ax=None):
+    def figure(self, ax: Axes | Sequence[Axes] | np.ndarray | None = None) -> Figure:
         """The figure card: per linear problem the normalized margin in each geometry as a
         fraction of its maximum (dashed: RATIO_MIN), and for the network −log10 of the
         certificate ε; the nearest geometry is coloured (blue: confident)."""
@@ -309,11 +323,13 @@ class Fingerprint:
 
         plt = _pyplot()
         probs = [p for p in self.problems.values() if p.applicable]
+        fig: Figure
         if ax is None:
             fig, axes = plt.subplots(1, len(probs), figsize=(3.2 * len(probs), 2.6), squeeze=False)
             axes = axes[0]
         else:
-            axes, fig = np.atleast_1d(ax), np.atleast_1d(ax)[0].figure
+            axes = np.atleast_1d(np.asarray(ax, dtype=object))  # one Axes or several
+            fig = axes[0].figure
         for a, p in zip(axes, probs):
             linear = bool(p.cosine)
             keys = list(p.cosine if linear else p.epsilon)
@@ -336,7 +352,7 @@ class Fingerprint:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _regime(h, framed: bool):
+def _regime(h: History, framed: bool) -> tuple[float, float, bool, bool, list[str]]:
     half = h.direction_row(h.steps[-1] / 2)  # the first logged direction of the last half
     i = int(np.searchsorted(h.steps, h.direction_grid[half]))  # the same step on the log grid
     drift = float(1 - h.directions[-1] @ h.directions[half])
@@ -354,7 +370,8 @@ def _regime(h, framed: bool):
     return drift, growth, converged, stalled, reasons
 
 
-def _certificates(model, X, y, candidates) -> dict:
+def _certificates(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                  candidates: Iterable[str]) -> dict[str, float]:
     from .kkt import kkt_certificate
 
     out = {}
@@ -368,7 +385,7 @@ def _certificates(model, X, y, candidates) -> dict:
     return out
 
 
-def _score_linear(p: Problem, h, framed) -> ProblemPrint:
+def _score_linear(p: Problem, h: History, framed: bool) -> ProblemPrint:
     w = h.directions[-1]
     cosine = {g: float(w @ p.solutions[g]) for g in p.candidates}
     model, X, y = h.model_at(-1), p.X.to(torch.float64), p.y.to(torch.float64)
@@ -388,12 +405,12 @@ def _score_linear(p: Problem, h, framed) -> ProblemPrint:
                         float(h.log_loss[-1] / math.log(10)), framed, reasons, history=h)
 
 
-def _score_network(p: Problem, h, framed) -> ProblemPrint:
+def _score_network(p: Problem, h: History, framed: bool) -> ProblemPrint:
     from .symmetry import function_margin
 
     model = h.model_at(-1)
     X, y = p.X.to(torch.float64), p.y.to(torch.float64)
-    fm = {}
+    fm: dict[str, float] = {}
     for g in p.candidates:
         try:
             fm[g] = float(function_margin(model, X, y, g))
@@ -409,17 +426,19 @@ def _score_network(p: Problem, h, framed) -> ProblemPrint:
                         float(h.log_loss[-1] / math.log(10)), framed, reasons, history=h)
 
 
-def _optimizer_class(factory, name):
+def _optimizer_class(factory: OptimizerFactory, name: str) -> type[torch.optim.Optimizer]:
     """A ``torch.optim.Optimizer`` subclass whose construction calls ``factory(params)``, so
     that ``Run(optimizer=...)`` and :func:`train.train`'s reference loop take any factory."""
 
-    def new(cls, params, lr=None, **options):
+    def new(cls: type, params: list[torch.Tensor], lr: float | None = None,
+            **options: Any) -> torch.optim.Optimizer:
         return factory(params)
 
-    return type(name, (torch.optim.Optimizer,), {"__new__": new})
+    # type() is typed as returning a plain type; this one subclasses torch.optim.Optimizer.
+    return cast(type[torch.optim.Optimizer], type(name, (torch.optim.Optimizer,), {"__new__": new}))
 
 
-def _check_factory(factory) -> None:
+def _check_factory(factory: object) -> None:
     """Refuse, before any training, what is not a callable ``params -> torch.optim.Optimizer``.
     A factory that raises on this probe is left to the problems (each records its error:
     ``torch.optim.Muon`` refuses vectors, not the matrix here)."""
@@ -436,23 +455,26 @@ def _check_factory(factory) -> None:
                         "`lambda p: torch.optim.SGD(p, lr=0.1)`.")
 
 
-def _framed(cls) -> bool:
+def _framed(cls: type[torch.optim.Optimizer]) -> bool:
     """Whether the reference loop trains this optimizer on the framed loss: it can rescale its
     state (``reframe`` or ``rescale_gradients``, as the library's can; see train.py)."""
+    # A class of _optimizer_class: its __new__ takes the parameters alone and calls the factory.
+    make = cast(OptimizerFactory, cls)
     try:
-        opt = cls([torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)])
+        opt = make([torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)])
     except Exception:  # noqa: BLE001 - it trained on the real parameters; only this probe failed
         return False
     return hasattr(opt, "reframe") or hasattr(opt, "rescale_gradients")
 
 
-def _label(factory) -> str:
+def _label(factory: object) -> str:
     if isinstance(factory, type):
         return factory.__name__
-    return getattr(factory, "__name__", type(factory).__name__)
+    name: str = getattr(factory, "__name__", type(factory).__name__)
+    return name
 
 
-def _overall(prints: dict):
+def _overall(prints: dict[str, ProblemPrint]) -> tuple[str | None, bool]:
     linear = [p for k, p in prints.items() if k != "network" and p.applicable]
     if not linear:
         return None, False
@@ -463,8 +485,9 @@ def _overall(prints: dict):
     return geometry, bool(geometry) and all(p.confident for p in linear)
 
 
-def fingerprint(optimizer, name: str | None = None, steps: int = STEPS, schedule: float = SCHEDULE,
-                seed: int = 0, problems=("binary", "multiclass", "network")) -> Fingerprint:
+def fingerprint(optimizer: OptimizerFactory, name: str | None = None, steps: int = STEPS,
+                schedule: float = SCHEDULE, seed: int = 0,
+                problems: Iterable[str] = ("binary", "multiclass", "network")) -> Fingerprint:
     """Fingerprint ``optimizer``: a callable ``params -> torch.optim.Optimizer`` (a lambda
     around torch's, a third-party or the library's optimizer, with its rate and options).
     Each problem trains it for ``steps`` steps in float64 from the seed's initialization,
@@ -481,7 +504,7 @@ def fingerprint(optimizer, name: str | None = None, steps: int = STEPS, schedule
     name = name or _label(optimizer)
     cls = _optimizer_class(optimizer, name)
     bat = battery()
-    prints = {}
+    prints: dict[str, ProblemPrint] = {}
     for key in problems:
         p = bat[key]
         run = Run(cls, 1.0, steps, schedule=schedule, seed=seed, model=p.model, label=name)
@@ -490,7 +513,9 @@ def fingerprint(optimizer, name: str | None = None, steps: int = STEPS, schedule
                 warnings.filterwarnings("ignore", message=".*has no reframe or rescale_gradients")
                 warnings.filterwarnings("ignore", message=".*left Adam's regime")
                 warnings.filterwarnings("ignore", message="eps = 0 and some coordinate")
-                (h,) = train([run], (p.X, p.y), norms=("l2",), progress=False, device="cpu", engine="loop")
+                # failures='raise' (the default) and no store: a list of histories, a failure raises
+                (h,) = cast("list[History]", train([run], (p.X, p.y), norms=("l2",), progress=False,
+                                                   device="cpu", engine="loop"))
         except Exception as err:  # an optimizer that cannot take these parameters
             nan = math.nan
             prints[key] = ProblemPrint(key, {}, {}, {}, None, False, False, True, nan, nan, nan, False, [],

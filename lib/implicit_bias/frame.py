@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from .history import RunFailed
-from .runs import describe
+from .runs import Run, describe
 
 #: Re-frame the loss when ``|log L + F|`` exceeds this (so ``e^F L`` stays in [e^-20, e^20]).
 SLACK = 20.0
@@ -25,7 +26,7 @@ SLACK = 20.0
 MAX_PIECE = 700.0
 
 
-def recentre(log_loss: np.ndarray, frames: np.ndarray, reframe) -> np.ndarray:
+def recentre(log_loss: np.ndarray, frames: np.ndarray, reframe: Callable[[np.ndarray], object]) -> np.ndarray:
     """The frames after a step whose loss is ``log_loss`` (one per run): a run whose framed
     loss left ``[e^−SLACK, e^SLACK]`` moves to ``F = −log L``, and ``reframe(deltas)`` is
     told by how much each frame moved (0 for the runs that stay), in one call however far."""
@@ -36,7 +37,8 @@ def recentre(log_loss: np.ndarray, frames: np.ndarray, reframe) -> np.ndarray:
     return np.where(moved, -log_loss, frames)
 
 
-def step_frames(log_loss: np.ndarray, frames: np.ndarray, reframe, runs, t: int, frame: bool = True):
+def step_frames(log_loss: np.ndarray, frames: np.ndarray, reframe: Callable[[np.ndarray], object],
+                runs: Sequence[Run], t: int, frame: bool = True) -> np.ndarray:
     """One step's loss check and frame, the same in the reference loop and the batched
     engine: the first of ``runs`` (in the order of ``log_loss``) whose log-loss is not
     finite fails with :class:`RunFailed`, naming the run and the step; then, with ``frame``,
@@ -63,7 +65,7 @@ def in_pieces(rescale_gradients: Callable[[float], object]) -> Callable[[float],
     return reframe
 
 
-def warn_underflow(framed_log_terms, limit: float = -700.0) -> None:
+def warn_underflow(framed_log_terms: torch.Tensor, limit: float = -700.0) -> None:
     """Warn when a batch's framed loss terms are all below float64's range: its gradient
     (or, for per-sample squares, ``limit = −350``) is then exactly 0."""
     if float(framed_log_terms.detach().max()) < limit:

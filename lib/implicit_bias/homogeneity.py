@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any, SupportsFloat
 
 import torch
 from torch.func import functional_call
@@ -21,16 +23,21 @@ from torch.func import functional_call
 #: The factors c at which f(cθ) is compared with c^L f(θ).
 SCALES = (0.5, 2.0, 3.0)
 
+#: A passing check's key: (degree, scales, rtol, multi_output, id(X), X's shape, and per
+#: parameter its id, shape, dtype and device).
+_Key = tuple[float, tuple[float, ...], float, bool, int, tuple[int, ...],
+             tuple[tuple[int, tuple[int, ...], torch.dtype, torch.device], ...]]
+
 # model → {(degree, scales, rtol, data, parameters): measured degree}; weak, so a model
 # leaves the cache when it is garbage collected.
-_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, dict[_Key, float]] = weakref.WeakKeyDictionary()
 
 _HOW_TO_FIX = ("Remove biases (nn.Linear(..., bias=False)) and activations that are not positively "
                "homogeneous, such as tanh, sigmoid or GELU (ReLU and its powers are; see "
                "implicit_bias.models), then declare the degree L.")
 
 
-def _as_degree(degree, owner: str) -> float:
+def _as_degree(degree: Any, owner: str) -> float:  # Any: whatever a user declared, checked here
     try:
         value = float(degree)
     except (TypeError, ValueError):
@@ -41,7 +48,7 @@ def _as_degree(degree, owner: str) -> float:
     return value
 
 
-def declared_degree(model) -> float:
+def declared_degree(model: torch.nn.Module) -> float:
     """``model.degree`` as a float; TypeError if the model declares none."""
     name = type(model).__name__
     degree = getattr(model, "degree", None)
@@ -53,13 +60,14 @@ def declared_degree(model) -> float:
     return _as_degree(degree, name)
 
 
-def num_classes(model) -> int | None:
+def num_classes(model: torch.nn.Module) -> int | None:
     """The number of outputs ``k ≥ 2`` a multi-output model declares (``num_classes``), or None."""
     k = getattr(model, "num_classes", None)
     return int(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else None
 
 
-def check_output(model, X, out: torch.Tensor, multi_output: bool = False) -> None:
+def check_output(model: torch.nn.Module, X: torch.Tensor, out: torch.Tensor,
+                 multi_output: bool = False) -> None:
     """Raise unless ``out = model(X)`` holds one score per sample, shape ``(n,)``, or (with
     ``multi_output``, for a model declaring ``num_classes = k``) ``k`` scores, ``(n, k)``.
     An ``(n, 1)`` output is always refused."""
@@ -79,7 +87,7 @@ def check_output(model, X, out: torch.Tensor, multi_output: bool = False) -> Non
         f"output must be shape ({n},), one score per sample (y * f would otherwise broadcast): {fix}.")
 
 
-def _check_finite(model, out: torch.Tensor, at: str) -> None:
+def _check_finite(model: torch.nn.Module, out: torch.Tensor, at: str) -> None:
     if not torch.isfinite(out).all():
         raise ValueError(f"{type(model).__name__} gives non-finite outputs (NaN or inf) at {at} on X: "
                          "check the parameters and the data before measuring margins.")
@@ -90,7 +98,8 @@ def _rel_err(fc: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6,
+def check_homogeneous(model: torch.nn.Module, X: torch.Tensor, degree: SupportsFloat | None = None,
+                      scales: Sequence[float] = SCALES, rtol: float = 1e-6,
                       multi_output: bool = False) -> float:
     """Measure the homogeneity degree of ``model`` on the data ``X`` and return it.
 
@@ -116,7 +125,7 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6,
     if X.shape[0] == 0:
         raise ValueError("X has no samples: the degree is measured on the data.")
     params = dict(model.named_parameters())
-    key = (L, tuple(scales), rtol, multi_output, id(X), tuple(X.shape),
+    key: _Key = (L, tuple(scales), rtol, multi_output, id(X), tuple(X.shape),
            tuple((id(p), tuple(p.shape), p.dtype, p.device) for p in params.values()))
     seen = _CHECKED.get(model, {})
     if key in seen:
@@ -126,9 +135,9 @@ def check_homogeneous(model, X, degree=None, scales=SCALES, rtol: float = 1e-6,
     check_output(model, X, f, multi_output)
     _check_finite(model, f, "θ")
     tol = max(rtol, 100 * torch.finfo(f.dtype).eps)  # float32 rounds at ~1e-7 per operation
-    scaled = []
+    scaled: list[tuple[float, torch.Tensor]] = []
     for c in scales:
-        fc = functional_call(model, {k: c * p for k, p in params.items()}, (X,))
+        fc: torch.Tensor = functional_call(model, {k: c * p for k, p in params.items()}, (X,))
         _check_finite(model, fc, f"{c:g}·θ")
         scaled.append((c, fc))
     if not float(f.abs().max()) > 0:
@@ -167,7 +176,7 @@ DEAD = ("its output is 0 on every sample and so is every gradient (every unit de
 
 
 @torch.no_grad()
-def dead_runs(outputs: torch.Tensor, grads=()) -> list[int]:
+def dead_runs(outputs: torch.Tensor, grads: Iterable[torch.Tensor] = ()) -> list[int]:
     """The runs of a stack that can no longer move: ``outputs`` ``(K, n, …)`` identically 0
     on every sample, and every gradient in ``grads`` (tensors ``(K, …)``) too. A zero output
     alone is no reason (a linear model at θ = 0 has a non-zero gradient). One reduction
@@ -178,10 +187,11 @@ def dead_runs(outputs: torch.Tensor, grads=()) -> list[int]:
         return []
     for g in grads:
         zero &= g.reshape(K, -1).eq(0).all(dim=1)
-    return torch.nonzero(zero).reshape(-1).tolist()
+    dead: list[int] = torch.nonzero(zero).reshape(-1).tolist()
+    return dead
 
 
-def dead_output(outputs: torch.Tensor, grads=()) -> str | None:
+def dead_output(outputs: torch.Tensor, grads: Iterable[torch.Tensor] = ()) -> str | None:
     """Why one run cannot move (:data:`DEAD`) when its ``outputs`` on the data and all its
     ``grads`` are identically 0, else None. The training loop raises ``RunFailed`` with it,
     naming the run and the step."""

@@ -12,7 +12,7 @@ import torch
 LOSSES = ("exponential", "logistic")
 
 
-def _check(kind):
+def _check(kind: str) -> None:
     if kind not in LOSSES:
         raise ValueError(f"Unknown loss {kind!r}; choose one of {LOSSES}.")
 
@@ -69,7 +69,7 @@ def framed_loss(q: torch.Tensor, frame: float, kind: str = "logistic") -> torch.
     return torch.exp(log_terms(q, kind) + frame).sum()
 
 
-def framed_slopes(q: torch.Tensor, frame, kind: str = "logistic") -> torch.Tensor:
+def framed_slopes(q: torch.Tensor, frame: float | torch.Tensor, kind: str = "logistic") -> torch.Tensor:
     """``d/dq_i [e^F ℓ(q_i)]`` per sample, in the log domain (never ``0 · inf``): the
     gradient of the framed loss with respect to the margins, without autograd.
     Exponential: ``−e^{F−q}``. Logistic: ``−e^{F + log σ(−q)}``. ``frame`` broadcasts

@@ -41,19 +41,19 @@ class NearbySearch:
     trials: int
     model: torch.nn.Module  # the best point found, rescaled so that min q = 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"NearbySearch(improvement={self.improvement:.3e}, norm {self.norm_start:.6g} → "
                 f"{self.norm_best:.6g}, distance={self.distance:.2e}, accepted={self.accepted}/"
                 f"{self.trials})")
 
 
-def _flat(model) -> torch.Tensor:
+def _flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
 
 
 @torch.no_grad()
-def search_nearby(model, X, y, norm="l2", radius: float = 0.05, trials: int = 3000,
-                  tol: float = 1e-9, seed: int = 0) -> NearbySearch:
+def search_nearby(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, norm: str | Norm = "l2",
+                  radius: float = 0.05, trials: int = 3000, tol: float = 1e-9, seed: int = 0) -> NearbySearch:
     """Search the ball ``‖θ − θ*‖ ≤ radius·‖θ*‖₂`` (θ* rescaled to min q = 1) for a feasible
     point of smaller ``norm`` than the model's own point θ*.
 
@@ -73,7 +73,7 @@ def search_nearby(model, X, y, norm="l2", radius: float = 0.05, trials: int = 30
     params = list(work.parameters())
     norm_obj: Norm = by_name(norm, params) if isinstance(norm, str) else norm
 
-    def value(vector):
+    def value(vector: torch.Tensor) -> tuple[float, float]:
         torch.nn.utils.vector_to_parameters(vector, params)
         q_min = float((y * work(X)).min())
         if not q_min > 0:

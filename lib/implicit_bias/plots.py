@@ -5,12 +5,21 @@ when a figure is drawn, not with the package."""
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import norms as _norms
 from .stats import mean_interval
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from .history import History
 
 COLORS = {
     "GD": "#7f7f7f",
@@ -30,26 +39,26 @@ COLORS = {
 }
 
 
-class _NormLabels(Mapping):
+class _NormLabels(Mapping[str, str]):
     """Name → figure label of every registered norm, read from the norms themselves (so a
     norm registered later has its label here too)."""
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         if name not in _norms.names():
             raise KeyError(name)
         return _norms.label_of(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(_norms.names())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(_norms.names())
 
 
 NORM_LABELS = _NormLabels()
 
 
-def norm_label(norm) -> str:
+def norm_label(norm: _norms.Norm | str) -> str:
     """The label of a norm (a :class:`~implicit_bias.norms.Norm` or a name) in titles."""
     return _norms.label_of(norm)
 
@@ -61,7 +70,7 @@ def color(label: str) -> str:
             return COLORS[name]
     import matplotlib
 
-    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette: list[str] = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     return palette[sum(map(ord, label)) % len(palette)]
 
 
@@ -84,21 +93,28 @@ def _pyplot() -> types.ModuleType:
     return plt
 
 
-def _legend_once(ax, histories):
-    seen = {}
+def _label(h: History) -> str:
+    """A history's run label (``Run`` sets it when built: never None there)."""
+    return cast(str, h.run.label)
+
+
+def _legend_once(ax: Axes, histories: Iterable[History]) -> None:
+    seen: dict[str, Line2D] = {}
     for line, h in zip(ax.get_lines(), histories):
-        seen.setdefault(h.run.label, line)
+        seen.setdefault(_label(h), line)
     ax.legend(seen.values(), seen.keys(), fontsize=8)
 
 
-def margins(histories, norms=None, title: str | None = None):
+def margins(histories: Sequence[History], norms: Iterable[str] | None = None,
+            title: str | None = None) -> Figure:
     """Normalized margins over training, one panel per norm (seeds share a colour)."""
     plt = _pyplot()
     norms = list(norms or histories[0].margins)
+    fig: Figure
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.3), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for h in histories:
-            ax.plot(h.steps, h.margins[norm], color=color(h.run.label), lw=1.2, alpha=0.85)
+            ax.plot(h.steps, h.margins[norm], color=color(_label(h)), lw=1.2, alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("step")
         ax.set_title(f"normalized margin, {norm_label(norm)}")
@@ -112,18 +128,20 @@ def margins(histories, norms=None, title: str | None = None):
     return fig
 
 
-def margin_bands(histories, norms=None, title: str | None = None, level: float = 0.95):
+def margin_bands(histories: Sequence[History], norms: Iterable[str] | None = None, title: str | None = None,
+                 level: float = 0.95) -> Figure:
     """Normalized margins over training, one panel per norm: for each label the mean over
     its runs (seeds) as a line and a ``level`` Student-t interval of that mean as a band
     (no band for a single run). Runs sharing a label must share the step grid."""
     plt = _pyplot()
     norms = list(norms or histories[0].margins)
-    groups: dict = {}
+    groups: dict[str, list[History]] = {}
     for h in histories:
-        groups.setdefault(h.run.label, []).append(h)
+        groups.setdefault(_label(h), []).append(h)
+    fig: Figure
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.3), squeeze=False)
     for ax, norm in zip(axes[0], norms):
-        tail = []
+        tail: list[np.ndarray] = []
         for label, hs in groups.items():
             steps = hs[0].steps
             if any(len(h.steps) != len(steps) or np.any(h.steps != steps) for h in hs):
@@ -148,12 +166,13 @@ def margin_bands(histories, norms=None, title: str | None = None, level: float =
     return fig
 
 
-def training(histories, title: str | None = None):
+def training(histories: Iterable[History], title: str | None = None) -> Figure:
     """Loss (log10) and directional convergence ``cos(θ_t, θ_final)`` over training."""
     plt = _pyplot()
+    fig: Figure
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     for h in histories:
-        c = color(h.run.label)
+        c = color(_label(h))
         a.plot(h.steps, h.log_loss / np.log(10), color=c, lw=1.2)
         b.plot(h.direction_grid, h.cosine_to_final(), color=c, lw=1.2)
     for ax in (a, b):
@@ -169,7 +188,8 @@ def training(histories, title: str | None = None):
     return fig
 
 
-def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None):
+def cosines(curves: Mapping[str, ArrayLike], steps: ArrayLike, ylabel: str, title: str | None = None,
+            ax: Axes | None = None) -> Axes:
     """Curves of cosines with reference directions, e.g. ``{'ℓ2 solution': cos, ...}``."""
     plt = _pyplot()
     if ax is None:
@@ -185,7 +205,8 @@ def cosines(curves: dict, steps, ylabel: str, title: str | None = None, ax=None)
     return ax
 
 
-def heatmap(values, rows, columns, title: str | None = None, annotations=None, ax=None):
+def heatmap(values: ArrayLike, rows: Sequence[str], columns: Sequence[str], title: str | None = None,
+            annotations: Sequence[Sequence[str]] | None = None, ax: Axes | None = None) -> Axes:
     """A rows × columns heat map of ``values`` (e.g. margins normalized by each column's
     best entry), annotated with ``annotations`` (strings, default: the values)."""
     plt = _pyplot()
@@ -214,17 +235,18 @@ class Table(str):
     ``title`` rather than printing one above it (the page gathers a cell's printed lines into
     one box, above its tables)."""
 
-    rows: list
-    columns: list
+    rows: list[Mapping[str, Any]]
+    columns: list[str]
     title: str | None  # type: ignore[assignment]  # the table's title, shadowing str.title on purpose
     _body: list[list[str]]
 
-    def __new__(cls, rows, columns=None, digits: int = 4, title: str | None = None):
+    def __new__(cls, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | None = None, digits: int = 4,
+                title: str | None = None) -> Table:
         rows = list(rows)
         columns = list(columns or (rows[0] if rows else []))
         body = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
         widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-        line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+        line: Callable[[list[str]], str] = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
         text = [line(columns), line(["-" * w for w in widths]), *map(line, body)]
         self = super().__new__(cls, "\n".join([title, *text] if title else text))
         self.rows, self.columns, self.title, self._body = rows, columns, title, body
@@ -237,7 +259,7 @@ class Table(str):
         from html import escape
 
         numeric = [all(_is_number(r.get(c)) for r in self.rows) for c in self.columns]
-        align = lambda j: ' class="ib-num"' if numeric[j] else ""  # noqa: E731
+        align: Callable[[int], str] = lambda j: ' class="ib-num"' if numeric[j] else ""  # noqa: E731
         head = "".join(f"<th{align(j)}>{escape(c)}</th>" for j, c in enumerate(self.columns))
         body = "".join("<tr>" + "".join(f"<td{align(j)}>{escape(v)}</td>" for j, v in enumerate(row))
                        + "</tr>" for row in self._body)
@@ -257,24 +279,25 @@ _TABLE_STYLE = ("<style>table.ib-table{font-size:0.8em;border-collapse:collapse;
                 "table.ib-table caption{caption-side:top;text-align:left;padding:0.2em 0.5em}</style>")
 
 
-def _is_number(v) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _cell(v, digits: int) -> str:
+def _cell(v: object, digits: int) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{v:.{digits}g}"
     return str(v)
 
 
-def table(rows, columns=None, digits: int = 4, title: str | None = None) -> Table:
+def table(rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | None = None, digits: int = 4,
+          title: str | None = None) -> Table:
     """A table of dict rows (columns default to the first row's keys; floats to ``digits``
     significant digits; ``title`` above it): shown as an HTML table in a notebook, aligned text
     when printed."""
     return Table(rows, columns, digits, title)
 
 
-def _wrap(fig, text: str, size: float) -> list:
+def _wrap(fig: Figure, text: str, size: float) -> list[str]:
     """``text`` wrapped into lines that fit the figure's width at font ``size``, measured with the
     figure's own renderer (an estimate of half an em per character where there is none)."""
     import textwrap
@@ -305,7 +328,7 @@ def _this_cell() -> str:
     return f"the cell above (In [{count}])" if count else "the cell above"
 
 
-def caption(fig, text: str, cell: str | None = None):
+def caption(fig: Figure, text: str, cell: str | None = None) -> None:
     """Write a figure's caption under it, inside the image: ``text``, then which cell and
     which run size drew it (a reader comparing a page with a rerun needs both).
 
@@ -325,7 +348,7 @@ def caption(fig, text: str, cell: str | None = None):
     scale, shift = height / (height + extra), extra / (height + extra)
     for ax in fig.axes:  # the old figure now sits on top of the caption strip
         box = ax.get_position()
-        ax.set_position([box.x0, shift + box.y0 * scale, box.width, box.height * scale])
+        ax.set_position((box.x0, shift + box.y0 * scale, box.width, box.height * scale))
     for artist in fig.texts:  # a suptitle is one of them
         x, y = artist.get_position()
         artist.set_position((x, shift + y * scale))

@@ -14,6 +14,9 @@ own ``forward``) and autograd.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch.func import functional_call, vmap
 
@@ -40,24 +43,26 @@ class Stack:
         """Run k's parameters (views into the stack)."""
         return [p[k] for p in self.params]
 
-    def _call(self, params, X):
-        def one(p, x):
-            return functional_call(self.template, dict(zip(self.names, p)), (x,))
-        return vmap(one, in_dims=(0, None if X.dim() == self.input_dim else 0))(params, X)
+    def _call(self, params: Sequence[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+        def one(p: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = functional_call(self.template, dict(zip(self.names, p)), (x,))
+            return out
+        f: torch.Tensor = vmap(one, in_dims=(0, None if X.dim() == self.input_dim else 0))(params, X)
+        return f
 
-    def outputs(self, X) -> torch.Tensor:
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
         """``f_k(X)`` for every run, shape ``(K, n)``, with nothing kept for a backward."""
         with torch.no_grad():
             return self._call(self.params, X)
 
-    def forward(self, X) -> torch.Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         leaves = [p.detach().requires_grad_(True) for p in self.params]
         with torch.enable_grad():
             f = self._call(leaves, X)
         self._graph = (leaves, f)
         return f.detach()
 
-    def backward(self, df) -> list[torch.Tensor]:
+    def backward(self, df: torch.Tensor) -> list[torch.Tensor]:
         assert self._graph is not None, "backward() needs a forward() first"
         leaves, f = self._graph
         self._graph = None
@@ -69,29 +74,33 @@ class LinearStack(Stack):
     :class:`~implicit_bias.models.BlockLinear` with its blocks concatenated): the outputs and
     the gradients are one matrix product each."""
 
-    def __init__(self, runs):
+    _X: torch.Tensor | None  # the input of the last forward(), until its backward()
+
+    def __init__(self, runs: list[models.HomogeneousModel]):
         super().__init__(runs)
-        self.input_dim = 1 + runs[0].w.dim() if type(runs[0]) is models.Linear else 2
+        first = runs[0]
+        self.input_dim = 1 + first.w.dim() if type(first) is models.Linear else 2
         self._sizes = [p[0].numel() for p in self.params]
 
-    def _weights(self):
+    def _weights(self) -> torch.Tensor:
         """``θ_k`` flat, a row per run (a view for one block, a copy for several)."""
         if len(self.params) == 1:
             return self.params[0].reshape(self.size, -1)
         return torch.cat([p.reshape(self.size, -1) for p in self.params], dim=1)
 
-    def outputs(self, X):
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
         w = self._weights()
         if X.dim() == self.input_dim:
             return (X.reshape(X.shape[0], -1) @ w.T).T
         return torch.bmm(X.reshape(*X.shape[:2], -1), w.unsqueeze(-1)).squeeze(-1)
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         self._X = X
         return self.outputs(X)
 
-    def backward(self, df):
+    def backward(self, df: torch.Tensor) -> list[torch.Tensor]:
         X, self._X = self._X, None
+        assert X is not None, "backward() needs a forward() first"
         if X.dim() == self.input_dim:
             g = df @ X.reshape(X.shape[0], -1)
         else:
@@ -108,29 +117,33 @@ class TwoLayerStack(Stack):
     ``σ(z) = z σ'(z) / q``), ``∇a = Σ_d W ⊙ M / q``. The (K, n, h) arrays live in buffers
     kept from step to step."""
 
-    def __init__(self, runs):
+    #: The last forward()'s input, activations, slopes (None for ReLU) and slope factor,
+    #: until its backward().
+    _cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float] | None
+
+    def __init__(self, runs: list[models.HomogeneousModel]):
         super().__init__(runs)
-        self.act = runs[0].act
+        self.act = cast(models.TwoLayer, runs[0]).act  # stack() builds this for TwoLayer models only
         # Euler's identity needs the declared degree to be the activation's true one: used
         # only for the built-in activations (a new one gets ∇a from its values).
         self._euler = type(self.act) in (models.ReLU, models.ReLUPower, models.Quadratic)
-        self._buffers = {}
+        self._buffers: dict[str, torch.Tensor] = {}
 
-    def _buffer(self, name, shape):
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         like = self.params[0]
         buf = self._buffers.get(name)
         if buf is None or buf.shape != shape:
             buf = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return buf
 
-    def _hidden(self, X, name):
+    def _hidden(self, X: torch.Tensor, name: str) -> torch.Tensor:
         """``X W_kᵀ`` for every run, shape ``(K, n, h)``, into the buffer ``name``."""
         W = self.params[0]  # (K, h, d)
         K, h = W.shape[:2]
         Xs = X.expand(K, *X.shape) if X.dim() == 2 else X  # a shared X is not copied
         return torch.bmm(Xs, W.mT, out=self._buffer(name, (K, Xs.shape[1], h)))
 
-    def _value_and_slope(self, z, name):
+    def _value_and_slope(self, z: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """σ(z) and σ'(z) / c with the factor c, reusing z's memory where the activation
         allows (the slope is only formed in the backward pass when it is cheap to)."""
         act = self.act
@@ -145,17 +158,18 @@ class TwoLayerStack(Stack):
         value, slope = act.value_and_slope(z)
         return value, slope, 1.0
 
-    def outputs(self, X):
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             value, _, _ = self._value_and_slope(self._hidden(X, "z_out"), "v_out")
             return torch.bmm(value, self.params[1].unsqueeze(-1)).squeeze(-1)
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         value, slope, factor = self._value_and_slope(self._hidden(X, "z"), "v")
         self._cache = (X, value, slope, factor)
         return torch.bmm(value, self.params[1].unsqueeze(-1)).squeeze(-1)
 
-    def backward(self, df):
+    def backward(self, df: torch.Tensor) -> list[torch.Tensor]:
+        assert self._cache is not None, "backward() needs a forward() first"
         X, value, slope, factor = self._cache
         self._cache = None
         W, a = self.params

@@ -17,9 +17,12 @@ import re
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 #: A run's label in a message: ``Run 'Adam': …`` or ``run 'Adam' (seed 3) …``.
 _LABEL = re.compile(r"\b[Rr]un '([^']*)'")
@@ -27,6 +30,20 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,]*(?:e[-+]?\d+)?")
 
 #: Labels named in an aggregated line; the rest are counted.
 SHOWN = 6
+
+
+@dataclass
+class _Group:
+    """Warnings of one kind so far: how many, the runs they named (counted), and the first
+    one's message, filename and line number."""
+
+    first: tuple[str, str, int]
+    count: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+
+
+#: (category, kind) -> the warnings of that kind so far.
+_Groups = dict[tuple[type[Warning], str], _Group]
 
 
 def user_stacklevel() -> int:
@@ -57,7 +74,7 @@ def _label(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def summary(count: int, labels: Counter, first: str) -> str:
+def summary(count: int, labels: Counter[str], first: str) -> str:
     """The aggregated message of ``count`` warnings of one kind, the first being ``first``."""
     if count == 1:
         return first
@@ -68,12 +85,12 @@ def summary(count: int, labels: Counter, first: str) -> str:
 
 
 @contextmanager
-def aggregate_warnings():
+def aggregate_warnings() -> Iterator[None]:
     """Collect the warnings raised inside, then warn each kind once (see the module
     docstring), at the place the first of its kind came from, so filters still apply. The
     warnings come out also when the body raises (they may explain why). Each is counted as
     it comes, not kept: a warning raised at every step of a long sweep costs no memory."""
-    groups: dict = {}  # (category, kind) -> [count, labels, (first message, filename, lineno)]
+    groups: _Groups = {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # count every one; the filters apply when re-warned
@@ -83,18 +100,20 @@ def aggregate_warnings():
         _rewarn(groups)
 
 
-def _collect(groups: dict, message, category, filename, lineno, file=None, line=None) -> None:
+def _collect(groups: _Groups, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
     text = str(message)
-    group = groups.setdefault((category, kind(text)), [0, Counter(), (text, filename, lineno)])
-    group[0] += 1
+    group = groups.setdefault((category, kind(text)), _Group((text, filename, lineno)))
+    group.count += 1
     label = _label(text)
     if label is not None:
-        group[1][label] += 1
+        group.labels[label] += 1
 
 
-def _rewarn(groups: dict) -> None:
-    for (category, _), (count, labels, (first, filename, lineno)) in groups.items():
-        warnings.warn_explicit(summary(count, labels, first), category, filename, lineno,
+def _rewarn(groups: _Groups) -> None:
+    for (category, _), group in groups.items():
+        first, filename, lineno = group.first
+        warnings.warn_explicit(summary(group.count, group.labels, first), category, filename, lineno,
                                module=_module_of(filename))
 
 
