@@ -140,7 +140,7 @@ class Recording:
     log_loss: list[float] = field(default_factory=list)
     param_norm: list[float] = field(default_factory=list)
     directions: list[np.ndarray] = field(default_factory=list)
-    margins: dict[str, list[float]] = field(default_factory=dict)
+    margins: dict[str, list[float]] = field(init=False)  # one list per norm of ``norms``
     observed: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
