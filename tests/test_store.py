@@ -65,7 +65,44 @@ def test_a_sweep_round_trips_through_the_store_to_the_bit(tmp_path, digits):
         assert {"steps.npy", "log_loss.npy", "margin_0.npy", "parameters.npy"} <= set(z.namelist())
     assert meta["run"]["model"] == NET and meta["margins"] == ["l2", "linf"]
     assert meta["library_version"] == ib.__version__ and meta["training_version"] == training.TRAINING_VERSION
+    # ... and read back as a RunFile, which writes the same text again
+    described = store.RunStore(tmp_path).meta(path)
+    assert described.run == meta["run"] and described.margins == ["l2", "linf"] and described.input_dim == 64
+    assert json.loads(described.to_json()) == meta
     assert np.load(path)["log_loss"].shape == (len(stored[0].steps),)
+
+
+def test_every_field_of_a_run_file_is_checked_and_the_required_ones_are_required(tmp_path, digits):
+    import dataclasses
+
+    train(small_runs()[:1], digits, norms="l2", progress=False, store=tmp_path)
+    path = next((tmp_path / "runs").glob("*.npz"))
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read("config.json"))
+    assert store.RunFile.from_json(path, meta) == store.RunStore(tmp_path).meta(path)
+    for field in dataclasses.fields(store.RunFile):
+        with pytest.raises(store.StoreError, match=field.name):
+            store.RunFile.from_json(path, {**meta, field.name: [[1]]})  # no field's type
+    required = {"format", "key", "training_version", "run", "data", "settings", "margins", "observed",
+                "input_dim", "dtype"}
+    for name in required:
+        with pytest.raises(store.StoreError, match=f"lacks \\['{name}'\\]"):
+            store.RunFile.from_json(path, {k: v for k, v in meta.items() if k != name})
+    # notes may be missing (older files), and a newer note is ignored
+    old = {k: v for k, v in meta.items() if k in required}
+    assert store.RunFile.from_json(path, {**old, "a later note": 1}).seconds == 0.0
+
+
+def test_a_failure_record_that_cannot_be_read_is_skipped(tmp_path):
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    good = {"key": "a", "run": {"optimizer": "Adam"}, "label": "Adam", "reason": "diverged", "step": 3}
+    (folder / "a.json").write_text(json.dumps(good))
+    (folder / "b.json").write_text(json.dumps({**good, "key": "b", "step": "three"}))
+    (folder / "c.json").write_text(json.dumps({**good, "key": "another"}))
+    (folder / "d.json").write_text("{not json")
+    records = store.failed_runs(tmp_path)
+    assert list(records) == ["a"] and records["a"].step == 3 and records["a"].margins == []
 
 
 def test_directions_can_be_dropped_or_thinned(tmp_path, digits):

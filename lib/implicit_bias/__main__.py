@@ -17,11 +17,11 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from .executors import Executor
-    from .store import StoreError
+    from .store import FailedRun, StoreError
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # the command line saves figures, it shows none
 
@@ -102,7 +102,7 @@ def _command(args: argparse.Namespace) -> int:
         return _sweep(args, sweep)
     # Files that cannot be trusted and runs that failed: listed after the table, exit status 1.
     skipped: list[StoreError] = []
-    failed: list[dict[str, Any]] = []
+    failed: list[FailedRun] = []
     try:
         sweep.report(args.store, out=args.out, level=args.level, figures=not args.no_figures,
                      allow=args.allow, errors=skipped, failed=failed)

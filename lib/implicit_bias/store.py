@@ -348,24 +348,112 @@ def _dtype(x: object) -> bool:
     return isinstance(x, str) and x in DTYPES
 
 
-#: The other fields of a run file's config.json (those present are checked).
-_META_FIELDS: dict[str, FieldCheck] = {
-    "key": (lambda v: isinstance(v, str), "a string"),
-    "training_version": (_integer, "an integer"),
-    "data": (lambda v: isinstance(v, str) and len(v) <= 200, "a data fingerprint"),
-    "settings": (lambda v: isinstance(v, dict), "a table of training settings"),
-    "margins": (_names, "a list of distinct names"),
-    "observed": (_names, "a list of distinct names"),
-    "dtype": (_dtype, "'float64' or 'float32'"),
-    "seconds": (lambda v: _finite(v) and v >= 0, "a number ≥ 0"),
-    "engine": (lambda v: isinstance(v, dict), "a table"),
-    "device": (lambda v: isinstance(v, str), "a string"),
-    "library_version": (lambda v: isinstance(v, str), "a string"),
-    "created": (lambda v: isinstance(v, str), "a string"),
-}
+def _input_dim(x: object) -> bool:
+    """A stored input dimension: a positive integer, or a shape (a list) of at most 8."""
+    shape = x if isinstance(x, list) else [x]
+    return (1 <= len(shape) <= 8 and all(_integer(k, 1) for k in shape)
+            and math.prod(shape) <= MAX_FEATURES)
 
-_META = {"format", "key", "training_version", "run", "data", "settings", "margins", "observed",
-         "input_dim", "dtype"}
+
+def _checked(check: Callable[[Any], bool], expected: str, **default: Any) -> Any:
+    """A :class:`RunFile` field with the check its stored value must pass (and its default)."""
+    return dataclasses.field(metadata={"check": (check, expected)}, **default)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFile:
+    """What a stored run file says about its run: its ``config.json``, checked.
+
+    ``run`` is the :class:`runs.Run` as JSON (:func:`run_config`), ``data`` the data's
+    fingerprint and ``settings`` the training settings: the three with ``training_version``
+    hash to ``key``, the file's name. ``margins`` and ``observed`` name its arrays. The
+    fields with defaults are notes (older files may lack them); the others are required.
+    """
+
+    format: int = _checked(_integer, "an integer")
+    key: str = _checked(lambda v: isinstance(v, str), "a string")
+    training_version: int = _checked(_integer, "an integer")
+    run: dict[str, Any] = _checked(lambda v: isinstance(v, dict), "a run config (a table)")
+    data: str = _checked(lambda v: isinstance(v, str) and len(v) <= 200, "a data fingerprint")
+    settings: dict[str, Any] = _checked(lambda v: isinstance(v, dict), "a table of training settings")
+    margins: list[str] = _checked(_names, "a list of distinct names")
+    observed: list[str] = _checked(_names, "a list of distinct names")
+    input_dim: int | tuple[int, ...] = _checked(_input_dim, "a positive integer or a shape of at most 8 "
+                                                f"of them, with at most {MAX_FEATURES} features")
+    dtype: str = _checked(_dtype, "'float64' or 'float32'")
+    seconds: float = _checked(lambda v: _finite(v) and v >= 0, "a number ≥ 0", default=0.0)
+    engine: dict[str, Any] = _checked(lambda v: isinstance(v, dict), "a table", default_factory=dict)
+    device: str = _checked(lambda v: isinstance(v, str), "a string", default="")
+    library_version: str = _checked(lambda v: isinstance(v, str), "a string", default="")
+    created: str = _checked(lambda v: isinstance(v, str), "a string", default="")
+
+    @classmethod
+    def from_json(cls, path: Where, meta: JSON, allow: Iterable[str] = ()) -> RunFile:
+        """The description in a file's parsed ``config.json``: its fields, their types and the
+        names it holds checked (:class:`StoreError` naming ``path`` if not)."""
+        if not isinstance(meta, dict):
+            raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = {name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if required - set(meta):
+            raise StoreError(f"{path}: config.json lacks {sorted(required - set(meta))}.")
+        if meta["format"] != FORMAT:
+            raise StoreError(f"{path}: written in store format {_short(meta['format'])}, this code reads "
+                             f"{FORMAT}.")
+        known = {name: value for name, value in meta.items() if name in fields}  # a newer note: ignored
+        _check_fields(path, known, {name: f.metadata["check"] for name, f in fields.items()}, "its")
+        _check_run_config(path, known["run"])
+        _check_observer(path, known["settings"].get("observe"), allow)
+        dim = known["input_dim"]
+        return cls(**{**known, "input_dim": tuple(dim) if isinstance(dim, list) else dim})
+
+    def to_json(self) -> str:
+        """The ``config.json`` text: :meth:`from_json` reads it back equal."""
+        return json.dumps({**dataclasses.asdict(self), "input_dim": _encode(self.input_dim)},
+                          indent=1, sort_keys=True)
+
+    def array_names(self) -> list[str]:
+        """The arrays the file holds besides ``config.json``."""
+        return [*_SERIES, "directions", "direction_steps", "parameters",
+                *(f"margin_{i}" for i in range(len(self.margins))),
+                *(f"observed_{i}" for i in range(len(self.observed)))]
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedRun:
+    """A failed run's record (``<root>/failed/<key>.json``, :func:`save_failed`): which run,
+    at which step (None: unknown) and why; ``margins`` names the series of its partial
+    history (:func:`failed_history`). The fields with defaults are notes."""
+
+    key: str = _checked(lambda v: isinstance(v, str), "a string")
+    run: dict[str, Any] = _checked(lambda v: isinstance(v, dict), "a run config (a table)")
+    label: str | None = _checked(lambda v: v is None or isinstance(v, str), "a string or null")
+    reason: str = _checked(lambda v: isinstance(v, str), "a string")
+    step: int | None = _checked(lambda v: v is None or _integer(v, 0), "a step or null", default=None)
+    margins: list[str] = _checked(_names, "a list of distinct names", default_factory=list)
+    data: str = _checked(lambda v: isinstance(v, str), "a data fingerprint", default="")
+    settings: dict[str, Any] = _checked(lambda v: isinstance(v, dict), "a table", default_factory=dict)
+    training_version: int = _checked(_integer, "an integer", default=0)
+    library_version: str = _checked(lambda v: isinstance(v, str), "a string", default="")
+    created: str = _checked(lambda v: isinstance(v, str), "a string", default="")
+    format: int = _checked(_integer, "an integer", default=FORMAT)
+
+    @classmethod
+    def from_json(cls, path: Path, record: JSON) -> FailedRun:
+        """The record in a parsed ``<key>.json``, checked (:class:`StoreError` if not)."""
+        if not isinstance(record, dict) or record.get("key") != path.stem:
+            raise StoreError(f"{path}: not the failure record of run {path.stem}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        known = {name: value for name, value in record.items() if name in fields}
+        missing = {"key", "run", "label", "reason"} - set(known)
+        if missing:
+            raise StoreError(f"{path}: a failure record lacks {sorted(missing)}.")
+        _check_fields(path, known, {name: f.metadata["check"] for name, f in fields.items()}, "its")
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n"
 
 
 def _check_fields(where: Where, table: dict[str, Any], checks: Mapping[str, FieldCheck], what: str) -> None:
@@ -391,16 +479,6 @@ def _check_run_config(where: Where, config: JSON) -> None:
     _check_fields(where, config, checks, "the run's")
 
 
-def _input_dim(where: Where, value: JSON) -> int | tuple[int, ...]:
-    """A stored input dimension: a positive integer, or a shape (a list) of at most 8."""
-    shape = value if isinstance(value, list) else [value]
-    if not (1 <= len(shape) <= 8 and all(_integer(k, 1) for k in shape)
-            and math.prod(shape) <= MAX_FEATURES):
-        raise StoreError(f"{where}: input_dim {_short(value)} is not a positive integer or a shape of "
-                         f"at most 8 of them, with at most {MAX_FEATURES} features.")
-    return tuple(shape) if isinstance(value, list) else value
-
-
 def _check_observer(where: Where, observe: JSON, allow: Iterable[str]) -> None:
     """The observer a run was trained with is only a name in its key (loading never calls
     it): the library's, this process's own or an allowed one."""
@@ -414,28 +492,6 @@ def _check_observer(where: Where, observe: JSON, allow: Iterable[str]) -> None:
         raise _refused(where, name)
 
 
-def _check_meta(path: Path, meta: JSON, allow: Iterable[str]) -> None:
-    """A run file's config.json: its fields, their types and the names it holds."""
-    if not isinstance(meta, dict):
-        raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
-    missing = _META - set(meta)
-    if missing:
-        raise StoreError(f"{path}: config.json lacks {sorted(missing)}.")
-    if meta["format"] != FORMAT:
-        raise StoreError(f"{path}: written in store format {_short(meta['format'])}, this code reads "
-                         f"{FORMAT}.")
-    _check_fields(path, meta, _META_FIELDS, "its")
-    _input_dim(path, meta["input_dim"])
-    _check_run_config(path, meta["run"])
-    _check_observer(path, meta["settings"].get("observe"), allow)
-
-
-def _array_names(meta: dict[str, Any]) -> list[str]:
-    return [*_SERIES, "directions", "direction_steps", "parameters",
-            *(f"margin_{i}" for i in range(len(meta["margins"]))),
-            *(f"observed_{i}" for i in range(len(meta["observed"])))]
-
-
 def _array(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray:
     try:
         info = z.getinfo(f"{name}.npy")
@@ -447,18 +503,18 @@ def _array(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def _check_arrays(path: Path, meta: RunFile, arrays: dict[str, np.ndarray]) -> None:
     """Every array of a run file has the type and length its config implies."""
     steps = arrays["steps"]
     if (steps.ndim != 1 or steps.dtype.kind != "i" or len(steps) == 0 or steps[0] < 1
             or np.any(np.diff(steps) <= 0)):
         raise StoreError(f"{path}: steps must be a non-empty increasing vector of integers ≥ 1.")
     n = len(steps)
-    for name in ["log_loss", "param_norm", *(f"margin_{i}" for i in range(len(meta["margins"])))]:
+    for name in ["log_loss", "param_norm", *(f"margin_{i}" for i in range(len(meta.margins)))]:
         if arrays[name].shape != (n,) or arrays[name].dtype != np.float64:
             raise StoreError(f"{path}: {name} has shape {arrays[name].shape} and type "
                              f"{arrays[name].dtype}, not ({n},) float64.")
-    for i in range(len(meta["observed"])):
+    for i in range(len(meta.observed)):
         a = arrays[f"observed_{i}"]
         if a.ndim == 0 or a.shape[0] != n or a.dtype != np.float64:
             raise StoreError(f"{path}: observed_{i} has shape {a.shape} and type {a.dtype}, not "
@@ -586,7 +642,7 @@ class RunStore:
                 meta, names = self._meta(path, z), set(z.namelist())
         except Exception:  # a damaged file, whatever the damage, is not a stored run
             return False
-        return all(f"{name}.npy" in names for name in _array_names(meta))
+        return all(f"{name}.npy" in names for name in meta.array_names())
 
     def verified(self, key: str) -> bool:
         """Whether ``key``'s file is there and loads whole (:meth:`load`). One that does not
@@ -662,16 +718,16 @@ class RunStore:
         params = [p.detach().cpu() for p in history.model.parameters()]
         arrays = {**history.arrays(),
                   "parameters": torch.cat([p.reshape(-1) for p in params]).to(torch.float64).numpy()}
-        margins, observed = list(history.margins), list(history.observed)
-        meta = {"format": FORMAT, "key": key, "training_version": _training_version(),
-                "library_version": _library_version(), "run": config, "data": data,
-                "settings": settings, "margins": margins, "observed": observed,
-                "input_dim": _encode(input_dim), "dtype": str(params[0].dtype).removeprefix("torch."),
-                "seconds": float(history.seconds), "engine": _encode(history.engine),
-                "device": device, "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+        engine: dict[str, Any] = json.loads(json.dumps(_encode(history.engine)))  # tuples as lists
+        meta = RunFile(format=FORMAT, key=key, training_version=_training_version(), run=config, data=data,
+                       settings=settings, margins=list(history.margins), observed=list(history.observed),
+                       input_dim=input_dim, dtype=str(params[0].dtype).removeprefix("torch."),
+                       seconds=float(history.seconds), engine=engine, device=device,
+                       library_version=_library_version(),
+                       created=datetime.datetime.now(datetime.timezone.utc).isoformat())
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("config.json", json.dumps(meta, indent=1, sort_keys=True))
+            z.writestr("config.json", meta.to_json())
             for name, a in arrays.items():
                 with z.open(f"{name}.npy", "w") as f:
                     np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
@@ -679,8 +735,9 @@ class RunStore:
         _atomic_write(path, buffer.getvalue())
         return path
 
-    def meta(self, key_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-        """A stored run's ``config.json``, validated against its name (not its arrays)."""
+    def meta(self, key_or_path: str | os.PathLike[str]) -> RunFile:
+        """A stored run's description (its ``config.json``), validated against its name (not
+        its arrays)."""
         path = self._path(key_or_path)
         try:
             with zipfile.ZipFile(path) as z:
@@ -694,39 +751,39 @@ class RunStore:
         p = Path(key_or_path)
         return p if p.suffix == ".npz" else self.path(str(key_or_path))
 
-    def _meta(self, path: Path, z: zipfile.ZipFile) -> dict[str, Any]:
+    def _meta(self, path: Path, z: zipfile.ZipFile) -> RunFile:
         try:
             if z.getinfo("config.json").file_size > 2**20:
                 raise StoreError(f"{path}: config.json is over 1 MiB; a stored run's is a few kB.")
-            meta: dict[str, Any] = json.loads(z.read("config.json"))  # checked by _check_meta below
+            parsed = json.loads(z.read("config.json"))
         except (KeyError, ValueError) as err:
             if isinstance(err, StoreError):
                 raise
             raise StoreError(f"{path}: no valid config.json ({err}).") from None
-        _check_meta(path, meta, self.allow)
-        version = meta["training_version"]  # the hash holds it: a stale file is still whole
-        hashed = run_key(meta["run"], meta["data"], meta["settings"], version)
-        if meta["key"] != path.stem or hashed != path.stem:
+        meta = RunFile.from_json(path, parsed, self.allow)
+        version = meta.training_version  # the hash holds it: a stale file is still whole
+        hashed = run_key(meta.run, meta.data, meta.settings, version)
+        if meta.key != path.stem or hashed != path.stem:
             raise StoreError(f"{path}: its content does not hash to its name (another sweep's file, "
                              "or an edited one).")
         if version != _training_version():
             raise self._stale(path, meta)
         return meta
 
-    def _stale(self, path: Path, meta: dict[str, Any]) -> StoreError:
+    def _stale(self, path: Path, meta: RunFile) -> StoreError:
         """A whole file of another training version: where its run is now, if retrained."""
-        current = run_key(meta["run"], meta["data"], meta["settings"])
+        current = run_key(meta.run, meta.data, meta.settings)
         then = (f"retrained by the current code as {current}" if self.has(current)
                 else "rerun the sweep to retrain it")
-        return StoreError(f"{path}: stale: written by training version {meta['training_version']} "
+        return StoreError(f"{path}: stale: written by training version {meta.training_version} "
                           f"(the code trains as version {_training_version()}); {then}.")
 
-    def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _read(self, path: Path) -> tuple[RunFile, dict[str, np.ndarray]]:
         """A stored run's config.json and arrays, every part checked."""
         try:
             with zipfile.ZipFile(path) as z:
                 meta = self._meta(path, z)
-                arrays = {name: _array(path, z, name) for name in _array_names(meta)}
+                arrays = {name: _array(path, z, name) for name in meta.array_names()}
         except StoreError:
             raise
         except Exception as err:  # any failure to read a file is that file's
@@ -744,11 +801,10 @@ class RunStore:
         if expected is not None and path.stem != expected:
             raise StoreError(f"{path}: asked for run {expected}.")
         meta, arrays = self._read(path)
-        run = _run_of(path, meta["run"], self.allow)
-        dim = _input_dim(path, meta["input_dim"])
-        model = _model_of(path, run, dim, DTYPES[meta["dtype"]], arrays["parameters"])
-        return History.from_arrays(run, model, arrays, meta["margins"], meta["observed"],
-                                   float(meta.get("seconds", 0.0)), meta.get("engine", {}))
+        run = _run_of(path, meta.run, self.allow)
+        model = _model_of(path, run, meta.input_dim, DTYPES[meta.dtype], arrays["parameters"])
+        return History.from_arrays(run, model, arrays, meta.margins, meta.observed, meta.seconds,
+                                   meta.engine)
 
     def histories(self, errors: list[StoreError] | None = None) -> Iterator[History]:
         """Every stored run that can be trusted, loaded one at a time (memory stays that of
@@ -897,34 +953,33 @@ def save_failed(store: StoreLike, key: str, error: RunFailed, data: str, setting
     if run_key(config, data, settings) != key:
         raise ValueError(f"key {key} is not the key of run {error.run.label!r} with these settings.")
     path = failed_path(store, key)
-    meta = {"format": FORMAT, "key": key, "training_version": _training_version(),
-            "library_version": _library_version(), "run": config, "data": data, "settings": settings,
-            "label": error.run.label, "step": step, "reason": str(error), "margins": [],
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     h = error.history
-    if h is not None and len(h.steps):
-        meta["margins"] = list(h.margins)
+    partial = h is not None and len(h.steps) > 0
+    record = FailedRun(key=key, run=config, label=error.run.label, reason=str(error), step=step,
+                       margins=list(h.margins) if h is not None and partial else [], data=data,
+                       settings=settings, training_version=_training_version(),
+                       library_version=_library_version(),
+                       created=datetime.datetime.now(datetime.timezone.utc).isoformat())
+    if h is not None and partial:
         buffer = io.BytesIO()
         series: dict[str, Any] = h.series()  # numpy's hints type savez's keywords as its own
         np.savez(buffer, **series)
         _atomic_write(path.with_suffix(".npz"), buffer.getvalue())
     else:
         path.with_suffix(".npz").unlink(missing_ok=True)
-    _atomic_write(path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    _atomic_write(path, record.to_json().encode())
     return path
 
 
-def failed_runs(store: StoreLike) -> dict[str, dict[str, Any]]:
-    """The failures recorded in ``store``: key → record (``run``, ``label``, ``step``,
-    ``reason``, …). A record that cannot be read is skipped: it is a note, not a result."""
-    out: dict[str, dict[str, Any]] = {}
+def failed_runs(store: StoreLike) -> dict[str, FailedRun]:
+    """The failures recorded in ``store``: key → :class:`FailedRun`. A record that cannot be
+    read is skipped: it is a note, not a result."""
+    out: dict[str, FailedRun] = {}
     for path in sorted((RunStore.of(store).root / "failed").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
+        try:  # a StoreError is a ValueError
+            out[path.stem] = FailedRun.from_json(path, json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("key") == path.stem:
-            out[path.stem] = record
     return out
 
 
@@ -1052,4 +1107,5 @@ def check(path: str | os.PathLike[str], allow: Allow = ()) -> dict[str, Any]:
 __all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "StoreWarning", "key", "run_key",
            "run_config", "data_fingerprint", "check", "library_names", "allowed", "FORMAT",
            "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE", "failed_path", "save_failed",
-           "failed_runs", "failed_history", "forget_failed", "failed_step", "Session"]
+           "failed_runs", "failed_history", "forget_failed", "failed_step", "Session", "RunFile",
+           "FailedRun"]

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from .executors import Executor
     from .history import History, RunFailed
-    from .store import Allow, RunStore, StoreError, StoreLike
+    from .store import Allow, FailedRun, RunFile, RunStore, StoreError, StoreLike
 
     class _Group(TypedDict):
         """Stored runs that differ only in their seed (:func:`_groups`)."""
@@ -365,7 +365,7 @@ def run(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = Non
 # --- the report ---------------------------------------------------------------------------
 
 
-def _stored(store: RunStore, skipped: list[StoreError]) -> Iterator[tuple[str, dict[str, Any], History]]:
+def _stored(store: RunStore, skipped: list[StoreError]) -> Iterator[tuple[str, RunFile, History]]:
     """Every stored run as ``(key, config.json, history)``, one in memory at a time; a file
     that cannot be trusted (damaged, stale, naming code not allowed) goes to ``skipped``."""
     from .store import StoreError
@@ -386,9 +386,9 @@ def _groups(store: RunStore, skipped: list[StoreError]) -> list[_Group]:
 
     groups: dict[str, _Group] = {}
     for key, meta, h in _stored(store, skipped):
-        run = {**meta["run"], "label": h.run.label}
+        run = {**meta.run, "label": h.run.label}
         seed = run.pop("seed", h.run.seed)
-        gid = json.dumps([run, meta["data"], meta["settings"]], sort_keys=True)
+        gid = json.dumps([run, meta.data, meta.settings], sort_keys=True)
         g = groups.setdefault(gid, {"run": run, "seeds": [], "steps": h.steps, "loss": [], "margins": {}})
         if len(h.steps) != len(g["steps"]) or np.any(h.steps != g["steps"]):
             skipped.append(StoreError(f"{store.path(key)}: another step grid than its group's."))
@@ -418,7 +418,7 @@ def _short(value: object) -> str:
 
 def report(store: StoreLike, out: str | os.PathLike[str] | None = None, level: float = 0.95,
            figures: bool = True, allow: Allow = (), errors: list[StoreError] | None = None,
-           failed: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, object]], list[Path]]:
+           failed: list[FailedRun] | None = None) -> tuple[list[dict[str, object]], list[Path]]:
     """The summary of a stored sweep: one row per group of runs that differ only in their
     seed, with the mean ± ``level`` Student-t half-width over seeds of the final log10 loss
     and of every final margin. Prints the table; with ``figures`` saves
@@ -472,7 +472,7 @@ def report(store: StoreLike, out: str | os.PathLike[str] | None = None, level: f
     return rows, paths
 
 
-def _failed(store: RunStore) -> list[dict[str, Any]]:
+def _failed(store: RunStore) -> list[FailedRun]:
     """The failure records of runs not stored (a rerun that stored a run removed its
     record; one left by a concurrent writer is no failure)."""
     from .store import failed_runs
@@ -480,12 +480,12 @@ def _failed(store: RunStore) -> list[dict[str, Any]]:
     return [r for key, r in failed_runs(store).items() if not store.path(key).exists()]
 
 
-def _list_failed(store: RunStore, records: list[dict[str, Any]]) -> None:
+def _list_failed(store: RunStore, records: list[FailedRun]) -> None:
     if records:
         print(f"{len(records)} run(s) failed, not in the table (recorded in {store.root / 'failed'}; "
               "rerun the sweep to train them again):")
         for r in records:
-            print(f"  {r.get('reason', r.get('label'))}")
+            print(f"  {r.reason}")
 
 
 def _list_skipped(skipped: Sequence[StoreError]) -> None:
