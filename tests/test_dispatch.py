@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import pickle
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import implicit_bias as ib
@@ -61,6 +62,36 @@ def test_a_process_pool_gives_the_local_results(tmp_path):
         stored = training.train(runs, data, executor=pool, store=tmp_path, **OPTIONS)
     identical(local(), stored)
     assert len(store.RunStore(tmp_path)) == len(runs)
+
+
+def test_a_worker_that_reaches_the_store_writes_its_chunk_and_hands_back_keys(tmp_path):
+    runs, data = sweep()
+    X, y = (torch.as_tensor(a, dtype=torch.float64) for a in data)
+    settings = {"norms": OPTIONS["norms"], "log_points": 60, "frame": True, "directions": True,
+                "engine": "auto", "observe": None}
+    session = store.Session.open(tmp_path, runs, {"data": (X, y)}, settings)
+    task = training._chunk_task(runs, {"data": (X, y)}, OPTIONS["norms"], 60, True, "cpu", None, "return",
+                                True, session, remote=True)
+    back = training.train_chunk_into(*task([0, 1, 2], None))
+    assert [b.key for b in back] == session.keys[:3] and all(isinstance(b, store.Stored) for b in back)
+    identical(local()[:3], [store.RunStore(tmp_path).load(k) for k in session.keys[:3]])
+    mode = (tmp_path / "runs" / f"{session.keys[0]}.npz").stat().st_mode & 0o777
+    assert mode == store._FILE_MODE  # what the umask allows, not tempfile's 0600
+    # A worker that cannot see the sweep's token (another machine) hands back the histories
+    session.close()
+    back = training.train_chunk_into(*task([3, 4, 5], None))
+    assert all(isinstance(h, training.History) for h in back) and len(store.RunStore(tmp_path)) == 3
+    identical(local()[3:6], back)
+
+
+def test_a_run_a_worker_stored_brings_its_regime_warning():
+    from implicit_bias import regime
+
+    with pytest.warns(RuntimeWarning, match="left Adam's regime"):
+        regime.warn([store.Stored("k", "run 'Adam' left Adam's regime at step 9")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        regime.warn([store.Stored("k", None)])
 
 
 def test_a_dask_local_cluster_gives_the_local_results():

@@ -55,14 +55,23 @@ def notebook(tmp_path: Path, name: str, cells: list[str]) -> Path:
 
 def test_a_failed_verdict_is_counted_and_an_error_is_reported(tmp_path):
     setup = "import implicit_bias as ib\nassert ib.profile() == 'paper' and ib.config.max_steps() == 3"
-    good = notebook(tmp_path, "good.ipynb", [setup, "assert 1 + 1 == 3, 'a verdict'", "x = 1"])
+    # a verdict after the library warned (the warning names a library file: still the cell's)
+    warned = "import warnings\nwarnings.warn_explicit('cut', RuntimeWarning, '/x/implicit_bias/train.py', 9)"
+    good = notebook(tmp_path, "good.ipynb", [setup, "assert 1 + 1 == 3, 'a verdict'",
+                                             warned + "\nassert 1 + 1 == 3, 'a verdict'", "x = 1"])
     bad = notebook(tmp_path, "bad.ipynb", [setup, "raise RuntimeError('shapes (3, 4) and (5, 6)')", "x = 1"])
+    (tmp_path / "helper.py").write_text("def check():\n    assert False, 'inside a library'\n")
+    inside = notebook(tmp_path, "inside.ipynb", [setup, f"import sys\nsys.path.insert(0, {str(tmp_path)!r})",
+                                                 "import helper\nhelper.check()", "x = 1"])
     ok = rehearse(str(good))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "good.ipynb" in ok.stdout and "1 verdict(s) failed" in ok.stdout and ": ok" in ok.stdout
+    assert "good.ipynb" in ok.stdout and "2 verdict(s) failed" in ok.stdout and ": ok" in ok.stdout
     failed = rehearse(str(bad))
     assert failed.returncode == 1
     assert "ERROR in cell 1" in failed.stdout and "RuntimeError: shapes (3, 4) and (5, 6)" in failed.stdout
+    library = rehearse(str(inside))
+    assert library.returncode == 1
+    assert "ERROR in cell 2" in library.stdout and "inside a library" in library.stdout
 
 
 def test_runs_that_have_not_separated_stop_the_chapter_without_an_error(tmp_path):

@@ -121,23 +121,65 @@ def _library_version() -> str:
     return __version__
 
 
+#: The permissions of a new file: what the process's umask allows (tempfile's are 0600,
+#: which a store shared with a group or with other workers could not read).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
     so that a reader (or a resumed sweep) sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _atomic_writes([(path, data)])
+
+
+def _atomic_writes(files: Sequence[tuple[Path, bytes]]) -> None:
+    """:func:`_atomic_write` of several files, made durable together: each is written to a
+    temporary file, then all are flushed to disk, then each is renamed into place and each
+    folder flushed once. A kill or a full disk leaves every file whole or absent."""
+    temps: list[str] = []
+    current = Path()  # the file being written, flushed or renamed: an error names it
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for current, data in files:
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                if hasattr(os, "fchmod"):  # POSIX
+                    os.fchmod(f.fileno(), _FILE_MODE)
+                f.write(data)
+        for i, tmp in enumerate(temps):  # after all the writes: one go for the disk
+            current = files[i][0]
+            _fsync(tmp, os.O_RDONLY)
+        for i, tmp in enumerate(temps):
+            current = files[i][0]
+            os.replace(tmp, current)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)  # no half-written file stays (a full disk, a kill)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)  # no half-written file stays (a full disk, a kill)
         if isinstance(err, OSError) and err.errno is not None and err.filename is None:
             # a failed write names no file: name the one it was for (the store, for its user)
-            raise OSError(err.errno, err.strerror, str(path)) from err
+            raise OSError(err.errno, err.strerror, str(current)) from err
         raise
+    for folder in {path.parent for path, _ in files}:
+        _fsync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # the renames themselves
+
+
+def _fsync(path: str | Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if Path(path).is_dir():
+            return  # a folder that cannot be opened (Windows): its renames are the OS's to keep
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 def _hash(obj: object) -> str:
@@ -410,8 +452,8 @@ class RunFile:
 
     def to_json(self) -> str:
         """The ``config.json`` text: :meth:`from_json` reads it back equal."""
-        return json.dumps({**dataclasses.asdict(self), "input_dim": _encode(self.input_dim)},
-                          indent=1, sort_keys=True)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # no deep copy
+        return json.dumps({**fields, "input_dim": _encode(self.input_dim)}, indent=1, sort_keys=True)
 
     def array_names(self) -> list[str]:
         """The arrays the file holds besides ``config.json``."""
@@ -712,6 +754,20 @@ class RunStore:
              input_dim: int | tuple[int, ...], device: str = "") -> Path:
         """Write ``history`` (its run on data ``data``, of ``input_dim`` features, trained
         with ``settings``) as ``key``'s file."""
+        (path,) = self.save_many([(key, history, data, settings, input_dim, device)])
+        return path
+
+    def save_many(self, items: Sequence[tuple[str, History, str, dict[str, Any], int | tuple[int, ...], str]]
+                  ) -> list[Path]:
+        """:meth:`save` of several runs, ``(key, history, data, settings, input_dim, device)``
+        each, made durable together (a sweep's chunk: one pass to the disk, not one a run)."""
+        files = [(self.path(item[0]), self._file(*item)) for item in items]
+        _atomic_writes(files)
+        return [path for path, _ in files]
+
+    def _file(self, key: str, history: History, data: str, settings: dict[str, Any],
+              input_dim: int | tuple[int, ...], device: str) -> bytes:
+        """The bytes of ``key``'s file: a zip of ``config.json`` and one array per series."""
         config = run_config(history.run)
         if run_key(config, data, settings) != key:
             raise ValueError(f"key {key} is not the key of run {history.run.label!r} with these settings.")
@@ -731,9 +787,7 @@ class RunStore:
             for name, a in arrays.items():
                 with z.open(f"{name}.npy", "w") as f:
                     np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
-        path = self.path(key)
-        _atomic_write(path, buffer.getvalue())
-        return path
+        return buffer.getvalue()
 
     def meta(self, key_or_path: str | os.PathLike[str]) -> RunFile:
         """A stored run's description (its ``config.json``), validated against its name (not
@@ -853,6 +907,45 @@ class StoredHistories(Sequence["History | RunFailed"]):
         return f"StoredHistories({len(self)} runs in {self.store.root})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A run that a worker wrote into the store itself (:class:`WorkerStore`): its key, and
+    what :func:`regime.check` said of it (None: inside its regime), in place of its history."""
+
+    key: str
+    regime: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStore:
+    """What a worker needs to write its chunk's runs into the store itself and hand back
+    their keys (:class:`Stored`), not their histories: the store's folder, the runs' keys
+    and data fingerprints, the settings. ``token`` names a file the sweep wrote there: a
+    worker that cannot see it (another machine, another disk) hands back histories."""
+
+    root: str
+    token: str
+    keys: list[str]
+    data: list[str]
+    settings: dict[str, Any]
+
+    def reachable(self) -> bool:
+        return (Path(self.root) / ".workers" / self.token).exists()
+
+    def save(self, histories: Sequence[History | RunFailed], input_dim: int | tuple[int, ...],
+             device: str) -> list[History | RunFailed | Stored]:
+        """Store the chunk's histories (one durable write); failures stay as they are, for
+        the sweep to record."""
+        from . import regime
+
+        items = [(key, h, data, self.settings, input_dim, device)
+                 for key, data, h in zip(self.keys, self.data, histories, strict=True)
+                 if not isinstance(h, Exception)]
+        RunStore(self.root).save_many(items)
+        return [h if isinstance(h, Exception) else Stored(key, regime.check(h))
+                for key, h in zip(self.keys, histories)]
+
+
 class Session:
     """One ``train(..., store=...)`` call's use of a store: its runs' keys (config, data
     fingerprint and settings), the chunks still to train, each finished run saved as it
@@ -861,6 +954,7 @@ class Session:
     def __init__(self, store: RunStore, keys: list[str], prints: dict[str, str], settings: dict[str, Any],
                  runs: Sequence[Run], from_env: bool) -> None:
         self.store, self.keys, self.prints, self.settings = store, keys, prints, settings
+        self._token: str | None = None  # the workers' (for_workers), once there are any
         self.runs, self.from_env = runs, from_env
 
     @classmethod
@@ -903,16 +997,34 @@ class Session:
             print(f"{again} run{'s' * (again > 1)} failed before; training again.", file=sys.stderr)
         return todo, done
 
-    def save(self, i: int, history: History | RunFailed, input_dim: int | tuple[int, ...],
-             device: str) -> None:
-        """Save run ``i``'s history (each file atomic), or record its failure."""
-        key, data = self.keys[i], self.prints[self.runs[i].data]
-        if isinstance(history, Exception):
-            save_failed(self.store, key, history, data, self.settings, failed_step(history))
-            return
-        if not self.store.has(key):
-            self.store.save(key, history, data, self.settings, input_dim, device=device)
-        forget_failed(self.store, key)
+    def save(self, chunk: Sequence[int], histories: Sequence[History | RunFailed | Stored],
+             input_dims: Sequence[int | tuple[int, ...]], device: str) -> None:
+        """Save a chunk's histories, runs ``chunk``, as one durable write (each file atomic),
+        and record its failures (runs a worker stored itself are there already)."""
+        new = []
+        for i, h, dim in zip(chunk, histories, input_dims, strict=True):
+            key, data = self.keys[i], self.prints[self.runs[i].data]
+            if isinstance(h, Exception):
+                save_failed(self.store, key, h, data, self.settings, failed_step(h))
+            elif not isinstance(h, Stored) and not self.store.has(key):
+                new.append((key, h, data, self.settings, dim, device))
+        self.store.save_many(new)
+        for i, h in zip(chunk, histories):
+            if not isinstance(h, Exception):
+                forget_failed(self.store, self.keys[i])
+
+    def for_workers(self, chunk: Sequence[int]) -> WorkerStore:
+        """What a worker needs to store chunk ``chunk`` itself; :meth:`close` ends it."""
+        if self._token is None:
+            self._token = f"{os.getpid()}-{time.time_ns()}"
+            _atomic_write(self.store.root / ".workers" / self._token, b"")
+        return WorkerStore(str(self.store.root), self._token, [self.keys[i] for i in chunk],
+                           [self.prints[self.runs[i].data] for i in chunk], self.settings)
+
+    def close(self) -> None:
+        """Remove the workers' token (:meth:`for_workers`): the sweep has ended."""
+        if self._token is not None:
+            (self.store.root / ".workers" / self._token).unlink(missing_ok=True)
 
     def interrupted(self) -> str:
         """The message of a sweep stopped by Ctrl-C."""
@@ -1108,4 +1220,4 @@ __all__ = ["Store", "RunStore", "StoredHistories", "StoreError", "StoreWarning",
            "run_config", "data_fingerprint", "check", "library_names", "allowed", "FORMAT",
            "MAX_TOTAL_BYTES", "MAX_FEATURES", "MAX_PARAMETERS", "TMP_AGE", "failed_path", "save_failed",
            "failed_runs", "failed_history", "forget_failed", "failed_step", "Session", "RunFile",
-           "FailedRun"]
+           "FailedRun", "Stored", "WorkerStore"]

@@ -44,7 +44,7 @@ Data = tuple[torch.Tensor | npt.ArrayLike, ...] | list[torch.Tensor | npt.ArrayL
 #: Each data set's ``(X, y)`` as tensors, by name.
 Datasets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 #: A history, or a failed run's :class:`RunFailed`, per run.
-Results = Sequence[History | RunFailed]
+Results = Sequence["History | RunFailed | stores.Stored"]
 
 
 class _Bar(Updates, Protocol):
@@ -210,7 +210,8 @@ def train(runs: Run | Iterable[Run], data: Data,
     bar = _progress_bar(progress, runs, done)
     # With a store a failed run never stops its chunk: the good runs are stored first.
     task = _chunk_task(runs, datasets, norms, log_points, frame, dev if executor is None else device, observe,
-                       "return" if session is not None else failures, directions, executor is not None)
+                       "return" if session is not None else failures, directions,
+                       session if executor is not None else None, executor is not None)
     collected = _Collected(runs, datasets, session, str(dev) if executor is None else "executor")
     with aggregate_warnings():  # many runs' warnings: one line per kind, with the runs, after the bar
         _train_chunks(todo, task, executor, bar, progress, collected, failures)
@@ -263,25 +264,41 @@ def _progress_bar(progress: bool | Literal["runs"], runs: Sequence[Run], done: I
     return bar
 
 
-#: :func:`train_chunk`'s arguments up to ``directions`` (a chunk's runs, X, y, norms, …).
+#: :func:`train_chunk`'s arguments up to ``directions`` (a chunk's runs, X, y, norms, …),
+#: then where a worker stores them itself (:func:`train_chunk_into`; None: it hands them back).
 _ChunkArgs = tuple[list[Run], torch.Tensor, torch.Tensor, tuple[str | Norm, ...], int, bool,
-                   "str | torch.device | None", "Observer | None", str, "str | None", "bool | int"]
+                   "str | torch.device | None", "Observer | None", str, "str | None", "bool | int",
+                   "stores.WorkerStore | None"]
 _ChunkTask = Callable[[Sequence[int], "str | None"], _ChunkArgs]
 
 
 def _chunk_task(runs: Sequence[Run], datasets: Datasets, norms: tuple[str | Norm, ...], log_points: int,
                 frame: bool, device: str | torch.device | None, observe: Observer | None, failures: str,
-                directions: bool | int, remote: bool) -> _ChunkTask:
-    """``task(chunk, reason)``: the arguments of :func:`train_chunk` for one chunk (for a
-    ``remote`` worker, its data on the CPU: the worker moves them to its own device)."""
+                directions: bool | int, session: stores.Session | None, remote: bool) -> _ChunkTask:
+    """``task(chunk, reason)``: the arguments of :func:`train_chunk_into` for one chunk (for a
+    ``remote`` worker, its data on the CPU: the worker moves them to its own device; with a
+    ``session``, the worker stores the chunk itself where it can)."""
     def task(c: Sequence[int], why: str | None) -> _ChunkArgs:
         X, y = datasets[runs[c[0]].data]
         if remote:
             X, y = X.cpu(), y.cpu()
         return ([runs[i] for i in c], X, y, norms, log_points, frame, device, observe, failures, why,
-                directions)
+                directions, None if session is None else session.for_workers(c))
 
     return task
+
+
+def train_chunk_into(*args: Any) -> list[History | RunFailed | stores.Stored]:
+    """:func:`train_chunk` on a worker (its arguments, then a :class:`store.WorkerStore` or
+    None): with a store the worker can reach, it writes the chunk's runs itself and hands
+    back their keys (a history crosses no process boundary); else the histories."""
+    *chunk_args, into = args
+    histories: list[History | RunFailed] = train_chunk(*chunk_args)
+    if into is None or not into.reachable():
+        return list(histories)
+    stored: list[History | RunFailed | stores.Stored] = into.save(histories, _input_dim(chunk_args[1]),
+                                                                   "executor")
+    return stored
 
 
 class _Collected:
@@ -302,10 +319,10 @@ class _Collected:
                 self.out[i] = self.failed[i] = h
                 new.append(h)
             elif self.session is None:
-                self.out[i] = h
-            if self.session is not None:
-                X = self.datasets[self.runs[i].data][0]
-                self.session.save(i, h, _input_dim(X), self.device)
+                self.out[i] = cast(History, h)  # without a store, no worker stores
+        if self.session is not None:
+            dims = [_input_dim(self.datasets[self.runs[i].data][0]) for i in c]
+            self.session.save(c, hists, dims, self.device)
         return new
 
     def result(self) -> list[History | RunFailed] | stores.StoredHistories:
@@ -320,15 +337,15 @@ def _train_chunks(todo: list[stores.Chunk], task: _ChunkTask, executor: executor
     """Train the chunks, here one after another or on ``executor``, keeping each as it
     finishes. With a store, Ctrl-C keeps every finished chunk (one caught while it was being
     saved too) and raises :class:`SweepInterrupted`."""
-    in_hand: tuple[Sequence[int], list[History | RunFailed]] | None
-    finished: Iterator[tuple[Sequence[int], list[History | RunFailed]]]
+    in_hand: tuple[Sequence[int], Results] | None
+    finished: Iterator[tuple[Sequence[int], Results]]
     runs, in_hand = collected.runs, None
     try:
         if executor is None:
-            finished = ((c, train_chunk(*task(c, why), bar=bar if progress is True else None))
+            finished = ((c, train_chunk(*task(c, why)[:-1], bar=bar if progress is True else None))
                         for c, why in todo)
         else:
-            finished = executors.dispatch(executor, todo, train_chunk, task)
+            finished = executors.dispatch(executor, todo, train_chunk_into, task)
         for c, hists in finished:
             in_hand = (c, hists)  # finished: stored whole even if Ctrl-C comes while storing it
             regime.warn(hists)
@@ -347,6 +364,8 @@ def _train_chunks(todo: list[stores.Chunk], task: _ChunkTask, executor: executor
     finally:
         if bar is not None:
             bar.close()
+        if collected.session is not None:
+            collected.session.close()
 
 
 def chunks(runs: Sequence[Run], datasets: Datasets, engine: str = "auto", max_batch: int | None = None,
