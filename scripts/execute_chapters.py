@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Where Jupyter Book looks for executed notebooks (myst-nb's default: next to the HTML).
 CACHE = ROOT / "_build" / ".jupyter_cache"
 #: Chapters by execution time at the book size (longest first, so they do not start last).
-LONGEST_FIRST = ("08", "04", "06", "02", "03", "05", "11", "10", "90", "07", "09", "01")
+LONGEST_FIRST = ("08", "04", "06", "05", "02", "11", "12", "10", "03", "90", "07", "09", "01")
 
 
 def chapters() -> list[Path]:

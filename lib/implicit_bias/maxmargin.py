@@ -27,6 +27,7 @@ Nothing is returned unchecked, at any scale of the data:
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -450,6 +451,38 @@ def max_margin(X: Array, y: Array, norm: NormLike = "l2", blocks: Blocks | None 
     else:
         solution = direction.reshape(shapes[0])
     return MaxMarginSolution(solution, gamma, norm.name, dual, support, gap, solver)
+
+
+def ball_minimizer(X: Array, y: Array, norm: NormLike, radius: float, blocks: Blocks | None = None,
+                   loss: str = "logistic") -> np.ndarray:
+    """The exact minimizer of the logistic loss of a linear model without bias over the ball
+    ``‖w‖ ≤ radius`` of ``norm`` (a name or a :class:`~implicit_bias.norms.Norm` with a
+    ``value_expr``): the point that decoupled weight decay λ = 1/radius drives that norm's
+    steepest descent to (:func:`kkt.constrained_certificate`). ``blocks`` as in
+    :func:`max_margin` (a block-linear model; the answer is then its blocks flattened and
+    concatenated). On separable data the constraint is active, and as ``radius`` grows the
+    direction tends to the max-margin direction of the same norm (:func:`max_margin`).
+    ``loss='exponential'`` minimizes ``log Σ e^{−y_i x_i·w}`` (the same minimizer as the
+    exponential loss), which stays well-conditioned at any radius: the logistic loss's
+    solve loses accuracy once the margins reach a few hundred."""
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}.")
+    if loss not in ("logistic", "exponential"):
+        raise ValueError(f"loss must be 'logistic' or 'exponential', got {loss!r}.")
+    X = _as_numpy(X)
+    shapes, names = _weight_shapes(X, blocks)
+    norm = _as_norm(norm, shapes)
+    Z = _signed_inputs(X, y, norm, shapes)
+    cp = _cvxpy()
+    w = cp.Variable(Z.shape[1])
+    objective = cp.sum(cp.logistic(-Z @ w)) if loss == "logistic" else cp.log_sum_exp(-Z @ w)
+    problem = cp.Problem(cp.Minimize(objective), [norm.value_expr(w, shapes) <= radius])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        problem.solve(solver="CLARABEL")
+    if problem.status != "optimal" or w.value is None:
+        raise MaxMarginSolverError(f"ball_minimizer: Clarabel ended with status {problem.status!r}.")
+    return np.asarray(w.value) if names is not None else np.asarray(w.value).reshape(shapes[0])
 
 
 def solution_spread(X: Array, y: Array, norm: NormLike = "linf", tol: float = 1e-9,

@@ -71,7 +71,8 @@ def check_group(group: dict[str, Any]) -> None:
     the rule's knobs (:class:`rules.Knob`) by its own check."""
     rule = rules.get(group.get("rule"))
     _check_lr(group["lr"])
-    for key in rule.numbers + rule.options:
+    _knob_defaults(group)
+    for key in rule.options:
         if key not in group:
             raise ValueError(f"A '{rule.name}' parameter group needs '{key}'.")
     for key, knob in rule.knobs.items():
@@ -83,6 +84,13 @@ def check_group(group: dict[str, Any]) -> None:
         if not isinstance(group["norm"], Norm):
             raise TypeError(f"norm must be an implicit_bias.norms.Norm, got {group['norm']!r}.")
         group["norm"].check(group["params"])
+
+
+def _knob_defaults(group: dict[str, Any]) -> None:
+    """A group without one of its rule's knobs takes the knob's default, as torch's groups
+    take the optimizer's defaults (and its checkpoints from before a knob existed load)."""
+    for key, knob in rules.get(group.get("rule")).knobs.items():
+        group.setdefault(key, knob.default)
 
 
 def warn_dead_coordinates() -> None:
@@ -157,6 +165,12 @@ class RuleOptimizer(torch.optim.Optimizer):
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self._warned_dead = False
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # load_state_dict comes through here, as torch's own optimizers do
+        for group in self.param_groups:
+            if "rule" in group:
+                _knob_defaults(group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's, and the group joins the optimizer's loss frame and is validated."""
@@ -353,59 +367,66 @@ class SteepestDescent(RuleOptimizer):
     ``θ ← θ − η_t u`` with ``u = norm.steepest(m)`` (normalized) or ``‖m‖_* u``.
 
     Gronich & Vardi 2026 (Thm 3.3): with ``∫η = ∞`` and ``η(t) = o(t^{1/L−1})`` the limit
-    direction is a KKT direction of ``norm``'s margin problem."""
+    direction is a KKT direction of ``norm``'s margin problem.
+
+    ``weight_decay`` λ is decoupled, ``θ ← θ − η_t (u + λθ)`` (as AdamW's and
+    ``torch.optim.Muon``'s, not ``torch.optim.SGD``'s coupled penalty): normalized, a limit
+    point is then a KKT point of ``min L(θ) s.t. ‖θ‖ ≤ 1/λ`` in ``norm`` (see
+    :func:`kkt.constrained_certificate`)."""
 
     def __init__(self, params: ParamsT, norm: Norm | str, lr: float, momentum: float = 0.0,
-                 normalized: bool = True) -> None:
+                 normalized: bool = True, weight_decay: float = 0.0) -> None:
         if isinstance(norm, str):
             params = _params_list(params)
             norm = as_norm(norm, params)
         super().__init__(params, dict(rule="steepest", norm=norm, lr=lr, momentum=momentum,
-                                      normalized=normalized))
+                                      normalized=normalized, weight_decay=weight_decay))
 
 
 class NormalizedGD(SteepestDescent):
     """Normalized gradient descent: steepest descent for ℓ2."""
 
-    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0) -> None:
-        super().__init__(params, L2(), lr, momentum=momentum)
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        super().__init__(params, L2(), lr, momentum=momentum, weight_decay=weight_decay)
 
 
 class MomentumGD(SteepestDescent):
     """Gradient descent with EMA momentum, normalized by default (ℓ2; Thm 3.3).
     With ``normalized=False`` it equals ``torch.optim.SGD(lr=lr·(1−β), momentum=β)``."""
 
-    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, normalized: bool = True) -> None:
-        super().__init__(params, L2(), lr, momentum=momentum, normalized=normalized)
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, normalized: bool = True,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, L2(), lr, momentum=momentum, normalized=normalized,
+                         weight_decay=weight_decay)
 
 
 class SignGD(SteepestDescent):
     """Sign descent: steepest descent for ℓ∞."""
 
-    def __init__(self, params: ParamsT, lr: float) -> None:
-        super().__init__(params, Linf(), lr)
+    def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0) -> None:
+        super().__init__(params, Linf(), lr, weight_decay=weight_decay)
 
 
 class Signum(SteepestDescent):
     """Sign of the momentum (Bernstein et al. 2018): momentum steepest descent for ℓ∞."""
 
-    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9) -> None:
-        super().__init__(params, Linf(), lr, momentum=momentum)
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(params, Linf(), lr, momentum=momentum, weight_decay=weight_decay)
 
 
 class CoordinateDescent(SteepestDescent):
     """Greedy coordinate descent: steepest descent for ℓ1."""
 
-    def __init__(self, params: ParamsT, lr: float) -> None:
-        super().__init__(params, L1(), lr)
+    def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0) -> None:
+        super().__init__(params, L1(), lr, weight_decay=weight_decay)
 
 
 class SpectralDescent(SteepestDescent):
     """Steepest descent for the max-spectral norm: the exact polar factor of each
     parameter's gradient (a vector is a 1×n matrix, so it is ℓ2-normalized)."""
 
-    def __init__(self, params: ParamsT, lr: float) -> None:
-        super().__init__(params, Spectral(), lr)
+    def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0) -> None:
+        super().__init__(params, Spectral(), lr, weight_decay=weight_decay)
 
 
 class Muon(SteepestDescent):
@@ -414,8 +435,9 @@ class Muon(SteepestDescent):
     5-step quintic iteration (``ns_dtype=torch.bfloat16`` reproduces ``torch.optim.Muon``)."""
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, polar: str = "svd",
-                 ns_steps: int = 5, ns_dtype: torch.dtype | None = None) -> None:
-        super().__init__(params, Spectral(polar, ns_steps, ns_dtype), lr, momentum=momentum)
+                 ns_steps: int = 5, ns_dtype: torch.dtype | None = None, weight_decay: float = 0.0) -> None:
+        super().__init__(params, Spectral(polar, ns_steps, ns_dtype), lr, momentum=momentum,
+                         weight_decay=weight_decay)
 
 
 class TorchMuon(torch.optim.Muon):
@@ -641,9 +663,9 @@ class MuonSignum(Hybrid):
     it. Limit: KKT of ``max{‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Cor 3.5)."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float, lr_signum: float | None = None,
-                 momentum: float = 0.9) -> None:
+                 momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         lr_signum = lr if lr_signum is None else lr_signum
-        common = dict(rule="steepest", momentum=momentum, normalized=True)
+        common = dict(rule="steepest", momentum=momentum, normalized=True, weight_decay=weight_decay)
         super().__init__(params, dict(common, norm=Spectral(), lr=lr),
                          dict(common, norm=Linf(), lr=lr_signum), defaults={"momentum": momentum})
 
@@ -654,12 +676,16 @@ class MuonAdam(Hybrid):
     ``max{(η^A_0/η^M_0)‖W‖_msp, ‖u‖_∞}`` (Gronich & Vardi 2026, Thm 3.7)."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float, lr_adam: float | None = None,
-                 momentum: float = 0.9, betas: _Betas = (0.9, 0.99), eps: float = 0.0) -> None:
+                 momentum: float = 0.9, betas: _Betas = (0.9, 0.99), eps: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         lr_adam = lr if lr_adam is None else lr_adam
+        # with weight decay the Adam half is AdamW (decoupled); without, plain Adam as before
+        adam = dict(rule="adamw", weight_decay=weight_decay) if weight_decay else dict(rule="adam")
         super().__init__(
             params,
-            dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True),
-            dict(rule="adam", lr=lr_adam, betas=_pair(betas), eps=eps))
+            dict(rule="steepest", norm=Spectral(), lr=lr, momentum=momentum, normalized=True,
+                 weight_decay=weight_decay),
+            dict(adam, lr=lr_adam, betas=_pair(betas), eps=eps))
         _warn_if_beta1_above_beta2(betas)
 
 

@@ -352,13 +352,16 @@ def rescale(rule: Rule, state: dict, delta: Scalar) -> dict:
 # --- the rules ---------------------------------------------------------------------------
 
 
-@register("steepest", state={"momentum_buffer": 1}, knobs={"momentum": Knob(0.0, check_beta)},
+@register("steepest", state={"momentum_buffer": 1},
+          knobs={"momentum": Knob(0.0, check_beta), "weight_decay": Knob(0.0, check_nonnegative)},
           options=("norm", "normalized"), gated={"momentum_buffer": "momentum"})
 def steepest(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], steps: list[int],
              params: Tensors) -> Update:
     """(Momentum) steepest descent for ``hyper['norm']``: ``m ← β m + (1−β) g``, then the
     unit-norm ``u`` with ``<u, m> = ‖m‖_*`` (normalized) or ``‖m‖_* · u``, in the units of
-    the plain loss (for ℓ2: plain gradient descent)."""
+    the plain loss (for ℓ2: plain gradient descent), plus the decoupled weight decay ``λθ``
+    (``weight_decay``; 0: none): normalized, its fixed points lie on the norm's sphere of
+    radius 1/λ."""
     new, log = {}, None
     if _any_positive(hyper["momentum"]):
         m = new["momentum_buffer"] = ema(entry(state, "momentum_buffer", grads), grads, hyper["momentum"])
@@ -369,7 +372,7 @@ def steepest(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], ste
         frame = hyper["frame"]
         scale = norm.dual_stacked(grads) * _exp(-frame if log is None else log - frame)
         u = [x * column(scale, x) for x in u]
-    return Update(u, new)
+    return Update(decoupled_decay(u, params, hyper["weight_decay"]), new)
 
 
 ADAM_STATE = {"exp_avg": 1, "exp_avg_sq": 2}

@@ -73,8 +73,9 @@ inaccurate solve makes the certificate looser, never wrong.
 """
 
 from .certificate import IPM_MIN_SIZE, KKTCertificate, kkt_certificate
+from .constrained import ConstrainedCertificate, constrained_certificate
 from .jacobian import margin_jacobian
 from .solve_cvxpy import SDP_DEFAULTS, SMALL_SDP, dual_norm_expr
 
-__all__ = ["KKTCertificate", "kkt_certificate", "margin_jacobian", "dual_norm_expr", "SDP_DEFAULTS",
-           "IPM_MIN_SIZE", "SMALL_SDP"]
+__all__ = ["KKTCertificate", "kkt_certificate", "ConstrainedCertificate", "constrained_certificate",
+           "margin_jacobian", "dual_norm_expr", "SDP_DEFAULTS", "IPM_MIN_SIZE", "SMALL_SDP"]
