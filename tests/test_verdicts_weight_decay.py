@@ -150,3 +150,29 @@ def test_the_block_ball_minimizer_is_on_the_hybrid_sphere():
         torch.nn.utils.vector_to_parameters(torch.as_tensor(w), model.parameters())
     c = kkt.constrained_certificate(model, X, y, ball, RADIUS)
     assert abs(c.norm_ratio - 1) < 1e-6 and abs(c.gap) < 1e-3, c  # to the SDP solver's accuracy
+
+
+# --- λ → 0: the ball minimizers tend to the max-margin direction -------------------------------
+
+
+@pytest.fixture(scope="module")
+def toward():
+    X, y = data.gaussian(n=20, d=10, seed=0)
+    radii = np.geomspace(0.5, 2e4, 6)
+    return (weight_decay.toward_max_margin(X, y, ("l2", "linf", "l1"), radii),
+            weight_decay.toward_max_margin(X, y, ("linf", "l1"), radii, compare={"linf": "l2", "l1": "l2"}))
+
+
+def test_the_ball_minimizers_approach_their_norms_max_margin_direction(toward):
+    v = weight_decay.approaches_max_margin(toward[0])
+    assert v, v.failures
+
+
+def test_they_do_not_approach_another_norms_max_margin_direction(toward):
+    v = weight_decay.approaches_max_margin(toward[1])
+    assert not v and any("cos" in f for f in v.failures), v
+
+
+def test_a_small_radius_is_not_the_max_margin_direction(toward):
+    curves = {n: {k: c[k][:2] for k in c} for n, c in toward[0].items()}  # R ≤ 3.8 only
+    assert not weight_decay.approaches_max_margin(curves)

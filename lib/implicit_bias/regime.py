@@ -31,7 +31,6 @@ from . import optim, rules
 if TYPE_CHECKING:
     from .history import History, RunFailed
     from .runs import Run
-    from .store import Stored
 
 #: A run leaves Adam's regime when the predicted step ratio falls below e^{-this} (0.1).
 DEFICIT_LIMIT = math.log(10.0)
@@ -91,9 +90,9 @@ def check(history: History) -> str | None:
             "rate. See implicit_bias.regime.")
 
 
-def warn(histories: Iterable[History | RunFailed | Stored]) -> None:
+def warn(histories: Iterable[object]) -> None:
     """Warn once for every history of :func:`check` (``train`` calls this); a run a worker
-    stored itself brings its check's message along."""
+    stored itself (a :class:`store.Stored`) brings its check's message along."""
     for h in histories:
         # a RunFailed has no history (no log_loss) and no message
         message = check(cast("History", h)) if hasattr(h, "log_loss") else getattr(h, "regime", None)

@@ -933,17 +933,15 @@ class WorkerStore:
         return (Path(self.root) / ".workers" / self.token).exists()
 
     def save(self, histories: Sequence[History | RunFailed], input_dim: int | tuple[int, ...],
-             device: str) -> list[History | RunFailed | Stored]:
-        """Store the chunk's histories (one durable write); failures stay as they are, for
-        the sweep to record."""
-        from . import regime
-
+             device: str, regimes: Sequence[str | None]) -> list[History | RunFailed | Stored]:
+        """Store the chunk's histories (one durable write), each with what
+        :func:`regime.check` said of it; failures stay as they are, for the sweep to record."""
         items = [(key, h, data, self.settings, input_dim, device)
                  for key, data, h in zip(self.keys, self.data, histories, strict=True)
                  if not isinstance(h, Exception)]
         RunStore(self.root).save_many(items)
-        return [h if isinstance(h, Exception) else Stored(key, regime.check(h))
-                for key, h in zip(self.keys, histories)]
+        return [h if isinstance(h, Exception) else Stored(key, message)
+                for key, h, message in zip(self.keys, histories, regimes, strict=True)]
 
 
 class Session:

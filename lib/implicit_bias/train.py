@@ -296,8 +296,9 @@ def train_chunk_into(*args: Any) -> list[History | RunFailed | stores.Stored]:
     histories: list[History | RunFailed] = train_chunk(*chunk_args)
     if into is None or not into.reachable():
         return list(histories)
+    regimes = [None if isinstance(h, RunFailed) else regime.check(h) for h in histories]
     stored: list[History | RunFailed | stores.Stored] = into.save(histories, _input_dim(chunk_args[1]),
-                                                                   "executor")
+                                                                   "executor", regimes)
     return stored
 
 

@@ -23,12 +23,15 @@ from . import Row, Verdict
 
 if TYPE_CHECKING:
     from ..history import History
+    from ..norms import Norm
 
 
 def rows(histories: Iterable[History], X: torch.Tensor, y: torch.Tensor, radius: float,
-         minimizers: Mapping[str, np.ndarray], loss: str = "logistic") -> list[dict[str, object]]:
-    """One row per history: ``gap <norm>``, ``‖θ‖/R <norm>`` and ``cos <norm>`` for every norm
-    of ``minimizers`` (norm name → the exact minimizer over its ball of ``radius``)."""
+         minimizers: Mapping[str, np.ndarray], balls: Mapping[str, Norm] | None = None,
+         loss: str = "logistic") -> list[dict[str, object]]:
+    """One row per history: ``gap <ball>``, ``‖θ‖/R <ball>`` and ``cos <ball>`` for every ball
+    of ``minimizers`` (its name → the exact minimizer over it, flat); ``balls`` gives the norm
+    of a name that is not a registered norm's (a block model's hybrid)."""
     from ..kkt import constrained_certificate
 
     out: list[dict[str, object]] = []
@@ -36,7 +39,8 @@ def rows(histories: Iterable[History], X: torch.Tensor, y: torch.Tensor, radius:
         row: dict[str, object] = {"optimizer": h.run.label}
         direction = h.directions[-1]
         for name, w in minimizers.items():
-            c = constrained_certificate(h.model, X, y, name, radius, loss)
+            norm = (balls or {}).get(name, name)
+            c = constrained_certificate(h.model, X, y, norm, radius, loss)
             row[f"gap {name}"], row[f"‖θ‖/R {name}"] = c.gap, c.norm_ratio
             row[f"cos {name}"] = float(direction @ np.reshape(w, -1) / np.linalg.norm(w))
         out.append(row)
@@ -77,4 +81,43 @@ def in_own_ball(rows: Sequence[Row], own: Mapping[str, str], gap_max: float = 0.
     return v
 
 
-__all__ = ["rows", "in_own_ball"]
+def toward_max_margin(X: torch.Tensor, y: torch.Tensor, norms: Iterable[str], radii: Sequence[float],
+                      compare: Mapping[str, str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Per norm, along ``radii``: the exact ball minimizer's cosine with the max-margin
+    direction of the same norm (or of ``compare[norm]``) and its normalized margin as a
+    fraction of the maximum. The minimizers are the exponential loss's
+    (:func:`maxmargin.ball_minimizer`, ``loss='exponential'``: accurate at any radius)."""
+    from ..maxmargin import ball_minimizer, max_margin, norm_value
+
+    Z = (np.asarray(y, dtype=float)[:, None] * np.asarray(X, dtype=float))
+    out: dict[str, dict[str, list[float]]] = {}
+    for norm in norms:
+        best = max_margin(X, y, norm)
+        target = np.asarray(max_margin(X, y, (compare or {}).get(norm, norm)).direction).reshape(-1)
+        ws = [ball_minimizer(X, y, norm, R, loss="exponential") for R in radii]
+        out[norm] = {"cos": [float(w @ target / np.linalg.norm(w) / np.linalg.norm(target)) for w in ws],
+                     "margin": [float((Z @ w).min() / norm_value(w, norm)) / best.margin for w in ws]}
+    return out
+
+
+def approaches_max_margin(curves: Mapping[str, Mapping[str, Sequence[float]]], cos_min: float = 0.999,
+                          margin_min: float = 0.99) -> Verdict:
+    """As the radius 1/λ grows the ball minimizer tends to the max-margin solution: at the
+    largest radius of :func:`toward_max_margin`'s curves the cosine is ≥ ``cos_min`` and the
+    margin ≥ ``margin_min`` of the maximum, and the cosine rose from the smallest radius.
+    Measured (20 points, 10 dimensions, R from 0.5 to 20,000): cosines 1.00000 and margins
+    ≥ 0.9999 at R = 20,000 for ℓ2, ℓ∞ and ℓ1; against another norm's max-margin direction
+    the cosine stays ≤ 0.97."""
+    v = Verdict(f"as R = 1/λ grows the ball minimizer's direction tends to the same norm's max-margin "
+                f"direction (cos ≥ {cos_min} and margin ≥ {margin_min} of the maximum at the largest R)")
+    for name, c in curves.items():
+        v.note(f"{name}: cos {c['cos'][0]:.3f} → {c['cos'][-1]:.5f}, margin {c['margin'][0]:.3f} → "
+               f"{c['margin'][-1]:.4f}")
+        v.require(c["cos"][-1] >= cos_min, f"{name}: cos {c['cos'][-1]:.4f} < {cos_min} at the largest radius")
+        v.require(c["margin"][-1] >= margin_min,
+                  f"{name}: margin {c['margin'][-1]:.4f} < {margin_min} of the maximum at the largest radius")
+        v.require(c["cos"][-1] > c["cos"][0], f"{name}: the cosine did not rise with the radius")
+    return v
+
+
+__all__ = ["rows", "in_own_ball", "toward_max_margin", "approaches_max_margin"]
