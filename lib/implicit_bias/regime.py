@@ -29,7 +29,7 @@ import torch
 from . import optim, rules
 
 if TYPE_CHECKING:
-    from .history import History, RunFailed
+    from .history import History
     from .runs import Run
 
 #: A run leaves Adam's regime when the predicted step ratio falls below e^{-this} (0.1).

@@ -372,7 +372,8 @@ def steepest(grads: Tensors, state: dict[str, Entry], hyper: dict[str, Any], ste
         frame = hyper["frame"]
         scale = norm.dual_stacked(grads) * _exp(-frame if log is None else log - frame)
         u = [x * column(scale, x) for x in u]
-    return Update(decoupled_decay(u, params, hyper.get("weight_decay", 0.0)), new)  # a caller's older hyper: none
+    # a caller's hyperparameters from before the knob: no decay
+    return Update(decoupled_decay(u, params, hyper.get("weight_decay", 0.0)), new)
 
 
 ADAM_STATE = {"exp_avg": 1, "exp_avg_sq": 2}

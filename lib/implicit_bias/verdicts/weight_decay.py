@@ -113,7 +113,8 @@ def approaches_max_margin(curves: Mapping[str, Mapping[str, Sequence[float]]], c
     for name, c in curves.items():
         v.note(f"{name}: cos {c['cos'][0]:.3f} → {c['cos'][-1]:.5f}, margin {c['margin'][0]:.3f} → "
                f"{c['margin'][-1]:.4f}")
-        v.require(c["cos"][-1] >= cos_min, f"{name}: cos {c['cos'][-1]:.4f} < {cos_min} at the largest radius")
+        v.require(c["cos"][-1] >= cos_min,
+                  f"{name}: cos {c['cos'][-1]:.4f} < {cos_min} at the largest radius")
         v.require(c["margin"][-1] >= margin_min,
                   f"{name}: margin {c['margin'][-1]:.4f} < {margin_min} of the maximum at the largest radius")
         v.require(c["cos"][-1] > c["cos"][0], f"{name}: the cosine did not rise with the radius")
