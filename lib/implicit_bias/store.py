@@ -435,16 +435,11 @@ class RunFile:
         names it holds checked (:class:`StoreError` naming ``path`` if not)."""
         if not isinstance(meta, dict):
             raise StoreError(f"{path}: config.json holds a {type(meta).__name__}, not a stored run.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        required = {name for name, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-        if required - set(meta):
-            raise StoreError(f"{path}: config.json lacks {sorted(required - set(meta))}.")
+        known = _fields_of(cls, path, meta, "config.json")
         if meta["format"] != FORMAT:
             raise StoreError(f"{path}: written in store format {_short(meta['format'])}, this code reads "
                              f"{FORMAT}.")
-        known = {name: value for name, value in meta.items() if name in fields}  # a newer note: ignored
-        _check_fields(path, known, {name: f.metadata["check"] for name, f in fields.items()}, "its")
+        _check_fields(path, known, _checks(cls), "its")
         _check_run_config(path, known["run"])
         _check_observer(path, known["settings"].get("observe"), allow)
         dim = known["input_dim"]
@@ -486,16 +481,28 @@ class FailedRun:
         """The record in a parsed ``<key>.json``, checked (:class:`StoreError` if not)."""
         if not isinstance(record, dict) or record.get("key") != path.stem:
             raise StoreError(f"{path}: not the failure record of run {path.stem}.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        known = {name: value for name, value in record.items() if name in fields}
-        missing = {"key", "run", "label", "reason"} - set(known)
-        if missing:
-            raise StoreError(f"{path}: a failure record lacks {sorted(missing)}.")
-        _check_fields(path, known, {name: f.metadata["check"] for name, f in fields.items()}, "its")
+        known = _fields_of(cls, path, record, "a failure record")
+        _check_fields(path, known, _checks(cls), "its")
         return cls(**known)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n"
+
+
+def _fields_of(cls: type, path: Where, record: dict[str, Any], what: str) -> dict[str, Any]:
+    """The entries of ``record`` that are fields of the dataclass ``cls`` (a newer note is
+    ignored), raising unless every required field (one without a default) is there."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = {name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if required - set(record):
+        raise StoreError(f"{path}: {what} lacks {sorted(required - set(record))}.")
+    return {name: value for name, value in record.items() if name in fields}
+
+
+def _checks(cls: type) -> dict[str, FieldCheck]:
+    """The checks a dataclass's fields carry (:func:`_checked`)."""
+    return {f.name: f.metadata["check"] for f in dataclasses.fields(cls)}
 
 
 def _check_fields(where: Where, table: dict[str, Any], checks: Mapping[str, FieldCheck], what: str) -> None:
