@@ -142,36 +142,36 @@ def _relabelled(rows, names: dict, drop=()):
 
 
 def test_exact_solutions_passes_on_the_hybrids(exact_rows):
-    v = hybrid.exact_solutions(exact_rows, OWN_EXACT, margin_min=0.98)
+    v = hybrid.exact_solutions(exact_rows, OWN_EXACT, margin_min=0.97)
     assert v, v.failures
     # the controls reach their own geometries' solutions too
     controls = {"Muon": "max{‖W‖, ‖u‖₂}", "NormalizedGD": "ℓ2"}
-    assert hybrid.exact_solutions(exact_rows, controls, margin_min=0.98)
+    assert hybrid.exact_solutions(exact_rows, controls, margin_min=0.97)
 
 
 @pytest.mark.parametrize("stand_in", ["Muon", "Signum", "NormalizedGD"])
 def test_exact_solutions_fails_with_another_optimizer_in_place_of_muon_signum(exact_rows, stand_in):
     rows = _relabelled(exact_rows, {stand_in: "MuonSignum"}, drop=("MuonSignum",))
-    v = hybrid.exact_solutions(rows, {"MuonSignum": "hybrid(1)"}, margin_min=0.98)
+    v = hybrid.exact_solutions(rows, {"MuonSignum": "hybrid(1)"}, margin_min=0.97)
     assert not v and any("nearest" in f for f in v.failures), v
 
 
 def test_exact_solutions_fails_when_muon_adam_ignores_lr_adam(exact_rows):
     ignored = {f"ignored r={r:g}": f"MuonAdam r={r:g}" for r in RATIOS}
     rows = _relabelled(exact_rows, ignored, drop=tuple(ignored.values()))
-    v = hybrid.exact_solutions(rows, OWN_EXACT, margin_min=0.98)
+    v = hybrid.exact_solutions(rows, OWN_EXACT, margin_min=0.97)
     assert not v and any("r=0.3" in f for f in v.failures) and any("r=3" in f for f in v.failures), v
 
 
 def test_exact_solutions_fails_with_the_ratio_labels_permuted(exact_rows):
     permuted = {"MuonAdam r=0.3": "MuonAdam r=1", "MuonAdam r=1": "MuonAdam r=3",
                 "MuonAdam r=3": "MuonAdam r=0.3"}
-    v = hybrid.exact_solutions(_relabelled(exact_rows, permuted), OWN_EXACT, margin_min=0.98)
+    v = hybrid.exact_solutions(_relabelled(exact_rows, permuted), OWN_EXACT, margin_min=0.97)
     assert not v and sum("nearest" in f for f in v.failures) >= 6, v
 
 
 def test_exact_solutions_needs_three_draws(exact_rows):
-    v = hybrid.exact_solutions([r for r in exact_rows if r["draw"] < 2], OWN_EXACT, margin_min=0.98)
+    v = hybrid.exact_solutions([r for r in exact_rows if r["draw"] < 2], OWN_EXACT, margin_min=0.97)
     assert not v and "fewer than 3" in v.failures[0]
 
 
